@@ -1,0 +1,111 @@
+"""The backend contract: the per-pixel chain calibrate -> unmix -> indices -> pack.
+
+A backend is prepared once per configuration (frame shape, wavelengths, calibration
+reference, pack spec) and then run once per frame; it must not allocate per frame where it can
+avoid it.  ``numpy`` is the reference implementation; ``cuda`` must match it within the
+tolerances stated in its tests.
+
+Pixel flags
+-----------
+Every backend returns a ``uint8`` flag map of shape (rows, cols); 0 means the pixel is valid,
+otherwise the bits say why it is not (several may be set).  Float maps hold NaN where the flag
+is non-zero; the network input holds 0 there (the model sees "no signal", the overlay shows
+the pixel as invalid).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "FLAG_SATURATED", "FLAG_UNDEREXPOSED", "FLAG_NONFINITE", "FLAG_BAD_PIXEL",
+    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "PackSpec", "ChainResult", "Backend",
+]
+
+FLAG_SATURATED = np.uint8(1)      #: a raw band reached the saturation level
+FLAG_UNDEREXPOSED = np.uint8(2)   #: white reference too dark for a usable reflectance
+FLAG_NONFINITE = np.uint8(4)      #: NaN/inf in the input or reference
+FLAG_BAD_PIXEL = np.uint8(8)      #: dead/hot pixel from the calibration record
+FLAG_UNMIX_INVALID = np.uint8(16)  #: haemoglobin total <= 0 or unmixing out of domain
+
+FLAG_NAMES = {int(FLAG_SATURATED): "saturated", int(FLAG_UNDEREXPOSED): "underexposed",
+              int(FLAG_NONFINITE): "nonfinite", int(FLAG_BAD_PIXEL): "bad_pixel",
+              int(FLAG_UNMIX_INVALID): "unmix_invalid"}
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """What goes into the network input, in channel order (from the model card).
+
+    Attributes
+    ----------
+    spectra_bands : tuple of int
+        Band indices of the L1-normalised reflectance channels (empty: none).
+    maps : tuple of str
+        Per-pixel maps appended after the spectra, e.g. ``("sto2", "thi")``.
+    dtype : {"float32", "float16"}
+        Element type of the packed input.
+    """
+
+    spectra_bands: tuple[int, ...] = ()
+    maps: tuple[str, ...] = ()
+    dtype: Literal["float32", "float16"] = "float32"
+
+    @property
+    def channels(self) -> int:
+        return len(self.spectra_bands) + len(self.maps)
+
+
+@dataclass
+class ChainResult:
+    """Output of one backend run.
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray of shape (rows, cols), float32
+        ``sto2`` (calibrated, fraction), ``thb`` (total haemoglobin index, a.u.),
+        ``sto2_index``, ``nir``, ``thi``, ``twi`` (TIVITA-style, fractions); NaN where invalid.
+    flags : ndarray of shape (rows, cols), uint8
+        Pixel flags (0 = valid), see the ``FLAG_*`` constants.
+    input : ndarray of shape (1, channels, rows, cols) or None
+        Packed network input (float32 or float16 per :class:`PackSpec`); None if no model.
+    reflectance : ndarray of shape (rows, cols, bands), float32, or None
+        Calibrated reflectance (host copy; GPU backends fill it only on request).
+    """
+
+    maps: dict[str, np.ndarray]
+    flags: np.ndarray
+    input: np.ndarray | None = None
+    reflectance: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A per-pixel chain implementation (numpy or cuda)."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        """Process one cube.
+
+        Parameters
+        ----------
+        raw : ndarray of shape (rows, cols, bands), uint16 or float32
+            Raw counts, or float32 reflectance for already-calibrated recordings.
+        exposure_us : float
+            Exposure of this frame (reflectance is exposure-normalised against the white).
+        """
+
+    def close(self) -> None:
+        """Release buffers (idempotent)."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

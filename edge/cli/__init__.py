@@ -1,0 +1,79 @@
+"""The ``hsi-edge`` command line: one module per subcommand.
+
+Each subcommand module in :data:`SUBCOMMANDS` defines ``register(subparsers)`` (adds its
+parser and sets ``func``) and a handler ``run(args) -> int``.  :func:`main` prints any
+:class:`~edge.errors.HsiEdgeError` as one line on stderr and returns non-zero; ``--debug``
+shows the traceback instead.  Data goes to stdout, logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from edge import __version__
+from edge.errors import HsiEdgeError
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+#: Subcommand modules under ``edge.cli`` (imported lazily; a module whose optional
+#: dependency is missing still registers and reports that when run).
+SUBCOMMANDS: tuple[str, ...] = (
+    "run", "simulate", "calibrate", "bench", "kernels", "engine", "model", "sim_devices",
+    "train_demo",
+)
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hsi-edge",
+        description="Edge inference for surgical spectral cameras.")
+    parser.add_argument("--version", action="version", version=f"hsi-edge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="info-level logs on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"edge.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"edge.cli.{name}":
+                continue  # subcommand not built (yet)
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hsi-edge`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    # SIGTERM behaves like Ctrl-C so long runs shut down cleanly and still write results.
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return int(args.func(args) or 0)
+    except HsiEdgeError as exc:
+        if args.debug:
+            raise
+        print(f"hsi-edge {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"hsi-edge {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

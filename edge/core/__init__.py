@@ -1,0 +1,3 @@
+"""Core types shared by every layer: frames, configuration loading, wavelength grids."""
+
+from edge.core.frame import Frame, FrameMeta, validate_wavelengths  # noqa: F401
