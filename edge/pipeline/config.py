@@ -1,0 +1,109 @@
+"""Settings of ``hsi-edge run``: one YAML file, loaded into frozen dataclasses.
+
+Example (every key optional; these are the defaults)::
+
+    camera:
+      source: simulated        # simulated | replay | bench (simulated camera + controller sim)
+      preset: tivita           # tivita | snapshot16 | snapshot25
+      rows: null               # override the preset's resolution
+      cols: null
+      seed: 0
+      fps: null                # null: as fast as possible; a number: real-time pacing
+      exposure_us: 8000
+      gain: 1.0
+      replay_path: null        # .dat / .hdr / .npz folder / .npy for source: replay
+      loop: false
+    calibration:
+      record: null             # a record folder from `hsi-edge calibrate capture`; null:
+                               # capture dark and white references at start
+      frames: 8                # frames averaged per reference when capturing at start
+      rho_ref: 0.99
+    processing:
+      backend: auto            # auto | numpy | cuda
+      chromophores: [HbO2, Hb, water, fat]
+      baseline: [constant, linear]
+    model:
+      card: demo               # demo | none | path to a model card YAML
+      runtime: auto            # auto | onnxruntime | tensorrt
+      threads: null
+    pipeline:
+      queue_size: 2
+      drop_policy: auto        # auto (newest when fps is set, else block) | newest | block
+      read_timeout_s: 5.0
+    sinks:
+      png_every: 10            # 0 disables
+      npz_every: 10            # 0 disables
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from edge.core.config import load_config, setting
+
+__all__ = ["AppConfig", "CameraSettings", "CalibrationSettings", "ProcessingSettings",
+           "ModelSettings", "PipelineSettings", "SinkSettings", "load_app_config"]
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    source: Literal["simulated", "replay", "bench"] = "simulated"
+    preset: Literal["tivita", "snapshot16", "snapshot25"] = "tivita"
+    rows: int | None = setting(None, range=(1, 8192))
+    cols: int | None = setting(None, range=(1, 8192))
+    seed: int = setting(0, range=(0, 2**32 - 1))
+    fps: float | None = setting(None, range=(0.01, 10000.0))
+    exposure_us: float = setting(8000.0, range=(10.0, 1e6))
+    gain: float = setting(1.0, range=(1.0, 16.0))
+    replay_path: str | None = None
+    loop: bool = False
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    record: str | None = None
+    frames: int = setting(8, range=(1, 1000))
+    rho_ref: float = setting(0.99, range=(0.01, 1.0))
+
+
+@dataclass(frozen=True)
+class ProcessingSettings:
+    backend: Literal["auto", "numpy", "cuda"] = "auto"
+    chromophores: tuple[str, ...] = ("HbO2", "Hb", "water", "fat")
+    baseline: tuple[str, ...] = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    card: str = "demo"
+    runtime: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    threads: int | None = setting(None, range=(1, 256))
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    queue_size: int = setting(2, range=(1, 1024))
+    drop_policy: Literal["auto", "newest", "block"] = "auto"
+    read_timeout_s: float = setting(5.0, range=(0.01, 600.0))
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    png_every: int = setting(10, range=(0, 1_000_000))
+    npz_every: int = setting(10, range=(0, 1_000_000))
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    camera: CameraSettings = setting(default_factory=CameraSettings)
+    calibration: CalibrationSettings = setting(default_factory=CalibrationSettings)
+    processing: ProcessingSettings = setting(default_factory=ProcessingSettings)
+    model: ModelSettings = setting(default_factory=ModelSettings)
+    pipeline: PipelineSettings = setting(default_factory=PipelineSettings)
+    sinks: SinkSettings = setting(default_factory=SinkSettings)
+
+
+def load_app_config(path: str | None) -> AppConfig:
+    """Load ``path`` (None: all defaults); raises ConfigError with file and key path."""
+    return load_config(AppConfig, path)

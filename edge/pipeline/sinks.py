@@ -1,0 +1,132 @@
+"""Sinks: where processed frames go (PNG overlays and maps, NPZ maps, nothing).
+
+Every file is written atomically (temporary name, then ``os.replace``) so an interrupted run
+never leaves a half-written image or map.  Metrics are written by the runner, not a sink.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.core.frame import Frame
+
+__all__ = ["Sink", "NullSink", "PngSink", "NpzSink", "atomic_write_bytes"]
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Sink:
+    """Base class: ``write(frame)`` for every processed frame, then ``close()``."""
+
+    name = "sink"
+
+    def write(self, frame: Frame) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink(Sink):
+    """Discards frames (for benchmarks); counts them."""
+
+    name = "null"
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, frame: Frame) -> None:
+        self.count += 1
+
+
+class _EveryN(Sink):
+    def __init__(self, out_dir: str | os.PathLike, every: int = 1):
+        if int(every) < 1:
+            raise ValueError(f"every: expected an integer >= 1, got {every!r}")
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.every = int(every)
+        self._seen = 0
+
+    def write(self, frame: Frame) -> None:
+        due = self._seen % self.every == 0
+        self._seen += 1
+        if due:
+            self._write(frame)
+
+    def _write(self, frame: Frame) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class PngSink(_EveryN):
+    """Every N-th frame: the segmentation overlay and the StO2 map with a colour bar.
+
+    Files: ``overlay_<frame id>.png`` (true-colour rendering of the reflectance with the class
+    colours alpha-blended; invalid pixels hatched) when the frame has a class map, and
+    ``sto2_<frame id>.png`` (StO2 colour map, NaN grey, colour bar 0-100 %).
+    """
+
+    name = "png"
+
+    def __init__(self, out_dir, every: int = 10, *, colors: np.ndarray | None = None,
+                 alpha: float = 0.4):
+        super().__init__(out_dir, every)
+        self.colors = colors
+        self.alpha = alpha
+
+    def _write(self, frame: Frame) -> None:
+        from PIL import Image
+
+        from edge.physics import cube_to_rgb
+        from edge.processing.post import colorbar, colormap, overlay
+
+        fid = f"{frame.meta.frame_id:06d}"
+        p = frame.products
+        if "classes" in p and self.colors is not None and "reflectance" in p:
+            rgb = cube_to_rgb(p["reflectance"], frame.wavelengths)
+            classes = p["classes"]
+            invalid = classes >= len(self.colors)
+            img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
+                          invalid=invalid)
+            self._save(Image.fromarray(img), f"overlay_{fid}.png")
+        if "sto2" in p:
+            img = colorbar(colormap(p["sto2"], 0.0, 1.0, "sto2"), 0.0, 1.0, "sto2",
+                           label="StO2")
+            self._save(Image.fromarray(img), f"sto2_{fid}.png")
+
+    def _save(self, image, name: str) -> None:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        atomic_write_bytes(self.out / name, buf.getvalue())
+
+
+class NpzSink(_EveryN):
+    """Every N-th frame: the maps, pixel flags and class map as ``maps_<frame id>.npz``."""
+
+    name = "npz"
+
+    KEYS = ("sto2", "thb", "sto2_index", "nir", "thi", "twi", "flags", "classes")
+
+    def _write(self, frame: Frame) -> None:
+        arrays = {k: frame.products[k] for k in self.KEYS if k in frame.products}
+        arrays["wavelengths"] = frame.wavelengths
+        arrays["frame_id"] = np.int64(frame.meta.frame_id)
+        arrays["timestamp_ns"] = np.int64(frame.meta.timestamp_ns)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(self.out / f"maps_{frame.meta.frame_id:06d}.npz", buf.getvalue())
