@@ -129,6 +129,7 @@ class Pipeline:
                     state["missed"] += fid - last_id - 1
                 last_id = fid
                 produced += 1
+                state["produced"] = produced
                 self._put(q, frame, stop, state)
         except BaseException as exc:  # handed to the processing thread
             state["error"] = exc
@@ -144,9 +145,7 @@ class Pipeline:
             except queue.Full:
                 if self.drop_policy == "newest" or final:
                     try:
-                        old = q.get_nowait()
-                        if old is not _END and not stop.is_set():
-                            state["dropped"] += 1
+                        q.get_nowait()  # counted: dropped = delivered - processed
                     except queue.Empty:
                         pass
                     continue
@@ -173,7 +172,7 @@ class Pipeline:
         stats = LatencyStats()
         e2e: list[int] = []
         result = RunResult()
-        state: dict[str, Any] = {"dropped": 0, "missed": 0, "acquire_ns": [], "error": None,
+        state: dict[str, Any] = {"produced": 0, "missed": 0, "acquire_ns": [], "error": None,
                                  "end_of_stream": False}
         q: queue.Queue = queue.Queue(maxsize=self.queue_size)
         stop = threading.Event()
@@ -217,7 +216,9 @@ class Pipeline:
                 log.warning("camera disarm failed during shutdown: %s", exc)
         if state["error"] is not None and not result.interrupted:
             raise state["error"]
-        result.frames_dropped = state["dropped"]
+        # Every frame the camera delivered that was not processed counts as dropped (queue
+        # overflow in "newest" mode, or frames still queued at Ctrl-C).
+        result.frames_dropped = state["produced"] - result.frames_processed
         result.frames_missed = state["missed"]
         result.end_of_stream = state["end_of_stream"]
         if result.end_of_stream and frames is not None and result.frames_processed < frames:
