@@ -1,0 +1,263 @@
+"""The NumPy backend: the reference per-pixel chain, blocked and fused for speed.
+
+``run`` processes the frame in blocks of rows small enough to stay in cache, doing every step
+per block with preallocated buffers:
+
+1. calibrate   ``(raw - dark) * scale`` with the FlatField's float32 arrays, written in place
+               into the reflectance output (the arithmetic of ``FlatField.apply``, so results
+               are bit-identical to it);
+2. unmix       ``log(max(R, eps))`` in place, then ONE matmul with ``M = -[P.T | L]`` where P
+               is the unmixing pseudo-inverse and L the linear part of the TIVITA-style indices
+               (window means and Savitzky-Golay 2nd derivatives,
+               :func:`edge.processing.indices.index_linear_terms`) -- all are linear in A;
+3. maps        thb, raw and calibrated StO2, and the index ratios from the matmul columns;
+4. pack        L1-normalised selected bands written transposed into the NCHW input.
+
+:meth:`NumpyBackend.run_reference` does the same by calling the public functions one by one
+on the whole frame (slow, obviously right); tests check both agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from edge.backends.base import (FLAG_NONFINITE, FLAG_SATURATED, FLAG_UNMIX_INVALID, Backend, ChainResult,
+                                PackSpec)
+from edge.core.frame import validate_wavelengths
+from edge.errors import CalibrationError, DataFormatError
+from edge.processing.indices import (IndexParams, index_linear_terms, indices_from_terms,
+                                     tivita_indices)
+from edge.processing.pack import pack_input
+from edge.processing.sto2 import Sto2Calibration
+from edge.processing.unmixing import Unmixer, recommended_components
+
+__all__ = ["NumpyBackend", "MAP_NAMES"]
+
+log = logging.getLogger(__name__)
+MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
+#: float32 reflectance per block: ~4 MiB. Smaller blocks make OpenBLAS sgemm calls
+#: overhead-bound (4 rows of 640x100: 25x slower per element on a 2-core EPYC); 4 MiB stays
+#: well inside L3.
+_BLOCK_BYTES = 4 << 20
+
+
+def _pass_through(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 reflectance without a flat-field: non-finite pixels -> all-NaN + FLAG_NONFINITE."""
+    refl = np.array(cube, dtype=np.float32, copy=True)
+    flags = np.zeros(cube.shape[:2], np.uint8)
+    bad = ~np.isfinite(refl).all(axis=2)
+    flags[bad] = FLAG_NONFINITE
+    refl[bad] = np.nan
+    return refl, flags
+
+
+class NumpyBackend(Backend):
+    """Reference backend (see module docstring).
+
+    Parameters
+    ----------
+    wavelengths_nm : array_like (bands,)
+    flatfield : edge.processing.flatfield.FlatField or None
+        None: ``run`` takes float32 reflectance.
+    chromophores, baseline : sequence of str or None
+        Unmixing basis; None: :func:`edge.processing.unmixing.recommended_components`.
+    fwhm_nm : float or None
+        Band FWHM used for the unmixing basis and the StO2 calibration table.
+    eps : float
+        Reflectance floor of the absorbance.
+    index_params : IndexParams
+    pack : PackSpec or None
+        Network input to build; None: no input (``ChainResult.input`` is None).
+    calibration : Sto2Calibration or None
+        StO2 table; None: ``Sto2Calibration.for_grid`` (shipped or fitted).
+    block_rows : int or None
+        Rows per block; None: about 4 MiB of float32 reflectance per block.
+    """
+
+    name = "numpy"
+
+    def __init__(self, wavelengths_nm, *, flatfield=None,
+                 chromophores: Sequence[str] | None = None,
+                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
+                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
+                 pack: PackSpec | None = None, calibration: Sto2Calibration | None = None,
+                 block_rows: int | None = None):
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        rec_c, rec_b = recommended_components(wl)
+        chromophores = rec_c if chromophores is None else tuple(chromophores)
+        baseline = rec_b if baseline is None else tuple(baseline)
+        self.wavelengths = wl
+        self.flatfield = flatfield
+        if flatfield is not None and flatfield.shape[2] != wl.size:
+            raise CalibrationError(f"flatfield: reference has {flatfield.shape[2]} bands, "
+                                   f"wavelengths_nm has {wl.size}")
+        self.unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps)
+        self.calibration = calibration or Sto2Calibration.for_grid(
+            wl, fwhm_nm=fwhm_nm, chromophores=chromophores, baseline=baseline, eps=eps)
+        self.index_params = index_params
+        if pack is not None:
+            unknown = [m for m in pack.maps if m not in MAP_NAMES]
+            if unknown:
+                raise DataFormatError(f"pack.maps: unknown map(s) {unknown}; allowed: "
+                                      f"{', '.join(MAP_NAMES)}")
+            if pack.spectra_bands and (min(pack.spectra_bands) < 0
+                                       or max(pack.spectra_bands) >= wl.size):
+                raise DataFormatError(f"pack.spectra_bands: indices must be in [0, "
+                                      f"{wl.size - 1}], got {pack.spectra_bands}")
+        self.pack = pack
+        if block_rows is not None and int(block_rows) < 1:
+            raise DataFormatError(f"block_rows: expected an integer >= 1 or None, "
+                                  f"got {block_rows!r}")
+        self.block_rows = block_rows
+        lin, self._layout = index_linear_terms(wl, index_params)
+        self._k = len(self.unmixer.components)
+        # Fused matrix on log(R): A = -log(R), so both parts get a minus sign.
+        self._mat = np.ascontiguousarray(
+            -np.concatenate([self.unmixer.pinv.T.astype(np.float64), lin], axis=1),
+            dtype=np.float32)
+        self._grid_key = ("grid", wl.size, round(float(wl[0]), 3), round(float(wl[-1]), 3))
+        self._warned_exposure: set[float] = set()
+
+    # ---- straightforward reference --------------------------------------------------------
+    def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        """The chain by calling the public functions one by one on the whole frame."""
+        refl, flags = self._calibrate(raw, exposure_us)
+        um = self.unmixer.maps(refl)
+        maps = {"sto2": self.calibration.apply(um["sto2_raw"]), "thb": um["thb"]}
+        maps.update(tivita_indices(refl, self.wavelengths, self.index_params))
+        flags = flags | np.where((flags == 0) & ~np.isfinite(um["thb"]), FLAG_UNMIX_INVALID,
+                                 np.uint8(0)).astype(np.uint8)
+        for m in maps.values():
+            m[flags != 0] = np.nan
+        packed = None
+        if self.pack is not None:
+            packed = pack_input(refl, [maps[n] for n in self.pack.maps], self.pack)
+            packed[0, :, flags != 0] = 0   # base.py: the network sees "no signal" there
+        return ChainResult(maps={n: maps[n] for n in MAP_NAMES}, flags=flags, input=packed,
+                           reflectance=refl)
+
+    def _check_raw(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw)
+        if raw.ndim != 3 or raw.shape[2] != self.wavelengths.size:
+            raise DataFormatError(f"raw: expected shape (rows, cols, {self.wavelengths.size}), "
+                                  f"got {raw.shape}")
+        if self.flatfield is None and raw.dtype != np.float32:
+            raise DataFormatError(f"raw: without a flatfield the backend takes float32 "
+                                  f"reflectance, got {raw.dtype}")
+        return raw
+
+    def _calibrate(self, raw: np.ndarray, exposure_us: float):
+        raw = self._check_raw(raw)
+        if self.flatfield is None:
+            return _pass_through(raw)
+        return self.flatfield.apply(raw, exposure_us)
+
+    # ---- fused, blocked path ----------------------------------------------------------------
+    def _exposure_factor(self, raw: np.ndarray, exposure_us: float) -> float:
+        ff = self.flatfield
+        if ff is None or raw.dtype == np.float32 or exposure_us is None \
+                or exposure_us == ff.exposure_us:
+            return 1.0
+        if not (np.isfinite(exposure_us) and exposure_us > 0):
+            raise CalibrationError(f"exposure_us: expected a finite exposure > 0 µs, "
+                                   f"got {exposure_us!r}")
+        ff.dark_mismatch = True
+        if exposure_us not in self._warned_exposure:
+            self._warned_exposure.add(exposure_us)
+            log.warning("flat-field: frame exposure %g µs differs from the reference's %g µs; "
+                        "reflectance rescaled but the dark was recorded at %g µs: capture a "
+                        "new dark", exposure_us, ff.exposure_us, ff.exposure_us)
+        return ff.exposure_us / float(exposure_us)
+
+    def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        raw = self._check_raw(raw)
+        if self.flatfield is not None and raw.dtype != np.float32 \
+                and raw.shape != self.flatfield.shape:
+            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
+                                   f"calibration reference shape {self.flatfield.shape}")
+        rows, cols, bands = raw.shape
+        factor = np.float32(self._exposure_factor(raw, exposure_us))
+        step = self.block_rows or max(1, _BLOCK_BYTES // max(1, cols * bands * 4))
+        k, lay, mat = self._k, self._layout, self._mat
+        eps = np.float32(self.unmixer.eps)
+        refl = np.empty((rows, cols, bands), np.float32)
+        flags = np.empty((rows, cols), np.uint8)
+        maps = {n: np.empty((rows, cols), np.float32) for n in MAP_NAMES}
+        spec = self.pack
+        packed = None if spec is None else np.empty((1, spec.channels, rows, cols), spec.dtype)
+        sel = None if spec is None or not spec.spectra_bands else np.asarray(spec.spectra_bands)
+        all_bands = sel is not None and sel.size == bands and np.all(sel == np.arange(bands))
+        npix_max = step * cols
+        a_buf = np.empty((npix_max, bands), np.float32)
+        y_buf = np.empty((npix_max, mat.shape[1]), np.float32)
+        l1_buf = None if sel is None else np.empty((npix_max, sel.size), np.float32)
+        t = dict.fromkeys(("calibrate", "unmix", "indices", "pack"), 0)
+        i_o, i_d = self.unmixer.i_hbo2, self.unmixer.i_hb
+        for r0 in range(0, rows, step):
+            r1 = min(r0 + step, rows)
+            n = (r1 - r0) * cols
+            t0 = time.monotonic_ns()
+            rb = refl[r0:r1]
+            if self.flatfield is None or raw.dtype == np.float32:
+                rb[...], fb = _pass_through(raw[r0:r1])
+            else:
+                # Exactly FlatField.apply's arithmetic (R = (I - D) * scale, flagged -> NaN),
+                # written into the output in place; tests check bit-identity with apply().
+                ff = self.flatfield
+                np.subtract(raw[r0:r1], ff.dark[r0:r1], out=rb, dtype=np.float32)
+                np.multiply(rb, ff.scale[r0:r1], out=rb)
+                if factor != 1:
+                    np.multiply(rb, factor, out=rb)
+                fb = ff.static_flags[r0:r1].copy()
+                fb[raw[r0:r1].max(axis=2) >= ff.saturation] |= FLAG_SATURATED
+                flagged = fb != 0
+                if flagged.any():
+                    rb[flagged] = np.nan
+            r2 = rb.reshape(n, bands)
+            t1 = time.monotonic_ns()
+            a = a_buf[:n]
+            np.maximum(r2, eps, out=a)
+            np.log(a, out=a)
+            y = np.matmul(a, mat, out=y_buf[:n])
+            t2 = time.monotonic_ns()
+            bad = fb.reshape(n) != 0
+            thb = y[:, i_o] + y[:, i_d]
+            invalid = ~bad & ~(thb > 0)
+            fb.reshape(n)[invalid] |= FLAG_UNMIX_INVALID
+            bad |= invalid
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sto2_raw = y[:, i_o] / thb
+            res = {"sto2": self.calibration.apply(sto2_raw), "thb": thb}
+            res.update(indices_from_terms(y[:, k:], lay, self.index_params, self._grid_key))
+            for name in MAP_NAMES:
+                v = res[name]
+                v[bad] = np.nan
+                maps[name][r0:r1] = v.reshape(r1 - r0, cols)
+            flags[r0:r1] = fb
+            t3 = time.monotonic_ns()
+            if spec is not None:
+                nb = 0 if sel is None else sel.size
+                if nb:
+                    src = r2 if all_bands else r2[:, sel]
+                    l1 = l1_buf[:n]
+                    np.abs(src, out=l1)
+                    norm = l1.sum(axis=1)
+                    pos = norm > 0
+                    inv = np.zeros_like(norm)
+                    np.divide(1.0, norm, out=inv, where=pos)
+                    np.multiply(src, inv[:, None], out=l1)
+                    l1[bad | ~pos] = 0.0   # NaN/inf pixels (flagged) and 0/0 -> 0
+                    packed[0, :nb, r0:r1, :] = l1.reshape(r1 - r0, cols, nb).transpose(2, 0, 1)
+                for j, name in enumerate(spec.maps):
+                    v = maps[name][r0:r1]
+                    packed[0, nb + j, r0:r1] = np.where(np.isfinite(v), v, np.float32(0))
+            t4 = time.monotonic_ns()
+            for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                t[key] += dt
+        timings = {key: v / 1e6 for key, v in t.items()}
+        return ChainResult(maps=maps, flags=flags, input=packed, reflectance=refl,
+                           timings_ms=timings)

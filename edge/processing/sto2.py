@@ -1,0 +1,357 @@
+"""Calibrated StO2: a monotone curve raw -> true fitted on simulated spectra.
+
+Plain linear unmixing (:class:`edge.processing.unmixing.Unmixer`) of diffusion-model spectra
+gives a raw StO2 ``c_HbO2 / (c_HbO2 + c_Hb)`` that is strongly correlated with the true StO2
+but biased by 15-29 points on the 100-band grid (FACTS.md, "Tissue optics").  We simulate
+spectra with the physics forward model (``edge.physics.tissue_reflectance``: Jacques 2013
+absorption mix, power-law scattering, Farrell 1992 diffuse reflectance, band-integrated with
+the camera's Gaussian FWHM) over the physiological ranges of :class:`SimulationRanges`,
+unmix them, fit true-vs-raw with isotonic regression (pool-adjacent-violators, Ayer et al.
+1955 / Barlow et al. 1972) and turn the step function into a smooth monotone table of 256
+knots on a uniform ``sto2_raw`` grid (moving average of the interpolated step function, which
+keeps monotonicity), clipped to [0, 1].
+
+Applying the table is a linear interpolation on the uniform grid, clamped at the ends -- the
+exact arithmetic of :meth:`Sto2Calibration.apply` is what the GPU kernel implements with
+``table_y`` in constant memory.  The accuracy holds inside the model only (FACTS.md).
+
+Tables for the camera presets ship as CSV in ``edge/processing/data/`` (regenerate with
+``tools/fit_sto2_calibration.py``); any other grid is fitted on demand and cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.core.frame import validate_wavelengths
+from edge.errors import CalibrationError, DataFormatError
+from edge.processing.unmixing import Unmixer, recommended_components
+
+__all__ = ["SimulationRanges", "Sto2Calibration", "simulate_spectra", "isotonic_regression",
+           "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION"]
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever the fitting procedure changes (tables carry it in their header).
+CALIBRATION_VERSION = 1
+KNOTS = 256
+_SMOOTH = 9            # moving-average width (knots) applied to the isotonic step function
+_CHUNK = 2000          # spectra per forward-model call (bounds memory on fine grids)
+
+
+@dataclass(frozen=True)
+class SimulationRanges:
+    """Uniform sampling ranges of the forward-model parameters (FACTS.md, Jacques 2013).
+
+    Scattering: a' = 18.9 ± 10.2 cm⁻¹, b = 1.286 ± 0.521 (soft tissue mean ± SD).
+    """
+
+    sto2: tuple[float, float] = (0.0, 1.0)
+    blood_volume: tuple[float, float] = (0.005, 0.065)
+    water: tuple[float, float] = (0.5, 0.8)
+    fat: tuple[float, float] = (0.0, 0.3)
+    melanin: tuple[float, float] = (0.0, 0.0)
+    scatter_a: tuple[float, float] = (18.9 - 10.2, 18.9 + 10.2)
+    scatter_b: tuple[float, float] = (1.286 - 0.521, 1.286 + 0.521)
+
+
+def simulate_spectra(wavelengths_nm, n: int, seed: int, *,
+                     ranges: SimulationRanges = SimulationRanges(),
+                     fwhm_nm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` tissue parameter sets uniformly in ``ranges`` and simulate their spectra.
+
+    Returns
+    -------
+    reflectance : ndarray (n, bands), float32
+    sto2 : ndarray (n,), float64 -- ground truth
+    """
+    from edge import physics
+
+    wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+    rng = np.random.default_rng(seed)
+    params = {f.name: rng.uniform(*getattr(ranges, f.name), size=int(n))
+              for f in dataclasses.fields(ranges)}
+    out = np.empty((int(n), wl.size), dtype=np.float32)
+    for s in range(0, int(n), _CHUNK):
+        sl = slice(s, min(s + _CHUNK, int(n)))
+        out[sl] = physics.tissue_reflectance(wl, fwhm_nm=fwhm_nm,
+                                             **{k: v[sl] for k, v in params.items()})
+    return out, params["sto2"]
+
+
+def isotonic_regression(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Non-decreasing least-squares fit to ``y`` (already ordered by x): pool adjacent violators.
+
+    Parameters
+    ----------
+    y : ndarray (n,), float
+    w : ndarray (n,), float > 0, optional -- weights
+
+    Returns
+    -------
+    ndarray (n,), float64, non-decreasing, minimising ``sum w (y - fit)^2``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    w = np.ones_like(y) if w is None else np.asarray(w, dtype=np.float64)
+    # Stack of blocks (mean, weight, length); merge while the last two violate the order.
+    means, weights, lengths = [], [], []
+    for yi, wi in zip(y.tolist(), w.tolist()):
+        means.append(yi); weights.append(wi); lengths.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            wt = weights[-2] + weights[-1]
+            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / wt
+            weights[-2] = wt
+            lengths[-2] += lengths[-1]
+            del means[-1], weights[-1], lengths[-1]
+    return np.repeat(np.asarray(means), lengths)
+
+
+def _components(wl: np.ndarray, chromophores, baseline) -> tuple[tuple, tuple]:
+    """Resolve None to :func:`~edge.processing.unmixing.recommended_components` for the grid."""
+    rec_c, rec_b = recommended_components(wl)
+    return (tuple(rec_c if chromophores is None else chromophores),
+            tuple(rec_b if baseline is None else baseline))
+
+
+def _key(wl: np.ndarray, fwhm_nm, chromophores, baseline, eps: float) -> str:
+    spec = {"wl": [round(float(v), 6) for v in wl],
+            "fwhm_nm": None if fwhm_nm is None else round(float(fwhm_nm), 6),
+            "chromophores": list(chromophores), "baseline": list(baseline),
+            "eps": float(eps), "version": CALIBRATION_VERSION}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Sto2Calibration:
+    """A monotone lookup table raw StO2 -> calibrated StO2.
+
+    Attributes
+    ----------
+    table_x : ndarray (256,), float32 -- uniform grid of raw StO2 values
+    table_y : ndarray (256,), float32 -- calibrated StO2 in [0, 1], non-decreasing
+    meta : dict of str -- provenance (script, seed, ranges, version, grid, key)
+    """
+
+    _cache: dict[str, "Sto2Calibration"] = {}
+
+    def __init__(self, table_x: np.ndarray, table_y: np.ndarray, meta: dict | None = None):
+        x = np.asarray(table_x, dtype=np.float32)
+        y = np.asarray(table_y, dtype=np.float32)
+        if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+            raise CalibrationError(f"table_x/table_y: expected two 1-D arrays of equal length "
+                                   f">= 2, got shapes {x.shape} and {y.shape}")
+        dx = np.diff(x.astype(np.float64))
+        if not (np.all(dx > 0) and np.allclose(dx, dx[0], rtol=1e-3)):
+            raise CalibrationError("table_x: must be uniformly spaced and ascending")
+        if np.any(np.diff(y) < 0) or y.min() < 0 or y.max() > 1:
+            raise CalibrationError("table_y: must be non-decreasing and within [0, 1]")
+        self.table_x, self.table_y = x, y
+        self.meta = dict(meta or {})
+
+    @property
+    def x0(self) -> float:
+        return float(self.table_x[0])
+
+    @property
+    def dx(self) -> float:
+        """Knot spacing (float32 arithmetic of the kernel: ``(x1 - x0) / (n - 1)``)."""
+        return float(np.float32((self.table_x[-1] - self.table_x[0]) / (self.table_x.size - 1)))
+
+    def apply(self, sto2_raw: np.ndarray) -> np.ndarray:
+        """Calibrate raw StO2 by linear interpolation in the table (clamped at the ends).
+
+        In float32: ``t = clip((x - x0) / dx, 0, n-1); i = min(floor(t), n-2);
+        y = table_y[i] + (t - i) * (table_y[i+1] - table_y[i])``.
+
+        Parameters
+        ----------
+        sto2_raw : ndarray (...,), float
+        Returns
+        -------
+        ndarray (...,), float32 in [0, 1]; NaN stays NaN.
+        """
+        x = np.asarray(sto2_raw, dtype=np.float32)
+        n = self.table_y.size
+        finite = np.isfinite(x)
+        t = (np.where(finite, x, np.float32(self.x0)) - np.float32(self.x0)) / np.float32(self.dx)
+        t = np.clip(t, np.float32(0), np.float32(n - 1))
+        i = np.minimum(np.floor(t).astype(np.intp), n - 2)
+        f = t - i.astype(np.float32)
+        y0, y1 = self.table_y[i], self.table_y[i + 1]
+        y = y0 + f * (y1 - y0)
+        return np.where(finite, y, np.float32(np.nan)).astype(np.float32)
+
+    # ---- fitting -------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, wavelengths_nm, *, fwhm_nm: float | None = None,
+            chromophores: Sequence[str] | None = None,
+            baseline: Sequence[str] | None = None, eps: float = 1e-4,
+            n: int = 4000, seed: int = 0,
+            ranges: SimulationRanges = SimulationRanges()) -> "Sto2Calibration":
+        """Fit a table on ``n`` simulated spectra (see module docstring).
+
+        ``chromophores``/``baseline`` None: :func:`recommended_components` of the grid.
+        """
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        chromophores, baseline = _components(wl, chromophores, baseline)
+        unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps)
+        refl, truth = simulate_spectra(wl, n, seed, ranges=ranges, fwhm_nm=fwhm_nm)
+        raw = unmixer.maps(refl)["sto2_raw"].astype(np.float64)
+        ok = np.isfinite(raw)
+        if ok.sum() < 100:
+            raise CalibrationError(f"StO2 calibration: only {int(ok.sum())} of {n} simulated "
+                                   "spectra unmix to a positive haemoglobin total; the grid "
+                                   "cannot resolve HbO2/Hb")
+        raw, truth = raw[ok], truth[ok]
+        order = np.argsort(raw, kind="stable")
+        raw, fitted = raw[order], isotonic_regression(truth[order])
+        # Knots over the central 99.8 % of raw values; outside, the table clamps.
+        lo, hi = np.quantile(raw, [0.001, 0.999])
+        x = np.linspace(lo, hi, KNOTS)
+        # Interpolate the step function through its block centres (mean raw of each block).
+        change = np.flatnonzero(np.diff(fitted) > 0) + 1
+        starts = np.concatenate([[0], change])
+        ends = np.concatenate([change, [raw.size]])
+        cx = np.array([raw[s:e].mean() for s, e in zip(starts, ends)])
+        cy = fitted[starts]
+        y = np.interp(x, cx, cy)
+        pad = _SMOOTH // 2
+        y = np.convolve(np.pad(y, pad, mode="edge"), np.ones(_SMOOTH) / _SMOOTH, mode="valid")
+        y = np.maximum.accumulate(np.clip(y, 0.0, 1.0))   # guard rounding; already monotone
+        meta = {"version": str(CALIBRATION_VERSION), "n_spectra": str(n), "seed": str(seed),
+                "fwhm_nm": str(fwhm_nm), "chromophores": " ".join(unmixer.chromophores),
+                "baseline": " ".join(unmixer.baseline), "eps": repr(float(eps)),
+                "ranges": json.dumps(dataclasses.asdict(ranges)),
+                "bands": str(wl.size), "range_nm": f"{wl[0]:g}-{wl[-1]:g}",
+                "key": _key(wl, fwhm_nm, unmixer.chromophores, unmixer.baseline, eps)}
+        return cls(x, y, meta)
+
+    # ---- files -------------------------------------------------------------------------
+    def to_csv(self, path: str | Path, header: Sequence[str] = ()) -> None:
+        """Write ``sto2_raw,sto2`` rows after ``#`` comment lines (header, then ``meta``)."""
+        lines = [f"# {h}" for h in header]
+        lines += [f"# {k}: {v}" for k, v in self.meta.items()]
+        lines.append("sto2_raw,sto2")
+        lines += [f"{x:.9g},{y:.9g}" for x, y in zip(self.table_x, self.table_y)]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_csv_text(cls, text: str, source: str = "<text>") -> "Sto2Calibration":
+        meta, rows = {}, []
+        for ln in text.splitlines():
+            if ln.startswith("#"):
+                k, sep, v = ln[1:].partition(":")
+                if sep and k.strip().isidentifier():   # "key: value" provenance lines
+                    meta[k.strip()] = v.strip()
+            elif ln.strip() and not ln.startswith("sto2_raw"):
+                try:
+                    rows.append([float(v) for v in ln.split(",")])
+                except ValueError as exc:
+                    raise CalibrationError(f"{source}: bad table row {ln!r}") from exc
+        if not rows or any(len(r) != 2 for r in rows):
+            raise CalibrationError(f"{source}: expected rows 'sto2_raw,sto2'")
+        arr = np.asarray(rows)
+        return cls(arr[:, 0], arr[:, 1], meta)
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "Sto2Calibration":
+        return cls.from_csv_text(Path(path).read_text(encoding="utf-8"), str(path))
+
+    @classmethod
+    def shipped(cls) -> dict[str, "Sto2Calibration"]:
+        """The tables in ``edge/processing/data/sto2_*.csv``, by file stem."""
+        out = {}
+        for f in resources.files("edge.processing").joinpath("data").iterdir():
+            if f.name.startswith("sto2_") and f.name.endswith(".csv"):
+                out[f.name[5:-4]] = cls.from_csv_text(f.read_text("utf-8"), f.name)
+        return out
+
+    @classmethod
+    def for_grid(cls, wavelengths_nm, *, fwhm_nm: float | None = None,
+                 chromophores: Sequence[str] | None = None,
+                 baseline: Sequence[str] | None = None,
+                 eps: float = 1e-4) -> "Sto2Calibration":
+        """The table for this grid and unmixer: shipped if one matches, else fitted and cached.
+
+        On-demand fits use 4000 spectra (seed 0, default ranges), about a second, and log a
+        warning because the table is not one that was reviewed and shipped.
+        """
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        chromophores, baseline = _components(wl, chromophores, baseline)
+        key = _key(wl, fwhm_nm, chromophores, baseline, eps)
+        if key not in cls._cache:
+            for cal in cls.shipped().values():
+                cls._cache.setdefault(cal.meta.get("key", ""), cal)
+        if key not in cls._cache:
+            log.warning("no shipped StO2 calibration for this grid (%d bands, %g-%g nm, "
+                        "fwhm %s nm, key %s); fitting one on simulated spectra",
+                        wl.size, wl[0], wl[-1], fwhm_nm, key)
+            cls._cache[key] = cls.fit(wl, fwhm_nm=fwhm_nm, chromophores=chromophores,
+                                      baseline=baseline, eps=eps)
+        return cls._cache[key]
+
+
+def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | None = None,
+                  chromophores: Sequence[str] | None = None,
+                  baseline: Sequence[str] | None = None) -> np.ndarray:
+    """Calibrated StO2 from reflectance.
+
+    Parameters
+    ----------
+    reflectance : ndarray (..., bands), float
+    wavelengths_nm : ndarray (bands,)
+    fwhm_nm : float, optional -- band FWHM (must match the shipped table to use it)
+    chromophores, baseline : sequence of str, optional
+        Unmixing basis; None: ``recommended_components(wavelengths_nm)``.
+
+    Returns
+    -------
+    ndarray (...,), float32 in [0, 1]; NaN where the input is non-finite or thb <= 0.
+    """
+    wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+    chromophores, baseline = _components(wl, chromophores, baseline)
+    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm)
+    cal = Sto2Calibration.for_grid(unmixer.wavelengths, fwhm_nm=fwhm_nm,
+                                   chromophores=chromophores, baseline=baseline)
+    return cal.apply(unmixer.maps(reflectance)["sto2_raw"])
+
+
+def evaluate_sto2(wavelengths_nm, calibration: Sto2Calibration | None = None, *,
+                  fwhm_nm: float | None = None,
+                  chromophores: Sequence[str] | None = None,
+                  baseline: Sequence[str] | None = None, n: int = 4000, seed: int = 12345,
+                  ranges: SimulationRanges = SimulationRanges()) -> dict[str, float]:
+    """Accuracy of calibrated StO2 on fresh simulated spectra (seed differs from the fit's).
+
+    Returns
+    -------
+    dict with, in percentage points (100 x fraction): ``mae``, ``bias`` (mean of
+    estimate - truth), ``p90_abs_err``, ``mae_raw`` and ``bias_raw`` (uncalibrated), and
+    ``invalid_fraction`` (NaN estimates, fraction of n).
+    """
+    wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+    chromophores, baseline = _components(wl, chromophores, baseline)
+    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm)
+    if calibration is None:
+        calibration = Sto2Calibration.for_grid(unmixer.wavelengths, fwhm_nm=fwhm_nm,
+                                               chromophores=chromophores, baseline=baseline)
+    refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, ranges=ranges, fwhm_nm=fwhm_nm)
+    raw = unmixer.maps(refl)["sto2_raw"]
+    est = calibration.apply(raw).astype(np.float64)
+    ok = np.isfinite(est)
+    if not ok.any():
+        raise CalibrationError("evaluate_sto2: every simulated spectrum was invalid")
+    err = (est[ok] - truth[ok]) * 100.0
+    err_raw = (raw[ok].astype(np.float64) - truth[ok]) * 100.0
+    return {"mae": float(np.mean(np.abs(err))), "bias": float(np.mean(err)),
+            "p90_abs_err": float(np.quantile(np.abs(err), 0.9)),
+            "mae_raw": float(np.mean(np.abs(err_raw))), "bias_raw": float(np.mean(err_raw)),
+            "invalid_fraction": float(1.0 - ok.mean())}

@@ -1,0 +1,252 @@
+"""Linear spectral unmixing on absorbance: concentrations, total haemoglobin, raw StO2.
+
+Model (modified Beer-Lambert, FACTS.md "Tissue optics")::
+
+    A = -ln(max(R, eps)) = E @ c        E = [chromophore_spectra(...).T | baseline_terms(...).T]
+
+with ``E`` (bands, k): chromophore µa in cm⁻¹ (``edge.physics.chromophore_spectra``: HbO2/Hb
+as whole blood at 150 g/L, water, fat, melanin) and the baseline columns of
+``edge.physics.baseline_terms`` (``constant``, ``linear`` = (λ-500)/500, ``scatter``).  The
+least-squares solution is ``c = P @ A`` with ``P = pinv(E)`` (k, bands), computed once
+(``np.linalg.pinv``, never ``inv``).  Spectra made with ``edge.physics.beer_lambert_reflectance``
+on the same basis are recovered exactly; spectra of the diffusion model are not (the raw StO2
+is biased by 15-29 points on the 100-band grid, FACTS.md) -- :mod:`edge.processing.sto2`
+calibrates it.
+
+FCLS (sum-to-one) is not physical for concentrations and NNLS equals the pseudo-inverse unless
+a component goes negative (FACTS.md), so the plain pseudo-inverse is the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from edge.core.frame import validate_wavelengths
+from edge.errors import DataFormatError
+
+__all__ = ["absorbance", "Unmixer", "DEFAULT_CHROMOPHORES", "DEFAULT_BASELINE",
+           "recommended_components"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHROMOPHORES = ("HbO2", "Hb", "water", "fat")
+DEFAULT_BASELINE = ("constant", "linear")
+#: Condition number of E above which the unmixing is numerically meaningless in float32.
+MAX_CONDITION = 1e6
+
+
+def recommended_components(wavelengths_nm) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Chromophores and baseline terms that are well conditioned and calibrate well on a grid.
+
+    Chosen by fitting StO2 calibrations for every combination on simulated spectra
+    (``tools/fit_sto2_calibration.py``, Nov 2026): on a visible-only grid (max < 650 nm, e.g.
+    the 460-600 nm snapshot camera) water and fat are flat and collinear with the baseline, so
+    ``(HbO2, Hb) + (constant, linear)``; on a NIR-only grid (min > 650 nm, e.g. 665-960 nm)
+    the linear baseline makes the haemoglobin total go negative for most spectra, so
+    ``(HbO2, Hb, water) + (scatter,)``; otherwise the defaults (HbO2, Hb, water, fat) +
+    (constant, linear).
+
+    Returns
+    -------
+    (chromophores, baseline) : two tuples of str
+    """
+    wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+    if wl[-1] < 650.0:
+        return ("HbO2", "Hb"), ("constant", "linear")
+    if wl[0] > 650.0:
+        return ("HbO2", "Hb", "water"), ("scatter",)
+    return DEFAULT_CHROMOPHORES, DEFAULT_BASELINE
+
+
+def absorbance(reflectance: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Absorbance ``A = -ln(max(R, eps))`` (natural log, DESIGN.md "Data conventions").
+
+    Parameters
+    ----------
+    reflectance : ndarray (..., bands), float
+    eps : float > 0
+        Floor for R: zero and negative reflectance give ``-ln(eps)`` (the caller flags them).
+
+    Returns
+    -------
+    ndarray, same shape, float32. NaN stays NaN; +inf gives -inf.
+    """
+    if not eps > 0:
+        raise DataFormatError(f"eps: expected a positive number, got {eps!r}")
+    r = np.asarray(reflectance, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        out = np.maximum(r, np.float32(eps))      # np.maximum propagates NaN
+        np.log(out, out=out)
+    np.negative(out, out=out)
+    return out
+
+
+def _names(value: Sequence[str] | str, param: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for n in names:
+        if n not in allowed:
+            raise DataFormatError(f"{param}: unknown name {n!r}; allowed: {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise DataFormatError(f"{param}: names must be unique, got {names}")
+    return names
+
+
+def _band_basis(wl: np.ndarray, chromophores: tuple[str, ...], fwhm_nm: float | None
+                ) -> np.ndarray:
+    """Chromophore µa (k_c, bands), band-integrated with Gaussian responses if fwhm_nm."""
+    from edge import physics
+
+    if fwhm_nm is None:
+        return physics.chromophore_spectra(chromophores, wl)
+    if not fwhm_nm > 0:
+        raise DataFormatError(f"fwhm_nm: expected a positive number or None, got {fwhm_nm!r}")
+    # Integrate on a 1 nm grid over the range every requested table covers; band responses
+    # reaching past a table edge are truncated there (band_integrate renormalises weights).
+    ranges = [physics.chromophore_range(n) for n in chromophores]
+    lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    fine = np.arange(np.ceil(lo), np.floor(hi) + 0.5, 1.0)
+    spectra = physics.chromophore_spectra(chromophores, fine)
+    return np.asarray(physics.band_integrate(fine, spectra, wl, fwhm_nm), dtype=np.float64)
+
+
+class Unmixer:
+    """Least-squares unmixing of absorbance with a fixed basis.
+
+    Parameters
+    ----------
+    wavelengths_nm : array_like, shape (bands,)
+    chromophores : sequence of str
+        Must contain ``"HbO2"`` and ``"Hb"``; others among water, fat, melanin.
+    baseline : sequence of str
+        Among ``constant``, ``linear``, ``scatter`` (may be empty).
+    fwhm_nm : float or None
+        Band FWHM; if given the chromophore spectra are averaged over Gaussian band responses
+        (``edge.physics.band_integrate``) instead of sampled at the band centres.
+    eps : float
+        Reflectance floor of :func:`absorbance`.
+
+    Attributes
+    ----------
+    basis : ndarray (bands, k), float64   -- ``E``
+    pinv : ndarray (k, bands), float32    -- ``P = pinv(E)``
+    components : tuple of str             -- names of the k columns of E, in order
+    condition : float                     -- condition number of E
+    """
+
+    def __init__(self, wavelengths_nm, chromophores: Sequence[str] = DEFAULT_CHROMOPHORES,
+                 baseline: Sequence[str] = DEFAULT_BASELINE, fwhm_nm: float | None = None,
+                 eps: float = 1e-4):
+        from edge import physics
+
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        chrom = _names(chromophores, "chromophores", physics.CHROMOPHORES)
+        base = _names(baseline, "baseline", physics.BASELINE_TERMS) if baseline else ()
+        for req in ("HbO2", "Hb"):
+            if req not in chrom:
+                raise DataFormatError(f"chromophores: must include 'HbO2' and 'Hb' (needed for "
+                                      f"StO2 and THb), got {chrom}")
+        k = len(chrom) + len(base)
+        if wl.size < k:
+            raise DataFormatError(f"wavelengths_nm: {k} components {chrom + base} need at least "
+                                  f"{k} bands, got {wl.size}")
+        cols = [_band_basis(wl, chrom, fwhm_nm)]
+        if base:
+            cols.append(physics.baseline_terms(wl, base))
+        basis = np.concatenate(cols, axis=0).T
+        self._setup(wl, basis, chrom + base, eps)
+        self.chromophores, self.baseline, self.fwhm_nm = chrom, base, fwhm_nm
+
+    @classmethod
+    def from_basis(cls, wavelengths_nm, basis: np.ndarray, components: Sequence[str],
+                   eps: float = 1e-4) -> "Unmixer":
+        """An unmixer for an explicit basis ``E`` (bands, k); components name its columns."""
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        basis = np.asarray(basis, dtype=np.float64)
+        comps = tuple(components)
+        if basis.ndim != 2 or basis.shape[0] != wl.size or basis.shape[1] != len(comps):
+            raise DataFormatError(f"basis: expected shape (bands={wl.size}, k={len(comps)}), "
+                                  f"got {basis.shape}")
+        if "HbO2" not in comps or "Hb" not in comps:
+            raise DataFormatError(f"components: must include 'HbO2' and 'Hb', got {comps}")
+        if wl.size < len(comps):
+            raise DataFormatError(f"basis: {len(comps)} components need at least "
+                                  f"{len(comps)} bands, got {wl.size}")
+        self = cls.__new__(cls)
+        self._setup(wl, basis, comps, eps)
+        self.chromophores, self.baseline, self.fwhm_nm = comps, (), None
+        return self
+
+    def _setup(self, wl: np.ndarray, basis: np.ndarray, comps: tuple[str, ...],
+               eps: float) -> None:
+        if not np.all(np.isfinite(basis)):
+            raise DataFormatError("basis: contains NaN or inf")
+        sv = np.linalg.svd(basis, compute_uv=False)
+        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
+        if cond > MAX_CONDITION:
+            raise DataFormatError(
+                f"components {comps}: the basis is (nearly) degenerate on this grid "
+                f"({wl[0]:g}-{wl[-1]:g} nm, {wl.size} bands; condition number {cond:.3g} > "
+                f"{MAX_CONDITION:g}); drop components that are flat or collinear here")
+        if not eps > 0:
+            raise DataFormatError(f"eps: expected a positive number, got {eps!r}")
+        self.wavelengths = wl
+        self.basis = basis
+        self.components = comps
+        self.condition = cond
+        self.eps = float(eps)
+        self.pinv = np.linalg.pinv(basis).astype(np.float32)
+        self.i_hbo2, self.i_hb = comps.index("HbO2"), comps.index("Hb")
+
+    @property
+    def bands(self) -> int:
+        return self.wavelengths.size
+
+    def __repr__(self) -> str:
+        return (f"Unmixer(bands={self.bands}, components={self.components}, "
+                f"fwhm_nm={self.fwhm_nm}, condition={self.condition:.3g})")
+
+    def _check(self, reflectance: np.ndarray) -> np.ndarray:
+        r = np.asarray(reflectance)
+        if r.ndim < 1 or r.shape[-1] != self.bands:
+            raise DataFormatError(f"reflectance: expected {self.bands} bands (last axis) to "
+                                  f"match the unmixer's wavelengths, got shape {r.shape}")
+        return r
+
+    def unmix(self, reflectance: np.ndarray) -> np.ndarray:
+        """Concentrations ``c = A @ P.T``.
+
+        Parameters
+        ----------
+        reflectance : ndarray (..., bands), float
+
+        Returns
+        -------
+        ndarray (..., k), float32 in the order of ``components`` (chromophores as volume
+        fractions of the pure µa tables in the modified Beer-Lambert sense; NaN where the
+        input has NaN).
+        """
+        a = absorbance(self._check(reflectance), self.eps)
+        with np.errstate(invalid="ignore"):   # inf input -> NaN concentrations, by design
+            return np.matmul(a, self.pinv.T)
+
+    def maps(self, reflectance: np.ndarray) -> dict[str, np.ndarray]:
+        """Total haemoglobin and raw (uncalibrated) StO2.
+
+        Returns
+        -------
+        dict with ``thb`` = c_HbO2 + c_Hb and ``sto2_raw`` = c_HbO2 / thb, each (...,) float32;
+        NaN where thb <= 0 or any input band is non-finite.
+        """
+        r = self._check(reflectance)
+        c = self.unmix(r)
+        hbo2, hb = c[..., self.i_hbo2], c[..., self.i_hb]
+        with np.errstate(invalid="ignore"):
+            thb = hbo2 + hb
+        bad = ~np.all(np.isfinite(r), axis=-1) | ~(thb > 0)
+        thb = np.where(bad, np.float32(np.nan), thb).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sto2 = np.where(bad, np.float32(np.nan), hbo2 / thb).astype(np.float32)
+        return {"thb": thb, "sto2_raw": sto2}

@@ -1,0 +1,68 @@
+"""Benchmark: the NumPy chain (calibrate -> unmix -> indices -> pack) vs the memory floor.
+
+Floor (DESIGN.md, "Performance method"): the bytes that must move -- the raw uint16 frame read
+once, the float32 reflectance, the packed input, six float32 maps and the flags written once --
+divided by a copy bandwidth measured in the same run (``np.copyto`` of input-sized float32
+arrays, counted as read + write).  The ratio chain_time / floor_time is printed and stored in
+``benchmark.extra_info``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edge.backends.base import PackSpec
+from edge.backends.numpy_backend import NumpyBackend
+from edge.processing.flatfield import FlatField
+
+ROWS, COLS, BANDS = 480, 640, 100
+
+
+def _best(fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_bench_numpy_chain(benchmark, dtype):
+    rng = np.random.default_rng(0)
+    wl = np.linspace(500, 1000, BANDS)
+    shape = (ROWS, COLS, BANDS)
+    dark = np.full(shape, 40.0, np.float32)
+    white = np.full(shape, 900.0, np.float32)
+    ff = FlatField.from_references(dark, white, exposure_us=1000, white_exposure_us=1000)
+    # Plausible tissue-like reflectance 0.2-0.6 with a blood-like dip, as counts
+    refl = rng.uniform(0.2, 0.6, shape).astype(np.float32)
+    raw = np.rint(40 + refl * 860).astype(np.uint16)
+    spec = PackSpec(spectra_bands=tuple(range(BANDS)), maps=(), dtype=dtype)
+    be = NumpyBackend(wl, flatfield=ff, fwhm_nm=10.0, pack=spec)
+
+    src = np.ones(shape, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    t_copy = _best(lambda: np.copyto(dst, src))
+    copy_gbps = 2 * src.nbytes / t_copy / 1e9
+    moved = (raw.nbytes + 4 * raw.size                        # raw in, reflectance out
+             + np.dtype(dtype).itemsize * raw.size            # packed input out
+             + 6 * 4 * ROWS * COLS + ROWS * COLS)             # maps and flags out
+    floor_s = moved / (copy_gbps * 1e9)
+
+    be.run(raw, exposure_us=1000)                             # warm-up (page faults)
+    t_chain = _best(lambda: be.run(raw, exposure_us=1000))
+    res = benchmark(be.run, raw, exposure_us=1000)
+    ratio = t_chain / floor_s
+    benchmark.extra_info.update({
+        "copy_GBps": round(copy_gbps, 2), "floor_ms": round(floor_s * 1e3, 2),
+        "chain_ms": round(t_chain * 1e3, 1), "ratio_to_floor": round(ratio, 1),
+        "substeps_ms": {k: round(v, 1) for k, v in res.timings_ms.items()}})
+    print(f"\nnumpy chain ({dtype} input): {t_chain * 1e3:.1f} ms; floor {floor_s * 1e3:.1f} ms "
+          f"at {copy_gbps:.1f} GB/s copy; ratio {ratio:.1f}x; substeps {res.timings_ms}")
+    assert res.input.shape == (1, BANDS, ROWS, COLS)
