@@ -1,0 +1,341 @@
+"""Calibration records: dark/white references and masks on disk, with checksums.
+
+A record is a directory::
+
+    record.yaml       metadata: camera serial, exposures, gain, bit depth, temperature,
+                      ISO time, wavelengths, shape, rho_ref, software version, and the
+                      sha256 of every array file
+    dark.npz          mean, std          (rows, cols, bands) float32, counts
+    white.npz         mean, std          (rows, cols, bands) float32, counts
+    white_dark.npz    mean, std          only when the white had its own dark exposure
+    masks.npz         hot, dead, overexposed, underexposed   (rows, cols) bool
+
+Saving never loses calibration data: the record is written into a temporary sibling directory
+and renamed into place; an existing record is refused unless ``overwrite=True``, and then it is
+renamed to ``<dir>.backup-<UTC timestamp>`` rather than deleted.  Loading verifies every
+checksum, so a corrupt or truncated file is reported by name instead of producing wrong
+reflectance.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from calibration.references import DarkReference, WhiteReference
+from edge import __version__
+from edge.errors import CalibrationError
+from edge.processing.flatfield import FlatField
+
+__all__ = ["CalibrationRecord", "RECORD_FILE", "MASK_NAMES"]
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "record.yaml"
+MASK_NAMES = ("hot", "dead", "overexposed", "underexposed")
+_REQUIRED = ("camera_serial", "exposure_us", "white_exposure_us", "gain", "bit_depth",
+             "created", "wavelengths", "shape", "rho_ref", "files")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class CalibrationRecord:
+    """Dark and white references of one camera at one setting, with pixel masks.
+
+    Attributes
+    ----------
+    dark, dark_std : ndarray of shape (rows, cols, bands), float32
+        Dark at ``exposure_us`` (the frame exposure).
+    white, white_std : ndarray of shape (rows, cols, bands), float32
+        White tile at ``white_exposure_us``.
+    white_dark, white_dark_std : ndarray or None
+        Dark at ``white_exposure_us`` when it differs from ``exposure_us``.
+    masks : dict of str to ndarray of shape (rows, cols), bool
+        ``hot``, ``dead``, ``overexposed``, ``underexposed``.
+    wavelengths : ndarray of shape (bands,), float64 nm
+    """
+
+    dark: np.ndarray
+    dark_std: np.ndarray
+    white: np.ndarray
+    white_std: np.ndarray
+    masks: dict[str, np.ndarray]
+    camera_serial: str
+    exposure_us: float
+    white_exposure_us: float
+    gain: float
+    bit_depth: int
+    wavelengths: np.ndarray
+    white_dark: np.ndarray | None = None
+    white_dark_std: np.ndarray | None = None
+    rho_ref: float | list[float] = 0.99
+    temperature_c: float | None = None
+    created: str = field(default_factory=_now_iso)
+    software_version: str = __version__
+    n_dark: int = 0
+    n_white: int = 0
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.dark.shape)  # type: ignore[return-value]
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def from_references(cls, dark: DarkReference, white: WhiteReference, *,
+                        white_dark: DarkReference | None = None, rho_ref: Any = 0.99,
+                        temperature_c: float | None = None) -> "CalibrationRecord":
+        """Combine captured references into a record.
+
+        Raises
+        ------
+        CalibrationError
+            If the references come from different cameras, shapes or gains, or the white has
+            a different exposure than ``dark`` and no ``white_dark`` at its exposure is given.
+        """
+        wd = white_dark if white_dark is not None else dark
+        for name, ref in (("white", white), ("white_dark", wd)):
+            if ref.serial != dark.serial:
+                raise CalibrationError(
+                    f"{name}: recorded on camera {ref.serial!r}, dark on {dark.serial!r}")
+            if ref.mean.shape != dark.mean.shape:
+                raise CalibrationError(
+                    f"{name}: shape {ref.mean.shape} does not match dark shape {dark.mean.shape}")
+            if ref.gain != dark.gain:
+                raise CalibrationError(f"{name}: gain {ref.gain:g} differs from dark gain "
+                                       f"{dark.gain:g}; capture all references at one gain")
+        if wd.exposure_us != white.exposure_us:
+            raise CalibrationError(
+                f"white_dark: white captured at {white.exposure_us:g} µs but its dark at "
+                f"{wd.exposure_us:g} µs; capture a dark at the white exposure (white_dark=)")
+        masks = {"hot": dark.hot | (white_dark.hot if white_dark is not None else False),
+                 "dead": white.dead, "overexposed": white.overexposed,
+                 "underexposed": white.underexposed}
+        rho = np.asarray(rho_ref, dtype=np.float64)
+        return cls(dark=dark.mean, dark_std=dark.std, white=white.mean, white_std=white.std,
+                   masks=masks, camera_serial=dark.serial, exposure_us=dark.exposure_us,
+                   white_exposure_us=white.exposure_us, gain=dark.gain,
+                   bit_depth=dark.bit_depth, wavelengths=np.asarray(dark.wavelengths, np.float64),
+                   white_dark=None if white_dark is None else white_dark.mean,
+                   white_dark_std=None if white_dark is None else white_dark.std,
+                   rho_ref=float(rho) if rho.ndim == 0 else [float(v) for v in rho],
+                   temperature_c=temperature_c, n_dark=dark.n_frames, n_white=white.n_frames)
+
+    def flatfield(self) -> FlatField:
+        """The :class:`~edge.processing.flatfield.FlatField` of this record.
+
+        Hot and dead pixels become ``FLAG_BAD_PIXEL``, over-exposed white pixels
+        ``FLAG_SATURATED``; under-exposure is recomputed from white - dark.
+        """
+        return FlatField.from_references(
+            self.dark, self.white, self.white_dark, exposure_us=self.exposure_us,
+            white_exposure_us=self.white_exposure_us, rho_ref=self.rho_ref,
+            bit_depth=self.bit_depth, bad_pixels=self.masks["hot"] | self.masks["dead"],
+            overexposed=self.masks["overexposed"])
+
+    def check_compatible(self, camera_serial: str, shape: tuple[int, ...], exposure_us: float,
+                         gain: float, *, rtol: float = 1e-6) -> None:
+        """Raise CalibrationError naming every setting in which the camera differs."""
+        diffs = []
+        if str(camera_serial) != self.camera_serial:
+            diffs.append(f"camera serial {camera_serial!r} (record {self.camera_serial!r})")
+        if tuple(int(n) for n in shape) != self.shape:
+            diffs.append(f"shape {tuple(shape)} (record {self.shape})")
+        if not np.isclose(exposure_us, self.exposure_us, rtol=rtol, atol=0):
+            diffs.append(f"exposure {exposure_us:g} µs (record {self.exposure_us:g} µs)")
+        if not np.isclose(gain, self.gain, rtol=rtol, atol=0):
+            diffs.append(f"gain {gain:g} (record {self.gain:g})")
+        if diffs:
+            where = f" {self.path}" if self.path else ""
+            raise CalibrationError(
+                f"calibration record{where} does not fit the camera: " + "; ".join(diffs)
+                + "; capture a new dark/white for these settings")
+
+    def metadata(self) -> dict[str, Any]:
+        """The record's metadata as written to ``record.yaml`` (without checksums)."""
+        return {"camera_serial": self.camera_serial, "exposure_us": float(self.exposure_us),
+                "white_exposure_us": float(self.white_exposure_us), "gain": float(self.gain),
+                "bit_depth": int(self.bit_depth),
+                "temperature_c": None if self.temperature_c is None else float(self.temperature_c),
+                "created": self.created, "software_version": self.software_version,
+                "shape": list(self.shape), "rho_ref": self.rho_ref,
+                "n_dark": int(self.n_dark), "n_white": int(self.n_white),
+                "wavelengths": [float(v) for v in self.wavelengths]}
+
+    def mask_counts(self) -> dict[str, int]:
+        return {k: int(np.count_nonzero(v)) for k, v in self.masks.items()}
+
+    # -- disk -----------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the record atomically into ``directory``; returns its path.
+
+        Raises
+        ------
+        CalibrationError
+            If ``directory`` already holds something and ``overwrite`` is False (the existing
+            record is then untouched), or it is a file.
+        """
+        target = Path(directory)
+        if target.exists() and not target.is_dir():
+            raise CalibrationError(f"{target}: exists and is not a directory")
+        occupied = target.is_dir() and any(target.iterdir())
+        if occupied and not overwrite:
+            what = ("a calibration record" if (target / RECORD_FILE).exists()
+                    else "other files")
+            raise CalibrationError(
+                f"{target}: already holds {what}; choose a new directory or pass "
+                "overwrite=True (the old one is kept as a timestamped backup)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            self._write_into(tmp)
+            if occupied:
+                stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+                backup = target.with_name(f"{target.name}.backup-{stamp}")
+                os.rename(target, backup)
+                log.warning("calibration: previous record kept as %s", backup)
+            elif target.is_dir():
+                target.rmdir()  # empty directory: nothing to keep
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(target.parent)
+        self.path = target
+        log.info("calibration record saved to %s", target)
+        return target
+
+    def _write_into(self, d: Path) -> None:
+        arrays = {"dark.npz": {"mean": self.dark, "std": self.dark_std},
+                  "white.npz": {"mean": self.white, "std": self.white_std},
+                  "masks.npz": {k: np.asarray(self.masks[k], bool) for k in MASK_NAMES}}
+        if self.white_dark is not None:
+            arrays["white_dark.npz"] = {"mean": self.white_dark,
+                                        "std": (self.white_dark_std if self.white_dark_std
+                                                is not None else np.zeros_like(self.white_dark))}
+        files = {}
+        for name, content in arrays.items():
+            path = d / name
+            with open(path, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in content.items()})
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[name] = _sha256(path)
+        meta = self.metadata()
+        meta["files"] = files
+        with open(d / RECORD_FILE, "w", encoding="utf-8") as fh:
+            fh.write("# hsi-edge calibration record (see calibration/records.py)\n")
+            yaml.safe_dump(meta, fh, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "CalibrationRecord":
+        """Read a record and verify the checksum of every array file.
+
+        Raises
+        ------
+        CalibrationError
+            Missing directory or ``record.yaml``, invalid YAML or missing keys, a missing,
+            corrupt or truncated array file (named), or arrays that do not match the metadata.
+        """
+        d = Path(directory)
+        meta_path = d / RECORD_FILE
+        if not meta_path.is_file():
+            raise CalibrationError(f"{d}: not a calibration record ({RECORD_FILE} missing)")
+        try:
+            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CalibrationError(f"{meta_path}: cannot read record metadata: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise CalibrationError(f"{meta_path}: expected a mapping of metadata keys")
+        missing = [k for k in _REQUIRED if k not in meta]
+        if missing:
+            raise CalibrationError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+        files = meta["files"]
+        for name in ("dark.npz", "white.npz", "masks.npz"):
+            if name not in files:
+                raise CalibrationError(f"{meta_path}: 'files' does not list {name}")
+        data: dict[str, dict[str, np.ndarray]] = {}
+        for name, digest in files.items():
+            path = d / name
+            if not path.is_file():
+                raise CalibrationError(f"{path}: calibration file missing")
+            actual = _sha256(path)
+            if actual != digest:
+                raise CalibrationError(
+                    f"{path}: checksum mismatch (expected sha256 {digest[:16]}..., got "
+                    f"{actual[:16]}...): the file is corrupt, truncated or was modified")
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    data[name] = {k: npz[k] for k in npz.files}
+            except Exception as exc:  # zip/format errors of every kind
+                raise CalibrationError(f"{path}: cannot read calibration arrays: {exc}") from exc
+        shape = tuple(int(n) for n in meta["shape"])
+        wd = data.get("white_dark.npz")
+        try:
+            rec = cls(dark=data["dark.npz"]["mean"], dark_std=data["dark.npz"]["std"],
+                      white=data["white.npz"]["mean"], white_std=data["white.npz"]["std"],
+                      masks={k: data["masks.npz"][k].astype(bool) for k in MASK_NAMES},
+                      camera_serial=str(meta["camera_serial"]),
+                      exposure_us=float(meta["exposure_us"]),
+                      white_exposure_us=float(meta["white_exposure_us"]),
+                      gain=float(meta["gain"]), bit_depth=int(meta["bit_depth"]),
+                      wavelengths=np.asarray(meta["wavelengths"], np.float64),
+                      white_dark=None if wd is None else wd["mean"],
+                      white_dark_std=None if wd is None else wd["std"],
+                      rho_ref=meta["rho_ref"], temperature_c=meta.get("temperature_c"),
+                      created=str(meta["created"]),
+                      software_version=str(meta.get("software_version", "unknown")),
+                      n_dark=int(meta.get("n_dark", 0)), n_white=int(meta.get("n_white", 0)),
+                      path=d)
+        except KeyError as exc:
+            raise CalibrationError(f"{d}: calibration array {exc} missing") from exc
+        for name, arr in (("dark", rec.dark), ("white", rec.white), ("white_dark", rec.white_dark)):
+            if arr is not None and arr.shape != shape:
+                raise CalibrationError(
+                    f"{d}: {name} has shape {arr.shape}, record.yaml says {shape}")
+        for name, m in rec.masks.items():
+            if m.shape != shape[:2]:
+                raise CalibrationError(f"{d}: mask {name} has shape {m.shape}, expected "
+                                       f"{shape[:2]}")
+        if rec.wavelengths.shape != (shape[2],):
+            raise CalibrationError(
+                f"{meta_path}: wavelengths has {rec.wavelengths.size} values, shape says "
+                f"{shape[2]} bands")
+        return rec
+
+
+def _fsync_dir(d: Path) -> None:
+    # Make the rename durable; not supported everywhere (e.g. Windows), hence best effort.
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,257 @@
+"""ENVI cubes: a text header ``NAME.hdr`` plus a raw binary file.
+
+Supported header keys (case-insensitive; values in ``{...}`` may span lines):
+``samples`` (cols), ``lines`` (rows), ``bands``, ``data type`` (1 uint8, 2 int16, 3 int32,
+4 float32, 5 float64, 12 uint16), ``interleave`` (bsq: bands x lines x samples, bil: lines x
+bands x samples, bip: lines x samples x bands), ``byte order`` (0 little-, 1 big-endian;
+default 0), ``header offset`` (bytes before the data; default 0), ``wavelength = {...}`` and
+``wavelength units`` (Nanometers by default; Micrometers are converted to nm).  Other keys are
+kept as strings.  The binary file is found next to the header as ``NAME``, ``NAME.img``,
+``NAME.raw``, ``NAME.dat`` or ``NAME.<interleave>``.
+
+The reader returns ``(rows, cols, bands)`` in the stored data type and native byte order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivers.formats._io import atomic_open
+from edge.errors import DataFormatError
+
+__all__ = ["read_envi", "read_envi_header", "write_envi", "envi_data_file", "ENVI_DTYPES"]
+
+#: ENVI ``data type`` code -> numpy dtype (native-endian base type).
+ENVI_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 3: np.dtype(np.int32),
+               4: np.dtype(np.float32), 5: np.dtype(np.float64), 12: np.dtype(np.uint16)}
+_CODE_OF = {v: k for k, v in ENVI_DTYPES.items()}
+_INTERLEAVES = ("bsq", "bil", "bip")
+_DATA_SUFFIXES = ("", ".img", ".raw", ".dat", ".bsq", ".bil", ".bip")
+_UM_UNITS = {"micrometers", "micrometer", "microns", "micron", "um", "µm"}
+_NM_UNITS = {"nanometers", "nanometer", "nm"}
+
+
+def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse an ENVI header into a dict with validated, typed core keys.
+
+    Returns
+    -------
+    dict
+        ``samples``, ``lines``, ``bands``, ``header offset``, ``byte order`` (int),
+        ``data type`` (int), ``interleave`` (str), ``wavelength`` (ndarray float64 nm, or None)
+        and any other key as its raw string (brace lists without the braces).
+
+    Raises
+    ------
+    DataFormatError
+        If the first line is not ``ENVI``, a required key is missing or a value is invalid;
+        the message names the file and the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataFormatError(f"{path}: cannot read ENVI header: {exc.strerror}") from exc
+    if not text.lstrip().startswith("ENVI"):
+        raise DataFormatError(f"{path}: not an ENVI header: first line must be 'ENVI'")
+    raw: dict[str, str] = {}
+    body = text.lstrip()[4:]
+    # key = value, where a value starting with '{' runs to the matching '}' across lines.
+    for m in re.finditer(r"^[ \t]*([^=\n]+?)[ \t]*=[ \t]*(\{[^}]*\}|[^\n]*)", body, re.M):
+        key, value = m.group(1).strip().lower(), m.group(2).strip()
+        if value.startswith("{"):
+            if not value.endswith("}"):
+                raise DataFormatError(f"{path}: ENVI key {key!r}: '{{' without closing '}}'")
+            value = value[1:-1].strip()
+        raw[key] = value
+    if "{" in re.sub(r"\{[^}]*\}", "", body):
+        raise DataFormatError(f"{path}: ENVI header has a '{{' without closing '}}'")
+
+    def integer(key: str, default: int | None = None, lo: int = 0) -> int:
+        if key not in raw:
+            if default is None:
+                raise DataFormatError(f"{path}: ENVI header is missing required key {key!r}")
+            return default
+        try:
+            value = int(raw[key])
+        except ValueError:
+            raise DataFormatError(
+                f"{path}: ENVI key {key!r}: expected an integer, got {raw[key]!r}") from None
+        if value < lo:
+            raise DataFormatError(f"{path}: ENVI key {key!r}: expected >= {lo}, got {value}")
+        return value
+
+    hdr: dict[str, Any] = dict(raw)
+    for key in ("samples", "lines", "bands"):
+        hdr[key] = integer(key, lo=1)
+    hdr["header offset"] = integer("header offset", 0)
+    hdr["byte order"] = integer("byte order", 0)
+    if hdr["byte order"] not in (0, 1):
+        raise DataFormatError(
+            f"{path}: ENVI key 'byte order': expected 0 (little) or 1 (big), got {hdr['byte order']}")
+    hdr["data type"] = integer("data type")
+    if hdr["data type"] not in ENVI_DTYPES:
+        raise DataFormatError(
+            f"{path}: ENVI key 'data type': expected one of {sorted(ENVI_DTYPES)}, got "
+            f"{hdr['data type']}")
+    interleave = raw.get("interleave", "").lower()
+    if interleave not in _INTERLEAVES:
+        raise DataFormatError(
+            f"{path}: ENVI key 'interleave': expected one of bsq, bil, bip, got {interleave!r}")
+    hdr["interleave"] = interleave
+    hdr["wavelength"] = _parse_wavelengths(path, raw, hdr["bands"])
+    return hdr
+
+
+def _parse_wavelengths(path: Path, raw: dict[str, str], bands: int) -> np.ndarray | None:
+    if "wavelength" not in raw:
+        return None
+    try:
+        wl = np.array([float(v) for v in raw["wavelength"].replace("\n", " ").split(",")
+                       if v.strip()], dtype=np.float64)
+    except ValueError:
+        raise DataFormatError(
+            f"{path}: ENVI key 'wavelength': expected comma-separated numbers") from None
+    if wl.size != bands:
+        raise DataFormatError(
+            f"{path}: ENVI key 'wavelength': expected {bands} values (one per band), got {wl.size}")
+    units = raw.get("wavelength units", "nanometers").strip().lower()
+    if units in _UM_UNITS:
+        wl = wl * 1000.0
+    elif units not in _NM_UNITS:
+        raise DataFormatError(
+            f"{path}: ENVI key 'wavelength units': expected Nanometers or Micrometers, got "
+            f"{raw['wavelength units']!r}")
+    return wl
+
+
+def envi_data_file(header_path: str | os.PathLike) -> Path:
+    """Find the binary file that belongs to ``header_path`` (see module docstring)."""
+    header_path = Path(header_path)
+    stem = header_path.with_suffix("")
+    for suffix in _DATA_SUFFIXES:
+        candidate = stem.with_name(stem.name + suffix)
+        if candidate.is_file() and candidate != header_path:
+            return candidate
+    raise DataFormatError(
+        f"{header_path}: no ENVI data file next to the header (looked for "
+        f"{', '.join(stem.name + s for s in _DATA_SUFFIXES)})")
+
+
+def _header_of(path: Path) -> Path:
+    if path.suffix.lower() == ".hdr":
+        return path
+    for candidate in (path.with_name(path.name + ".hdr"), path.with_suffix(".hdr")):
+        if candidate.is_file():
+            return candidate
+    raise DataFormatError(f"{path}: no ENVI header found (looked for {path.name}.hdr and "
+                          f"{path.with_suffix('.hdr').name})")
+
+
+def read_envi(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an ENVI cube.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.hdr`` file or the binary data file next to it.
+
+    Returns
+    -------
+    cube : ndarray of shape (rows, cols, bands), stored data type, native byte order
+    wavelengths : ndarray of shape (bands,), float64 nm, or None if the header has none
+
+    Raises
+    ------
+    DataFormatError
+        Malformed header (names the key), missing data file, or a data file whose size does not
+        equal ``header offset + lines*samples*bands*itemsize`` (expected and actual bytes).
+    """
+    path = Path(path)
+    header_path = _header_of(path)
+    hdr = read_envi_header(header_path)
+    data_path = path if path != header_path else envi_data_file(header_path)
+    rows, cols, bands = hdr["lines"], hdr["samples"], hdr["bands"]
+    base = ENVI_DTYPES[hdr["data type"]]
+    dtype = base.newbyteorder(">" if hdr["byte order"] == 1 else "<")
+    expected = hdr["header offset"] + rows * cols * bands * dtype.itemsize
+    size = data_path.stat().st_size
+    if size != expected:
+        what = "truncated" if size < expected else "oversized"
+        raise DataFormatError(
+            f"{data_path}: {what} ENVI data file: header {header_path.name} ({rows} lines x "
+            f"{cols} samples x {bands} bands, {base}, offset {hdr['header offset']}) needs "
+            f"{expected} bytes, file has {size} bytes")
+    flat = np.fromfile(data_path, dtype=dtype, offset=hdr["header offset"])
+    order = {"bsq": ((bands, rows, cols), (1, 2, 0)),
+             "bil": ((rows, bands, cols), (0, 2, 1)),
+             "bip": ((rows, cols, bands), (0, 1, 2))}[hdr["interleave"]]
+    cube = flat.reshape(order[0]).transpose(order[1])
+    return np.ascontiguousarray(cube, dtype=base), hdr["wavelength"]
+
+
+def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = None, *,
+               interleave: str = "bsq", byte_order: int = 0, header_offset: int = 0,
+               description: str = "written by hsi-edge") -> Path:
+    """Write ``cube`` as ENVI header + binary; the exact inverse of :func:`read_envi`.
+
+    Parameters
+    ----------
+    path : path-like
+        The header path ``NAME.hdr``; the data goes to ``NAME.img``.  Both files are written
+        atomically, data first, so a header never points at missing data.
+    cube : ndarray of shape (rows, cols, bands)
+        uint8, int16, int32, float32, float64 or uint16.
+    wavelengths : array_like of shape (bands,), optional
+        Band centres in nm.
+    interleave : {"bsq", "bil", "bip"}
+    byte_order : {0, 1}
+        0 little-endian, 1 big-endian.
+    header_offset : int
+        Zero bytes written before the data (tests the reader's offset handling).
+
+    Returns
+    -------
+    Path of the data file.
+    """
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise DataFormatError(f"cube: expected shape (rows, cols, bands), got {cube.shape}")
+    base = cube.dtype.newbyteorder("=")
+    if base not in _CODE_OF:
+        raise DataFormatError(
+            f"cube: ENVI data types are uint8, int16, int32, float32, float64, uint16; got {cube.dtype}")
+    if interleave not in _INTERLEAVES:
+        raise DataFormatError(f"interleave: expected one of bsq, bil, bip, got {interleave!r}")
+    if byte_order not in (0, 1):
+        raise DataFormatError(f"byte_order: expected 0 or 1, got {byte_order!r}")
+    header_path = Path(path)
+    if header_path.suffix.lower() != ".hdr":
+        raise DataFormatError(f"path: expected a '.hdr' file name, got {str(path)!r}")
+    data_path = header_path.with_suffix(".img")
+    rows, cols, bands = cube.shape
+    axes = {"bsq": (2, 0, 1), "bil": (0, 2, 1), "bip": (0, 1, 2)}[interleave]
+    stored = cube.transpose(axes).astype(base.newbyteorder(">" if byte_order else "<"), order="C")
+    lines = ["ENVI", f"description = {{{description}}}", f"samples = {cols}", f"lines = {rows}",
+             f"bands = {bands}", f"header offset = {header_offset}", "file type = ENVI Standard",
+             f"data type = {_CODE_OF[base]}", f"interleave = {interleave}",
+             f"byte order = {byte_order}"]
+    if wavelengths is not None:
+        wl = np.asarray(wavelengths, dtype=np.float64)
+        if wl.shape != (bands,):
+            raise DataFormatError(
+                f"wavelengths: expected {bands} values (one per band), got shape {wl.shape}")
+        # repr() of a Python float round-trips exactly.
+        lines += ["wavelength units = Nanometers",
+                  "wavelength = {" + ", ".join(repr(float(v)) for v in wl) + "}"]
+    with atomic_open(data_path) as fh:
+        fh.write(b"\0" * header_offset)
+        fh.write(stored.tobytes())
+    with atomic_open(header_path) as fh:
+        fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+    return data_path

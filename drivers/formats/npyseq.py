@@ -1,0 +1,152 @@
+"""NumPy frame files: NPZ frames (one per file) and ``.npy`` stacks.
+
+NPZ frame (``frame_000000.npz``), written by :func:`write_npz_frame`:
+
+- ``cube``: (rows, cols, bands), uint16 raw counts or float32 reflectance;
+- ``wavelengths``: (bands,), float64 nm;
+- ``meta`` (optional): 0-d unicode array holding a JSON object of
+  :class:`edge.core.frame.FrameMeta` fields;
+- ``truth_<name>`` (optional): ground-truth arrays of simulated frames.
+
+NPY stack: one ``.npy`` of shape (n, rows, cols, bands) (or (rows, cols, bands) for a single
+frame) plus wavelengths from a sidecar next to it: ``<stem>.wavelengths.npy``,
+``<stem>_wavelengths.npy``, ``<stem>.wavelengths.txt``, ``wavelengths.npy`` or
+``wavelengths.txt`` (one value per band, nm), unless given explicitly.  The stack is memory
+mapped so long recordings do not have to fit in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from drivers.formats._io import atomic_open
+from edge.errors import DataFormatError
+
+__all__ = ["read_npz_frame", "write_npz_frame", "read_npy_stack", "find_wavelength_sidecar",
+           "TRUTH_PREFIX"]
+
+TRUTH_PREFIX = "truth_"
+
+
+def write_npz_frame(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any,
+                    meta: Mapping[str, Any] | None = None,
+                    truth: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write one NPZ frame atomically (uncompressed: replay speed matters more than size).
+
+    Parameters
+    ----------
+    cube : ndarray of shape (rows, cols, bands)
+    wavelengths : array_like of shape (bands,), nm
+    meta : mapping, optional
+        JSON-serialisable metadata (FrameMeta fields).
+    truth : mapping of str to ndarray, optional
+        Stored as ``truth_<name>``.
+    """
+    arrays: dict[str, np.ndarray] = {"cube": np.asarray(cube),
+                                     "wavelengths": np.asarray(wavelengths, dtype=np.float64)}
+    if meta is not None:
+        arrays["meta"] = np.array(json.dumps(dict(meta), sort_keys=True))
+    for name, value in (truth or {}).items():
+        arrays[TRUTH_PREFIX + name] = np.asarray(value)
+    with atomic_open(path) as fh:
+        np.savez(fh, **arrays)
+
+
+def read_npz_frame(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None,
+                                                     dict[str, Any] | None,
+                                                     dict[str, np.ndarray] | None]:
+    """Read one NPZ frame.
+
+    Returns
+    -------
+    cube : ndarray of shape (rows, cols, bands)
+    wavelengths : ndarray of shape (bands,), float64, or None if absent
+    meta : dict or None
+    truth : dict of str to ndarray, or None if the file has no ``truth_*`` arrays
+
+    Raises
+    ------
+    DataFormatError
+        If the file is not a readable NPZ, has no ``cube`` array, or ``meta`` is not JSON.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if "cube" not in keys:
+                raise DataFormatError(
+                    f"{path}: NPZ frame has no 'cube' array (found {', '.join(keys) or 'none'})")
+            cube = npz["cube"]
+            wl = npz["wavelengths"].astype(np.float64) if "wavelengths" in keys else None
+            meta_text = str(npz["meta"]) if "meta" in keys else None
+            truth = {k[len(TRUTH_PREFIX):]: npz[k] for k in keys if k.startswith(TRUTH_PREFIX)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataFormatError(f"{path}: cannot read NPZ frame: {exc}") from exc
+    meta = None
+    if meta_text is not None:
+        try:
+            meta = json.loads(meta_text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: NPZ key 'meta': expected a JSON object: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise DataFormatError(f"{path}: NPZ key 'meta': expected a JSON object, got {meta!r}")
+    return cube, wl, meta, (truth or None)
+
+
+def find_wavelength_sidecar(path: str | os.PathLike) -> Path | None:
+    """Return the wavelength sidecar of a ``.npy`` stack (see module docstring), or None."""
+    path = Path(path)
+    stem = path.with_suffix("")
+    for candidate in (stem.with_name(stem.name + ".wavelengths.npy"),
+                      stem.with_name(stem.name + "_wavelengths.npy"),
+                      stem.with_name(stem.name + ".wavelengths.txt"),
+                      path.with_name("wavelengths.npy"), path.with_name("wavelengths.txt")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_npy_stack(path: str | os.PathLike, wavelengths: Any = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Open a ``.npy`` stack (memory mapped) and its wavelengths.
+
+    Returns
+    -------
+    stack : ndarray of shape (n, rows, cols, bands), memory mapped, read-only
+    wavelengths : ndarray of shape (bands,), float64 nm
+
+    Raises
+    ------
+    DataFormatError
+        Unreadable file, wrong number of dimensions, or no wavelengths (neither given nor in a
+        sidecar).
+    """
+    path = Path(path)
+    try:
+        stack = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: cannot read NPY stack: {exc}") from exc
+    if stack.ndim == 3:
+        stack = stack[np.newaxis]
+    if stack.ndim != 4:
+        raise DataFormatError(
+            f"{path}: NPY stack: expected shape (n, rows, cols, bands) or (rows, cols, bands), "
+            f"got {stack.shape}")
+    if wavelengths is None:
+        sidecar = find_wavelength_sidecar(path)
+        if sidecar is None:
+            raise DataFormatError(
+                f"{path}: no wavelengths: put them in {path.with_suffix('').name}.wavelengths.npy "
+                "(or .txt) next to the stack, or pass wavelengths=")
+        try:
+            wavelengths = (np.loadtxt(sidecar, dtype=np.float64, ndmin=1)
+                           if sidecar.suffix == ".txt" else np.load(sidecar, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise DataFormatError(f"{sidecar}: cannot read wavelengths: {exc}") from exc
+    return stack, np.asarray(wavelengths, dtype=np.float64)
