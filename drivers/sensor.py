@@ -1,0 +1,358 @@
+"""Sensor model of the simulated camera: illumination, exposure, noise, quantisation.
+
+The mean raw signal of band ``b`` at pixel ``(r, c)`` is ::
+
+    mean = dark(r, c, b) + S(r, c, b) · R(r, c, b)
+    dark = black_level + dark_current(r, c) · t_exp · gain            (counts)
+    S    = K_fs · illum(b) · QE(b) · vignette(r, c) · prnu(r, c) · (t_exp / t_ref) · gain
+
+``K_fs`` is chosen so that a white tile (R = 0.99) under the default halogen illumination
+reads 75 % of full scale in the brightest band at the image centre at the reference exposure
+(10 ms) and gain 1 -- the white-reference practice of FACTS.md ("Calibration practice").
+Noise: shot noise of signal and dark current (Gaussian approximation of Poisson, variance
+``K·gain·(mean − black)`` in counts², ``K`` = counts per electron at gain 1) plus read noise;
+then rounding to integer counts and clipping to ``[0, 2**bits − 1]`` (saturation).
+
+Random numbers come from ``numpy.random.default_rng`` seeded with ``[seed, frame_id, ...]``
+so a frame depends only on the seed and its frame id, never on thread timing (see the
+``noise`` option of :class:`SensorModel` for the fast noise pool).
+
+LED channels (:data:`LED_CHANNELS`) and their emission: ``"white"`` is a broadband
+halogen-like source (Planck 3000 K, the default illumination); the others are Gaussian LEDs
+with the listed centre/FWHM (typical catalogue values, not a specific product).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Mapping
+
+import numpy as np
+
+from edge.errors import ConfigError
+from edge.physics import band_integrate
+
+__all__ = ["LED_CHANNELS", "SensorModel", "halogen_spectrum", "led_illumination",
+           "quantum_efficiency"]
+
+log = logging.getLogger(__name__)
+
+#: LED channel name -> (centre nm, FWHM nm); ``None`` marks the broadband halogen-like source.
+LED_CHANNELS: dict[str, tuple[float, float] | None] = {
+    "white": None,
+    "blue": (470.0, 25.0),
+    "green": (530.0, 35.0),
+    "amber": (595.0, 18.0),
+    "red": (660.0, 20.0),
+    "nir740": (740.0, 30.0),
+    "nir850": (850.0, 35.0),
+    "nir940": (940.0, 40.0),
+}
+
+#: Reference exposure at which the white tile reads 75 % of full scale (µs).
+REFERENCE_EXPOSURE_US = 10_000.0
+_WHITE_FRACTION = 0.75
+_HALOGEN_K = 3000.0
+#: Silicon CMOS quantum efficiency, typical front-illuminated sensor (nm, fraction).
+_QE_TABLE = np.array([[400, 0.40], [450, 0.55], [500, 0.65], [600, 0.75], [700, 0.70],
+                      [800, 0.55], [900, 0.35], [1000, 0.12], [1100, 0.02]], dtype=np.float64)
+_N_CHUNKS = 4
+#: Settings (exposure, gain, illumination) whose response cubes are kept.
+_CACHE_SIZE = 5
+#: Size of the pre-drawn noise pool (standard normals).
+_NOISE_POOL = 2 ** 23
+#: Noise generation modes of :class:`SensorModel`.
+NOISE_MODES = ("pool", "exact")
+
+
+def quantum_efficiency(wavelengths_nm: np.ndarray) -> np.ndarray:
+    """Typical silicon QE (fraction) at the given wavelengths (linear interpolation)."""
+    return np.interp(wavelengths_nm, _QE_TABLE[:, 0], _QE_TABLE[:, 1])
+
+
+def halogen_spectrum(wavelengths_nm: np.ndarray, temperature_k: float = _HALOGEN_K) -> np.ndarray:
+    """Relative spectral radiance of a black body (Planck), normalised to 1 at its maximum
+    over ``wavelengths_nm``."""
+    lam = np.asarray(wavelengths_nm, dtype=np.float64) * 1e-9
+    c2 = 1.438776877e-2  # second radiation constant h·c/k, m·K
+    b = lam ** -5 / np.expm1(c2 / (lam * temperature_k))
+    return b / b.max()
+
+
+def _fine_grid(wl: np.ndarray, fwhm: float) -> np.ndarray:
+    return np.arange(np.floor(wl[0] - 3 * fwhm), np.ceil(wl[-1] + 3 * fwhm) + 0.5, 1.0)
+
+
+def led_illumination(state: Mapping[str, float], wavelengths_nm: np.ndarray,
+                     fwhm_nm: float) -> np.ndarray:
+    """Illumination per camera band for an LED state.
+
+    Parameters
+    ----------
+    state : mapping of str to float
+        Channel name (see :data:`LED_CHANNELS`) -> intensity in [0, 1]; missing channels are off.
+    wavelengths_nm : ndarray of shape (bands,)
+        Band centres.
+    fwhm_nm : float
+        Camera band FWHM (the emission is integrated over each band).
+
+    Returns
+    -------
+    ndarray of shape (bands,), float64
+        Relative irradiance (1 = peak of the halogen source at full intensity).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown channel or an intensity outside [0, 1].
+    """
+    wl = np.asarray(wavelengths_nm, dtype=np.float64)
+    fine = _fine_grid(wl, fwhm_nm)
+    total = np.zeros(fine.size)
+    for name, level in state.items():
+        if name not in LED_CHANNELS:
+            raise ConfigError(f"LED channel: unknown channel {name!r}; allowed: "
+                              f"{', '.join(LED_CHANNELS)}")
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) \
+                or not (0.0 <= float(level) <= 1.0):
+            raise ConfigError(f"LED intensity of {name!r}: expected 0-1, got {level!r}")
+        spec = LED_CHANNELS[name]
+        if spec is None:
+            total += float(level) * halogen_spectrum(fine)
+        else:
+            centre, width = spec
+            sigma = width / (2 * np.sqrt(2 * np.log(2)))
+            total += float(level) * np.exp(-0.5 * ((fine - centre) / sigma) ** 2)
+    return band_integrate(fine, total, wl, fwhm_nm)
+
+
+class SensorModel:
+    """Deterministic sensor model turning reflectance cubes into raw counts.
+
+    Parameters
+    ----------
+    wavelengths_nm : ndarray of shape (bands,)
+    rows, cols : int
+    bit_depth : int
+    fwhm_nm : float
+        Band FWHM (for integrating illumination spectra).
+    seed : int
+        Seed of the fixed patterns (PRNU, dark-current non-uniformity, hot pixels) and of the
+        per-frame noise.
+    full_well_e : float
+        Electrons at full scale and gain 1 (sets the shot noise).
+    read_noise_e : float
+        Read noise in electrons (rms).
+    black_level_frac : float
+        Black level as a fraction of full scale (keeps read noise from clipping at 0).
+    dark_current_e_s : float
+        Mean dark current, electrons per second.
+    vignetting : float
+        Relative fall-off at the image corners (0 = none).
+    prnu : float
+        Pixel response non-uniformity (relative rms).
+    hot_pixel_fraction : float
+        Fraction of pixels with 100× dark current.
+    noise : {"pool", "exact"}
+        ``"exact"`` draws fresh normals for every sample.  ``"pool"`` (default, ~3× faster)
+        draws 2**23 standard normals once and takes each row's noise from a random offset in
+        that pool (offsets from ``default_rng([seed, frame_id])``): every sample is still
+        N(0, 1) and effectively independent between frames, but two rows of the same frame may share a
+        stretch of noise values -- invisible to per-pixel statistics, which is what
+        calibration and the pipeline use.
+    """
+
+    def __init__(self, wavelengths_nm: np.ndarray, rows: int, cols: int, *, bit_depth: int = 10,
+                 fwhm_nm: float = 10.0, seed: int = 0, full_well_e: float = 10_000.0,
+                 read_noise_e: float = 10.0, black_level_frac: float = 16 / 1023,
+                 dark_current_e_s: float = 200.0, vignetting: float = 0.25, prnu: float = 0.01,
+                 hot_pixel_fraction: float = 2e-4, noise: str = "pool") -> None:
+        if noise not in NOISE_MODES:
+            raise ConfigError(f"noise: expected one of {', '.join(NOISE_MODES)}, got {noise!r}")
+        self.noise = noise
+        self._pool_noise: np.ndarray | None = None
+        self.wavelengths = np.asarray(wavelengths_nm, dtype=np.float64)
+        self.rows, self.cols = int(rows), int(cols)
+        self.bit_depth = int(bit_depth)
+        self.full_scale = float(2 ** self.bit_depth - 1)
+        self.fwhm_nm = float(fwhm_nm)
+        self.seed = int(seed)
+        self.counts_per_e = self.full_scale / float(full_well_e)
+        self.read_noise_counts = float(read_noise_e) * self.counts_per_e
+        self.black_level = float(black_level_frac) * self.full_scale
+        rng = np.random.default_rng([self.seed, 0x5E15])
+        y = (np.arange(self.rows) - (self.rows - 1) / 2) / max(self.rows / 2, 1)
+        x = (np.arange(self.cols) - (self.cols - 1) / 2) / max(self.cols / 2, 1)
+        radius2 = (y[:, None] ** 2 + x[None, :] ** 2) / 2.0  # 1 at the corners
+        self._pixel_gain = ((1.0 - vignetting * radius2)
+                            * (1.0 + prnu * rng.standard_normal((self.rows, self.cols))))
+        dark_rate = dark_current_e_s * rng.lognormal(0.0, 0.3, (self.rows, self.cols))
+        hot = rng.random((self.rows, self.cols)) < hot_pixel_fraction
+        dark_rate[hot] *= 100.0
+        self._dark_rate_e_s = dark_rate
+        self._band_response = quantum_efficiency(self.wavelengths)
+        default = self.default_illumination()
+        # Brightest band of the default light at the image centre reads 75 % of the range.
+        self._k_fs = (_WHITE_FRACTION * (self.full_scale - self.black_level)
+                      / (0.99 * float(np.max(default * self._band_response))))
+        self._illumination = default
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    # -- illumination --------------------------------------------------------------------
+    def default_illumination(self) -> np.ndarray:
+        """The halogen-like default illumination per band (white channel at full intensity)."""
+        return led_illumination({"white": 1.0}, self.wavelengths, self.fwhm_nm)
+
+    @property
+    def illumination(self) -> np.ndarray:
+        """Current illumination per band, ndarray of shape (bands,), float64."""
+        return self._illumination
+
+    def set_illumination(self, spectrum_per_band: np.ndarray | None) -> None:
+        """Set the illumination per band (relative units; ``None`` = default halogen,
+        all zeros = dark)."""
+        self._illumination = self.check_illumination(spectrum_per_band)
+
+    def check_illumination(self, spectrum_per_band: np.ndarray | None) -> np.ndarray:
+        """Validate an illumination per band (``None`` -> the default) and return it."""
+        if spectrum_per_band is None:
+            return self.default_illumination()
+        spec = np.asarray(spectrum_per_band, dtype=np.float64)
+        if spec.shape != self.wavelengths.shape or not np.all(np.isfinite(spec)) \
+                or np.any(spec < 0):
+            raise ConfigError(
+                f"illumination: expected {self.wavelengths.size} finite values >= 0 (one "
+                f"per band), got shape {spec.shape}")
+        return spec
+
+    # -- mean response -------------------------------------------------------------------
+    def response(self, exposure_us: float, gain: float,
+                 illumination: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+        """Mean dark, signal per unit reflectance and white-tile frames for a setting.
+
+        Parameters
+        ----------
+        exposure_us, gain : float
+        illumination : ndarray of shape (bands,), optional
+            Illumination per band; default: the current one (:meth:`set_illumination`).
+
+        Returns
+        -------
+        dark : ndarray of shape (rows, cols, bands), float32
+            Mean counts with the lens capped.
+        per_unit : ndarray of shape (rows, cols, bands), float32
+            Mean counts above dark for reflectance 1.
+        white : ndarray of shape (rows, cols, bands), float32
+            Mean counts of a 99 % white tile, ``dark + 0.99 · per_unit``.
+
+        All three are read-only and shared between frames with the same setting (a few
+        settings are cached, so LED sequences do not recompute them every frame).
+        """
+        illum = self._illumination if illumination is None else illumination
+        key_dark = (float(exposure_us), float(gain), None)
+        key = (float(exposure_us), float(gain), illum.tobytes())
+        if key_dark not in self._cache:
+            dc = self._dark_rate_e_s * (exposure_us * 1e-6) * gain * self.counts_per_e
+            dark = np.broadcast_to((self.black_level + dc)[:, :, None].astype(np.float32),
+                                   (self.rows, self.cols, self.wavelengths.size))
+            self._cache[key_dark] = (dark, dark, dark)
+        dark = self._cache[key_dark][0]
+        if key not in self._cache:
+            if len(self._cache) >= _CACHE_SIZE:  # each entry holds full cubes
+                self._cache = {key_dark: self._cache[key_dark]}
+            band = (self._k_fs * illum * self._band_response
+                    * (exposure_us / REFERENCE_EXPOSURE_US) * gain)
+            per_unit = (self._pixel_gain[:, :, None] * band[None, None, :]).astype(np.float32)
+            white = dark + np.float32(0.99) * per_unit
+            per_unit.setflags(write=False)
+            white.setflags(write=False)
+            self._cache[key] = (dark, per_unit, white)
+        return self._cache[key]
+
+    # -- exposure ------------------------------------------------------------------------
+    def expose(self, reflectance: np.ndarray, exposure_us: float, gain: float,
+               frame_id: int, illumination: np.ndarray | None = None) -> np.ndarray:
+        """Raw counts for one exposure of a reflectance cube.
+
+        Parameters
+        ----------
+        reflectance : ndarray of shape (rows, cols, bands), float32
+        exposure_us, gain : float
+        frame_id : int
+            Selects the noise realisation.
+        illumination : ndarray of shape (bands,), optional
+            Light at this exposure (default: the current illumination).
+
+        Returns
+        -------
+        ndarray of shape (rows, cols, bands), uint16
+        """
+        dark, per_unit, _ = self.response(exposure_us, gain, illumination)
+        if reflectance.shape != per_unit.shape:
+            raise ConfigError(f"reflectance: expected shape {per_unit.shape}, "
+                              f"got {reflectance.shape}")
+        rows = self.rows
+        out = np.empty(reflectance.shape, dtype=np.uint16)
+        edges = np.linspace(0, rows, _N_CHUNKS + 1).astype(int)
+        kg = np.float32(self.counts_per_e * gain)
+        # +0.5 makes the float->uint16 truncation a rounding; the variance offset undoes it.
+        half = np.float32(0.5)
+        offset = np.float32(self.read_noise_counts ** 2
+                            - self.counts_per_e * gain * (self.black_level + 0.5))
+        top = np.float32(self.full_scale + 0.5)
+        pool = self._noise_pool() if self.noise == "pool" else None
+        row_len = per_unit.shape[1] * per_unit.shape[2]
+        if pool is not None:
+            starts = np.random.default_rng([self.seed, int(frame_id)]).integers(
+                0, pool.size - row_len, rows)
+
+        def work(i: int) -> None:
+            rng = np.random.default_rng([self.seed, int(frame_id), i])
+            m = np.empty(per_unit.shape[1:], dtype=np.float32)
+            sd = np.empty_like(m)
+            # Row by row so every temporary stays in cache: ~10 passes cost ~2-3 here.
+            for r in range(edges[i], edges[i + 1]):
+                np.multiply(per_unit[r], reflectance[r], out=m)
+                m += dark[r]
+                m += half
+                np.multiply(m, kg, out=sd)
+                sd += offset
+                np.maximum(sd, 0, out=sd)
+                np.sqrt(sd, out=sd)
+                if pool is None:
+                    sd *= rng.standard_normal(m.shape, dtype=np.float32)
+                else:
+                    sd *= pool[starts[r]:starts[r] + row_len].reshape(m.shape)
+                m += sd
+                np.clip(m, 0, top, out=m)
+                out[r] = m  # truncation of (x + 0.5) >= 0 == rounding
+
+        list(_pool().map(work, range(_N_CHUNKS)))
+        return out
+
+    def _noise_pool(self) -> np.ndarray:
+        """Standard normals drawn once per sensor (float32, 2**23 + one row)."""
+        if self._pool_noise is None:
+            n = _NOISE_POOL + self.cols * self.wavelengths.size
+            self._pool_noise = np.random.default_rng([self.seed, 0x0015E]).standard_normal(
+                n, dtype=np.float32)
+        return self._pool_noise
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One shared worker pool for all simulated sensors (NumPy releases the GIL in ufuncs,
+    so row chunks run in parallel on the available cores)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(_N_CHUNKS, os.cpu_count() or 1)),
+                                       thread_name_prefix="sim-sensor")
+        return _POOL
