@@ -67,6 +67,7 @@ class Camera(ABC):
         self._shape: tuple[int, int, int] = (0, 0, 0)
         self._serial = "unknown"
         self._bit_depth = 10
+        self._fwhm_nm: float | None = None
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -78,6 +79,12 @@ class Camera(ABC):
     def shape(self) -> tuple[int, int, int]:
         """``(rows, cols, bands)`` of every frame."""
         return self._shape
+
+    @property
+    def fwhm_nm(self) -> float | None:
+        """Band full width at half maximum in nm (None if unknown); the unmixing basis is
+        band-integrated with it."""
+        return self._fwhm_nm
 
     @property
     def serial(self) -> str:

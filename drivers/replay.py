@@ -162,6 +162,16 @@ class ReplayCamera(Camera):
         """Index of the next frame to be served."""
         return self._pos
 
+    @property
+    def exhausted(self) -> bool:
+        """True once a non-looping recording has served its last frame (end of stream)."""
+        return not self.loop and self._pos >= len(self._seq)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the served cubes: uint16 raw counts or float32 reflectance."""
+        return self._dtype
+
     def _frame_wavelengths(self, loaded: LoadedFrame, bands: int) -> np.ndarray:
         wl = self._override_wl if self._override_wl is not None else loaded.wavelengths
         if wl is None:

@@ -20,8 +20,8 @@ Example (every key optional; these are the defaults)::
       rho_ref: 0.99
     processing:
       backend: auto            # auto | numpy | cuda
-      chromophores: [HbO2, Hb, water, fat]
-      baseline: [constant, linear]
+      chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
+      baseline: null           # e.g. [constant, linear]
     model:
       card: demo               # demo | none | path to a model card YAML
       runtime: auto            # auto | onnxruntime | tensorrt
@@ -70,8 +70,10 @@ class CalibrationSettings:
 @dataclass(frozen=True)
 class ProcessingSettings:
     backend: Literal["auto", "numpy", "cuda"] = "auto"
-    chromophores: tuple[str, ...] = ("HbO2", "Hb", "water", "fat")
-    baseline: tuple[str, ...] = ("constant", "linear")
+    # None: the basis recommended for the camera's band set
+    # (edge.processing.unmixing.recommended_components)
+    chromophores: tuple[str, ...] | None = None
+    baseline: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

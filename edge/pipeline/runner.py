@@ -143,7 +143,8 @@ class Pipeline:
                 q.put_nowait(item)
                 return
             except queue.Full:
-                if self.drop_policy == "newest" or final:
+                # The end marker never displaces a frame in "block" mode: it waits for room.
+                if self.drop_policy == "newest" or (final and stop.is_set()):
                     try:
                         q.get_nowait()  # counted: dropped = delivered - processed
                     except queue.Empty:

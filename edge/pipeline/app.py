@@ -1,0 +1,246 @@
+"""Assemble and run the main job from an :class:`~edge.pipeline.config.AppConfig`.
+
+camera (simulated, replay or the simulated bench) -> flat-field calibration (a saved record,
+or dark and white references captured at start) -> backend chain -> model -> post -> sinks,
+then ``metrics.json``.  Used by ``hsi-edge run`` and ``hsi-edge bench``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.errors import BackendUnavailable, CalibrationError, ConfigError
+from edge.pipeline.config import AppConfig
+from edge.pipeline.runner import Pipeline, RunResult
+from edge.pipeline.sinks import NpzSink, NullSink, PngSink, Sink
+from edge.pipeline.stages import ChainStage, InferStage, PostStage, Stage
+
+__all__ = ["build_camera", "obtain_flatfield", "make_backend", "resolve_model_card", "run_job",
+           "JobResult", "cuda_available"]
+
+log = logging.getLogger(__name__)
+
+#: Shipped demo models: ``<preset>.yaml`` model cards beside their ONNX files.
+DEMO_MODELS = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
+    """Open and configure the camera of ``cfg.camera`` (closed by ``stack``)."""
+    c = cfg.camera
+    if c.source == "simulated":
+        from drivers.simulated import SimulatedCamera
+        cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=c.fps,
+                              realtime=c.fps is not None)
+    elif c.source == "replay":
+        if not c.replay_path:
+            raise ConfigError("camera.replay_path: required when camera.source is 'replay' "
+                              "(a .dat, .hdr, .npy file or a folder of .npz frames)")
+        from drivers.replay import ReplayCamera
+        cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop)
+    else:  # bench: simulated camera fired by the simulated trigger/LED controller over a pty
+        from drivers.bench import SimulatedBench
+        bench = stack.enter_context(SimulatedBench(
+            preset=c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=c.fps or 10.0))
+        return bench.camera
+    stack.enter_context(cam)
+    if c.source == "simulated":
+        cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
+    return cam
+
+
+def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
+    """The flat-field for this camera: from a saved record, or captured now.
+
+    Returns None for cameras that deliver float32 reflectance (e.g. TIVITA recordings).
+
+    Raises
+    ------
+    CalibrationError
+        The record does not fit the camera (serial, shape, exposure, gain), or the camera
+        cannot capture references (no record given for a raw replay).
+    """
+    from calibration.records import CalibrationRecord
+
+    frame_is_raw = getattr(camera, "dtype", np.dtype(np.uint16)) == np.uint16
+    if not frame_is_raw:
+        return None
+    cal = cfg.calibration
+    if cal.record:
+        record = CalibrationRecord.load(cal.record)
+        record.check_compatible(camera.serial, camera.shape, camera.exposure_us, camera.gain)
+        return record.flatfield()
+    if not hasattr(camera, "target"):
+        raise CalibrationError(
+            "calibration.record: this camera cannot capture dark/white references by itself; "
+            "give a record from `hsi-edge calibrate capture`")
+    from calibration.references import capture_dark, capture_white
+
+    camera.target = "dark"
+    try:
+        dark = capture_dark(camera, cal.frames, progress=progress)
+        camera.target = "white"
+        white = capture_white(camera, cal.frames, dark=dark, progress=progress)
+    finally:
+        camera.target = "scene"
+    return CalibrationRecord.from_references(dark, white, rho_ref=cal.rho_ref).flatfield()
+
+
+def cuda_available() -> str | None:
+    """None when the CUDA backend can run here, otherwise the reason it cannot."""
+    if importlib.util.find_spec("pycuda") is None:
+        return "PyCUDA is not installed (pip install 'hsi-edge[cuda]', needs the CUDA toolkit)"
+    try:
+        import pycuda.driver as drv
+        drv.init()
+        if drv.Device.count() < 1:
+            return "no NVIDIA GPU found by the CUDA driver"
+    except Exception as exc:  # no driver, no device
+        return f"the CUDA driver is not usable: {exc}"
+    return None
+
+
+def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig):
+    """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged)."""
+    wavelengths = camera.wavelengths
+    kwargs: dict[str, Any] = dict(flatfield=flatfield, pack=pack, fwhm_nm=camera.fwhm_nm,
+                                  chromophores=cfg.processing.chromophores,
+                                  baseline=cfg.processing.baseline)
+    if name == "auto":
+        reason = cuda_available()
+        name = "numpy" if reason else "cuda"
+        log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
+    if name == "cuda":
+        reason = cuda_available()
+        if reason:
+            raise BackendUnavailable(f"backend cuda: {reason}")
+        from edge.backends.cuda import CudaBackend
+        return CudaBackend(wavelengths, **kwargs)
+    from edge.backends.numpy_backend import NumpyBackend
+    return NumpyBackend(wavelengths, **kwargs)
+
+
+def resolve_model_card(card: str, preset: str):
+    """The model card path for ``model.card`` (None for ``none``)."""
+    if card == "none":
+        return None
+    if card == "demo":
+        path = DEMO_MODELS / f"{preset}.yaml"
+        if not path.is_file():
+            log.warning("no demo model for preset %r: running without segmentation", preset)
+            return None
+        return path
+    return Path(card)
+
+
+@dataclass
+class JobResult:
+    result: RunResult
+    metrics: dict[str, Any]
+
+
+class TruthScorer(Sink):
+    """Scores StO2 against the simulator's ground truth (valid tissue pixels only)."""
+
+    name = "truth"
+
+    def __init__(self) -> None:
+        self.abs_err: list[float] = []
+        self.err: list[float] = []
+
+    def write(self, frame) -> None:
+        truth, est = frame.truth, frame.products.get("sto2")
+        if not truth or est is None or "sto2" not in truth:
+            return
+        ok = np.isfinite(truth["sto2"]) & np.isfinite(est)
+        if ok.any():
+            d = (est[ok] - truth["sto2"][ok]).astype(np.float64)
+            self.err.append(float(d.mean()))
+            self.abs_err.append(float(np.abs(d).mean()))
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.abs_err:
+            return None
+        return {"sto2_mae_pp": 100 * float(np.mean(self.abs_err)),
+                "sto2_bias_pp": 100 * float(np.mean(self.err))}
+
+
+def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
+            backend: str | None = None, runtime: str | None = None, progress: bool = False,
+            null_sink: bool = False) -> JobResult:
+    """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set."""
+    backend = backend or cfg.processing.backend
+    runtime = runtime or cfg.model.runtime
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        camera = build_camera(cfg, stack)
+        flatfield = obtain_flatfield(cfg, camera, progress=progress)
+        card_path = resolve_model_card(cfg.model.card, cfg.camera.preset)
+        card = pack = None
+        if card_path is not None:
+            from edge.inference import load_model_card
+            card = load_model_card(card_path)
+            pack = card.pack_spec(camera.wavelengths)
+            rows, cols = camera.shape[:2]
+            if (card.input.height, card.input.width) != (rows, cols):
+                raise ConfigError(
+                    f"model.card: model {card.name!r} takes {card.input.height}x"
+                    f"{card.input.width} frames but the camera delivers {rows}x{cols}")
+        be = make_backend(backend, camera, flatfield, pack, cfg)
+        stages: list[Stage] = [ChainStage(be)]
+        runtime_name = None
+        if card is not None:
+            from edge.inference import open_runtime
+            rt = open_runtime(runtime, card, threads=cfg.model.threads,
+                              cuda_backend=be if be.name == "cuda" else None)
+            rt.load()
+            runtime_name = rt.name
+            stages += [InferStage(rt), PostStage()]
+        scorer = TruthScorer()
+        sinks: list[Sink] = [scorer]
+        if null_sink or out_dir is None:
+            sinks.append(NullSink())
+        else:
+            if cfg.sinks.png_every:
+                sinks.append(PngSink(out_dir, cfg.sinks.png_every,
+                                     colors=None if card is None else card.colors))
+            if cfg.sinks.npz_every:
+                sinks.append(NpzSink(out_dir, cfg.sinks.npz_every))
+        policy = cfg.pipeline.drop_policy
+        if policy == "auto":
+            policy = "newest" if cfg.camera.fps is not None else "block"
+        pipeline = Pipeline(camera, stages, sinks, queue_size=cfg.pipeline.queue_size,
+                            drop_policy=policy, read_timeout_s=cfg.pipeline.read_timeout_s)
+        stack.callback(pipeline.close)
+        result = pipeline.run(frames, progress=progress)
+        metrics = result.metrics(
+            backend=be.name, runtime=runtime_name, model=None if card is None else card.name,
+            camera={"source": cfg.camera.source, "preset": cfg.camera.preset,
+                    "shape": list(camera.shape), "serial": camera.serial},
+            drop_policy=policy, quality=scorer.summary(),
+            host={"machine": platform.machine(), "python": platform.python_version(),
+                  "cpus": os.cpu_count()},
+            version=__version__)
+    if out_dir is not None:
+        tmp = out_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
+        os.replace(tmp, out_dir / "metrics.json")
+    return JobResult(result, metrics)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
