@@ -115,8 +115,12 @@ class ReplayCamera(Camera):
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, loop: bool = False,
                  wavelengths: Any = None, original_timestamps: bool = False,
-                 cache: bool = False) -> None:
+                 cache: bool = False, fwhm_nm: float | None = None) -> None:
         super().__init__()
+        if fwhm_nm is not None and not (isinstance(fwhm_nm, (int, float)) and 0 < fwhm_nm < 500):
+            raise DeviceError(f"fwhm_nm: expected a band width in nm (0-500) or None, got "
+                              f"{fwhm_nm!r}")
+        self._fwhm_nm = None if fwhm_nm is None else float(fwhm_nm)
         if fps is not None and not (isinstance(fps, (int, float)) and np.isfinite(fps)
                                     and fps > 0):
             raise DeviceError(f"fps: expected a frame rate > 0 or None, got {fps!r}")

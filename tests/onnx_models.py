@@ -17,8 +17,11 @@ CARD_FORMAT = "hsi-edge-model-card/1"
 
 def conv1x1_model(weights: np.ndarray, bias: np.ndarray, *, height, width,
                   dtype: str = "float32", in_name: str = "input", out_name: str = "logits",
-                  opset: int = 17):
-    """Return an ``onnx.ModelProto``: logits = Conv1x1(input) with the given (K, C) weights."""
+                  opset: int = 17, nan_output: bool = False):
+    """Return an ``onnx.ModelProto``: logits = Conv1x1(input) with the given (K, C) weights.
+
+    ``nan_output`` appends ``Sqrt(-(|y| + 1))`` so every output is NaN (a broken model).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -27,12 +30,19 @@ def conv1x1_model(weights: np.ndarray, bias: np.ndarray, *, height, width,
     np_dt = np.float16 if dtype == "float16" else np.float32
     w = numpy_helper.from_array(weights.reshape(k, c, 1, 1).astype(np_dt), "W")
     b = numpy_helper.from_array(bias.astype(np_dt), "B")
-    node = helper.make_node("Conv", [in_name, "W", "B"], [out_name], kernel_shape=[1, 1])
+    conv_out = "conv" if nan_output else out_name
+    nodes = [helper.make_node("Conv", [in_name, "W", "B"], [conv_out], kernel_shape=[1, 1])]
+    if nan_output:
+        one = numpy_helper.from_array(np.ones(1, np_dt), "one")
+        nodes += [helper.make_node("Abs", ["conv"], ["abs"]),
+                  helper.make_node("Add", ["abs", "one"], ["pos"]),
+                  helper.make_node("Neg", ["pos"], ["neg"]),
+                  helper.make_node("Sqrt", ["neg"], [out_name])]
     graph = helper.make_graph(
-        [node], "pixel_classifier",
+        nodes, "pixel_classifier",
         [helper.make_tensor_value_info(in_name, et, [1, c, height, width])],
         [helper.make_tensor_value_info(out_name, et, [1, k, height, width])],
-        initializer=[w, b])
+        initializer=[w, b] + ([one] if nan_output else []))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -41,7 +51,7 @@ def conv1x1_model(weights: np.ndarray, bias: np.ndarray, *, height, width,
 
 def write_pixel_classifier(directory: Path, *, wavelengths=None, maps=(), classes=3,
                            height=8, width=12, dtype="float32", seed=0, card_overrides=None,
-                           model_channels=None):
+                           model_channels=None, nan_output=False):
     """Write ``model.onnx`` and ``card.yaml`` into ``directory``; return (card_path, W, b).
 
     ``model_channels`` builds a model with a different channel count than the card promises
@@ -56,7 +66,8 @@ def write_pixel_classifier(directory: Path, *, wavelengths=None, maps=(), classe
     rng = np.random.default_rng(seed)
     weights = rng.normal(size=(classes, model_channels or c)).astype(np.float32)
     bias = rng.normal(size=classes).astype(np.float32)
-    model = conv1x1_model(weights, bias, height=height, width=width, dtype=dtype)
+    model = conv1x1_model(weights, bias, height=height, width=width, dtype=dtype,
+                          nan_output=nan_output)
     onnx.save(model, directory / "model.onnx")
     card = {
         "format": CARD_FORMAT,

@@ -41,13 +41,13 @@ def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
     if c.source == "simulated":
         from drivers.simulated import SimulatedCamera
         cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=c.fps,
-                              realtime=c.fps is not None)
+                              realtime=c.fps is not None, fwhm_nm=c.fwhm_nm)
     elif c.source == "replay":
         if not c.replay_path:
             raise ConfigError("camera.replay_path: required when camera.source is 'replay' "
                               "(a .dat, .hdr, .npy file or a folder of .npz frames)")
         from drivers.replay import ReplayCamera
-        cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop)
+        cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop, fwhm_nm=c.fwhm_nm)
     else:  # bench: simulated camera fired by the simulated trigger/LED controller over a pty
         from drivers.bench import SimulatedBench
         bench = stack.enter_context(SimulatedBench(

@@ -13,6 +13,7 @@ Example (every key optional; these are the defaults)::
       gain: 1.0
       replay_path: null        # .dat / .hdr / .npz folder / .npy for source: replay
       loop: false
+      fwhm_nm: null            # band FWHM (nm); null: the preset's / point-sampled for replay
     calibration:
       record: null             # a record folder from `hsi-edge calibrate capture`; null:
                                # capture dark and white references at start
@@ -58,6 +59,9 @@ class CameraSettings:
     gain: float = setting(1.0, range=(1.0, 16.0))
     replay_path: str | None = None
     loop: bool = False
+    # Band FWHM in nm: overrides the preset's for simulated cameras; tells the unmixing the
+    # band width of a replayed recording (null: point-sampled bands)
+    fwhm_nm: float | None = setting(None, range=(0.1, 500.0))
 
 
 @dataclass(frozen=True)
