@@ -34,17 +34,27 @@ def _gpu_reason() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _tensorrt_present() -> bool:
+    # find_spec is not enough: any folder named "tensorrt" on sys.path (e.g. the
+    # tensorrt-stubs package) imports as an empty namespace package.
+    try:
+        import tensorrt
+    except Exception:
+        return False
+    return hasattr(tensorrt, "Builder")
+
+
 def pytest_collection_modifyitems(config, items):
     markexpr = config.getoption("-m") or ""
     run_slow = config.getoption("--run-slow") or "slow" in markexpr
-    trt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             reason = _gpu_reason()
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
-        if "tensorrt" in item.keywords and not trt:
+        if item.get_closest_marker("tensorrt") is not None and not _tensorrt_present():
             item.add_marker(pytest.mark.skip(
                 reason="needs TensorRT (pip install tensorrt; on Jetson it comes with JetPack)"))
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") is not None and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: run with -m slow or --run-slow"))

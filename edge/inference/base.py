@@ -6,8 +6,6 @@ Runtimes are context managers and do nothing expensive until :meth:`Runtime.load
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -132,6 +130,15 @@ class Runtime(ABC):
         self.close()
 
 
+def _tensorrt_usable() -> bool:
+    try:
+        from edge.inference.tensorrt_runtime import import_tensorrt
+        import_tensorrt()
+    except (ImportError, BackendUnavailable):
+        return False
+    return True
+
+
 def open_runtime(name: str, card: ModelCard, **options: Any) -> Runtime:
     """Create (not yet load) a runtime by name.
 
@@ -148,10 +155,7 @@ def open_runtime(name: str, card: ModelCard, **options: Any) -> Runtime:
     if name not in RUNTIMES:
         raise EngineError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {name!r}")
     if name == "auto":
-        if importlib.util.find_spec("tensorrt") is not None and options.get("cuda_backend"):
-            name = "tensorrt"
-        else:
-            name = "onnxruntime"
+        name = "tensorrt" if options.get("cuda_backend") and _tensorrt_usable() else "onnxruntime"
         log.info("runtime auto: picked %s", name)
     if name == "onnxruntime":
         from edge.inference.onnxruntime_runtime import OnnxRuntimeRuntime

@@ -1,0 +1,475 @@
+"""TensorRT runtime: build (cached) an engine from the card's ONNX and run it on the GPU.
+
+TensorRT and PyCUDA are imported only inside functions, so ``import edge`` works without them;
+without TensorRT, :func:`import_tensorrt` raises :class:`BackendUnavailable` naming the package.
+
+Versions (FACTS.md, "GPU, Jetson and TensorRT"):
+
+- **10.x** (JetPack 6 ships 10.3): weakly typed by default; ``precision="fp16"`` sets
+  ``BuilderFlag.FP16`` on the fp32 ONNX.  ``strongly_typed=True`` instead builds a strongly
+  typed network whose precision is the ONNX graph's own (use ``hsi-edge model convert-fp16``).
+- **11.x**: the FP16/INT8 builder flags are gone and every network is strongly typed, so
+  ``precision="fp16"`` needs an fp16 ONNX (``onnx_path=`` the converted file); the graph's
+  types are checked against the requested precision before building.  Code that only 10.x
+  has lives in functions named ``*_v10`` and is called only under ``major < TRT11``.
+
+Every TensorRT name used here is checked against ``tensorrt-stubs`` in
+``tests/inference/trt_engine/test_trt_api_names.py`` (annotations like ``"trt.ICudaEngine"`` on
+parameters feed that check's type inference).
+
+Zero-copy path (``cuda_backend=`` given, :class:`edge.backends.cuda.CudaBackend`): both
+share the device's primary context.  The engine's input tensor address is the backend's
+packed-input device buffer (``backend.input_device_ptr``, set after the backend's first frame);
+its output is a device buffer owned by this runtime (:attr:`TensorRTRuntime.output_device_ptr`),
+offered to the backend for the GPU post-processing kernel through
+``backend.set_logits_buffer(ptr, shape, dtype)`` when the backend has that method; and
+:meth:`TensorRTRuntime.enqueue` calls ``execute_async_v3`` on ``backend.stream_handle`` —
+no host round trip, no synchronisation.  :meth:`TensorRTRuntime.fetch_output` copies the
+logits to the host (on the backend's stream) for a host post stage.  :meth:`run` (host path,
+used by the parity gate) copies through page-locked host buffers on the runtime's own
+stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge.errors import BackendUnavailable, ConfigError, EngineError
+from edge.inference.base import Runtime, TensorInfo
+from edge.inference.engine_cache import EngineCache, EngineKey
+from edge.inference.modelcard import ModelCard, sha256_file
+
+if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is imported lazily
+    import tensorrt as trt  # noqa: F401
+
+__all__ = ["TensorRTRuntime", "import_tensorrt", "trt_major", "engine_key", "build_engine",
+           "build_serialized_engine", "profile_shapes", "gpu_identity", "TRT11"]
+
+log = logging.getLogger(__name__)
+
+TRT11 = 11  #: first major version without weak typing (FP16 builder flag removed)
+_INSTALL_HINT = ("pip install 'hsi-edge[tensorrt]' (tensorrt>=10.3) on a desktop GPU; on "
+                 "Jetson it comes with JetPack (apt install python3-libnvinfer, or use the "
+                 "system Python)")
+
+
+def import_tensorrt():
+    """Import and return the ``tensorrt`` module, or raise BackendUnavailable saying how."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(f"the tensorrt runtime needs the 'tensorrt' Python package "
+                                 f"({exc}); {_INSTALL_HINT}") from None
+    if not hasattr(trt, "Builder"):
+        # A directory named tensorrt/ on sys.path (stub-only install, a test folder) imports
+        # as an empty namespace package; that is not TensorRT.
+        where = list(getattr(trt, "__path__", [])) or getattr(trt, "__file__", "?")
+        raise BackendUnavailable(f"the tensorrt runtime needs the 'tensorrt' Python package; "
+                                 f"'import tensorrt' found {where}, which is not TensorRT "
+                                 f"(stubs or a stray folder?); {_INSTALL_HINT}")
+    return trt
+
+
+def _import_cuda():
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendUnavailable(f"the tensorrt runtime needs PyCUDA ({exc}); pip install "
+                                 f"'hsi-edge[cuda]' (needs cuda.h and nvcc on PATH)") from None
+    cuda.init()
+    return cuda
+
+
+def trt_major(version: str) -> int:
+    """Major version of a TensorRT version string (``"10.3.0.30"`` -> 10)."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise EngineError(f"tensorrt.__version__: cannot parse {version!r}") from None
+
+
+def gpu_identity(device: int = 0) -> tuple[str, str]:
+    """``(name, "major.minor")`` of a CUDA device, from the driver (PyCUDA)."""
+    cuda = _import_cuda()
+    if device >= cuda.Device.count():
+        raise BackendUnavailable(f"device: CUDA device {device} does not exist "
+                                 f"({cuda.Device.count()} found)")
+    dev = cuda.Device(device)
+    major, minor = dev.compute_capability()
+    return dev.name(), f"{major}.{minor}"
+
+
+def profile_shapes(card: ModelCard) -> tuple[tuple[str, tuple, tuple, tuple], ...]:
+    """Optimization profile from the card: batch 1 at the card's resolution (min=opt=max)."""
+    spec = card.input
+    shape = (1, spec.channels, spec.height, spec.width)
+    return ((spec.name, shape, shape, shape),)
+
+
+def resolve_typing(major: int, strongly_typed: bool | None) -> str:
+    """``"strong"`` or ``"weak"`` for this TensorRT major version and request."""
+    if major >= TRT11:
+        if strongly_typed is False:
+            raise ConfigError(f"strongly_typed: TensorRT {major}.x builds only strongly typed "
+                              f"networks, got strongly_typed=False")
+        return "strong"
+    return "strong" if strongly_typed else "weak"
+
+
+def engine_key(card: ModelCard, *, onnx_path: Path, trt_version: str, gpu: tuple[str, str],
+               precision: str, typing: str) -> EngineKey:
+    return EngineKey(model=card.name, onnx_sha256=sha256_file(onnx_path),
+                     trt_version=trt_version, gpu_name=gpu[0], compute_capability=gpu[1],
+                     precision=precision, typing=typing, shapes=profile_shapes(card))
+
+
+def _make_logger(trt):
+    """A ``trt.ILogger`` that forwards TensorRT messages to :mod:`logging`."""
+    sev = trt.ILogger.Severity
+    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR,
+              sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
+
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)  # pybind11 trampolines need the explicit base init
+
+        def log(self, severity, msg):
+            log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def _make_progress(trt):
+    """A ``trt.IProgressMonitor`` that shows build phases as tqdm bars on stderr."""
+    from tqdm import tqdm
+
+    class _Progress(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, Any] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            depth = len(self.bars)  # nested phases stack below their parents
+            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth,
+                                         leave=depth == 0, unit="step")
+
+        def step_complete(self, phase_name, step):
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.update(step + 1 - bar.n)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return _Progress()
+
+
+def _apply_weak_precision_v10(trt, config: "trt.IBuilderConfig", precision: str) -> None:
+    """TensorRT 10.x weak typing: let the builder pick fp16 kernels (flag removed in 11)."""
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+
+
+def _graph_precision(trt, network: "trt.INetworkDefinition") -> str:
+    """``"fp16"`` if any layer of the parsed network produces float16, else ``"fp32"``."""
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            if layer.get_output(j).dtype == trt.DataType.HALF:
+                return "fp16"
+    return "fp32"
+
+
+def _parse_onnx(trt, network: "trt.INetworkDefinition", logger, onnx_path: Path) -> None:
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes(), str(onnx_path)):
+        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        raise EngineError(f"{onnx_path}: TensorRT cannot parse the ONNX model: "
+                          f"{errors[0] if errors else 'unknown error'}"
+                          + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
+
+
+def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typing: str,
+                            workspace_bytes: int, timing_cache: bytes = b"",
+                            progress: bool = True) -> tuple[bytes, bytes]:
+    """Build an engine; return ``(serialized engine, serialized timing cache)``.
+
+    Parameters
+    ----------
+    trt : module
+        The imported ``tensorrt`` module.
+    shapes : sequence of (name, min, opt, max)
+        One optimization profile.
+    precision : {"fp32", "fp16"}
+    typing : {"weak", "strong"}
+    workspace_bytes : int
+        ``MemoryPoolType.WORKSPACE`` limit.
+    timing_cache : bytes
+        Earlier timing cache for this TensorRT/GPU (``b""``: start empty).
+    """
+    major = trt_major(trt.__version__)
+    logger = _make_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if typing == "strong" and major < TRT11:
+        # 11.x networks are always strongly typed (the default of create_network).
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    _parse_onnx(trt, network, logger, onnx_path)
+    if typing == "strong":
+        graph = _graph_precision(trt, network)
+        if graph != precision:
+            raise EngineError(
+                f"{onnx_path.name}: a strongly typed build takes its precision from the ONNX "
+                f"graph, which is {graph}, but precision={precision!r} was requested; "
+                + ("convert it with 'hsi-edge model convert-fp16 IN.onnx --out OUT.onnx' and "
+                   "build from OUT.onnx" if precision == "fp16" else
+                   "build from the fp32 ONNX or ask for precision fp16"))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if typing == "weak" and major < TRT11:
+        _apply_weak_precision_v10(trt, config, precision)
+    profile = builder.create_optimization_profile()
+    for name, lo, opt, hi in shapes:
+        profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, False)  # ignore_mismatch=False: reject a foreign cache
+    if progress:
+        config.progress_monitor = _make_progress(trt)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(f"{onnx_path.name}: TensorRT {trt.__version__} failed to build the "
+                          f"engine (see the TensorRT messages above; try --debug)")
+    new_cache = config.get_timing_cache().serialize()
+    return bytes(plan), bytes(new_cache)
+
+
+def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16",
+                 strongly_typed: bool | None = None, workspace_mib: int = 1024,
+                 onnx_path: str | Path | None = None, device: int = 0, force: bool = False
+                 ) -> tuple[EngineKey, bytes, bool]:
+    """Return ``(key, serialized engine, built)``, building (and caching) when needed."""
+    trt = import_tensorrt()
+    if workspace_mib < 16:
+        raise ConfigError(f"workspace_mib: expected at least 16 MiB, got {workspace_mib}")
+    onnx_file = Path(onnx_path) if onnx_path else card.onnx_path
+    if not onnx_file.is_file():
+        raise EngineError(f"onnx_path: model file {onnx_file} not found")
+    typing = resolve_typing(trt_major(trt.__version__), strongly_typed)
+    key = engine_key(card, onnx_path=onnx_file, trt_version=trt.__version__,
+                     gpu=gpu_identity(device), precision=precision, typing=typing)
+    if force:
+        cache.clear(key.model)
+
+    def build() -> bytes:
+        plan, timing = build_serialized_engine(
+            trt, onnx_file, shapes=key.shapes, precision=precision, typing=typing,
+            workspace_bytes=workspace_mib << 20, timing_cache=cache.load_timing_cache(key))
+        cache.save_timing_cache(key, timing)
+        return plan
+
+    payload, built = cache.get_or_build(key, build)
+    return key, payload, built
+
+
+def _dtype_name(trt, dt) -> str:
+    return np.dtype(trt.nptype(dt)).name
+
+
+class TensorRTRuntime(Runtime):
+    """Runs the card's model as a cached TensorRT engine.
+
+    Parameters
+    ----------
+    card : ModelCard
+    cuda_backend : object, optional
+        The CUDA backend providing ``input_device_ptr``, ``stream_handle`` and
+        ``set_logits_buffer(ptr, shape, dtype)`` for the zero-copy path (:meth:`enqueue`).
+    cache_dir : path, optional
+        Engine cache directory (default :func:`edge.inference.engine_cache.default_cache_dir`).
+    precision : {"fp16", "fp32"}
+    strongly_typed : bool, optional
+        Default: weak on 10.x, strong on 11.x (the only option there).
+    workspace_mib : int
+        Builder workspace limit.
+    onnx_path : path, optional
+        Build from this ONNX instead of the card's (e.g. the fp16-converted model).
+    require_verified : bool
+        Refuse an engine that has not passed ``hsi-edge engine check``.
+    device : int
+        CUDA device ordinal.
+    threads : int, optional
+        Accepted for interface compatibility with ONNX Runtime; unused.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, card: ModelCard, *, cuda_backend: Any = None, cache_dir=None,
+                 precision: str = "fp16", strongly_typed: bool | None = None,
+                 workspace_mib: int = 1024, onnx_path=None, require_verified: bool = False,
+                 device: int = 0, threads: int | None = None):
+        super().__init__(card)
+        if precision not in ("fp16", "fp32"):
+            raise ConfigError(f"precision: expected fp16 or fp32, got {precision!r}")
+        self.backend = cuda_backend
+        self.cache = EngineCache(cache_dir)
+        self.precision, self.strongly_typed = precision, strongly_typed
+        self.workspace_mib, self.onnx_path = workspace_mib, onnx_path
+        self.require_verified, self.device = require_verified, device
+        self.key: EngineKey | None = None
+        self._trt = self._cuda = self._ctx = self._runtime = None
+        self._engine = self._context = self._stream = None
+        self._io: dict[str, tuple[tuple[int, ...], str, bool]] = {}
+        self._dev: dict[str, Any] = {}
+        self._host: dict[str, np.ndarray] = {}
+
+    # -- loading -------------------------------------------------------------------------
+    def _do_load(self) -> None:
+        trt = self._trt = import_tensorrt()
+        cuda = self._cuda = _import_cuda()
+        self._ctx = cuda.Device(self.device).retain_primary_context()  # shared with kernels
+        self._ctx.push()
+        try:
+            self.key, plan, _ = build_engine(
+                self.card, cache=self.cache, precision=self.precision,
+                strongly_typed=self.strongly_typed, workspace_mib=self.workspace_mib,
+                onnx_path=self.onnx_path, device=self.device)
+            verified = self.cache.is_verified(self.key)
+            if self.require_verified and not verified:
+                raise EngineError(f"engine {self.cache.path_for(self.key).name} has not passed "
+                                  f"the parity gate; run 'hsi-edge engine check'")
+            if not verified:
+                log.warning("engine %s is not verified; run 'hsi-edge engine check'",
+                            self.cache.path_for(self.key).name)
+            self._deserialize(trt, plan)
+            self._allocate(cuda)
+        finally:
+            self._ctx.pop()
+
+    def _deserialize(self, trt, plan: bytes) -> None:
+        self._runtime = trt.Runtime(_make_logger(trt))
+        engine = self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise EngineError(f"TensorRT could not deserialize "
+                              f"{self.cache.path_for(self.key)}; run 'hsi-edge engine clear' "
+                              f"and rebuild")
+        self._context = engine.create_execution_context()
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            if is_input:
+                self._context.set_input_shape(name, profile_shapes(self.card)[0][2])
+            shape = tuple(self._context.get_tensor_shape(name))
+            self._io[name] = (shape, _dtype_name(trt, engine.get_tensor_dtype(name)), is_input)
+
+    def _allocate(self, cuda) -> None:
+        self._stream = cuda.Stream()
+        for name, (shape, dtype, _) in self._io.items():
+            self._host[name] = cuda.pagelocked_empty(shape, dtype)
+            self._dev[name] = cuda.mem_alloc(self._host[name].nbytes)
+        register = getattr(self.backend, "set_logits_buffer", None)
+        if register is not None:  # the GPU post kernel reads the logits where TensorRT wrote
+            shape, dtype, _ = self._io[self.card.output.name]
+            register(int(self._dev[self.card.output.name]), shape, np.dtype(dtype))
+
+    # -- description -----------------------------------------------------------------------
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(n, s, d) for n, (s, d, i) in self._io.items() if i]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(n, s, d) for n, (s, d, i) in self._io.items() if not i]
+
+    @property
+    def output_device_ptr(self) -> int:
+        """Device pointer of the output (logits) buffer, valid after :meth:`load`."""
+        return int(self._dev[self.card.output.name])
+
+    # -- execution -----------------------------------------------------------------------
+    def _bind(self, input_ptr: int) -> None:
+        ctx: "trt.IExecutionContext" = self._context
+        for name, (_, _, is_input) in self._io.items():
+            ptr = input_ptr if is_input else int(self._dev[name])
+            if not ctx.set_tensor_address(name, ptr):
+                raise EngineError(f"TensorRT rejected the address of tensor {name!r}")
+
+    def enqueue(self) -> None:
+        """Zero-copy: run on the CUDA backend's packed input, on its stream; no sync.
+
+        The logits land in the buffer registered with ``backend.set_logits_buffer``.
+        """
+        if self.backend is None:
+            raise EngineError("enqueue: needs cuda_backend= (the zero-copy path); use run(x) "
+                              "for host arrays")
+        if not self._loaded:
+            self.load()
+        ptr = self.backend.input_device_ptr
+        if ptr is None:
+            raise EngineError("enqueue: the CUDA backend has no packed input yet (run it on a "
+                              "frame with the model's pack spec first)")
+        self._ctx.push()
+        try:
+            self._bind(int(ptr))
+            ctx: "trt.IExecutionContext" = self._context
+            if not ctx.execute_async_v3(int(self.backend.stream_handle)):
+                raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
+        finally:
+            self._ctx.pop()
+
+    def fetch_output(self) -> np.ndarray:
+        """After :meth:`enqueue`: copy the logits to the host (waits for the stream).
+
+        Returns
+        -------
+        ndarray of shape (1, classes, H, W), float32
+        """
+        out = self.card.output.name
+        stream = getattr(self.backend, "stream", None)
+        self._ctx.push()
+        try:
+            if stream is None:  # unknown stream object: wait for all work in the context
+                self._cuda.Context.synchronize()
+                stream = self._stream
+            self._cuda.memcpy_dtoh_async(self._host[out], self._dev[out], stream)
+            stream.synchronize()
+        finally:
+            self._ctx.pop()
+        return self._host[out].astype(np.float32)
+
+    def _do_run(self, x: np.ndarray) -> np.ndarray:
+        cuda, inp, out = self._cuda, self.card.input.name, self.card.output.name
+        self._ctx.push()
+        try:
+            np.copyto(self._host[inp], x)
+            cuda.memcpy_htod_async(self._dev[inp], self._host[inp], self._stream)
+            self._bind(int(self._dev[inp]))
+            ctx: "trt.IExecutionContext" = self._context
+            if not ctx.execute_async_v3(self._stream.handle):
+                raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
+            cuda.memcpy_dtoh_async(self._host[out], self._dev[out], self._stream)
+            self._stream.synchronize()
+        finally:
+            self._ctx.pop()
+        return self._host[out].astype(np.float32)  # a copy: the pinned buffer is reused
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.push()
+            try:
+                for buf in self._dev.values():
+                    buf.free()
+                self._dev.clear()
+                self._host.clear()
+                self._context = self._engine = self._runtime = self._stream = None
+            finally:
+                self._ctx.pop()
+                self._ctx.detach()
+                self._ctx = None
+        super().close()
