@@ -140,7 +140,7 @@ class NumpyBackend(Backend):
         return ChainResult(maps={n: maps[n] for n in MAP_NAMES}, flags=flags, input=packed,
                            reflectance=refl)
 
-    def _check_raw(self, raw: np.ndarray) -> np.ndarray:
+    def check_raw(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw)
         if raw.ndim != 3 or raw.shape[2] != self.wavelengths.size:
             raise DataFormatError(f"raw: expected shape (rows, cols, {self.wavelengths.size}), "
@@ -151,13 +151,13 @@ class NumpyBackend(Backend):
         return raw
 
     def _calibrate(self, raw: np.ndarray, exposure_us: float):
-        raw = self._check_raw(raw)
+        raw = self.check_raw(raw)
         if self.flatfield is None:
             return _pass_through(raw)
         return self.flatfield.apply(raw, exposure_us)
 
     # ---- fused, blocked path ----------------------------------------------------------------
-    def _exposure_factor(self, raw: np.ndarray, exposure_us: float) -> float:
+    def exposure_factor(self, raw: np.ndarray, exposure_us: float) -> float:
         ff = self.flatfield
         if ff is None or raw.dtype == np.float32 or exposure_us is None \
                 or exposure_us == ff.exposure_us:
@@ -174,13 +174,13 @@ class NumpyBackend(Backend):
         return ff.exposure_us / float(exposure_us)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self._check_raw(raw)
+        raw = self.check_raw(raw)
         if self.flatfield is not None and raw.dtype != np.float32 \
                 and raw.shape != self.flatfield.shape:
             raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
                                    f"calibration reference shape {self.flatfield.shape}")
         rows, cols, bands = raw.shape
-        factor = np.float32(self._exposure_factor(raw, exposure_us))
+        factor = np.float32(self.exposure_factor(raw, exposure_us))
         step = self.block_rows or max(1, _BLOCK_BYTES // max(1, cols * bands * 4))
         k, lay, mat = self._k, self._layout, self._mat
         eps = np.float32(self.unmixer.eps)

@@ -1,0 +1,266 @@
+"""The CUDA backend: the fused per-pixel chain (cuda_kernels/chain.cu) run through PyCUDA.
+
+Same contract and results as :class:`edge.backends.numpy_backend.NumpyBackend` (its
+configuration objects -- unmixer, StO2 table, index windows, pack spec -- are built by a
+NumpyBackend and copied into the kernels' constant memory, so both run the same numbers).
+
+GPU resources (DESIGN.md "CUDA"; FACTS.md "GPU, Jetson and TensorRT"):
+
+- the device's *primary* context (``Device(n).retain_primary_context()``), pushed around
+  every call and popped after, never ``pycuda.autoinit`` -- TensorRT shares it;
+- one stream (:attr:`CudaBackend.stream_handle` for ``execute_async_v3``);
+- page-locked host buffers; on an integrated GPU that can map host memory (Jetson: CPU and
+  GPU share DRAM) the kernels read and write those buffers directly (zero-copy), elsewhere
+  they are copied asynchronously on the stream;
+- device buffers allocated once per frame shape and reused; the packed network input stays on
+  the device at :attr:`CudaBackend.input_device_ptr` for the engine (host copy only if
+  ``copy_input``);
+- kernels loaded from ``hsi-edge kernels build`` output when its manifest matches the sources
+  and the device arch, otherwise compiled at run time with a logged warning.
+
+Importing this module needs no PyCUDA; constructing a backend does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from cuda_kernels import DEFAULT_PREBUILT_DIR, arch_of
+from edge.backends.base import Backend, ChainResult, PackSpec
+from edge.backends.cuda_ops import CudaOps, load_module, tile_launch
+from edge.backends.cuda_params import MAP_NAMES, chain_params
+from edge.errors import BackendUnavailable, DataFormatError
+from edge.processing.indices import IndexParams
+
+__all__ = ["CudaBackend", "import_pycuda", "INSTALL_HINT"]
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'hsi-edge[cuda]' (needs the CUDA toolkit) and an NVIDIA GPU"
+
+
+def import_pycuda():
+    """``pycuda.driver``, initialised; :class:`BackendUnavailable` naming what is missing."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendUnavailable(f"cuda backend: PyCUDA is not installed ({exc}); "
+                                 f"{INSTALL_HINT}") from exc
+    try:
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as exc:   # pycuda raises its own LogicError/RuntimeError types
+        raise BackendUnavailable(f"cuda backend: the CUDA driver is not usable ({exc}); "
+                                 f"needs an NVIDIA GPU with its driver") from exc
+    if count < 1:
+        raise BackendUnavailable("cuda backend: no NVIDIA GPU found by the CUDA driver")
+    return cuda
+
+
+class CudaBackend(Backend):
+    """Fused per-pixel chain on an NVIDIA GPU (see module docstring).
+
+    Parameters
+    ----------
+    wavelengths_nm, flatfield, chromophores, baseline, fwhm_nm, eps, index_params, pack,
+    calibration
+        As :class:`~edge.backends.numpy_backend.NumpyBackend`.
+    device : int
+        CUDA device ordinal.
+    prebuilt_dir : path or None
+        AOT build directory (default ``cuda_kernels/prebuilt``); None-existent or stale: the
+        kernels are compiled at run time (needs nvcc).
+    copy_input : bool
+        Copy the packed network input to the host into ``ChainResult.input`` (default True, as
+        the NumPy backend). A TensorRT runtime reads :attr:`input_device_ptr` instead.
+    return_reflectance : bool
+        Also write the reflectance cube and copy it into ``ChainResult.reflectance``.
+
+    Raises
+    ------
+    BackendUnavailable
+        PyCUDA or a GPU is missing.
+    """
+
+    name = "cuda"
+
+    def __init__(self, wavelengths_nm, *, flatfield=None,
+                 chromophores: Sequence[str] | None = None,
+                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
+                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
+                 pack: PackSpec | None = None, calibration=None, device: int = 0,
+                 prebuilt_dir: Path | str | None = DEFAULT_PREBUILT_DIR,
+                 copy_input: bool = True, return_reflectance: bool = False):
+        cuda = import_pycuda()
+        from edge.backends.numpy_backend import NumpyBackend
+
+        # The reference backend validates the configuration and builds the shared objects.
+        self._ref = NumpyBackend(wavelengths_nm, flatfield=flatfield, chromophores=chromophores,
+                                 baseline=baseline, fwhm_nm=fwhm_nm, eps=eps,
+                                 index_params=index_params, pack=pack, calibration=calibration)
+        self.flatfield, self.pack = flatfield, pack
+        self.copy_input, self.return_reflectance = bool(copy_input), bool(return_reflectance)
+        self.params = chain_params(
+            self._ref.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
+            saturation=flatfield.saturation if flatfield is not None else np.inf)
+        self._cuda = cuda
+        self._dev = cuda.Device(int(device))
+        self.device_name = self._dev.name()
+        self.arch = arch_of(self._dev.compute_capability())
+        attr = cuda.device_attribute
+        self.zero_copy = bool(self._dev.get_attribute(attr.INTEGRATED)
+                              and self._dev.get_attribute(attr.CAN_MAP_HOST_MEMORY))
+        self._ctx = self._dev.retain_primary_context()
+        self._closed = False
+        self._shape: tuple | None = None
+        with self._active():
+            self.stream = cuda.Stream()
+            self.ops = CudaOps({"chain": load_module("chain", self.arch, prebuilt_dir)},
+                               self.params, self.stream,
+                               self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
+            self._events = [cuda.Event() for _ in range(4)]
+            if flatfield is not None:   # references: uploaded once per configuration
+                self._d_dark = cuda.to_device(np.ascontiguousarray(flatfield.dark))
+                self._d_scale = cuda.to_device(np.ascontiguousarray(flatfield.scale))
+                self._d_static = cuda.to_device(np.ascontiguousarray(flatfield.static_flags))
+        log.info("cuda backend on %s (%s), zero-copy %s", self.device_name, self.arch,
+                 "on" if self.zero_copy else "off")
+
+    # ---- context and buffers -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        """Push the primary context for this thread and pop it after (TensorRT shares it)."""
+        if self._closed:
+            raise BackendUnavailable("cuda backend: used after close()")
+        self._ctx.push()
+        try:
+            yield
+        finally:
+            self._cuda.Context.pop()
+
+    def _host(self, shape, dtype):
+        """Page-locked host buffer; device-mapped when zero-copy."""
+        cuda = self._cuda
+        if self.zero_copy:
+            return cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
+        return cuda.pagelocked_empty(shape, dtype)
+
+    def _pair(self, shape, dtype):
+        """(host buffer, device pointer): the same memory when zero-copy."""
+        h = self._host(shape, dtype)
+        if self.zero_copy:
+            return h, np.uintp(h.base.get_device_pointer())
+        return h, self._cuda.mem_alloc(max(h.nbytes, 1))
+
+    def _ensure_buffers(self, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        key = (shape, dtype)
+        if self._shape == key:
+            return
+        if self._shape is not None:
+            log.info("cuda backend: frame shape/dtype changed to %s %s; reallocating", shape,
+                     dtype)
+        rows, cols, bands = shape
+        npix = rows * cols
+        self._launch = tile_launch(npix, bands)
+        self._h_raw, self._d_raw = self._pair(shape, dtype)
+        self._h_maps, self._d_maps = self._pair((len(MAP_NAMES), rows, cols), np.float32)
+        self._h_flags, self._d_flags = self._pair((rows, cols), np.uint8)
+        self._h_input = self._d_input = None
+        if self.pack is not None:
+            self._h_input, self._d_input = self._pair((1, self.pack.channels, rows, cols),
+                                                      np.dtype(self.pack.dtype))
+        self._h_refl = self._d_refl = None
+        if self.return_reflectance:
+            self._h_refl, self._d_refl = self._pair(shape, np.float32)
+        self._shape = key
+
+    # ---- what a TensorRT runtime needs ---------------------------------------------------
+    @property
+    def stream_handle(self) -> int:
+        """The CUDA stream handle (``cudaStream_t`` as int) all kernels run on."""
+        return int(self.stream.handle)
+
+    @property
+    def input_device_ptr(self) -> int | None:
+        """Device address of the packed NCHW input (None before the first frame / no pack)."""
+        return None if getattr(self, "_d_input", None) is None else int(self._d_input)
+
+    def input_buffer(self, shape: tuple[int, int, int], dtype=np.uint16) -> np.ndarray:
+        """The page-locked raw-frame buffer: a driver that fills it saves one host copy."""
+        with self._active():
+            self._ensure_buffers(tuple(shape), np.dtype(dtype))
+        return self._h_raw
+
+    # ---- per frame ----------------------------------------------------------------------
+    def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        raw = self._ref.check_raw(raw)
+        ff = self.flatfield
+        calibrated = ff is not None and raw.dtype != np.float32
+        if calibrated and raw.shape != ff.shape:
+            from edge.errors import CalibrationError
+            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
+                                   f"calibration reference shape {ff.shape}")
+        if raw.dtype not in (np.uint16, np.float32):
+            raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, got "
+                                  f"{raw.dtype}")
+        factor = np.float32(self._ref.exposure_factor(raw, exposure_us))
+        cuda, s, ev = self._cuda, self.stream, self._events
+        with self._active():
+            self._ensure_buffers(raw.shape, raw.dtype)
+            if raw is not self._h_raw:
+                np.copyto(self._h_raw, raw)
+            ev[0].record(s)
+            if not self.zero_copy:
+                cuda.memcpy_htod_async(self._d_raw, self._h_raw, s)
+            ev[1].record(s)
+            ln = self._launch
+            kernel = (f"chain_{'u16' if raw.dtype == np.uint16 else 'f32'}_"
+                      f"{'f16' if self.pack is not None and self.pack.dtype == 'float16' else 'f32'}")
+            npix = raw.shape[0] * raw.shape[1]
+            none = np.uintp(0)
+            self.ops.fn("chain", kernel)(
+                self._d_raw, self._d_dark if calibrated else none,
+                self._d_scale if calibrated else none, self._d_static if calibrated else none,
+                np.int64(npix), np.int32(ln.stride), factor, self._d_maps, self._d_flags,
+                none if self._d_input is None else self._d_input,
+                none if self._d_refl is None else self._d_refl,
+                grid=ln.grid, block=ln.block, shared=ln.shared, stream=s)
+            ev[2].record(s)
+            if not self.zero_copy:
+                cuda.memcpy_dtoh_async(self._h_maps, self._d_maps, s)
+                cuda.memcpy_dtoh_async(self._h_flags, self._d_flags, s)
+                if self._d_input is not None and self.copy_input:
+                    cuda.memcpy_dtoh_async(self._h_input, self._d_input, s)
+                if self._d_refl is not None:
+                    cuda.memcpy_dtoh_async(self._h_refl, self._d_refl, s)
+            ev[3].record(s)
+            ev[3].synchronize()
+            timings = {"upload": ev[1].time_since(ev[0]), "chain": ev[2].time_since(ev[1]),
+                       "download": ev[3].time_since(ev[2])}
+        # Copies: the page-locked buffers are overwritten by the next frame.
+        maps = {n: self._h_maps[i].copy() for i, n in enumerate(MAP_NAMES)}
+        packed = (self._h_input.copy() if self._h_input is not None and self.copy_input
+                  else None)
+        refl = self._h_refl.copy() if self._h_refl is not None else None
+        return ChainResult(maps=maps, flags=self._h_flags.copy(), input=packed,
+                           reflectance=refl, timings_ms=timings)
+
+    def close(self) -> None:
+        """Free the device buffers and release the primary context (idempotent)."""
+        if self._closed:
+            return
+        with self._active():
+            for name in ("_d_raw", "_d_maps", "_d_flags", "_d_input", "_d_refl", "_d_dark",
+                         "_d_scale", "_d_static"):
+                buf = getattr(self, name, None)
+                if hasattr(buf, "free"):
+                    buf.free()
+                setattr(self, name, None)
+            self._shape = None
+        self._closed = True
+        self._ctx.detach()

@@ -1,0 +1,236 @@
+"""Kernel loading, launch configuration and one wrapper per kernel (PyCUDA).
+
+This is the only place that decides grids, blocks and shared memory (DESIGN.md house style
+4).  :func:`tile_launch` and :func:`stride_launch` are plain functions, tested on machines
+without a GPU; :func:`load_module` and :class:`CudaOps` need PyCUDA and a current context
+(the backend pushes the primary context around every call).
+
+Tiled kernels (flatfield, unmix, indices, pack, chain) stage ``block`` consecutive pixels of
+a band-interleaved cube in shared memory as rows of ``stride = bands | 1`` floats (odd, so a
+warp reading one band of 32 rows hits 32 banks) plus one flag word per pixel.  The block is
+the largest multiple of 32 (at most 256) whose tile fits the 48 KiB every CUDA device gives a
+block without opting in, so no ``cuFuncSetAttribute`` is needed on any arch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cuda_kernels import KERNEL_DIR, MODULES, runtime_source, select_binary
+from edge.backends.cuda_params import MAX_BANDS, MAX_CLASSES
+from edge.errors import ConfigError
+
+__all__ = ["Launch", "tile_launch", "stride_launch", "load_module", "CudaOps",
+           "STATIC_SHARED_LIMIT"]
+
+log = logging.getLogger(__name__)
+
+STATIC_SHARED_LIMIT = 48 * 1024   #: bytes of shared memory a block gets without opting in
+_MAX_BLOCK = 256
+_STRIDE_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Grid, block and dynamic shared memory of one launch (plus the tile row stride)."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared: int
+    stride: int = 0
+
+
+def tile_launch(npix: int, bands: int) -> Launch:
+    """Launch of a tiled kernel over ``npix`` pixels of ``bands`` bands.
+
+    Raises
+    ------
+    ConfigError
+        If ``bands`` is outside 1..MAX_BANDS or ``npix`` < 1.
+    """
+    if not 1 <= bands <= MAX_BANDS:
+        raise ConfigError(f"bands: the CUDA kernels support 1-{MAX_BANDS} bands, got {bands}")
+    if npix < 1:
+        raise ConfigError(f"npix: expected at least one pixel, got {npix}")
+    stride = bands | 1
+    per_pixel = 4 * (stride + 1)
+    block = min(_MAX_BLOCK, STATIC_SHARED_LIMIT // per_pixel // 32 * 32)
+    block = max(block, 32)     # 32 x 257 x 4 B = 32.9 KiB: always fits
+    grid = -(-npix // block)
+    return Launch((grid, 1, 1), (block, 1, 1), block * per_pixel, stride)
+
+
+def stride_launch(n: int, sm_count: int = 132) -> Launch:
+    """Launch of a grid-stride element-wise kernel over ``n`` items (a few waves per SM)."""
+    grid = max(1, min(-(-n // _STRIDE_BLOCK), 8 * max(1, sm_count)))
+    return Launch((grid, 1, 1), (_STRIDE_BLOCK, 1, 1), 0)
+
+
+def load_module(name: str, arch: str, prebuilt_dir: Path | str | None):
+    """Load one kernel module: prebuilt cubin/PTX when current, else compile (development).
+
+    Needs PyCUDA and a current context.
+    """
+    import pycuda.driver as cuda
+
+    path, reason = (None, "no prebuilt directory") if prebuilt_dir is None else \
+        select_binary(name, prebuilt_dir, arch)
+    if path is not None:
+        (log.info if path.suffix == ".cubin" else log.warning)(
+            "kernels %s: loading %s (%s)", name, path.name, reason)
+        return cuda.module_from_file(str(path))
+    from pycuda.compiler import SourceModule
+    from cuda_kernels.build import NVCC_FLAGS
+
+    log.warning("compiling kernels at run time (development path): %s (%s); run "
+                "'hsi-edge kernels build' for prebuilt binaries", name, reason)
+    return SourceModule(runtime_source(name), no_extern_c=True, include_dirs=[str(KERNEL_DIR)],
+                        options=[f for f in NVCC_FLAGS if f != "-O3"])
+
+
+class CudaOps:
+    """One method per kernel, on ``pycuda.gpuarray.GPUArray`` inputs (tests, benchmarks).
+
+    Parameters
+    ----------
+    modules : dict of str to pycuda Module
+        Loaded modules by name (see :data:`cuda_kernels.MODULES`).
+    params : ndarray, CHAIN_PARAMS_DTYPE
+        Uploaded to every module's ``c_params``.
+    stream : pycuda.driver.Stream
+    sm_count : int
+        Multiprocessors of the device (sizes grid-stride launches).
+    """
+
+    #: Fill every output with NaN (float) / 0xAB (bytes) before the launch (tests: a kernel
+    #: that skips an element cannot pass).
+    poison = False
+
+    def __init__(self, modules: dict, params: np.ndarray, stream, sm_count: int):
+        import pycuda.driver as cuda
+
+        self.modules, self.params, self.stream, self.sm_count = modules, params, stream, sm_count
+        self.nb = int(params["nb"])
+        for name, mod in modules.items():
+            if "c_params" in MODULES[name].constants:
+                ptr, size = mod.get_global("c_params")
+                if size != params.nbytes:
+                    raise ConfigError(f"c_params: the loaded {name} module has {size} bytes, "
+                                      f"the host layout {params.nbytes}: rebuild the kernels")
+                cuda.memcpy_htod(ptr, params)
+
+    def _out(self, shape, dtype):
+        import pycuda.gpuarray as ga
+        out = ga.empty(shape, dtype)
+        if self.poison:
+            out.fill(np.nan if np.dtype(dtype).kind == "f" else 0xAB)
+        return out
+
+    def fn(self, module: str, kernel: str):
+        """The kernel function ``kernel`` of ``module``."""
+        return self.modules[module].get_function(kernel)
+
+    def _tile(self, module, kernel, npix, *args):
+        ln = tile_launch(npix, self.nb)
+        self.fn(module, kernel)(*[_p(a) for a in args[:-1]], np.int64(npix), np.int32(ln.stride),
+                                *[_p(a) for a in args[-1]],
+                                grid=ln.grid, block=ln.block, shared=ln.shared,
+                                stream=self.stream)
+
+    def flatfield(self, raw, dark=None, scale=None, static_flags=None, *, factor=1.0,
+                  saturation=np.inf):
+        """(npix, nb) raw (uint16 or float32) -> reflectance (npix, nb), flags (npix)."""
+        npix = raw.shape[0]
+        refl = self._out((npix, self.nb), np.float32)
+        flags = self._out(npix, np.uint8)
+        kernel = "flatfield_u16" if raw.dtype == np.uint16 else "flatfield_f32"
+        ln = tile_launch(npix, self.nb)
+        self.fn("flatfield", kernel)(
+            _p(raw), _p(dark), _p(scale), _p(static_flags), np.int64(npix), np.int32(self.nb),
+            np.int32(ln.stride), np.float32(factor), np.float32(saturation), _p(refl), _p(flags),
+            grid=ln.grid, block=ln.block, shared=ln.shared, stream=self.stream)
+        return refl, flags
+
+    def absorbance(self, refl, eps: float):
+        out = self._out(refl.shape, np.float32)
+        ln = stride_launch(refl.size, self.sm_count)
+        self.fn("absorbance", "absorbance_f32")(_p(refl), np.int64(refl.size), np.float32(eps),
+                                                _p(out),
+                                                grid=ln.grid, block=ln.block, stream=self.stream)
+        return out
+
+    def unmix(self, refl):
+        """(npix, nb) reflectance -> conc (npix, k), thb (npix), sto2_raw (npix)."""
+        npix = refl.shape[0]
+        conc = self._out((npix, int(self.params["nk"])), np.float32)
+        thb, sraw = self._out(npix, np.float32), self._out(npix, np.float32)
+        self._tile("unmix", "unmix_f32", npix, refl, (conc, thb, sraw))
+        return conc, thb, sraw
+
+    def sto2(self, sto2_raw):
+        out = self._out(sto2_raw.shape, np.float32)
+        ln = stride_launch(sto2_raw.size, self.sm_count)
+        self.fn("sto2", "sto2_calibrate_f32")(_p(sto2_raw), np.int64(sto2_raw.size), _p(out),
+                                              grid=ln.grid, block=ln.block, stream=self.stream)
+        return out
+
+    def indices(self, refl):
+        """(npix, nb) reflectance -> (4, npix): sto2_index, nir, thi, twi."""
+        npix = refl.shape[0]
+        out = self._out((4, npix), np.float32)
+        self._tile("indices", "indices_f32", npix, refl, (out,))
+        return out
+
+    def pack(self, refl, maps, flags=None, dtype="float32"):
+        """refl (npix, nb), maps (n_maps, npix) -> packed (channels, npix) of ``dtype``."""
+        npix = refl.shape[0]
+        out = self._out((int(self.params["n_spec"]) + int(self.params["n_maps"]), npix), dtype)
+        kernel = "pack_f16" if np.dtype(dtype) == np.float16 else "pack_f32"
+        ln = tile_launch(npix, self.nb)
+        self.fn("pack", kernel)(_p(refl), _p(maps), _p(flags), np.int64(npix),
+                                np.int32(ln.stride), _p(out), grid=ln.grid, block=ln.block, shared=ln.shared,
+                                stream=self.stream)
+        return out
+
+    def argmax(self, logits):
+        """(K, npix) float32/float16 scores -> labels (npix) uint8."""
+        k, npix = logits.shape
+        if not 1 <= k <= MAX_CLASSES:
+            raise ConfigError(f"classes: the argmax kernel supports 1-{MAX_CLASSES}, got {k}")
+        out = self._out(npix, np.uint8)
+        kernel = "argmax_f16" if logits.dtype == np.float16 else "argmax_f32"
+        ln = stride_launch(npix, self.sm_count)
+        self.fn("post", kernel)(_p(logits), np.int64(npix), np.int32(k), _p(out), grid=ln.grid,
+                                block=ln.block, stream=self.stream)
+        return out
+
+    def overlay(self, labels, rgb, colours: np.ndarray, alpha: float, cols: int, invalid=None,
+                hatch=((70, 70, 70), (150, 150, 150))):
+        """labels (npix) uint8, rgb (npix, 3) uint8 -> blended rgb (npix, 3) uint8."""
+        import pycuda.driver as cuda
+        colours = np.ascontiguousarray(colours, dtype=np.uint8)
+        if colours.ndim != 2 or colours.shape[1] != 3 or not 1 <= colours.shape[0] <= MAX_CLASSES:
+            raise ConfigError(f"colours: expected shape (K <= {MAX_CLASSES}, 3), got "
+                              f"{colours.shape}")
+        ptr, _ = self.modules["post"].get_global("c_colours")
+        cuda.memcpy_htod(ptr, colours)
+        npix = labels.size
+        out = self._out((npix, 3), np.uint8)
+        h0, h1 = [(c[0] << 16) | (c[1] << 8) | c[2] for c in hatch]
+        ln = stride_launch(npix, self.sm_count)
+        self.fn("post", "overlay_u8")(_p(labels), _p(rgb), _p(invalid), np.int64(npix), np.int64(cols),
+                                      np.float32(1.0 - alpha), np.float32(alpha), np.uint32(h0),
+                                      np.uint32(h1), _p(out), grid=ln.grid, block=ln.block,
+                                      stream=self.stream)
+        return out
+
+
+def _p(a):
+    """Kernel argument of a device array (GPUArray or allocation); None -> NULL pointer."""
+    if a is None:
+        return np.uintp(0)
+    return getattr(a, "gpudata", a)

@@ -1,0 +1,85 @@
+"""``hsi-edge kernels``: build the CUDA kernels ahead of time, or show their state.
+
+``build [--arch sm_87,sm_90] [--out DIR] [--write-registers]`` writes a cubin per arch, PTX
+and ``manifest.json`` (cuda_kernels/build.py); ``info [--dir DIR]`` prints the sources and
+their hashes, nvcc, whether the prebuilt binaries are current, and the recorded registers.
+Needs nvcc for ``build`` only; no GPU and no PyCUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("kernels", help="build the CUDA kernels ahead of time / show "
+                              "their state", description=__doc__.split("\n\n")[1])
+    sub = p.add_subparsers(dest="kernels_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="cubin per arch + PTX + manifest.json")
+    b.add_argument("--arch", default="sm_87,sm_90",
+                   help="comma-separated GPU archs (default: sm_87,sm_90 = Jetson Orin, Hopper)")
+    b.add_argument("--out", default=None,
+                   help="output directory (default: cuda_kernels/prebuilt in the package)")
+    b.add_argument("--jobs", type=int, default=None, help="parallel nvcc processes")
+    b.add_argument("--write-registers", action="store_true",
+                   help="also record registers per kernel in cuda_kernels/REGISTERS.md")
+    i = sub.add_parser("info", help="sources, nvcc, prebuilt status, registers")
+    i.add_argument("--dir", default=None, help="prebuilt directory to check "
+                   "(default: cuda_kernels/prebuilt)")
+    i.add_argument("--arch", default=None, help="also check for a cubin of this arch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kernels_command == "build":
+        return _build(args)
+    return _info(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from cuda_kernels import build as kb
+
+    archs = kb.parse_archs(args.arch)
+    manifest = kb.build(archs, args.out, jobs=args.jobs)
+    out = args.out or str(__import__("cuda_kernels").DEFAULT_PREBUILT_DIR)
+    print(f"built {len(manifest['modules'])} modules for {', '.join(archs)} with nvcc "
+          f"{manifest['nvcc_version']} into {out}")
+    print(kb.registers_table(manifest), end="")
+    if args.write_registers:
+        kb.write_registers(manifest)
+        print(f"recorded registers in {kb.REGISTERS_MD}")
+    spills = [(a, k) for a, rep in manifest["registers"].items() for k, r in rep.items()
+              if r["spill_stores"] or r["spill_loads"]]
+    return 1 if spills else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import cuda_kernels as ck
+    from cuda_kernels import build as kb
+    from edge.errors import BackendUnavailable
+
+    print(f"kernel sources: {ck.KERNEL_DIR}")
+    for name, digest in ck.source_hashes().items():
+        print(f"  {name:16s} sha256 {digest[:16]}")
+    try:
+        nvcc = kb.find_nvcc()
+        print(f"nvcc: {nvcc} ({kb.nvcc_version(nvcc)})")
+    except BackendUnavailable as exc:
+        print(f"nvcc: not available ({exc})")
+    prebuilt = args.dir or ck.DEFAULT_PREBUILT_DIR
+    problems = ck.manifest_problems(prebuilt, args.arch)
+    if problems:
+        print(f"prebuilt {prebuilt}: NOT usable -- " + "; ".join(problems))
+        print("  the cuda backend will compile at run time (development path)")
+    else:
+        man = ck.read_manifest(prebuilt)
+        print(f"prebuilt {prebuilt}: current, archs {', '.join(man['archs'])}, nvcc "
+              f"{man['nvcc_version']}")
+    if kb.REGISTERS_JSON.is_file():
+        rec = json.loads(kb.REGISTERS_JSON.read_text())
+        print(f"recorded registers (nvcc {rec['nvcc_version']}):")
+        print(kb.registers_table(rec), end="")
+    return 0

@@ -1,0 +1,234 @@
+"""The kernels' per-pixel arithmetic (cuda_kernels/pixel_math.cuh) against the NumPy reference.
+
+Runs on the CPU through the host shim (see conftest.py), in every CI run.  Tolerances: the
+flat field, flags, StO2 table, argmax and overlay follow the reference operation for
+operation and must match exactly; sums over bands (unmixing, window means, L1 norm) add in a
+different order than NumPy's BLAS/pairwise sums, so those compare with
+‖out − ref‖/‖ref‖ < 1e-5 (float32) and identical NaN patterns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.backends.base import PackSpec
+from edge.backends.cuda_params import (CHAIN_PARAMS_DTYPE, D2_TAPS, MAX_BANDS, MAX_CLASSES,
+                                       MAX_COMPONENTS, MAX_TABLE, MAP_NAMES, chain_params)
+from edge.backends.numpy_backend import MAP_NAMES as NUMPY_MAP_NAMES, NumpyBackend
+from edge.errors import ConfigError
+from edge.processing import post
+from edge.processing.indices import IndexParams, tivita_indices
+from edge.processing.pack import pack_input
+from edge.processing.unmixing import absorbance
+
+from hsi_cuda_scenes import make_scene, ptr, rel_err
+
+TOL = 1e-5
+
+
+def params_for(scene, pack=None, zero_flagged=True):
+    return chain_params(scene.wl, scene.unmixer, scene.calibration, scene.index_params, pack,
+                        saturation=scene.flatfield.saturation, zero_flagged=zero_flagged)
+
+
+def test_params_layout_matches_header(shim):
+    out = np.zeros(12, np.int64)
+    shim.shim_params_layout(ptr(out))
+    f = CHAIN_PARAMS_DTYPE.fields
+    assert out[0] == CHAIN_PARAMS_DTYPE.itemsize
+    assert list(out[1:7]) == [f[n][1] for n in ("mean_lo", "d2_start", "pinv", "table_y",
+                                                "spec_bands", "map_ids")]
+    assert list(out[7:12]) == [MAX_BANDS, MAX_COMPONENTS, MAX_TABLE, MAX_CLASSES, D2_TAPS]
+    assert MAP_NAMES == NUMPY_MAP_NAMES
+
+
+@pytest.mark.parametrize("factor_exposure", [1000.0, 800.0])
+def test_flatfield_matches_reference_exactly(shim, factor_exposure):
+    s = make_scene(9, 11, 25, seed=1)
+    ff = s.flatfield
+    ref_r, ref_f = ff.apply(s.raw, factor_exposure)
+    raw = np.ascontiguousarray(s.raw, dtype=np.float32)      # uint16 -> float is exact
+    refl, flags = np.full(raw.shape, -7.0, np.float32), np.full(raw.shape[:2], 255, np.uint8)
+    factor = np.float32(ff.exposure_us / factor_exposure)
+    shim.shim_flatfield(ptr(raw), ptr(ff.dark), ptr(ff.scale), ptr(ff.static_flags),
+                        raw.shape[0] * raw.shape[1], raw.shape[2], factor, ff.saturation,
+                        ptr(refl), ptr(flags))
+    np.testing.assert_array_equal(flags, ref_f)
+    assert set(np.unique(ref_f)) >= {0, 1, 2, 8}, "scene must exercise every static flag"
+    np.testing.assert_array_equal(refl, ref_r)
+
+
+def test_flatfield_float32_pass_through(shim):
+    s = make_scene(6, 7, 16, seed=2)
+    ref_r, ref_f = s.flatfield.apply(s.reflectance)
+    refl, flags = np.empty_like(s.reflectance), np.full(ref_f.shape, 255, np.uint8)
+    shim.shim_flatfield(ptr(s.reflectance), None, None, None, ref_f.size, 16, 1.0, 0.0,
+                        ptr(refl), ptr(flags))
+    np.testing.assert_array_equal(flags, ref_f)
+    assert np.count_nonzero(ref_f) == 2
+    np.testing.assert_array_equal(refl, ref_r)
+
+
+def test_absorbance(shim):
+    rng = np.random.default_rng(3)
+    r = rng.uniform(-0.2, 1.5, 4000).astype(np.float32)
+    r[:4] = [np.nan, np.inf, 0.0, 1e-6]
+    out = np.empty_like(r)
+    shim.shim_absorbance(ptr(r), r.size, 1e-4, ptr(out))
+    ref = absorbance(r, 1e-4)
+    assert out[1] == ref[1] == -np.inf
+    assert rel_err(out[2:], ref[2:]) < 1e-6
+    assert np.isnan(out[0])
+
+
+@pytest.mark.parametrize("bands", [16, 25, 100])
+def test_unmix_matches_unmixer(shim, bands):
+    s = make_scene(8, 9, bands, seed=bands)
+    r = np.ascontiguousarray(s.reflectance)
+    npix = r.shape[0] * r.shape[1]
+    p = params_for(s)
+    k = len(s.unmixer.components)
+    conc, thb, sraw = (np.full((npix, k), -9, np.float32), np.full(npix, -9, np.float32),
+                       np.full(npix, -9, np.float32))
+    shim.shim_unmix(ptr(p), ptr(r), npix, ptr(conc), ptr(thb), ptr(sraw))
+    ref_c = s.unmixer.unmix(r).reshape(npix, k)
+    ref_m = s.unmixer.maps(r)
+    assert rel_err(conc, ref_c) < TOL
+    assert rel_err(thb, ref_m["thb"].ravel()) < TOL
+    assert rel_err(sraw, ref_m["sto2_raw"].ravel()) < TOL
+
+
+def test_unmix_flags_non_positive_haemoglobin(shim):
+    s = make_scene(1, 4, 25, seed=5)
+    r = np.ascontiguousarray(s.reflectance.copy())
+    r[0, 1] = 1.0 / r[0, 1]          # A -> -A: negative haemoglobin total
+    p = params_for(s)
+    k = len(s.unmixer.components)
+    conc, thb, sraw = np.empty((4, k), np.float32), np.empty(4, np.float32), np.empty(4, np.float32)
+    shim.shim_unmix(ptr(p), ptr(r), 4, ptr(conc), ptr(thb), ptr(sraw))
+    ref = s.unmixer.maps(r)
+    assert np.isnan(thb[1]) and np.isnan(ref["thb"][0, 1])
+    assert rel_err(sraw, ref["sto2_raw"].ravel()) < TOL
+
+
+def test_sto2_table_matches_reference_exactly(shim):
+    s = make_scene(1, 1, 25, seed=6)
+    p = params_for(s)
+    x = np.concatenate([np.linspace(-0.5, 1.5, 5001),
+                        [np.nan, np.inf, -np.inf, -0.2, 1.2]]).astype(np.float32)
+    out = np.empty_like(x)
+    shim.shim_sto2(ptr(p), ptr(x), x.size, ptr(out))
+    np.testing.assert_array_equal(out, s.calibration.apply(x))
+
+
+@pytest.mark.parametrize("bands,wl_range", [(16, (500.0, 1000.0)), (25, (500.0, 1000.0)),
+                                            (100, (500.0, 1000.0)), (16, (460.0, 600.0))])
+def test_indices_match_tivita_reference(shim, bands, wl_range):
+    s = make_scene(7, 13, bands, seed=7, wl_range=wl_range)
+    r = np.ascontiguousarray(s.reflectance)
+    npix = 7 * 13
+    p = params_for(s)
+    out = np.full((4, npix), -9, np.float32)
+    shim.shim_indices(ptr(p), ptr(r), npix, ptr(out))
+    ref = tivita_indices(r, s.wl, s.index_params)
+    for j, name in enumerate(("sto2_index", "nir", "thi", "twi")):
+        if np.all(np.isnan(ref[name])):       # window missing on this grid
+            assert np.all(np.isnan(out[j])), name
+            continue
+        assert rel_err(out[j], ref[name].ravel()) < TOL, name
+
+
+def test_indices_with_sg_window_3(shim):
+    s = make_scene(5, 5, 25, seed=8)
+    s.index_params = IndexParams(sg_window=3, sg_order=2)
+    r = np.ascontiguousarray(s.reflectance)
+    p = params_for(s)
+    out = np.empty((4, 25), np.float32)
+    shim.shim_indices(ptr(p), ptr(r), 25, ptr(out))
+    ref = tivita_indices(r, s.wl, s.index_params)
+    assert rel_err(out[0], ref["sto2_index"].ravel()) < TOL
+
+
+def test_pack_matches_pack_input(shim):
+    s = make_scene(6, 5, 25, seed=9)
+    spec = PackSpec(spectra_bands=(3, 1, 7, 20), maps=("thi", "sto2"), dtype="float32")
+    r = np.ascontiguousarray(s.reflectance)
+    rng = np.random.default_rng(9)
+    maps = rng.uniform(0, 1, (2, 6, 5)).astype(np.float32)
+    maps[0, 0, 0] = np.nan
+    p = params_for(s, spec, zero_flagged=False)
+    out = np.full((spec.channels, 30), -9, np.float32)
+    shim.shim_pack(ptr(p), ptr(r), ptr(maps), None, 30, ptr(out))
+    ref = pack_input(r, [maps[0], maps[1]], spec)[0].reshape(spec.channels, 30)
+    assert rel_err(out, ref) < 1e-6
+
+
+@pytest.mark.parametrize("bands", [16, 25, 100])
+@pytest.mark.parametrize("source", ["uint16", "float32"])
+def test_fused_chain_matches_numpy_backend(shim, bands, source):
+    s = make_scene(7, 13, bands, seed=10 + bands)
+    spec = s.pack
+    ff = s.flatfield if source == "uint16" else None
+    be = NumpyBackend(s.wl, flatfield=ff, chromophores=s.unmixer.chromophores,
+                      baseline=s.unmixer.baseline, calibration=s.calibration, pack=spec)
+    cube = s.raw if source == "uint16" else s.reflectance
+    ref = be.run(cube, exposure_us=1000.0)
+    p = params_for(s, spec)
+    raw = np.ascontiguousarray(cube, dtype=np.float32)
+    npix = 7 * 13
+    maps = np.full((6, npix), -9, np.float32)
+    flags = np.full(npix, 255, np.uint8)
+    packed = np.full((spec.channels, npix), -9, np.float32)
+    refl = np.full((npix, bands), -9, np.float32)
+    args = (ptr(ff.dark), ptr(ff.scale), ptr(ff.static_flags)) if ff else (None, None, None)
+    shim.shim_chain(ptr(p), ptr(raw), *args, npix, 1.0, ptr(maps), ptr(flags), ptr(packed),
+                    ptr(refl))
+    np.testing.assert_array_equal(flags, ref.flags.ravel())
+    assert np.count_nonzero(flags) >= 2, "scene must contain flagged pixels"
+    np.testing.assert_array_equal(refl, ref.reflectance.reshape(npix, bands))
+    for j, name in enumerate(MAP_NAMES):
+        if np.all(np.isnan(ref.maps[name])):
+            assert np.all(np.isnan(maps[j])), name
+            continue
+        assert rel_err(maps[j], ref.maps[name].ravel()) < TOL, name
+    assert rel_err(packed, ref.input[0].reshape(spec.channels, npix)) < TOL
+
+
+def test_argmax_matches_numpy_ties_and_nan(shim):
+    rng = np.random.default_rng(11)
+    logits = rng.integers(0, 4, (1, 19, 5, 7)).astype(np.float32)   # many ties
+    logits[0, 3, 0, 0] = np.nan
+    labels = np.full(35, 255, np.uint8)
+    shim.shim_argmax(ptr(np.ascontiguousarray(logits[0])), 35, 19, ptr(labels))
+    np.testing.assert_array_equal(labels, post.argmax(logits)[0].ravel())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 0.5, 1.0])
+def test_overlay_matches_post_overlay(shim, alpha):
+    rng = np.random.default_rng(12)
+    rgb = rng.integers(0, 256, (9, 10, 3), dtype=np.uint8)
+    classes = rng.integers(0, 19, (9, 10)).astype(np.uint8)
+    colours = rng.integers(0, 256, (19, 3), dtype=np.uint8)
+    invalid = rng.random((9, 10)) < 0.2
+    ref = post.overlay(rgb, classes, colours, alpha, invalid)
+    out = np.zeros_like(rgb)
+    (h0, h1) = [(c[0] << 16) | (c[1] << 8) | c[2] for c in post.HATCH_COLORS]
+    a1, a2 = np.float32(1.0 - alpha), np.float32(alpha)
+    shim.shim_overlay(ptr(classes), ptr(rgb), ptr(invalid.astype(np.uint8)), ptr(colours), 90,
+                      10, a1, a2, h0, h1, ptr(out))
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_params_reject_what_the_kernels_cannot_do():
+    s = make_scene(1, 1, 25, seed=13)
+    with pytest.raises(ConfigError, match=r"sg_window: the CUDA kernels support windows up to 5, got 7"):
+        chain_params(s.wl, s.unmixer, s.calibration, IndexParams(sg_window=7))
+    with pytest.raises(ConfigError, match=r"pack.maps: unknown map\(s\) \['foo'\]"):
+        chain_params(s.wl, s.unmixer, s.calibration, IndexParams(), PackSpec(maps=("foo",)))
+    with pytest.raises(ConfigError, match=r"pack.spectra_bands: indices must be in \[0, 24\]"):
+        chain_params(s.wl, s.unmixer, s.calibration, IndexParams(),
+                     PackSpec(spectra_bands=(0, 25)))
+    wl = np.linspace(400, 1000, MAX_BANDS + 1)
+    with pytest.raises(ConfigError, match=r"bands: the CUDA kernels support 1-256 bands, got 257"):
+        chain_params(wl, s.unmixer, s.calibration, IndexParams())
