@@ -1,0 +1,106 @@
+"""``hsi-edge bench``: latency of the per-pixel chain and the model, as ratios measured in one run.
+
+On shared machines absolute times vary by tens of percent between runs, so every figure is
+also given relative to a reference measured in the same run: the chain against the memory
+floor implied by a copy bandwidth (bytes that must move: the raw frame read once; reflectance,
+packed input, six maps and the flags written once), and the model against the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+__all__ = ["register", "run", "measure"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark the chain and the model (ratios in one run)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("tivita", "snapshot16", "snapshot25"), default="tivita")
+    p.add_argument("--backend", choices=("auto", "numpy", "cuda"), default="auto")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per figure (median)")
+    p.add_argument("--model", default="demo", help="model card, 'demo' or 'none'")
+    p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+    p.set_defaults(func=run)
+
+
+def _median_s(fn, repeat: int) -> float:
+    fn()  # warm-up: page faults, caches, lazy initialisation
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
+            model: str = "demo") -> dict:
+    """Run the benchmark and return its figures (ms, GB/s and ratios)."""
+    from drivers.simulated import SimulatedCamera
+    from edge.errors import HsiEdgeError
+    from edge.pipeline.app import make_backend, obtain_flatfield, resolve_model_card
+    from edge.pipeline.config import AppConfig, CalibrationSettings, ProcessingSettings
+
+    if repeat < 1:
+        raise HsiEdgeError(f"repeat: expected an integer >= 1, got {repeat}")
+    cfg = AppConfig(calibration=CalibrationSettings(frames=4),
+                    processing=ProcessingSettings(backend=backend))
+    with SimulatedCamera(preset, seed=0) as cam:
+        cam.configure(trigger_mode="software")
+        flatfield = obtain_flatfield(cfg, cam)
+        cam.arm()
+        frame = cam.grab(timeout=30.0)
+    card = pack = None
+    card_path = resolve_model_card(model, preset)
+    if card_path is not None:
+        from edge.inference import load_model_card
+        card = load_model_card(card_path)
+        pack = card.pack_spec(cam.wavelengths)
+    be = make_backend(backend, cam, flatfield, pack, cfg)
+    raw = frame.cube
+    rows, cols, bands = raw.shape
+    src = np.ones(raw.shape, np.float32)
+    dst = np.empty_like(src)
+    t_copy = _median_s(lambda: np.copyto(dst, src), repeat)
+    copy_gbps = 2 * src.nbytes / t_copy / 1e9
+    in_bytes = 0 if pack is None else np.dtype(pack.dtype).itemsize * pack.channels * rows * cols
+    moved = raw.nbytes + 4 * raw.size + in_bytes + (6 * 4 + 1) * rows * cols
+    floor_s = moved / (copy_gbps * 1e9)
+    t_chain = _median_s(lambda: be.run(raw, exposure_us=frame.meta.exposure_us), repeat)
+    figures = {
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "preset": preset, "shape": [rows, cols, bands], "backend": be.name,
+        "copy_GBps": copy_gbps, "floor_ms": floor_s * 1e3, "chain_ms": t_chain * 1e3,
+        "chain_vs_floor": t_chain / floor_s,
+    }
+    if card is not None:
+        from edge.inference import open_runtime
+        x = be.run(raw, exposure_us=frame.meta.exposure_us).input
+        with open_runtime("onnxruntime", card) as rt:
+            t_model = _median_s(lambda: rt.run(x), repeat)
+        figures.update(model=card.name, model_ms=t_model * 1e3,
+                       model_vs_chain=t_model / t_chain)
+    be.close()
+    return figures
+
+
+def run(args: argparse.Namespace) -> int:
+    f = measure(args.preset, args.backend, args.repeat, args.model)
+    print(f"machine: {f['machine']['cpu']}, Python {f['machine']['python']}; "
+          f"{f['preset']} frame {tuple(f['shape'])}, backend {f['backend']}")
+    print(f"copy bandwidth        {f['copy_GBps']:8.1f} GB/s")
+    print(f"chain floor           {f['floor_ms']:8.1f} ms")
+    print(f"chain (median)        {f['chain_ms']:8.1f} ms   = {f['chain_vs_floor']:.1f}x floor")
+    if "model_ms" in f:
+        print(f"model {f['model']:<15} {f['model_ms']:8.1f} ms   = {f['model_vs_chain']:.2f}x chain")
+    if args.json_path:
+        with open(args.json_path, "w") as fh:
+            json.dump(f, fh, indent=2)
+    return 0
