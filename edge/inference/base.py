@@ -130,7 +130,7 @@ class Runtime(ABC):
         self.close()
 
 
-def _tensorrt_usable() -> bool:
+def tensorrt_usable() -> bool:
     try:
         from edge.inference.tensorrt_runtime import import_tensorrt
         import_tensorrt()
@@ -155,7 +155,7 @@ def open_runtime(name: str, card: ModelCard, **options: Any) -> Runtime:
     if name not in RUNTIMES:
         raise EngineError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {name!r}")
     if name == "auto":
-        name = "tensorrt" if options.get("cuda_backend") and _tensorrt_usable() else "onnxruntime"
+        name = "tensorrt" if options.get("cuda_backend") and tensorrt_usable() else "onnxruntime"
         log.info("runtime auto: picked %s", name)
     if name == "onnxruntime":
         from edge.inference.onnxruntime_runtime import OnnxRuntimeRuntime

@@ -98,20 +98,21 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
 
 def cuda_available() -> str | None:
     """None when the CUDA backend can run here, otherwise the reason it cannot."""
-    if importlib.util.find_spec("pycuda") is None:
-        return "PyCUDA is not installed (pip install 'hsi-edge[cuda]', needs the CUDA toolkit)"
+    from edge.backends.cuda import import_pycuda  # imports PyCUDA only inside the call
     try:
-        import pycuda.driver as drv
-        drv.init()
-        if drv.Device.count() < 1:
-            return "no NVIDIA GPU found by the CUDA driver"
-    except Exception as exc:  # no driver, no device
-        return f"the CUDA driver is not usable: {exc}"
+        import_pycuda()
+    except BackendUnavailable as exc:
+        return str(exc)
     return None
 
 
-def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig):
-    """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged)."""
+def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
+                 device_input: bool = False, reflectance: bool = True):
+    """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged).
+
+    ``device_input`` (cuda only) leaves the packed input on the GPU for a TensorRT engine;
+    ``reflectance`` (cuda only) copies the reflectance back for the PNG overlay.
+    """
     wavelengths = camera.wavelengths
     kwargs: dict[str, Any] = dict(flatfield=flatfield, pack=pack, fwhm_nm=camera.fwhm_nm,
                                   chromophores=cfg.processing.chromophores,
@@ -121,11 +122,9 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig):
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
     if name == "cuda":
-        reason = cuda_available()
-        if reason:
-            raise BackendUnavailable(f"backend cuda: {reason}")
         from edge.backends.cuda import CudaBackend
-        return CudaBackend(wavelengths, **kwargs)
+        return CudaBackend(wavelengths, copy_input=not device_input,
+                           return_reflectance=reflectance, **kwargs)
     from edge.backends.numpy_backend import NumpyBackend
     return NumpyBackend(wavelengths, **kwargs)
 
@@ -198,7 +197,16 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                 raise ConfigError(
                     f"model.card: model {card.name!r} takes {card.input.height}x"
                     f"{card.input.width} frames but the camera delivers {rows}x{cols}")
-        be = make_backend(backend, camera, flatfield, pack, cfg)
+        want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
+        zero_copy = False
+        if card is not None and backend in ("cuda", "auto") and runtime in ("tensorrt", "auto"):
+            # TensorRT reads the packed input straight from the CUDA backend's device buffer
+            # (no host round trip) when both run on the GPU.
+            from edge.inference.base import tensorrt_usable
+            zero_copy = (backend == "cuda" or cuda_available() is None) and \
+                (runtime == "tensorrt" or tensorrt_usable())
+        be = make_backend(backend, camera, flatfield, pack, cfg, device_input=zero_copy,
+                          reflectance=want_png)
         stages: list[Stage] = [ChainStage(be)]
         runtime_name = None
         if card is not None:
@@ -207,7 +215,8 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                               cuda_backend=be if be.name == "cuda" else None)
             rt.load()
             runtime_name = rt.name
-            stages += [InferStage(rt), PostStage()]
+            stages += [InferStage(rt, device_input=zero_copy and rt.name == "tensorrt"),
+                       PostStage()]
         scorer = TruthScorer()
         sinks: list[Sink] = [scorer]
         if null_sink or out_dir is None:

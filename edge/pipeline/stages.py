@@ -78,11 +78,17 @@ class InferStage(Stage):
 
     name = "infer"
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, *, device_input: bool = False):
         self.runtime = runtime
+        # TensorRT zero-copy: the engine reads the CUDA backend's device input buffer directly
+        self.device_input = device_input
 
     def process(self, frame: Frame) -> Frame:
-        scores = self.runtime.run(frame.products["input"])
+        if self.device_input:
+            self.runtime.enqueue()
+            scores = self.runtime.fetch_output()
+        else:
+            scores = self.runtime.run(frame.products["input"])
         if not np.all(np.isfinite(scores)):
             frame.flags.add("nan_in_output")
             log.warning("frame %d: model output contains NaN/inf; segmentation withheld",

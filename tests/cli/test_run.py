@@ -133,3 +133,33 @@ def test_run_replays_a_recording(tmp_path):
     assert m["frames_processed"] == 3 and m["end_of_stream"]
     # noise-free reflectance: the calibrated StO2 estimate is close to the truth
     assert m["quality"]["sto2_mae_pp"] < 6
+
+
+def test_missing_gpu_parts_are_one_line_errors(tmp_path, capsys):
+    pytest.importorskip("re")
+    from edge.pipeline.app import cuda_available
+    if cuda_available() is None:
+        pytest.skip("a usable GPU is present: the cuda backend would run")
+    rc = main(["run", "--config", str(_config(tmp_path)), "--frames", "1", "--out",
+               str(tmp_path / "out"), "--no-progress", "--backend", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cuda backend: PyCUDA is not installed" in err
+    assert "pip install 'hsi-edge[cuda]'" in err and len(err.strip().splitlines()) == 1
+    card, _, _ = write_pixel_classifier(tmp_path / "m", maps=("sto2",), height=ROWS, width=COLS)
+    rc = main(["run", "--config", str(_config(tmp_path, model={"card": str(card)})),
+               "--frames", "1", "--out", str(tmp_path / "out"), "--no-progress",
+               "--runtime", "tensorrt"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs the 'tensorrt' Python package" in err and "JetPack" in err
+
+
+def test_auto_picks_numpy_and_onnxruntime_without_gpu(tmp_path):
+    from edge.pipeline.app import cuda_available
+    if cuda_available() is None:
+        pytest.skip("a usable GPU is present")
+    card, _, _ = write_pixel_classifier(tmp_path / "m", maps=("sto2",), height=ROWS, width=COLS)
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(_config(tmp_path, model={"card": str(card)})),
+                 "--frames", "1", "--out", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["backend"], m["runtime"]) == ("numpy", "onnxruntime")
