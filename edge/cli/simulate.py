@@ -1,16 +1,16 @@
-"""``hsi-edge simulate``: record frames of the simulated camera to NPZ files and previews.
+"""``hsi-edge simulate``: record frames of the simulated camera, with ground truth, previews and
+a calibration record.
 
-Output in ``--out DIR``:
+Output in ``--out DIR`` (a recording that ``hsi-edge run`` can replay, see the README):
 
-- ``frame_000000.npz`` ... : ``raw`` (rows, cols, bands) uint16 counts, ``wavelengths``
-  (bands,) float64 nm, ``meta`` (JSON string of :class:`~edge.core.frame.FrameMeta`), and the
-  ground truth ``classes`` (uint8), ``sto2``, ``blood_volume`` (float32, NaN off tissue),
-  ``reflectance`` (float32 noise-free reflectance).
+- ``frame_000000.npz`` ... : written by :class:`drivers.recorder.Recorder` (``cube`` uint16 raw
+  counts (rows, cols, bands), ``wavelengths``, ``meta``) with the ground truth as
+  ``truth_classes`` (uint8), ``truth_sto2``, ``truth_blood_volume`` (float32, NaN off tissue)
+  and ``truth_reflectance`` (float32 noise-free reflectance); ``recording.json`` manifest.
 - ``frame_000000.png`` ... : sRGB preview of the ground-truth reflectance
-  (:func:`edge.physics.cube_to_rgb`).
-- ``references.npz``: ``dark`` and ``white`` (float32 mean counts, 99 % tile) of the sensor
-  model for the run's exposure/gain, ``wavelengths`` and ``class_names`` -- written once,
-  since they are the same for every frame of a run.
+  (:func:`edge.physics.cube_to_rgb`, a true-colour rendering from the spectra).
+- ``calibration/``: a calibration record (dark with the lens capped, white tile) captured
+  through the same camera, so raw frames can be calibrated when replayed.
 
 Throughput (acquisition, and total including writing) goes to stdout; the progress bar to
 stderr.
@@ -19,7 +19,6 @@ stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -50,16 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="exposure time in µs (default 10000)")
     p.add_argument("--gain", type=float, default=1.0, help="analogue gain (default 1)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    p.add_argument("--calibration-frames", type=int, default=8,
+                   help="frames averaged for the dark and the white reference (default 8)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing recording in --out")
     p.set_defaults(func=run)
-
-
-def _meta_json(meta) -> str:
-    return json.dumps({
-        "frame_id": int(meta.frame_id), "timestamp_ns": int(meta.timestamp_ns),
-        "exposure_us": float(meta.exposure_us), "gain": float(meta.gain),
-        "illumination": {k: float(v) for k, v in meta.illumination.items()},
-        "serials": dict(meta.serials), "bit_depth": int(meta.bit_depth),
-    }, sort_keys=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,13 +64,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ConfigError(f"--frames: expected an integer >= 1, got {args.frames}")
+    if args.calibration_frames < 1:
+        raise ConfigError(f"--calibration-frames: expected an integer >= 1, got "
+                          f"{args.calibration_frames}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {str(out)!r} exists and is not a directory")
+    from calibration.records import CalibrationRecord
+    from calibration.references import capture_dark, capture_white
+    from drivers.recorder import Recorder
+
     cam = SimulatedCamera(args.preset, rows=args.rows, cols=args.cols, seed=args.seed)
-    with cam:
+    with cam, Recorder(out, "npz", overwrite=args.overwrite) as recorder:
         cam.configure(exposure_us=args.exposure_us, gain=args.gain, trigger_mode="software")
-        out.mkdir(parents=True, exist_ok=True)
+        cam.target = "dark"
+        dark = capture_dark(cam, args.calibration_frames)
+        cam.target = "white"
+        white = capture_white(cam, args.calibration_frames, dark=dark)
+        cam.target = "scene"
+        CalibrationRecord.from_references(dark, white).save(out / "calibration",
+                                                            overwrite=args.overwrite)
         cam.arm()
         acquire_s = first_s = 0.0
         t_start = time.perf_counter()
@@ -88,20 +95,13 @@ def run(args: argparse.Namespace) -> int:
             acquire_s += dt
             if i == 0:
                 first_s = dt
-            truth = frame.truth or {}
-            if i == 0:
-                np.savez(out / "references.npz", dark=np.asarray(truth["dark"]),
-                         white=np.asarray(truth["white"]), wavelengths=frame.wavelengths,
-                         class_names=np.array(cam.class_names))
-            stem = f"frame_{frame.meta.frame_id:06d}"
-            np.savez(out / f"{stem}.npz", raw=frame.cube, wavelengths=frame.wavelengths,
-                     meta=np.array(_meta_json(frame.meta)),
-                     classes=truth["classes"], sto2=truth["sto2"],
-                     blood_volume=truth["blood_volume"], reflectance=truth["reflectance"])
+            # dark/white means are in the calibration record, not repeated in every frame
+            truth = {k: v for k, v in (frame.truth or {}).items() if k not in ("dark", "white")}
+            recorder.write(frame.replace(truth=truth))
             if not args.no_preview:
                 from PIL import Image
                 Image.fromarray(cube_to_rgb(truth["reflectance"], frame.wavelengths)).save(
-                    out / f"{stem}.png")
+                    out / f"frame_{frame.meta.frame_id:06d}.png")
         total_s = time.perf_counter() - t_start
     n = args.frames
     rows, cols, bands = cam.shape

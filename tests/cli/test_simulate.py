@@ -2,43 +2,67 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from PIL import Image
 
 from edge.cli import main
 
 
-def test_simulate_writes_frames_and_reports_throughput(tmp_path, capsys):
+def test_simulate_writes_a_replayable_recording_with_calibration(tmp_path, capsys):
+    from calibration.records import CalibrationRecord
+    from drivers.replay import ReplayCamera
+
     out = tmp_path / "sim"
     rc = main(["simulate", "--frames", "2", "--out", str(out), "--preset", "snapshot25",
-               "--rows", "16", "--cols", "20", "--seed", "5"])
+               "--rows", "16", "--cols", "20", "--seed", "5", "--calibration-frames", "4"])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "wrote 2 frames" in stdout and "snapshot25 16x20x25" in stdout
     assert "ms/frame" in stdout and "frames/s" in stdout
-    for i in range(2):
-        with np.load(out / f"frame_{i:06d}.npz") as z:
-            assert z["raw"].shape == (16, 20, 25) and z["raw"].dtype == np.uint16
-            np.testing.assert_array_equal(z["wavelengths"], np.linspace(665, 960, 25))
-            meta = json.loads(str(z["meta"]))
-            assert meta["frame_id"] == i and meta["bit_depth"] == 10
-            assert meta["serials"] == {"camera": "SIM-snapshot25-0005"}
-            assert z["classes"].shape == (16, 20) and z["classes"].dtype == np.uint8
-            assert z["reflectance"].shape == (16, 20, 25)
-            assert z["sto2"].dtype == np.float32
-            raw = z["raw"].astype(np.float64)
-            refl = z["reflectance"].astype(np.float64)
-        with Image.open(out / f"frame_{i:06d}.png") as png:
+    assert len(sorted(out.glob("frame_*.npz"))) == 2
+    for png_path in sorted(out.glob("frame_*.png")):
+        with Image.open(png_path) as png:
             assert png.size == (20, 16) and png.mode == "RGB"
-    with np.load(out / "references.npz") as ref:
-        dark, white = ref["dark"].astype(np.float64), ref["white"].astype(np.float64)
-        assert "malperfused" in list(ref["class_names"])
-    # the files are consistent: calibrating the raw cube recovers the reflectance
-    est = (raw - dark) / (white - dark) * 0.99
-    ok = raw < 1023
-    assert np.median(np.abs(est - refl)[ok]) < 0.03
+    record = CalibrationRecord.load(out / "calibration")
+    ff = record.flatfield()
+    with ReplayCamera(out) as cam:
+        assert cam.serial == "SIM-snapshot25-0005"
+        record.check_compatible(cam.serial, cam.shape, cam.exposure_us, cam.gain)
+        cam.arm()
+        for _ in range(2):
+            frame = cam.grab(1.0)
+            assert frame.cube.dtype == np.uint16 and frame.shape == (16, 20, 25)
+            np.testing.assert_array_equal(frame.wavelengths, np.linspace(665, 960, 25))
+            assert frame.meta.bit_depth == 10
+            truth = frame.truth
+            assert truth["classes"].shape == (16, 20) and truth["classes"].dtype == np.uint8
+            assert "dark" not in truth and "white" not in truth
+            # the files are consistent: calibrating the raw cube recovers the reflectance
+            refl, flags = ff.apply(frame.cube, frame.meta.exposure_us)
+            ok = flags == 0
+            assert ok.mean() > 0.9
+            err = np.abs(refl[ok] - truth["reflectance"][ok])
+            assert np.median(err) < 0.03
+
+
+def test_run_replays_the_simulated_recording(tmp_path):
+    import json
+
+    import yaml
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "--frames", "2", "--out", str(out), "--rows", "16", "--cols", "20",
+                 "--calibration-frames", "4", "--no-preview"]) == 0
+    cfg = tmp_path / "replay.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "camera": {"source": "replay", "replay_path": str(out), "fwhm_nm": 10.0},
+        "calibration": {"record": str(out / "calibration")}, "model": {"card": "none"}}))
+    res = tmp_path / "res"
+    assert main(["run", "--config", str(cfg), "--frames", "5", "--out", str(res),
+                 "--no-progress"]) == 0
+    m = json.loads((res / "metrics.json").read_text())
+    assert m["frames_processed"] == 2 and m["end_of_stream"]
+    assert m["quality"]["sto2_mae_pp"] < 15
 
 
 def test_simulate_bad_arguments_one_line_errors(tmp_path, capsys):
