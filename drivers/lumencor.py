@@ -1,0 +1,249 @@
+"""Driver for Lumencor light engines (SPECTRA III / CELESTA / Aura III text protocol).
+
+Protocol facts (FACTS.md, "Serial hardware"): 115200 8N1, ``GET|SET <CMD> [args]\\n`` ->
+``A <CMD> [values]\\r\\n`` or ``E <CMD> <code>``; no reply within 100 ms means the command
+failed; the first command after power-up may fail, so an empty line is sent first.  STAT:
+0 ok, 1 fan, 2 high temp, 4 safety lock, 6 standby, 7 warming up.
+
+The protocol has no sequence numbers and no checksum: a stale reply is recognised only by its
+command name and channel argument, and a corrupted digit cannot be detected.  Use the hsi-edge
+controller protocol (CRC) where integrity matters.  Writes are verified by re-reading
+(``GET CHACT``, ``GET CHINT``) after a failure, as in :mod:`drivers.trigger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+from drivers.illumination import Illumination
+from drivers.serial_link import Connection, LinkLost, SerialLink
+from edge.errors import DeviceError, DeviceFault, DeviceProtocolError, DeviceTimeout
+
+__all__ = ["LumencorConnection", "LumencorIllumination", "STAT_CODES"]
+
+log = logging.getLogger(__name__)
+
+STAT_CODES = {0: "ok", 1: "fan", 2: "high_temperature", 4: "safety_lock", 6: "standby",
+              7: "warming_up"}
+
+
+class LumencorConnection(Connection):
+    """One Lumencor engine on a serial port (see :class:`drivers.serial_link.Connection`)."""
+
+    device_kind = "Lumencor light engine"
+
+    def __init__(self, url: str, *, reply_timeout: float = 0.1, **options) -> None:
+        super().__init__(url, reply_timeout=reply_timeout, **options)
+        self.channels: tuple[str, ...] = ()
+        self.max_intensity = 1000
+        self.active: list[bool] = []
+        self.intensity: list[int] = []
+        self._config: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def _line(self, link: SerialLink, text: str, cmd: str, first: str | None,
+              deadline: float) -> tuple[str, tuple[str, ...]]:
+        """Send ``text``; return (kind, values) of the reply to ``cmd`` (first value ``first``)."""
+        link.write(text.encode("ascii") + b"\n")
+        while True:
+            raw = link.read_line(deadline)
+            try:
+                tokens = raw.decode("ascii").split()
+            except UnicodeDecodeError:
+                raise DeviceProtocolError(f"non-ASCII reply {raw!r} to {text!r}") from None
+            if not raw.endswith(b"\r\n"):
+                raise DeviceProtocolError(f"reply {raw!r} to {text!r} lacks the CR LF terminator")
+            if len(tokens) < 2 or tokens[0] not in ("A", "E"):
+                raise DeviceProtocolError(f"unexpected reply {raw!r} to {text!r}")
+            if tokens[1] != cmd or (tokens[0] == "A" and first is not None
+                                    and tokens[2:3] != [first]):
+                self.stats["stale"] += 1  # a late reply to an earlier command
+                continue
+            return tokens[0], tuple(tokens[2:])
+
+    def _identify(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
+        try:
+            return self._identify_once(link)
+        except DeviceTimeout as exc:
+            raise DeviceTimeout(f"no {self.device_kind} answered on {link.url} within "
+                                f"{self.reply_timeout:g} s ({exc})") from None
+        except DeviceProtocolError as exc:
+            if "not a" in str(exc):
+                raise
+            raise DeviceProtocolError(
+                f"device on {link.url} is not a {self.device_kind}: {exc}") from None
+
+    def _identify_once(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
+        link.write(b"\n")  # the first command after power-up may fail (FACTS.md)
+        time.sleep(0.02)
+        link.discard_input()
+        values = []
+        for cmd in ("MODEL", "SN"):
+            for attempt in range(2):
+                kind, vals = self._line(link, f"GET {cmd}", cmd, None,
+                                        time.monotonic() + self.reply_timeout)
+                if kind == "A" and vals:
+                    break
+            else:
+                raise DeviceProtocolError(
+                    f"device on {link.url} is not a {self.device_kind}: GET {cmd} answered "
+                    f"E {cmd} {' '.join(vals)}")
+            values.append(" ".join(vals))
+        return tuple(values), values[1]
+
+    def _resync(self) -> None:
+        self.channels = self._transact("GET", "CHMAP", (), idempotent=True)
+        self.max_intensity = int(self._transact("GET", "MAXINT", (), idempotent=True)[0])
+        n = len(self.channels)
+        for ch in range(n):
+            self._transact("SET", "CH", (str(ch), "0"), idempotent=True)
+        for (cmd, _), args in list(self._config.items()):
+            self._transact("SET", cmd, args, idempotent=True)
+        self.active = [False] * n
+        self.intensity = [int(self._transact("GET", "CHINT", (str(ch),), idempotent=True)[1])
+                          for ch in range(n)]
+        self.stats["resyncs"] += 1
+
+    def _transact(self, verb: str, cmd: str, args: tuple, *, idempotent: bool) -> tuple:
+        with self._lock:
+            text = " ".join((verb, cmd) + tuple(args))
+            first = args[0] if args and cmd in ("CHACT", "CHINT", "CH") else None
+            for attempt in range(self.retries + 1 if idempotent else 1):
+                self.stats["transactions"] += 1
+                try:
+                    link = self._require_link()
+                    link.discard_input()
+                    kind, values = self._line(link, text, cmd, first,
+                                              time.monotonic() + self.reply_timeout)
+                except LinkLost as exc:
+                    self._reconnect(exc)
+                    err: DeviceError = DeviceTimeout(f"{text}: interrupted by a reconnect")
+                    continue
+                except DeviceTimeout as exc:
+                    self.stats["timeouts"] += 1
+                    err = DeviceTimeout(f"{self.device_kind}: no reply to {text!r} within "
+                                        f"{self.reply_timeout * 1000:.0f} ms ({exc})")
+                    continue
+                except DeviceProtocolError as exc:
+                    self.stats["protocol_errors"] += 1
+                    err = exc
+                    continue
+                if kind == "E":
+                    raise self._explain(text, values)
+                return values
+            raise err
+
+    def _explain(self, text: str, values: tuple) -> DeviceError:
+        code = values[0] if values else "?"
+        try:
+            stat = int(self._transact("GET", "STAT", (), idempotent=True)[0])
+        except (DeviceError, ValueError, IndexError):
+            stat = 0
+        if stat in (2, 4):
+            self.active = [False] * len(self.active)
+            return DeviceFault(f"{self.device_kind} refused {text!r} (E {code}): status "
+                               f"{stat} {STAT_CODES[stat]}")
+        if code == "51":
+            return DeviceError(f"{self.device_kind} refused {text!r}: invalid channel (E 51)")
+        return DeviceProtocolError(f"{self.device_kind} refused {text!r}: error code {code}")
+
+    def write(self, cmd: str, args: tuple, verify_cmd: str) -> None:
+        """``SET cmd args``; after a failure re-read with ``GET verify_cmd ch`` and resend."""
+        with self._lock:
+            for attempt in range(self.retries + 1):
+                try:
+                    self._transact("SET", cmd, args, idempotent=False)
+                    return
+                except (DeviceTimeout, DeviceProtocolError) as exc:
+                    err = exc
+                    if self._transact("GET", verify_cmd, args[:1], idempotent=True)[1:2] == \
+                            args[1:2]:
+                        self.stats["recovered_writes"] = self.stats.get("recovered_writes", 0) + 1
+                        return
+                    self.stats["retries"] += 1
+            raise err
+
+    def all_off(self) -> None:
+        for ch in range(len(self.channels)):
+            self._transact("SET", "CH", (str(ch), "0"), idempotent=True)
+        self.active = [False] * len(self.channels)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.is_open and self._link is not None:
+                try:
+                    self.all_off()
+                except DeviceError as exc:
+                    log.warning("close(): could not switch %s off: %s", self.url, exc)
+            super().close()
+
+
+class LumencorIllumination(Illumination):
+    """The :class:`~drivers.illumination.Illumination` contract over a Lumencor engine.
+
+    Parameters
+    ----------
+    url : str
+        Port for ``serial.serial_for_url``.
+    **options
+        Options of :class:`drivers.serial_link.Connection` (``reply_timeout`` defaults to the
+        vendor's 100 ms).
+    """
+
+    def __init__(self, url: str, **options) -> None:
+        self.connection = LumencorConnection(url, **options).open()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.connection.channels
+
+    @property
+    def serial_number(self) -> str:
+        return self.connection.serial_number or "?"
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except DeviceError:
+            try:  # LEDs off after an error that reaches the caller (best effort)
+                self.connection.all_off()
+            except DeviceError as second:
+                log.error("could not switch %s off after an error: %s", self.connection.url,
+                          second)
+            raise
+
+    def _do_set_on(self, ch: int, on: bool) -> None:
+        self._guard(self.connection.write, "CH", (str(ch), str(int(on))), "CHACT")
+        self.connection.active[ch] = on
+
+    def _do_set_intensity(self, ch: int, fraction: float) -> None:
+        value = round(fraction * self.connection.max_intensity)
+        self._guard(self.connection.write, "CHINT", (str(ch), str(value)), "CHINT")
+        self.connection.intensity[ch] = value
+        self.connection._config[("CHINT", str(ch))] = (str(ch), str(value))
+
+    def _do_state(self, refresh: bool) -> tuple[Sequence[bool], Sequence[float]]:
+        conn = self.connection
+        if refresh:
+            for ch in range(len(conn.channels)):
+                conn.active[ch] = conn._transact("GET", "CHACT", (str(ch),),
+                                                 idempotent=True)[1] == "1"
+                conn.intensity[ch] = int(
+                    conn._transact("GET", "CHINT", (str(ch),), idempotent=True)[1])
+        return list(conn.active), [v / conn.max_intensity for v in conn.intensity]
+
+    def status(self) -> dict:
+        conn = self.connection
+        stat = int(conn._transact("GET", "STAT", (), idempotent=True)[0])
+        temp = float(conn._transact("GET", "TEMP", (), idempotent=True)[0])
+        flags = [] if stat == 0 else [STAT_CODES.get(stat, f"stat_{stat}")]
+        return {"flags": flags, "temperature_c": temp, "serial": self.serial_number,
+                "model": conn.identity[0] if conn.identity else "?", "port": conn.port,
+                "reconnects": conn.stats["reconnects"]}
+
+    def safe(self) -> None:
+        self.connection.all_off()
+
+    def close(self) -> None:
+        self.connection.close()
