@@ -31,12 +31,22 @@ __all__ = ["build_camera", "obtain_flatfield", "make_backend", "resolve_model_ca
 
 log = logging.getLogger(__name__)
 
+#: Default trigger rate of the simulated bench (frames per second).
+BENCH_FPS = 5.0
+
 #: Shipped demo models: ``<preset>.yaml`` model cards beside their ONNX files.
 DEMO_MODELS = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 
 def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
-    """Open and configure the camera of ``cfg.camera`` (closed by ``stack``)."""
+    """Open and configure the camera of ``cfg.camera`` (closed by ``stack``).
+
+    Returns
+    -------
+    (camera, bench)
+        ``bench`` is the :class:`drivers.bench.SimulatedBench` for ``source: bench`` (its
+        trigger controller fires the camera; arm it with :func:`start_triggers`), else None.
+    """
     c = cfg.camera
     if c.source == "simulated":
         from drivers.simulated import SimulatedCamera
@@ -48,15 +58,31 @@ def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
                               "(a .dat, .hdr, .npy file or a folder of .npz frames)")
         from drivers.replay import ReplayCamera
         cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop, fwhm_nm=c.fwhm_nm)
-    else:  # bench: simulated camera fired by the simulated trigger/LED controller over a pty
+    else:
+        # The simulated camera fired by the simulated trigger/LED controller, driven through
+        # the real serial drivers over a pseudo-terminal.
         from drivers.bench import SimulatedBench
-        bench = stack.enter_context(SimulatedBench(
-            preset=c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=c.fps or 10.0))
-        return bench.camera
+        from drivers.simulated import SimulatedCamera
+        cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed,
+                              realtime=True, fps=c.fps or BENCH_FPS, fwhm_nm=c.fwhm_nm)
+        bench = stack.enter_context(SimulatedBench(cam))
+        cam.configure(exposure_us=c.exposure_us, gain=c.gain)
+        bench.illumination.set_state({"white": 1.0})
+        period_us = int(round(1e6 / (c.fps or BENCH_FPS)))
+        bench.trigger.configure(source="internal", period_us=period_us,
+                                width_us=max(1, min(period_us // 2, int(c.exposure_us))),
+                                count=0)
+        return cam, bench
     stack.enter_context(cam)
     if c.source == "simulated":
         cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
-    return cam
+    return cam, None
+
+
+def start_triggers(bench) -> None:
+    """Arm the bench's trigger controller (continuous pulses at the configured period)."""
+    if bench is not None:
+        bench.trigger.arm()
 
 
 def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
@@ -86,6 +112,12 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
             "give a record from `hsi-edge calibrate capture`")
     from calibration.references import capture_dark, capture_white
 
+    # References are captured with software triggers; an externally triggered camera is
+    # switched over for the capture and back afterwards.
+    mode = camera.trigger_mode
+    if mode != "software":
+        camera.disarm()
+        camera.configure(trigger_mode="software")
     camera.target = "dark"
     try:
         dark = capture_dark(camera, cal.frames, progress=progress)
@@ -93,6 +125,9 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
         white = capture_white(camera, cal.frames, dark=dark, progress=progress)
     finally:
         camera.target = "scene"
+        if mode != "software":
+            camera.disarm()
+            camera.configure(trigger_mode=mode)
     return CalibrationRecord.from_references(dark, white, rho_ref=cal.rho_ref).flatfield()
 
 
@@ -184,7 +219,7 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        camera = build_camera(cfg, stack)
+        camera, bench = build_camera(cfg, stack)
         flatfield = obtain_flatfield(cfg, camera, progress=progress)
         card_path = resolve_model_card(cfg.model.card, cfg.camera.preset)
         card = pack = None
@@ -228,11 +263,13 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
             if cfg.sinks.npz_every:
                 sinks.append(NpzSink(out_dir, cfg.sinks.npz_every))
         policy = cfg.pipeline.drop_policy
-        if policy == "auto":
-            policy = "newest" if cfg.camera.fps is not None else "block"
+        if policy == "auto":  # a live (paced or externally triggered) source: newest wins
+            live = cfg.camera.fps is not None or bench is not None
+            policy = "newest" if live else "block"
         pipeline = Pipeline(camera, stages, sinks, queue_size=cfg.pipeline.queue_size,
                             drop_policy=policy, read_timeout_s=cfg.pipeline.read_timeout_s)
         stack.callback(pipeline.close)
+        start_triggers(bench)
         result = pipeline.run(frames, progress=progress)
         metrics = result.metrics(
             backend=be.name, runtime=runtime_name, model=None if card is None else card.name,

@@ -163,3 +163,16 @@ def test_auto_picks_numpy_and_onnxruntime_without_gpu(tmp_path):
                  "--frames", "1", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert (m["backend"], m["runtime"]) == ("numpy", "onnxruntime")
+
+
+def test_run_on_the_simulated_bench(tmp_path):
+    """Camera fired by the simulated trigger controller through the real serial drivers."""
+    out = tmp_path / "out"
+    cfg = _config(tmp_path, camera={"source": "bench", "fps": 20.0})
+    assert main(["run", "--config", str(cfg), "--frames", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames_processed"] == 4 and m["drop_policy"] == "newest"
+    assert m["camera"]["source"] == "bench"
+    # frames were lit (not dark): the StO2 estimate exists and is close to the truth
+    assert m["quality"]["sto2_mae_pp"] < 15
