@@ -47,7 +47,13 @@ def _convert_fp16(args: argparse.Namespace) -> int:
 
 
 #: Registration functions of the ``model`` actions, in help order.
-ACTIONS: tuple[Callable[[Any], None], ...] = (_register_convert_fp16,)
+def _register_export_htc(sub) -> None:
+    # torch is imported only when the command runs (extra "train")
+    from edge.models.htc_export import register_export_htc
+    register_export_htc(sub)
+
+
+ACTIONS: tuple[Callable[[Any], None], ...] = (_register_convert_fp16, _register_export_htc)
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,6 @@ then ``metrics.json``.  Used by ``hsi-edge run`` and ``hsi-edge bench``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -33,9 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Default trigger rate of the simulated bench (frames per second).
 BENCH_FPS = 5.0
-
-#: Shipped demo models: ``<preset>.yaml`` model cards beside their ONNX files.
-DEMO_MODELS = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 
 def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
@@ -169,11 +165,12 @@ def resolve_model_card(card: str, preset: str):
     if card == "none":
         return None
     if card == "demo":
-        path = DEMO_MODELS / f"{preset}.yaml"
-        if not path.is_file():
-            log.warning("no demo model for preset %r: running without segmentation", preset)
+        from edge.models import DEMO_MODELS, demo_card_path
+        if preset not in DEMO_MODELS:
+            log.warning("no demo model for preset %r (demo models: %s): running without "
+                        "segmentation", preset, ", ".join(DEMO_MODELS))
             return None
-        return path
+        return demo_card_path(preset)
     return Path(card)
 
 
