@@ -216,7 +216,7 @@ REGISTERS_MD = KERNEL_DIR / "REGISTERS.md"
 def registers_table(manifest: dict) -> str:
     """Markdown table of registers / spills / stack per kernel and arch from a manifest."""
     archs = manifest["archs"]
-    lines = [f"| kernel | " + " | ".join(f"{a} regs" for a in archs) + " | spills | stack |",
+    lines = ["| kernel | " + " | ".join(f"{a} regs" for a in archs) + " | spills | stack |",
              "|---|" + "---:|" * len(archs) + "---:|---:|"]
     kernels = sorted({k for a in archs for k in manifest["registers"][a]})
     for k in kernels:

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from edge.core.frame import validate_wavelengths
-from edge.errors import CalibrationError, DataFormatError
+from edge.errors import CalibrationError
 from edge.processing.unmixing import Unmixer, recommended_components
 
 __all__ = ["SimulationRanges", "Sto2Calibration", "simulate_spectra", "isotonic_regression",

@@ -52,9 +52,9 @@ def test_run_maps_only_writes_metrics_pngs_and_maps(tmp_path, capsys):
 
 
 def test_run_with_model_matches_numpy_reference(tmp_path):
-    wl = np.linspace(500, 1000, 100)[::10]
-    card, w, b = write_pixel_classifier(tmp_path / "model", wavelengths=wl, maps=("sto2", "thi"),
-                                        classes=3, height=ROWS, width=COLS)
+    # a per-pixel linear classifier on the StO2 and THI maps: its class map is known exactly
+    card, w, b = write_pixel_classifier(tmp_path / "model", maps=("sto2", "nir"), classes=3,
+                                        height=ROWS, width=COLS)
     out = tmp_path / "out"
     rc = main(["run", "--config", str(_config(tmp_path, model={"card": str(card)})),
                "--frames", "2", "--out", str(out), "--no-progress", "--runtime", "onnxruntime"])
@@ -64,9 +64,24 @@ def test_run_with_model_matches_numpy_reference(tmp_path):
     assert set(m["stages"]["infer"]) == STAGE_KEYS and "post" in m["stages"]
     assert len(sorted(out.glob("overlay_*.png"))) == 1
     with np.load(sorted(out.glob("maps_*.npz"))[-1]) as z:
-        classes, flags, sto2, thi = z["classes"], z["flags"], z["sto2"], z["thi"]
-    assert np.all(classes[flags != 0] == 255)
-    assert np.all(classes[flags == 0] < 3)
+        classes, flags, sto2, nir = z["classes"], z["flags"], z["sto2"], z["nir"]
+    x = np.stack([np.nan_to_num(sto2), np.nan_to_num(nir)])          # (2, rows, cols)
+    expected = np.argmax(np.einsum("kc,chw->khw", w, x) + b[:, None, None], axis=0)
+    valid = flags == 0
+    assert valid.mean() > 0.5
+    assert np.all(classes[~valid] == 255)
+    np.testing.assert_array_equal(classes[valid], expected[valid])
+
+
+def test_run_with_spectral_model(tmp_path):
+    wl = np.linspace(500, 1000, 100)[::10]
+    card, _, _ = write_pixel_classifier(tmp_path / "model", wavelengths=wl,
+                                        maps=("sto2", "thi"), height=ROWS, width=COLS)
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(_config(tmp_path, model={"card": str(card)})),
+                 "--frames", "1", "--out", str(out), "--no-progress"]) == 0
+    with np.load(sorted(out.glob("maps_*.npz"))[-1]) as z:
+        assert set(np.unique(z["classes"][z["flags"] == 0])) <= {0, 1, 2}
 
 
 def test_run_flags_frames_when_model_outputs_nan(tmp_path):

@@ -1,0 +1,463 @@
+"""Connection to the hsi-edge trigger/illumination controller (protocol: ``drivers/PROTOCOL.md``).
+
+:class:`HsiConnection` is the connection object: one method per wire command, sequence numbers,
+optional CRC, echo checks, retries of idempotent requests, state re-read after a failed write,
+reconnect and resync, device events, heartbeat.  The devices on top of it are
+:class:`drivers.trigger.TriggerController` and :class:`drivers.illumination.HsiIllumination`
+(both can share one connection, as :class:`drivers.bench.SimulatedBench` does).
+
+Retry policy (PROTOCOL.md, "Host behaviour"): queries (``GET``) and idempotent actions
+(``DO SAFE``, ``DO HB``, ``DO CLR``) are retried after a timeout or a protocol error.  A write
+(``SET``, ``DO ARM``/``DISARM``/``FIRE``) is never blindly re-sent: the driver re-reads the
+state; if the write took effect it succeeded, else an absolute ``SET``/``ARM``/``DISARM`` is
+sent again, while ``FIRE`` (counts pulses) is only re-sent when the counter proves it did not
+fire.  A device error reply that means "not executed" (busy, CRC) is always retried.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable, Sequence
+
+from drivers import protocol as P
+from drivers.serial_link import Connection, LinkLost, SerialLink
+from edge.errors import DeviceError, DeviceFault, DeviceProtocolError, DeviceTimeout
+
+__all__ = ["HsiConnection", "TRIGGER_SOURCES"]
+
+log = logging.getLogger(__name__)
+
+#: Trigger sources: driver name -> wire token.
+TRIGGER_SOURCES = {"internal": "INT", "external": "EXT", "software": "SW"}
+
+
+class _Interrupted(DeviceError):
+    """The transaction was cut by a device reset or reconnect; its effect is unknown."""
+
+
+class _NotExecuted(DeviceError):
+    """The device refused the command without executing it (busy, CRC); safe to resend."""
+
+
+class HsiConnection(Connection):
+    """Connection to an hsi-edge controller (see :class:`drivers.serial_link.Connection`).
+
+    Parameters
+    ----------
+    url : str
+        Port for ``serial.serial_for_url``.
+    crc : bool
+        Switch CRC-16 on for this connection (recommended; detects garbled values).
+    watchdog_s : float
+        Device watchdog period; 0 disables it.  With ``heartbeat`` the driver sends ``DO HB``
+        every third of the period from a daemon thread.
+    heartbeat : bool
+        Run the heartbeat thread (turn off to test the watchdog).
+    busy_retries : int
+        Re-sends after ``E ... 30 busy``, with 20 ms, 40 ms, ... back-off.
+    **options
+        ``reply_timeout``, ``retries``, ``reconnect_timeout``, ``search``, ``baudrate``,
+        ``exclusive`` of :class:`~drivers.serial_link.Connection`.
+    """
+
+    device_kind = "hsi-edge trigger controller"
+
+    def __init__(self, url: str, *, crc: bool = True, watchdog_s: float = 2.0,
+                 heartbeat: bool = True, busy_retries: int = 3, **options) -> None:
+        super().__init__(url, **options)
+        if not isinstance(watchdog_s, (int, float)) or not (watchdog_s == 0
+                                                             or 0.05 <= watchdog_s <= 60):
+            raise DeviceError(f"watchdog_s: expected 0 (off) or 0.05-60 s, got {watchdog_s!r}")
+        self.crc = bool(crc)
+        self.watchdog_s = float(watchdog_s)
+        self.heartbeat = bool(heartbeat)
+        self.busy_retries = int(busy_retries)
+        self.channels: tuple[str, ...] = ()
+        self.max_intensity = 1000
+        self.led_on: list[bool] = []
+        self.intensity: list[int] = []
+        self.armed = False
+        self.counter: int | None = None
+        self.events: collections.deque = collections.deque(maxlen=256)
+        self.on_event: Callable[[P.Reply], None] | None = None
+        self._config: dict[tuple[str, str | None], tuple] = {}
+        self._crc_on = False
+        self._seq = 0
+        self._in_resync = False
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> "HsiConnection":
+        super().open()
+        if self.heartbeat and self.watchdog_s > 0 and self._hb_thread is None:
+            self._hb_stop.clear()
+            self._hb_thread = threading.Thread(target=self._beat, daemon=True,
+                                               name=f"hsi-heartbeat-{self.serial_number}")
+            self._hb_thread.start()
+        return self
+
+    def close(self) -> None:
+        """LEDs off, disarm, watchdog off, release the port (idempotent, never raises)."""
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=2.0)
+            self._hb_thread = None
+        with self._lock:
+            if self.is_open and self._link is not None:
+                try:
+                    self._transact("DO", "SAFE", (), idempotent=True)
+                    self._transact("SET", "WDT", ("0",), idempotent=True)
+                except DeviceError as exc:
+                    log.warning("close(): could not switch %s off: %s", self.url, exc)
+            super().close()
+
+    def _beat(self) -> None:
+        interval = self.watchdog_s / 3
+        while not self._hb_stop.wait(interval):
+            try:
+                self.heartbeat_once()
+            except DeviceError as exc:
+                log.warning("heartbeat to %s failed: %s", self.url, exc)
+
+    # -- identity and resync --------------------------------------------------------------
+    def _identify(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
+        link.write(b"\n")  # flush a half-received line on the device side
+        time.sleep(0.005)
+        link.discard_input()
+        deadline = time.monotonic() + self.reply_timeout
+        link.write(P.encode_command("GET", "IDN", (), seq=0, crc=True))
+        while True:
+            try:
+                line = link.read_line(deadline)
+            except DeviceTimeout as exc:
+                raise DeviceTimeout(f"no {self.device_kind} answered GET IDN on {link.url} "
+                                    f"within {self.reply_timeout:g} s ({exc})") from None
+            try:
+                reply = P.parse_line(line)
+            except DeviceProtocolError as exc:
+                raise DeviceProtocolError(
+                    f"device on {link.url} is not an {self.device_kind}: it answered GET IDN "
+                    f"with {line!r} ({exc})") from None
+            if reply.kind == "!":
+                continue
+            vals = reply.values
+            if reply.kind != "A" or reply.cmd != "IDN" or len(vals) < 5 or vals[:2] != (
+                    P.VENDOR, P.MODEL):
+                raise DeviceProtocolError(
+                    f"device on {link.url} is not an {self.device_kind}: GET IDN answered "
+                    f"{line!r}, expected 'A IDN {P.VENDOR} {P.MODEL} <serial> <fw> <protocol>'")
+            major = vals[4].split(".")[0]
+            if major != str(P.PROTOCOL_VERSION):
+                raise DeviceProtocolError(
+                    f"{self.device_kind} on {link.url} speaks protocol {vals[4]}, this driver "
+                    f"needs major version {P.PROTOCOL_VERSION}; update the firmware or driver")
+            return vals, vals[2]
+
+    def _initial_sync(self) -> None:
+        try:
+            self._resync()
+        except (LinkLost, _Interrupted) as exc:
+            self._recover(exc)
+
+    def _resync(self) -> None:
+        """Known state after open/reconnect/reset: CRC mode, LEDs off, cached config re-sent."""
+        with self._lock:
+            self._in_resync = True
+            try:
+                self._crc_on = False
+                self._transact("SET", "CRC", ("1" if self.crc else "0",), idempotent=True,
+                               send_crc=True)
+                self._crc_on = self.crc
+                self._transact("DO", "SAFE", (), idempotent=True)
+                self.channels = self._transact("GET", "CHMAP", (), idempotent=True).values
+                caps = dict(v.split("=", 1) for v in
+                            self._transact("GET", "CAPS", (), idempotent=True).values if "=" in v)
+                self.max_intensity = int(caps.get("MAXINT", 1000))
+                n = len(self.channels)
+                self.led_on = [False] * n
+                self.armed = False
+                self.intensity = [0] * n
+                for (cmd, _), args in list(self._config.items()):
+                    self._transact("SET", cmd, args, idempotent=True)
+                self._transact("SET", "WDT", (str(round(self.watchdog_s * 1000)),),
+                               idempotent=True)
+                for ch in range(n):
+                    self.intensity[ch] = int(self._transact(
+                        "GET", "INT", (str(ch),), idempotent=True).values[1])
+                # a reset or power cycle restarts the 32-bit counter: re-read, never assume
+                self.counter = int(self._transact("GET", "TCTR", (), idempotent=True).values[0])
+                self.stats["resyncs"] += 1
+            finally:
+                self._in_resync = False
+
+    # -- transactions ---------------------------------------------------------------------
+    def _handle_event(self, ev: P.Reply) -> None:
+        self.events.append(ev)
+        self.stats["events"] += 1
+        v = ev.values
+        if ev.cmd == "FAULT":
+            kind = v[0] if v else "?"
+            log.warning("%s %s reports fault %s", self.device_kind, self.serial_number,
+                        " ".join(v))
+            if kind == "MAXON" and len(v) > 1 and v[1].isdigit() and int(v[1]) < len(self.led_on):
+                self.led_on[int(v[1])] = False
+            else:  # WDT, OVERTEMP, INTERLOCK: the device switched every LED off, disarmed
+                self.led_on = [False] * len(self.led_on)
+                self.armed = False
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _drain(self, link: SerialLink) -> None:
+        """Dispatch events that arrived between transactions; drop stale replies."""
+        data = link.discard_input()
+        for line in data.split(b"\n")[:-1]:
+            try:
+                r = P.parse_line(line + b"\n", require_crc=self._crc_on and b"BOOT" not in line)
+            except DeviceProtocolError:
+                continue
+            if r.kind == "!":
+                self._handle_event(r)
+                if r.cmd == "BOOT" and not self._in_resync:
+                    self._resync()
+            else:
+                self.stats["stale"] += 1
+
+    def _exchange(self, verb: str, cmd: str, args: tuple, send_crc: bool) -> P.Reply:
+        link = self._require_link()
+        self._drain(link)
+        self._seq = (self._seq + 1) & 0xFFFF
+        seq = self._seq
+        link.write(P.encode_command(verb, cmd, args, seq=seq, crc=send_crc or self._crc_on))
+        deadline = time.monotonic() + self.reply_timeout
+        while True:
+            line = link.read_line(deadline)
+            r = P.parse_line(line, require_crc=self._crc_on and not line.startswith(b"! BOOT"))
+            if r.kind == "!":
+                self._handle_event(r)
+                if r.cmd == "BOOT":
+                    raise _Interrupted(f"{self.device_kind} reset during {verb} {cmd}")
+                continue
+            if r.seq != seq:
+                self.stats["stale"] += 1
+                continue
+            if r.cmd != cmd:
+                raise DeviceProtocolError(f"reply to {verb} {cmd} echoes {r.cmd!r}: {line!r}")
+            if r.kind == "E":
+                code, text = r.code, f"{verb} {cmd} {' '.join(args)}: {r.text} (E{r.code})"
+                if code in (P.E_BUSY, P.E_CRC, P.E_CRC_REQUIRED):
+                    raise _NotExecuted(text)
+                if code in (P.E_INTERLOCK, P.E_OVERTEMP):
+                    self.led_on = [False] * len(self.led_on)
+                    raise DeviceFault(f"{self.device_kind} refused {text}")
+                raise DeviceError(f"{self.device_kind} rejected {text}")
+            if verb == "SET" and r.values != tuple(args):
+                raise DeviceProtocolError(
+                    f"reply to SET {cmd} {' '.join(args)} echoes {' '.join(r.values)!r}")
+            return r
+
+    def _transact(self, verb: str, cmd: str, args: tuple = (), *, idempotent: bool,
+                  send_crc: bool = False) -> P.Reply:
+        """One request/reply with retries per the policy in the module docstring."""
+        with self._lock:
+            attempt = busy = 0
+            while True:
+                self.stats["transactions"] += 1
+                try:
+                    return self._exchange(verb, cmd, args, send_crc)
+                except (LinkLost, _Interrupted) as exc:
+                    if self._in_resync:
+                        raise
+                    self._recover(exc)
+                    err: DeviceError = _Interrupted(f"{verb} {cmd} interrupted by a device "
+                                                    f"reset or reconnect ({exc})")
+                except _NotExecuted as exc:
+                    busy += 1
+                    self.stats["busy"] += 1
+                    if busy > self.busy_retries:
+                        raise DeviceError(f"{exc}; gave up after {self.busy_retries} "
+                                          "re-sends") from None
+                    time.sleep(0.02 * 2 ** (busy - 1))
+                    continue
+                except DeviceTimeout as exc:
+                    self.stats["timeouts"] += 1
+                    err = exc
+                except DeviceProtocolError as exc:
+                    self.stats["protocol_errors"] += 1
+                    err = exc
+                if not idempotent or attempt >= self.retries:
+                    raise err
+                attempt += 1
+                self.stats["retries"] += 1
+
+    def _recover(self, exc: DeviceError) -> None:
+        """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
+        for _ in range(3):
+            try:
+                if isinstance(exc, LinkLost):
+                    self._reconnect(exc)
+                else:
+                    self._resync()
+                return
+            except (LinkLost, _Interrupted) as again:
+                exc = again
+        raise DeviceError(f"{self.device_kind} {self.serial_number}: could not resynchronise "
+                          f"after repeated resets/disconnects ({exc})")
+
+    def _fail_safe(self, exc: DeviceError) -> None:
+        """LEDs off after an error that reached the caller (best effort, one attempt)."""
+        if self._in_resync or self._link is None or self._closed:
+            return
+        try:
+            self._transact("DO", "SAFE", (), idempotent=True)
+            self.led_on = [False] * len(self.led_on)
+            self.armed = False
+        except DeviceError as second:
+            log.error("could not switch %s to SAFE after %s: %s", self.url, exc, second)
+
+    def _get(self, cmd: str, *args: object) -> tuple[str, ...]:
+        return self._transact("GET", cmd, tuple(map(str, args)), idempotent=True).values
+
+    def query(self, cmd: str, *args: object) -> tuple[str, ...]:
+        """``GET cmd args`` (retried); returns the reply values."""
+        with self._lock:
+            try:
+                return self._transact("GET", cmd, tuple(map(str, args)), idempotent=True).values
+            except DeviceError as exc:
+                self._fail_safe(exc)
+                raise
+
+    def write(self, verb: str, cmd: str, *args: object,
+              verify: Callable[[], bool] | None = None, resend: bool = True) -> P.Reply | None:
+        """Send a write; after a failure re-read state with ``verify()`` (see module docs).
+
+        Returns the reply, or None when the write was confirmed by re-reading.
+        """
+        sargs = tuple(map(str, args))
+        with self._lock:
+            attempt = 0
+            while True:
+                try:
+                    return self._transact(verb, cmd, sargs, idempotent=False)
+                except (DeviceTimeout, DeviceProtocolError, _Interrupted) as exc:
+                    if verify is None:
+                        self._fail_safe(exc)
+                        raise
+                    try:
+                        done = verify()
+                    except DeviceError as exc2:
+                        self._fail_safe(exc2)
+                        raise exc2 from exc
+                    if done:
+                        self.stats["recovered_writes"] = self.stats.get("recovered_writes", 0) + 1
+                        return None
+                    if not resend or attempt >= self.retries:
+                        self._fail_safe(exc)
+                        raise
+                    attempt += 1
+                    self.stats["retries"] += 1
+                except DeviceError as exc:
+                    self._fail_safe(exc)
+                    raise
+
+    def _set(self, cmd: str, key: str | None, *args: object) -> None:
+        """Absolute ``SET cmd [key] args``: verified by ``GET cmd [key]``, cached for resync."""
+        full = ((key,) if key is not None else ()) + tuple(str(a) for a in args)
+        getargs = (key,) if key is not None else ()
+        self.write("SET", cmd, *full,
+                   verify=lambda: self._get(cmd, *getargs) == full)
+        self._config[(cmd, key)] = full
+
+    # -- wire commands --------------------------------------------------------------------
+    def set_led(self, ch: int, on: bool) -> None:
+        self.write("SET", "LED", ch, int(on), verify=lambda: self._get("LED", ch)[1] == str(
+            int(on)))
+        self.led_on[ch] = bool(on)
+
+    def set_int(self, ch: int, value: int) -> None:
+        self._set("INT", str(ch), int(value))
+        self.intensity[ch] = int(value)
+
+    def get_leds(self) -> tuple[list[bool], list[int]]:
+        """``GET LEDS`` -> (on flags, intensities); refreshes the cache."""
+        v = self.query("LEDS")
+        mask, ints = int(v[0]), [int(x) for x in v[1:]]
+        self.led_on = [bool(mask >> i & 1) for i in range(len(ints))]
+        self.intensity = ints
+        return list(self.led_on), list(ints)
+
+    def set_max_on(self, ch: int, ms: int) -> None:
+        self._set("MAXON", str(ch), int(ms))
+
+    def set_trigger(self, cmd: str, value: object) -> None:
+        """``SET TSRC|TPER|TWID|TDLY|TCNT value``."""
+        self._set(cmd, None, value)
+
+    def set_sequence(self, steps: Sequence[Sequence[int]]) -> None:
+        tokens = ["+".join(str(c) for c in s) if s else "-" for s in steps]
+        self._set("SEQ", None, *tokens) if tokens else self._set("SEQ", None, "OFF")
+
+    def set_sequence_enabled(self, on: bool) -> None:
+        self._set("SEQEN", None, int(on))
+
+    def arm(self, on: bool = True) -> None:
+        self.write("DO", "ARM" if on else "DISARM",
+                   verify=lambda: self._get("ARMED")[0] == str(int(on)))
+        self.armed = on
+
+    def fire(self) -> int:
+        """``DO FIRE``: one software pulse; returns the 32-bit trigger counter after it."""
+        with self._lock:
+            before = int(self.query("TCTR")[0]) if self.counter is None else self.counter
+            fired = []
+
+            def verify() -> bool:
+                now = int(self._get("TCTR")[0])
+                fired.append(now)
+                return now != before
+
+            reply = self.write("DO", "FIRE", verify=verify)
+            self.counter = int(reply.values[0]) if reply is not None else fired[-1]
+            return self.counter
+
+    def reset_counter(self) -> None:
+        self.write("SET", "TCTR", 0, verify=lambda: self._get("TCTR")[0] == "0")
+        self.counter = 0
+
+    def status(self) -> dict:
+        """``GET STAT`` and ``GET TEMP`` decoded (see PROTOCOL.md)."""
+        flags = int(self.query("STAT")[0])
+        temp = float(self.query("TEMP")[0])
+        return {"flags": [name for bit, name in P.STATUS_FLAGS.items() if flags & bit],
+                "temperature_c": temp, "serial": self.serial_number,
+                "firmware": self.identity[3] if len(self.identity) > 3 else "?",
+                "port": self.port, "reconnects": self.stats["reconnects"]}
+
+    def heartbeat_once(self) -> None:
+        self._transact("DO", "HB", (), idempotent=True)
+
+    def safe(self) -> None:
+        """``DO SAFE`` (idempotent): LEDs off, disarmed, sequence off."""
+        with self._lock:
+            try:
+                self._transact("DO", "SAFE", (), idempotent=True)
+            finally:
+                self.led_on = [False] * len(self.led_on)
+                self.armed = False
+
+    def clear_faults(self) -> None:
+        self._transact("DO", "CLR", (), idempotent=True)
+
+    def poll_events(self) -> list[P.Reply]:
+        """Read events that arrived while idle; returns the ones seen by this call."""
+        with self._lock:
+            before = len(self.events)
+            link = self._require_link()
+            try:
+                self._drain(link)
+            except LinkLost as exc:
+                self._reconnect(exc)
+            return list(self.events)[before:] if len(self.events) > before else []
