@@ -20,7 +20,6 @@ reflectance.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 import shutil
@@ -34,6 +33,7 @@ import yaml
 
 from calibration.references import DarkReference, WhiteReference
 from edge import __version__
+from edge.core.fileio import fsync_dir, sha256_file
 from edge.errors import CalibrationError
 from edge.processing.flatfield import FlatField
 
@@ -45,14 +45,6 @@ RECORD_FILE = "record.yaml"
 MASK_NAMES = ("hot", "dead", "overexposed", "underexposed")
 _REQUIRED = ("camera_serial", "exposure_us", "white_exposure_us", "gain", "bit_depth",
              "created", "wavelengths", "shape", "rho_ref", "files")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _now_iso() -> str:
@@ -221,7 +213,7 @@ class CalibrationRecord:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self.path = target
         log.info("calibration record saved to %s", target)
         return target
@@ -241,7 +233,7 @@ class CalibrationRecord:
                 np.savez(fh, **{k: np.asarray(v) for k, v in content.items()})
                 fh.flush()
                 os.fsync(fh.fileno())
-            files[name] = _sha256(path)
+            files[name] = sha256_file(path)
         meta = self.metadata()
         meta["files"] = files
         with open(d / RECORD_FILE, "w", encoding="utf-8") as fh:
@@ -282,7 +274,7 @@ class CalibrationRecord:
             path = d / name
             if not path.is_file():
                 raise CalibrationError(f"{path}: calibration file missing")
-            actual = _sha256(path)
+            actual = sha256_file(path)
             if actual != digest:
                 raise CalibrationError(
                     f"{path}: checksum mismatch (expected sha256 {digest[:16]}..., got "
@@ -325,17 +317,3 @@ class CalibrationRecord:
                 f"{meta_path}: wavelengths has {rec.wavelengths.size} values, shape says "
                 f"{shape[2]} bands")
         return rec
-
-
-def _fsync_dir(d: Path) -> None:
-    # Make the rename durable; not supported everywhere (e.g. Windows), hence best effort.
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -38,12 +38,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from edge.core.fileio import atomic_open
 from edge.errors import ConfigError, EngineError
 
 __all__ = ["EngineKey", "EngineCache", "CacheEntry", "default_cache_dir", "write_atomic",
@@ -154,42 +154,13 @@ class CacheEntry:
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` so readers see the old file or the complete new one.
-
-    A temporary file in the same directory (same filesystem, so ``os.replace`` is atomic) is
-    written, flushed and fsynced, then renamed over ``path``; the directory is fsynced so the
-    rename survives a power cut.  On any exception the temporary file is removed.
-    """
+    """Write ``chunks`` to ``path`` so readers see the old file or the complete new one
+    (:func:`edge.core.fileio.atomic_open`: temporary file, fsync, rename, directory fsync)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on this platform/filesystem; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path) as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:

@@ -30,7 +30,6 @@ spectrum at the camera band closest to ``wavelengths_nm[c]`` (which must lie wit
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 
 from edge.backends.base import PackSpec
 from edge.core.config import from_mapping, load_yaml, setting
+from edge.core.fileio import sha256_file
 from edge.errors import ConfigError, EngineError
 
 __all__ = ["ModelCard", "InputSpec", "OutputSpec", "ClassSpec", "load_model_card",
@@ -149,15 +149,6 @@ class ModelCard:
                 bands.append(i)
         return PackSpec(spectra_bands=tuple(bands), maps=self.input.maps,
                         dtype=self.input.dtype)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_model_card(path: str | os.PathLike, *, verify_hash: bool = True) -> ModelCard:

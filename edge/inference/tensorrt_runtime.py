@@ -41,7 +41,8 @@ import numpy as np
 from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.base import Runtime, TensorInfo
 from edge.inference.engine_cache import EngineCache, EngineKey
-from edge.inference.modelcard import ModelCard, sha256_file
+from edge.core.fileio import sha256_file
+from edge.inference.modelcard import ModelCard
 
 if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is imported lazily
     import tensorrt as trt  # noqa: F401

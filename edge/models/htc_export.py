@@ -238,7 +238,7 @@ def _card(name: str, onnx_name: str, sha: str, *, classes: int, height: int, wid
 
 
 def _sha(path: Path) -> str:
-    from edge.inference.modelcard import sha256_file
+    from edge.core.fileio import sha256_file
     return sha256_file(path)
 
 

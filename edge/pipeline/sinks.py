@@ -13,21 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.core.fileio import atomic_write_bytes
 from edge.core.frame import Frame
 
-__all__ = ["Sink", "NullSink", "PngSink", "NpzSink", "atomic_write_bytes"]
+__all__ = ["Sink", "NullSink", "PngSink", "NpzSink"]
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Sink:

@@ -214,7 +214,7 @@ def train_demo(cfg: TrainConfig, out_dir: str | Path, *, name: str | None = None
 
     from drivers.presets import get_preset
     from drivers.scene import SCENE_CLASSES
-    from edge.inference.modelcard import sha256_file
+    from edge.core.fileio import sha256_file
     from edge.models.htc_export import export_onnx
     from edge.models.train.dataset import render_samples
 

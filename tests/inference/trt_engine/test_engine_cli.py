@@ -12,7 +12,7 @@ from edge.cli import main
 from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference import load_model_card, open_runtime
 from edge.inference.engine_cache import EngineCache, EngineKey
-from edge.inference.modelcard import sha256_file
+from edge.core.fileio import sha256_file
 from edge.inference.tensorrt_runtime import (TRT11, engine_key, profile_shapes, resolve_typing,
                                              trt_major)
 from onnx_models import write_pixel_classifier

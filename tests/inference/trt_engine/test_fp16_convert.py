@@ -14,7 +14,8 @@ pytest.importorskip("onnxconverter_common",
 from edge.errors import ConfigError, EngineError  # noqa: E402
 from edge.inference import load_model_card, open_runtime  # noqa: E402
 from edge.inference.fp16 import METADATA_KEY, convert_fp16  # noqa: E402
-from edge.inference.modelcard import ModelCard, sha256_file  # noqa: E402
+from edge.core.fileio import sha256_file  # noqa: E402
+from edge.inference.modelcard import ModelCard  # noqa: E402
 from mlp_models import mlp_reference, write_mlp  # noqa: E402
 
 
