@@ -256,7 +256,8 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
         else:
             if cfg.sinks.png_every:
                 sinks.append(PngSink(out_dir, cfg.sinks.png_every,
-                                     colors=None if card is None else card.colors))
+                                     colors=None if card is None else card.colors,
+                                     class_names=() if card is None else card.class_names))
             if cfg.sinks.npz_every:
                 sinks.append(NpzSink(out_dir, cfg.sinks.npz_every))
         policy = cfg.pipeline.drop_policy

@@ -75,9 +75,10 @@ class PngSink(_EveryN):
     name = "png"
 
     def __init__(self, out_dir, every: int = 10, *, colors: np.ndarray | None = None,
-                 alpha: float = 0.4):
+                 class_names: tuple[str, ...] = (), alpha: float = 0.4):
         super().__init__(out_dir, every)
         self.colors = colors
+        self.class_names = tuple(class_names)
         self.alpha = alpha
 
     def _write(self, frame: Frame) -> None:
@@ -94,11 +95,31 @@ class PngSink(_EveryN):
             invalid = classes >= len(self.colors)
             img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
                           invalid=invalid)
-            self._save(Image.fromarray(img), f"overlay_{fid}.png")
+            self._save(self._with_legend(Image.fromarray(img)), f"overlay_{fid}.png")
         if "sto2" in p:
             img = colorbar(colormap(p["sto2"], 0.0, 1.0, "sto2"), 0.0, 1.0, "sto2",
                            label="StO2")
             self._save(Image.fromarray(img), f"sto2_{fid}.png")
+
+    def _with_legend(self, image):
+        """Append a panel listing the class colours and names (hatched = withheld)."""
+        if not self.class_names:
+            return image
+        from PIL import Image, ImageDraw
+
+        line = 14
+        panel = Image.new("RGB", (130, image.height), (255, 255, 255))
+        draw = ImageDraw.Draw(panel)
+        entries = list(zip(self.class_names, (tuple(int(v) for v in c) for c in self.colors)))
+        entries.append(("withheld", (128, 128, 128)))
+        for i, (name, color) in enumerate(entries[: max(1, image.height // line)]):
+            y = 4 + i * line
+            draw.rectangle((4, y, 14, y + 10), fill=color, outline=(0, 0, 0))
+            draw.text((20, y - 1), name, fill=(0, 0, 0))
+        out = Image.new("RGB", (image.width + panel.width, image.height))
+        out.paste(image, (0, 0))
+        out.paste(panel, (image.width, 0))
+        return out
 
     def _save(self, image, name: str) -> None:
         buf = io.BytesIO()

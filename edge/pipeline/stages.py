@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from edge.backends.base import Backend
+from edge.backends.base import FLAG_UNMIX_INVALID, Backend
 from edge.core.frame import Frame
 from edge.inference.base import Runtime
 
@@ -101,7 +101,13 @@ class InferStage(Stage):
 
 
 class PostStage(Stage):
-    """Class map from scores; products ``classes`` (uint8, 255 = withheld/invalid)."""
+    """Class map from scores; products ``classes`` (uint8, 255 = withheld/invalid).
+
+    The class is withheld where the input itself is unusable (saturated, non-finite, bad
+    pixel, under-exposed white).  Pixels flagged only ``unmix_invalid`` (no haemoglobin
+    signal, e.g. drapes and instruments) keep the model's class: the model was trained on the
+    same zeroed input there and labels them background.
+    """
 
     name = "post"
 
@@ -118,6 +124,6 @@ class PostStage(Stage):
         else:
             classes = np.argmax(scores[0], axis=0).astype(np.uint8)
         if flags is not None:
-            classes[flags != 0] = self.NO_CLASS
+            classes[(flags & ~FLAG_UNMIX_INVALID) != 0] = self.NO_CLASS
         frame.products["classes"] = classes
         return frame

@@ -1,0 +1,55 @@
+"""Sinks: what lands on disk, every N-th frame, atomically."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.core.frame import Frame, FrameMeta
+from edge.pipeline.sinks import NpzSink, NullSink, PngSink
+
+WL = np.linspace(500, 1000, 10)
+COLORS = np.array([[0, 0, 0], [200, 30, 30], [30, 200, 30]], np.uint8)
+
+
+def _frame(fid):
+    f = Frame(np.zeros((6, 8, 10), np.uint16), WL, FrameMeta(frame_id=fid))
+    f.products["reflectance"] = np.full((6, 8, 10), 0.5, np.float32)
+    f.products["sto2"] = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    f.products["sto2"][0, 0] = np.nan
+    f.products["flags"] = np.zeros((6, 8), np.uint8)
+    classes = np.ones((6, 8), np.uint8)
+    classes[0, :] = 255  # withheld
+    f.products["classes"] = classes
+    return f
+
+
+def test_png_sink_every_n_with_legend(tmp_path):
+    sink = PngSink(tmp_path, every=2, colors=COLORS, class_names=("bg", "liver", "fat"),
+                   alpha=1.0)
+    for i in range(3):
+        sink.write(_frame(i))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "overlay_000000.png", "overlay_000002.png", "sto2_000000.png", "sto2_000002.png"]
+    with Image.open(tmp_path / "overlay_000000.png") as im:
+        img = np.asarray(im)
+    assert img.shape == (6, 8 + 130, 3)
+    assert tuple(img[3, 3]) == (200, 30, 30)          # alpha 1: the class colour exactly
+    assert tuple(img[0, 0]) != (200, 30, 30)          # withheld pixels are hatched
+
+
+def test_npz_sink_writes_maps(tmp_path):
+    sink = NpzSink(tmp_path, every=1)
+    sink.write(_frame(7))
+    with np.load(tmp_path / "maps_000007.npz") as z:
+        assert int(z["frame_id"]) == 7
+        np.testing.assert_array_equal(z["classes"][0], 255)
+        assert np.isnan(z["sto2"][0, 0]) and z["sto2"][5, 7] == 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_every_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match=r"every: expected an integer >= 1, got 0"):
+        NpzSink(tmp_path, every=0)
+    null = NullSink()
+    null.write(_frame(0))
+    assert null.count == 1
