@@ -37,9 +37,12 @@ def format_latency_table(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge.errors import ConfigError
     from edge.pipeline.app import run_job
     from edge.pipeline.config import load_app_config
 
+    if args.frames < 1:
+        raise ConfigError(f"--frames: expected an integer >= 1, got {args.frames}")
     cfg = load_app_config(args.config)
     job = run_job(cfg, frames=args.frames, out=args.out, backend=args.backend,
                   runtime=args.runtime, progress=not args.no_progress)

@@ -196,3 +196,9 @@ def test_run_on_the_simulated_bench(tmp_path):
     assert m["camera"]["source"] == "bench"
     # frames were lit (not dark): the StO2 estimate exists and is close to the truth
     assert m["quality"]["sto2_mae_pp"] < 15
+
+
+def test_bad_frame_count_fails_before_any_device_moves(capsys):
+    assert main(["run", "--frames", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "hsi-edge run: error: --frames: expected an integer >= 1, got 0")

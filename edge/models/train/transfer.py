@@ -61,14 +61,14 @@ class TransferConfig:
     rows: int = 96
     cols: int = 128
     source: str = "pig"
-    target: str = "human"
+    targets: tuple[str, ...] = ("human", "rat")
     data_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     variants: tuple[str, ...] = tuple(VARIANTS)
     train_scenes: int = 12
     test_scenes: int = 6
     frames_per_scene: int = 2
-    epochs: int = 6
+    epochs: int = 8
     steps_per_epoch: int = 40
     batch: int = 8
     crop: int = 64
@@ -89,7 +89,10 @@ class TransferConfig:
         from edge.errors import ConfigError
 
         get_species(self.source)
-        get_species(self.target)
+        if not self.targets:
+            raise ConfigError("targets: expected at least one test species, got none")
+        for t in self.targets:
+            get_species(t)
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ConfigError(f"variants: expected one or more of {', '.join(VARIANTS)}, "
@@ -190,8 +193,9 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = False) -> dict:
     Returns
     -------
     dict
-        ``config``, ``runs`` (one entry per variant × seed × test species), ``summary``
-        (variant -> test species -> metric -> (mean, std) over seeds), ``xeno_pairs``
+        ``config``, ``runs`` (one entry per variant × seed × test species; the source species
+        first), ``summary`` (variant -> test species -> metric -> (mean, std) over seeds),
+        ``xeno_pairs``
         (class -> pairs), ``seconds`` (render, train, total).
     """
     from drivers.presets import get_preset
@@ -210,8 +214,8 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = False) -> dict:
     train_seeds = [cfg.data_seed * 1000 + i for i in range(cfg.train_scenes)]
     test_seeds = [10 ** 6 + cfg.data_seed * 1000 + i for i in range(cfg.test_scenes)]
     train = _render(cfg, cfg.source, train_seeds, pack, progress=progress)
-    tests = {"source": _render(cfg, cfg.source, test_seeds, pack, progress=progress),
-             "target": _render(cfg, cfg.target, test_seeds, pack, progress=progress)}
+    tests = {sp: _render(cfg, sp, test_seeds, pack, progress=progress)
+             for sp in dict.fromkeys((cfg.source,) + tuple(cfg.targets))}
     maps: dict[int, dict[int, AffineMap]] = {}  # input channels -> class -> map
     if any(VARIANTS[v][1] for v in cfg.variants):
         before = _render(cfg, cfg.source, train_seeds, pack, patch=False, progress=progress)
@@ -240,9 +244,8 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = False) -> dict:
                               probability=cfg.xeno_probability)
         t1 = time.monotonic()
         model = train_variant(_spectra_only(train, n), cfg, seed, classes=classes, augment=aug)
-        for which, data in tests.items():
-            runs.append({"variant": variant, "seed": seed, "test": which,
-                         "species": cfg.source if which == "source" else cfg.target,
+        for sp, data in tests.items():
+            runs.append({"variant": variant, "seed": seed, "test": sp,
                          **_metrics(model, _spectra_only(data, n), classes),
                          "train_seconds": round(time.monotonic() - t1, 1)})
         log.info("%s seed %d: %s", variant, seed, runs[-1])
@@ -269,9 +272,7 @@ def results_markdown(res: dict) -> str:
     lines = [f"| variant | test species | mIoU | malperfusion IoU | sensitivity | specificity |",
              "|---|---|---|---|---|---|"]
     for variant, tests in res["summary"].items():
-        for which in ("source", "target"):
-            d = tests[which]
-            sp = cfg["source"] if which == "source" else cfg["target"]
+        for sp, d in tests.items():
             cells = " | ".join(f"{d[k][0]:.3f} ± {d[k][1]:.3f}" for k in
                                ("mean_iou", "malperfusion_iou", "sensitivity", "specificity"))
             lines.append(f"| {variant} | {cfg['source']}→{sp} | {cells} |")

@@ -1,0 +1,188 @@
+"""Xeno augmentation (edge.models.train.xeno) and the species transfer study (.transfer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from drivers.scene import SCENE_CLASSES
+from edge.errors import ConfigError
+from edge.models.train.dataset import FrameSample
+from edge.models.train.xeno import (AffineMap, XenoAugment, fit_affine, l1_normalise,
+                                    pair_features)
+
+MAL = SCENE_CLASSES.index("malperfused")
+
+
+# -- affine fit ----------------------------------------------------------------------------
+def test_fit_recovers_known_affine_map():
+    rng = np.random.default_rng(11)
+    c, n = 12, 4000
+    w_true = np.eye(c) + 0.2 * rng.standard_normal((c, c))
+    b_true = 0.05 * rng.standard_normal(c)
+    x = rng.random((n, c))
+    y = x @ w_true + b_true
+    m = fit_affine(x, y, ridge=0.0)
+    np.testing.assert_allclose(m.W, w_true, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(m.b, b_true, rtol=0, atol=1e-10)
+    assert m.pairs == n
+    # With noise and a small ridge: close, relative error ‖ΔW‖/‖W‖ < 2 %.
+    y_noisy = y + 0.01 * rng.standard_normal(y.shape)
+    m = fit_affine(x, y_noisy, ridge=1e-4)
+    assert np.linalg.norm(m.W - w_true) / np.linalg.norm(w_true) < 0.02
+    np.testing.assert_allclose(m(x), y, rtol=0, atol=0.02)
+
+
+def test_strong_ridge_shrinks_towards_identity_not_zero():
+    rng = np.random.default_rng(2)
+    x = rng.random((500, 5))
+    y = 0.5 * x + 0.3
+    m = fit_affine(x, y, ridge=1e6)
+    np.testing.assert_allclose(m.W, np.eye(5), rtol=0, atol=1e-4)
+    # b keeps the means matched: ȳ = x̄·W + b.
+    np.testing.assert_allclose(x.mean(0) @ m.W + m.b, y.mean(0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("x,y,ridge,match", [
+    (np.zeros((5, 3)), np.zeros((5, 4)), 0.0, r"x, y: expected two arrays of the same shape "
+                                               r"\(N, channels\), got \(5, 3\) and \(5, 4\)"),
+    (np.zeros((1, 3)), np.zeros((1, 3)), 0.0, r"x: expected at least 2 pixel pairs, got 1"),
+    (np.full((4, 2), np.nan), np.zeros((4, 2)), 0.0, r"pixel pairs must be finite"),
+    (np.zeros((4, 2)), np.zeros((4, 2)), -1.0, r"ridge: expected a number >= 0, got -1.0"),
+])
+def test_fit_affine_errors(x, y, ridge, match):
+    with pytest.raises(ValueError, match=match):
+        fit_affine(x, y, ridge=ridge)
+
+
+def test_l1_normalise_spectral_channels_only():
+    x = np.array([[1.0, -3.0, 4.0, 7.0], [0.0, 0.0, 0.0, 2.0]])
+    l1_normalise(x, 3)
+    np.testing.assert_allclose(x, [[0.125, -0.375, 0.5, 7.0], [0.0, 0.0, 0.0, 2.0]])
+
+
+# -- augmentation --------------------------------------------------------------------------
+def test_augment_transforms_one_region_of_one_class():
+    rng = np.random.default_rng(5)
+    c, h, w = 6, 32, 40
+    x = rng.random((c, h, w)).astype(np.float32)
+    x[:4] /= x[:4].sum(axis=0, keepdims=True)
+    y = np.ones((h, w), dtype=np.int64)
+    y[:, 20:] = 2
+    w_map = np.eye(c) * 0.5 + 0.02
+    amap = AffineMap(W=w_map, b=np.full(c, 0.1))
+    aug = XenoAugment({1: amap}, spectral_channels=4, malperfused_class=MAL, probability=1.0)
+    x0, y0 = x.copy(), y.copy()
+    aug(x, y, np.random.default_rng(0))
+    changed = y == MAL
+    assert changed.sum() > 10
+    assert np.all(y0[changed] == 1)               # only class 1 (the one with a map) changes
+    np.testing.assert_array_equal(x[:, ~changed], x0[:, ~changed])
+    want = l1_normalise(amap(x0[:, changed].T), 4).T
+    np.testing.assert_allclose(x[:, changed], want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.abs(x[:4, changed]).sum(axis=0), 1.0, rtol=1e-6)
+    # probability 0 never changes anything
+    never = XenoAugment({1: amap}, spectral_channels=4, malperfused_class=MAL, probability=0.0)
+    x1, y1 = x0.copy(), y0.copy()
+    never(x1, y1, np.random.default_rng(0))
+    np.testing.assert_array_equal(x1, x0)
+
+
+def test_augment_errors():
+    with pytest.raises(ValueError, match=r"maps: expected at least one class map, got none"):
+        XenoAugment({}, spectral_channels=3, malperfused_class=MAL)
+    with pytest.raises(ValueError, match=r"probability: expected 0-1, got 1.5"):
+        XenoAugment({1: AffineMap(np.eye(2), np.zeros(2))}, spectral_channels=2,
+                    malperfused_class=MAL, probability=1.5)
+
+
+def test_pair_features_uses_patch_pixels_by_organ():
+    y_before = np.array([[1, 1, 2], [2, 0, 3]], dtype=np.uint8)
+    y_after = np.array([[MAL, 1, MAL], [MAL, 0, 3]], dtype=np.uint8)
+    flags = np.zeros((2, 3), dtype=np.uint8)
+    flags_after = flags.copy()
+    flags_after[1, 0] = 1                           # an invalid pixel is not paired
+    xb = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    xa = xb + 100
+    pairs = pair_features([FrameSample(xb, y_before, flags)],
+                          [FrameSample(xa, y_after, flags_after)], malperfused_class=MAL,
+                          min_pairs=1)
+    assert sorted(pairs) == [1, 2]
+    np.testing.assert_array_equal(pairs[1][0], [[0, 6]])
+    np.testing.assert_array_equal(pairs[1][1], [[100, 106]])
+    np.testing.assert_array_equal(pairs[2][0], [[2, 8]])
+    with pytest.raises(ValueError, match=r"expected the same number of frames, got 1 and 0"):
+        pair_features([FrameSample(xb, y_before, flags)], [], malperfused_class=MAL)
+
+
+def test_maps_fitted_on_simulated_pig_predict_held_out_malperfusion():
+    """On the real data path: the fitted maps explain the perfused→malperfused change of an
+    unseen scene much better than 'no change' (relative error at least 3x smaller)."""
+    from edge.models.train.transfer import TransferConfig, _render, fit_xeno_maps
+    from edge.models.train.demo import _card_object, demo_card
+    from drivers.presets import get_preset
+
+    cfg = TransferConfig(rows=48, cols=64, frames_per_scene=1)
+    p = get_preset(cfg.preset, rows=cfg.rows, cols=cfg.cols)
+    pack = _card_object(demo_card(cfg.preset, name="t", onnx="t.onnx", rows=p.rows,
+                                  cols=p.cols)).pack_spec(p.wavelength_array())
+    fit_seeds, test_seeds = [0, 1, 2, 3], [50, 51]
+    maps = fit_xeno_maps(_render(cfg, "pig", fit_seeds, pack, patch=False),
+                         _render(cfg, "pig", fit_seeds, pack), malperfused_class=MAL,
+                         ridge=cfg.ridge)
+    held = pair_features(_render(cfg, "pig", test_seeds, pack, patch=False),
+                         _render(cfg, "pig", test_seeds, pack), malperfused_class=MAL,
+                         min_pairs=20)
+    checked = 0
+    for cid, (x, y) in held.items():
+        if cid not in maps:
+            continue
+        err_map = np.linalg.norm(maps[cid](x) - y) / np.linalg.norm(y)
+        err_none = np.linalg.norm(x - y) / np.linalg.norm(y)
+        assert err_map < err_none / 3, (SCENE_CLASSES[cid], err_map, err_none)
+        checked += 1
+    assert checked >= 1
+
+
+# -- the study -----------------------------------------------------------------------------
+def _cli(argv):
+    from edge.cli import transfer_study
+    ap = argparse.ArgumentParser()
+    transfer_study.register(ap.add_subparsers())
+    args = ap.parse_args(["transfer-study"] + argv)
+    return args.func(args)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--source", "cow"], r"species: expected one of pig, human, rat or a Species, got 'cow'"),
+    (["--targets", "human,dog"], r"species: expected one of .* got 'dog'"),
+    (["--variants", "l1,rgb"], r"variants: expected one or more of l1, l1\+xeno, l1\+phys, "
+                               r"l1\+phys\+xeno, got rgb"),
+    (["--seeds", "0,-2"], r"--seeds: expected integers >= 0, got \[0, -2\]"),
+    (["--epochs", "0"], r"--epochs: expected an integer >= 1, got 0"),
+    (["--data-seed", "-1"], r"--data-seed: expected an integer >= 0, got -1"),
+])
+def test_cli_bad_arguments(argv, match):
+    pytest.importorskip("torch", reason="needs PyTorch (train extra: tools/train_venv.sh)")
+    with pytest.raises(ConfigError, match=match):
+        _cli(["--tiny"] + argv)
+
+
+def test_tiny_study_end_to_end(tmp_path, capsys):
+    pytest.importorskip("torch", reason="needs PyTorch (train extra: tools/train_venv.sh)")
+    out = tmp_path / "runs.json"
+    assert _cli(["--tiny", "--json", str(out), "--targets", "human"]) == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    variants = ["l1", "l1+xeno", "l1+phys", "l1+phys+xeno"]
+    assert list(res["summary"]) == variants
+    assert len(res["runs"]) == 4 * 2                   # 4 variants x 1 seed x {pig, human}
+    for r in res["runs"]:
+        for k in ("mean_iou", "sensitivity", "specificity"):
+            assert 0.0 <= r[k] <= 1.0
+    assert set(res["xeno_pairs"]) <= set(SCENE_CLASSES[1:MAL]) and res["xeno_pairs"]
+    for v in variants:
+        assert f"| {v} | pig→pig |" in table and f"| {v} | pig→human |" in table
