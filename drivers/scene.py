@@ -24,6 +24,17 @@ averaged over each Gaussian camera band (FWHM of the preset) before the reflecta
 evaluated at the band centre -- an approximation of integrating the reflectance itself that
 is accurate to about 1 % reflectance for ≤ 20 nm bands and 100× cheaper.
 
+Species (:data:`SPECIES`, :class:`Species`): named presets of optics modifiers applied to the
+class means above before the texture is added -- a′ multiplier and b offset of the scattering
+power law, blood-volume multiplier, fat and water offsets, and a melanin volume fraction
+weighted per class (:data:`MELANIN_WEIGHT`).  They model the differences between the species
+of the xeno-learning study (FACTS.md, "The science behind the product") so that a model can be
+trained on one and tested on another.  The default, ``"pig"``, is the identity: it reproduces
+the scenes of the generator before species existed bit for bit (tested against stored
+renders).  ``malperfused_patch=False`` renders the same scene without the patch (the patch
+pixels keep their organ): the "before clamping" recording of the same view, used to learn
+perfused→malperfused spectral changes (:mod:`edge.models.train.xeno`).
+
 Speed: the static scene (on a canvas padded by the breathing amplitude) is computed once;
 each frame crops it at the breathing offset and recomputes only the malperfused pixels.
 """
@@ -31,15 +42,17 @@ each frame crops it at the breathing offset and recomputes only the malperfused 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from drivers.sensor import _pool
+from edge.errors import ConfigError
 from edge.physics import band_integrate, chromophore_range, chromophore_spectra
 from edge.physics.reflectance import FWHM_TO_SIGMA, internal_reflection_A
 
-__all__ = ["SCENE_CLASSES", "CLASS_PARAMS", "SceneSample", "SurgicalScene"]
+__all__ = ["SCENE_CLASSES", "CLASS_PARAMS", "MELANIN_WEIGHT", "SPECIES", "DEFAULT_SPECIES",
+           "Species", "get_species", "SceneSample", "SurgicalScene"]
 
 #: Class names; the index is the class id stored in ``truth["classes"]``.
 SCENE_CLASSES: tuple[str, ...] = ("background", "liver", "bowel", "stomach", "fat", "muscle",
@@ -60,6 +73,104 @@ _LIMITS = ((0.0, 1.0), (0.005, 0.065), (0.5, 0.8), (0.0, 0.3), (5.0, 40.0), (0.5
 _CHROMOPHORES = ("HbO2", "Hb", "water", "fat")
 #: Pixels per block in the reflectance computation (~1 MB of float32 temporaries).
 _BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class Species:
+    """Tissue-optics modifiers of one species, applied to every class mean of
+    :data:`CLASS_PARAMS` (then texture is added and the result clipped to the physiological
+    limits, FACTS.md "Physiological ranges").
+
+    Attributes
+    ----------
+    name : str
+        Preset name.
+    scatter_scale : float
+        Multiplier of the reduced-scattering amplitude a′ = µs′(500 nm), 0.25-4.
+    scatter_b_offset : float
+        Added to the scattering power b, -1 to 1.
+    blood_scale : float
+        Multiplier of the baseline blood volume fraction B, 0.2-5 (StO2 is not changed: the
+        study is about optics, not physiology).
+    fat_offset, water_offset : float
+        Added to the fat and water volume fractions, -0.3 to 0.3.
+    melanin : float
+        Melanin volume fraction M at class weight 1 (:data:`MELANIN_WEIGHT`), 0-0.05; 0 adds
+        no melanin term at all (so the default renders exactly as before).
+    """
+
+    name: str
+    scatter_scale: float = 1.0
+    scatter_b_offset: float = 0.0
+    blood_scale: float = 1.0
+    fat_offset: float = 0.0
+    water_offset: float = 0.0
+    melanin: float = 0.0
+
+    def __post_init__(self) -> None:
+        limits = {"scatter_scale": (0.25, 4.0), "scatter_b_offset": (-1.0, 1.0),
+                  "blood_scale": (0.2, 5.0), "fat_offset": (-0.3, 0.3),
+                  "water_offset": (-0.3, 0.3), "melanin": (0.0, 0.05)}
+        for f in fields(self):
+            if f.name == "name":
+                continue
+            v = getattr(self, f.name)
+            lo, hi = limits[f.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"species {self.name!r}: {f.name} must be a number in "
+                                  f"[{lo:g}, {hi:g}], got {v!r}")
+
+    def class_means(self, name: str) -> tuple[float, float, float, float, float, float]:
+        """:data:`CLASS_PARAMS` of class ``name`` with this species' modifiers applied."""
+        s, b, w, f, a, bb = CLASS_PARAMS[name]
+        # x*1.0 and x+0.0 are exact in IEEE arithmetic: the identity species changes no bit.
+        return (s, b * self.blood_scale, w + self.water_offset, f + self.fat_offset,
+                a * self.scatter_scale, bb + self.scatter_b_offset)
+
+
+#: Melanin weight per class (fraction of :attr:`Species.melanin`).  Real melanin sits in skin
+#: only (FACTS.md); the scene has no skin class, so melanin's smooth absorption that rises to
+#: the blue stands in for the brown tissue pigments whose load differs between species and
+#: organs (lipofuscin and bile pigments: most in liver, least in fat).
+MELANIN_WEIGHT: dict[str, float] = {"liver": 1.0, "bowel": 0.5, "stomach": 0.5, "fat": 0.1,
+                                    "muscle": 0.6, "malperfused": 0.5}
+
+#: Species presets.  ``pig`` is the reference optics of :data:`CLASS_PARAMS` (the identity),
+#: named so because the xeno-learning study trains on animals.  The others move the optics
+#: inside the published soft-tissue spread (FACTS.md: a′ 18.9 ± 10.2 cm⁻¹, b 1.286 ± 0.521,
+#: B 0.5-6.5 %, F 0-0.3, W 0.5-0.8):
+#:
+#: - ``human``: more visceral fat (+0.06) and a little less water (-0.03) in older surgical
+#:   patients, lower scattering amplitude (×0.8) with a flatter slope (b -0.15), less
+#:   baseline blood volume under anaesthesia (×0.8), and pigment (M 0.0015 at weight 1, i.e.
+#:   µa,mel ≈ 0.4 cm⁻¹ at 665 nm in liver -- comparable to the blood term).
+#: - ``rat``: lean (fat -0.03), thin strongly scattering tissue (a′ ×1.2, b +0.1), higher
+#:   blood volume (×1.25), no pigment.
+SPECIES: dict[str, Species] = {
+    "pig": Species("pig"),
+    "human": Species("human", scatter_scale=0.8, scatter_b_offset=-0.15, blood_scale=0.8,
+                     fat_offset=0.06, water_offset=-0.03, melanin=0.0015),
+    "rat": Species("rat", scatter_scale=1.2, scatter_b_offset=0.1, blood_scale=1.25,
+                   fat_offset=-0.03),
+}
+#: The species of a scene built without one (reproduces the original scenes exactly).
+DEFAULT_SPECIES = "pig"
+
+
+def get_species(species: "str | Species") -> Species:
+    """A :class:`Species` from a preset name (or pass one through).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name (lists the presets) or a value of the wrong type.
+    """
+    if isinstance(species, Species):
+        return species
+    if isinstance(species, str) and species in SPECIES:
+        return SPECIES[species]
+    raise ConfigError(f"species: expected one of {', '.join(SPECIES)} or a Species, "
+                      f"got {species!r}")
 
 
 @dataclass
@@ -123,13 +234,26 @@ class SurgicalScene:
         Breathing period (about 15 breaths per minute).
     malperfusion : (start, end, tau_s)
         StO2 of the malperfused patch falls as ``end + (start − end)·exp(−t/tau)``.
+    n : float
+        Refractive index of tissue (Farrell boundary term).
+    species : str or Species
+        Tissue-optics preset (:data:`SPECIES`); default ``"pig"`` = the reference optics.
+    malperfused_patch : bool
+        False renders the same view without the malperfused patch (its pixels keep their
+        organ class and parameters); everything else, noise included, is unchanged.
     """
 
     def __init__(self, wavelengths_nm: np.ndarray, rows: int, cols: int, *, fwhm_nm: float = 10.0,
                  seed: int = 0, breathing_amplitude_px: float = 3.0,
                  breathing_period_s: float = 4.0,
                  malperfusion: tuple[float, float, float] = (0.55, 0.25, 30.0),
-                 n: float = 1.4) -> None:
+                 n: float = 1.4, species: "str | Species" = DEFAULT_SPECIES,
+                 malperfused_patch: bool = True) -> None:
+        self.species = get_species(species)
+        if not isinstance(malperfused_patch, bool):
+            raise ConfigError(f"malperfused_patch: expected True or False, got "
+                              f"{malperfused_patch!r}")
+        self.malperfused_patch = malperfused_patch
         self.wavelengths = np.asarray(wavelengths_nm, dtype=np.float64)
         self.rows, self.cols = int(rows), int(cols)
         self.breathing_amplitude_px = float(breathing_amplitude_px)
@@ -139,17 +263,21 @@ class SurgicalScene:
         self._big_a = np.float32(internal_reflection_A(n))
         self._basis = self._band_averaged_basis(fwhm_nm)
         self._log_wl = np.log(self.wavelengths / 500.0).astype(np.float32)
+        self._melanin_basis = (self._band_averaged_basis(fwhm_nm, ("melanin",))[0]
+                               if self.species.melanin > 0 else None)
+        self._seed = int(seed)
         self._build(np.random.default_rng([int(seed), 0x5CE7E]))
         self._last_s: float | None = None
 
     # -- construction --------------------------------------------------------------------
-    def _band_averaged_basis(self, fwhm_nm: float) -> np.ndarray:
-        lo = max(chromophore_range(c)[0] for c in _CHROMOPHORES)
-        hi = min(chromophore_range(c)[1] for c in _CHROMOPHORES)
+    def _band_averaged_basis(self, fwhm_nm: float,
+                             chromophores: tuple[str, ...] = _CHROMOPHORES) -> np.ndarray:
+        lo = max(chromophore_range(c)[0] for c in chromophores)
+        hi = min(chromophore_range(c)[1] for c in chromophores)
         half = 4.0 * FWHM_TO_SIGMA * fwhm_nm
         fine = np.arange(max(lo, math.floor(self.wavelengths[0] - half)),
                          min(hi, math.ceil(self.wavelengths[-1] + half)) + 0.5, 1.0)
-        mu = chromophore_spectra(_CHROMOPHORES, fine)
+        mu = chromophore_spectra(chromophores, fine)
         return band_integrate(fine, mu, self.wavelengths, fwhm_nm).astype(np.float32)
 
     def _build(self, rng: np.random.Generator) -> None:
@@ -169,19 +297,30 @@ class SurgicalScene:
         cy, cx = rng.uniform(-0.35, 0.35, 2)
         ry, rx = rng.uniform(0.18, 0.28, 2)
         patch = (((ny - cy) / ry) ** 2 + ((nx - cx) / rx) ** 2 < 1.0) & (classes != 0)
+        if not self.malperfused_patch:  # geometry drawn anyway: the rng stream is unchanged
+            patch = np.zeros_like(patch)
         classes[patch] = SCENE_CLASSES.index("malperfused")
         self._classes = classes
 
         # Per-pixel parameters: class mean + smooth texture + fine grain, clipped.
-        params = np.zeros((6, h, w), dtype=np.float64)
+        # A seventh row (melanin fraction) only for species with melanin.
+        params = np.zeros((7 if self._melanin_basis is not None else 6, h, w), dtype=np.float64)
         for cid, name in enumerate(SCENE_CLASSES[1:], start=1):
             sel = classes == cid
+            means = self.species.class_means(name)
             for k in range(6):
-                params[k][sel] = CLASS_PARAMS[name][k]
+                params[k][sel] = means[k]
+            if params.shape[0] == 7:
+                params[6][sel] = self.species.melanin * MELANIN_WEIGHT[name]
         for k in range(6):
             tex = 0.8 * _smooth_field(rng, h, w, (12, 16)) + 0.6 * rng.standard_normal((h, w))
             params[k] += _TEXTURE[k] * tex
             params[k] = np.clip(params[k], *_LIMITS[k])
+        if params.shape[0] == 7:
+            # Pigment texture from its own stream so the other draws stay those of the
+            # identity species.
+            mel_rng = np.random.default_rng([self._seed, 0x5CE7E, 1])
+            params[6] *= np.clip(1.0 + 0.25 * _smooth_field(mel_rng, h, w, (12, 16)), 0.2, 2.0)
         self._params = params
         self._patch = patch
         self._patch_sto2_offset = params[0][patch] - CLASS_PARAMS["malperfused"][0]
@@ -209,7 +348,7 @@ class SurgicalScene:
         self._blood = np.where(tissue, params[1], nan).astype(np.float32)
 
     def _diffuse(self, p: np.ndarray) -> np.ndarray:
-        """Farrell reflectance for parameter columns ``p`` (6, N) -> (N, bands) float32.
+        """Farrell reflectance for parameter columns ``p`` (6 or 7, N) -> (N, bands) float32.
 
         Works in blocks of pixels on the shared worker pool: the temporaries of a block stay
         in cache and NumPy releases the GIL, so blocks run on all cores.
@@ -225,9 +364,11 @@ class SurgicalScene:
         return out
 
     def _diffuse_block(self, p: np.ndarray) -> np.ndarray:
-        s, b, w, f, a, bb = (x.astype(np.float32) for x in p)
+        s, b, w, f, a, bb = (x.astype(np.float32) for x in p[:6])
         weights = np.stack([b * s, b * (1 - s), w, f], axis=1)
         mua = weights @ self._basis
+        if p.shape[0] == 7:  # Jacques 2013: + M·µa,mel
+            mua += p[6].astype(np.float32)[:, None] * self._melanin_basis[None, :]
         musp = a[:, None] * np.exp(-bb[:, None] * self._log_wl[None, :])
         # Farrell 1992 with x = mua/musp: albedo = 1/(1+x), sqrt(3(1-albedo)) = sqrt(3x/(1+x))
         mua /= musp

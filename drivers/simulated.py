@@ -49,7 +49,7 @@ import numpy as np
 
 from drivers.camera import Camera
 from drivers.presets import CameraPreset, get_preset
-from drivers.scene import SCENE_CLASSES, SurgicalScene
+from drivers.scene import SCENE_CLASSES, SurgicalScene, get_species
 from drivers.sensor import LED_CHANNELS, SensorModel, led_illumination
 from edge.core.frame import Frame, FrameMeta
 from edge.errors import ConfigError, DeviceTimeout
@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 TARGETS: tuple[str, ...] = ("scene", "white", "dark")
 #: Reflectance of the simulated white tile (Spectralon SRS-99, FACTS.md).
 WHITE_TILE_REFLECTANCE = 0.99
+#: Keyword arguments of :class:`drivers.scene.SurgicalScene` that ``scene_options`` may set.
+_SCENE_OPTIONS = ("species", "malperfused_patch", "breathing_amplitude_px",
+                  "breathing_period_s", "malperfusion", "n")
 
 
 class _Exposure(NamedTuple):
@@ -100,6 +103,12 @@ class SimulatedCamera(Camera):
         Exposures buffered before pulses are dropped.
     serial : str, optional
         Serial number in ``meta.serials["camera"]``.
+    scene_options : mapping, optional
+        Passed to :class:`drivers.scene.SurgicalScene`: ``species`` (tissue-optics preset name
+        of :data:`drivers.scene.SPECIES` or a :class:`drivers.scene.Species`; default
+        ``"pig"``, the reference optics), ``malperfused_patch`` (False: the same view without
+        the patch), ``breathing_amplitude_px``, ``breathing_period_s``, ``malperfusion``,
+        ``n``.  Names and the species are checked here; the values when the scene is built.
     **sensor_options
         Passed to :class:`drivers.sensor.SensorModel` (``read_noise_e``, ``vignetting``, ...).
     """
@@ -109,6 +118,7 @@ class SimulatedCamera(Camera):
                  realtime: bool = False, bit_depth: int | None = None,
                  illumination: np.ndarray | Mapping[str, float] | None = None,
                  fwhm_nm: float | None = None, max_queue: int = 16, serial: str | None = None,
+                 scene_options: Mapping[str, object] | None = None,
                  **sensor_options: float) -> None:
         super().__init__()
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -132,6 +142,13 @@ class SimulatedCamera(Camera):
         except TypeError as exc:
             raise ConfigError(f"sensor options: {exc}") from exc
         self._scene: SurgicalScene | None = None
+        self._scene_options = dict(scene_options or {})
+        unknown = sorted(set(self._scene_options) - set(_SCENE_OPTIONS))
+        if unknown:
+            raise ConfigError(f"scene_options: unknown option(s) {', '.join(unknown)}; allowed: "
+                              f"{', '.join(_SCENE_OPTIONS)}")
+        if "species" in self._scene_options:
+            self._scene_options["species"] = get_species(self._scene_options["species"])
         self._target = "scene"
         self._led_state: dict[str, float] = {"white": 1.0}
         self._light = self._sensor.illumination
@@ -310,7 +327,7 @@ class SimulatedCamera(Camera):
                 log.info("camera %s: building the scene (%dx%d, %d bands)", self._serial, rows,
                          cols, bands)
                 self._scene = SurgicalScene(self._wavelengths, rows, cols, fwhm_nm=p.fwhm_nm,
-                                            seed=self.seed)
+                                            seed=self.seed, **self._scene_options)
             sample = self._scene.render(exp.frame_id / p.fps)
             refl, classes = sample.reflectance, sample.classes
             sto2, blood = sample.sto2, sample.blood_volume

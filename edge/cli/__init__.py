@@ -25,7 +25,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 #: dependency is missing still registers and reports that when run).
 SUBCOMMANDS: tuple[str, ...] = (
     "run", "simulate", "calibrate", "bench", "kernels", "engine", "model", "sim_devices",
-    "train_demo",
+    "train_demo", "transfer_study",
 )
 
 EXIT_ERROR = 2

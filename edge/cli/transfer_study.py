@@ -32,21 +32,20 @@ def _csv(kind):
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    from edge.models.train.transfer import VARIANTS
-
     p = subparsers.add_parser(
         "transfer-study", help="species transfer study of the demo model (xeno-learning)",
         description="Train the demo model on simulated scenes of one species' tissue optics, "
                     "test on others, for L1 spectra / + physiology maps / + xeno augmentation. "
                     "Needs the 'train' extra: bash tools/train_venv.sh")
     p.add_argument("--source", default="pig", help="training species (default: pig)")
-    p.add_argument("--targets", type=_csv(str), default=("human", "rat"),
+    p.add_argument("--targets", type=_csv(str), default=None,
                    help="test species, comma-separated (default: human,rat)")
-    p.add_argument("--seeds", type=_csv(int), default=(0, 1, 2, 3, 4),
-                   help="training seeds, comma-separated (default: 0,1,2,3,4)")
+    p.add_argument("--seeds", type=_csv(int), default=None,
+                   help="training seeds, comma-separated (default: 0,1,2,3,4; --tiny: 0)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the scenes (default 0)")
-    p.add_argument("--variants", type=_csv(str), default=tuple(VARIANTS),
-                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--variants", type=_csv(str), default=None,
+                   help="comma-separated subset of l1,l1+xeno,l1+phys,l1+phys+xeno "
+                        "(default: all)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model (default 8)")
     p.add_argument("--json", default=None, help="also write all runs as JSON to this file")
     p.add_argument("--tiny", action="store_true", help="smoke test: tiny scenes, 3 steps")
@@ -61,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.data_seed < 0:
         raise ConfigError(f"--data-seed: expected an integer >= 0, got {args.data_seed}")
-    if any(s < 0 for s in args.seeds):
+    if args.seeds is not None and any(s < 0 for s in args.seeds):
         raise ConfigError(f"--seeds: expected integers >= 0, got {list(args.seeds)}")
     cfg = TransferConfig.tiny() if args.tiny else TransferConfig()
-    cfg.source, cfg.targets, cfg.seeds = args.source, tuple(args.targets), tuple(args.seeds)
-    cfg.variants, cfg.data_seed = tuple(args.variants), args.data_seed
+    cfg.source, cfg.data_seed = args.source, args.data_seed
+    for name in ("targets", "seeds", "variants"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, tuple(getattr(args, name)))
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError(f"--epochs: expected an integer >= 1, got {args.epochs}")

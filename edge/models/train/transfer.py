@@ -269,7 +269,7 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = False) -> dict:
 def results_markdown(res: dict) -> str:
     """The results table (mean ± std over seeds) as Markdown."""
     cfg = res["config"]
-    lines = [f"| variant | test species | mIoU | malperfusion IoU | sensitivity | specificity |",
+    lines = ["| variant | test species | mIoU | malperfusion IoU | sensitivity | specificity |",
              "|---|---|---|---|---|---|"]
     for variant, tests in res["summary"].items():
         for sp, d in tests.items():
