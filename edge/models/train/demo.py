@@ -136,7 +136,8 @@ def _stats(samples) -> tuple[np.ndarray, np.ndarray]:
     return vals.mean(axis=1), vals.std(axis=1) + 1e-6
 
 
-def _batches(samples, cfg: TrainConfig, rng: np.random.Generator):
+def _batches(samples, cfg, rng: np.random.Generator, augment=None):
+    """Endless random crops ``(x, y)``; ``augment(x, y, rng)`` edits each crop in place."""
     c = cfg.crop
     while True:
         xs, ys = [], []
@@ -145,30 +146,42 @@ def _batches(samples, cfg: TrainConfig, rng: np.random.Generator):
             h, w = s.y.shape
             ch, cw = min(c, h), min(c, w)
             r0, c0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            xs.append(s.x[:, r0:r0 + ch, c0:c0 + cw])
-            ys.append(s.y[r0:r0 + ch, c0:c0 + cw])
+            x, y = s.x[:, r0:r0 + ch, c0:c0 + cw], s.y[r0:r0 + ch, c0:c0 + cw]
+            if augment is not None:
+                x, y = x.copy(), y.astype(np.int64)
+                augment(x, y, rng)
+            xs.append(x)
+            ys.append(y)
         yield np.stack(xs), np.stack(ys)
 
 
-def fit(train, cfg: TrainConfig, *, in_channels: int, classes: int, progress: bool = False):
-    """Train a :class:`DemoSegNet` on rendered samples; returns the model in eval mode."""
+def fit(train, cfg, *, in_channels: int, classes: int, progress: bool = False,
+        seed: int | None = None, rng_salt: int = 0xDE30, augment=None):
+    """Train a :class:`DemoSegNet` on rendered samples; returns ``(model in eval mode, loss)``.
+
+    ``cfg`` needs ``seed``, ``width``, ``lr``, ``epochs``, ``steps_per_epoch``, ``batch`` and
+    ``crop`` (:class:`TrainConfig`, or the transfer study's config with ``seed=`` given);
+    ``augment(x, y, rng)`` edits each training crop in place (xeno augmentation).
+    """
     import torch
 
     from edge.models.train.network import DemoSegNet
 
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng([cfg.seed, 0xDE30])
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, rng_salt])
     mean, std = _stats(train)
     model = DemoSegNet(in_channels, classes, torch.from_numpy(mean), torch.from_numpy(std),
                        width=cfg.width)
     counts = np.bincount(np.concatenate([s.y.ravel() for s in train]), minlength=classes)
-    # Inverse-sqrt frequency weights: the small malperfused class is not drowned out.
+    # Inverse-sqrt frequency weights: the small malperfused class is not drowned out
+    # (computed before augmentation).
     weights = 1.0 / np.sqrt(np.maximum(counts, 1) / counts.sum())
     weights = torch.tensor(weights / weights.mean(), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
-    batches = _batches(train, cfg, rng)
+    batches = _batches(train, cfg, rng, augment)
     it = range(steps)
     if progress:
         from tqdm import tqdm

@@ -134,47 +134,14 @@ def fit_xeno_maps(perfused, malperfused, *, malperfused_class: int,
 
 def train_variant(train: list[FrameSample], cfg: TransferConfig, seed: int, *, classes: int,
                   augment: XenoAugment | None = None):
-    """Train a :class:`~edge.models.train.network.DemoSegNet` (as ``demo.fit``, plus an
-    optional augmentation applied to each crop); returns the model in eval mode."""
-    import torch
+    """Train a :class:`~edge.models.train.network.DemoSegNet` with :func:`demo.fit
+    <edge.models.train.demo.fit>` (its own random stream per seed), plus an optional
+    augmentation applied to each crop; returns the model in eval mode."""
+    from edge.models.train.demo import fit
 
-    from edge.models.train.network import DemoSegNet
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 0x7AF5])
-    vals = np.concatenate([s.x[:, s.flags == 0] for s in train], axis=1)
-    mean, std = vals.mean(axis=1), vals.std(axis=1) + 1e-6
-    model = DemoSegNet(train[0].x.shape[0], classes, torch.from_numpy(mean),
-                       torch.from_numpy(std), width=cfg.width)
-    counts = np.bincount(np.concatenate([s.y.ravel() for s in train]), minlength=classes)
-    # Inverse-sqrt class-frequency weights, as demo.fit (computed before augmentation).
-    weights = 1.0 / np.sqrt(np.maximum(counts, 1) / counts.sum())
-    weights = torch.tensor(weights / weights.mean(), dtype=torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps = cfg.epochs * cfg.steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
-    model.train()
-    for _ in range(steps):
-        xs, ys = [], []
-        for _ in range(cfg.batch):
-            s = train[int(rng.integers(len(train)))]
-            h, w = s.y.shape
-            ch, cw = min(cfg.crop, h), min(cfg.crop, w)
-            r0, c0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            x = s.x[:, r0:r0 + ch, c0:c0 + cw].copy()
-            y = s.y[r0:r0 + ch, c0:c0 + cw].astype(np.int64)
-            if augment is not None:
-                augment(x, y, rng)
-            xs.append(x)
-            ys.append(y)
-        logits = model(torch.from_numpy(np.stack(xs)))
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(np.stack(ys)),
-                                                 weight=weights)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
+    model, _ = fit(train, cfg, in_channels=train[0].x.shape[0], classes=classes, seed=seed,
+                   rng_salt=0x7AF5, augment=augment)
+    return model
 
 
 def _metrics(model, test: list[FrameSample], classes: int) -> dict:
