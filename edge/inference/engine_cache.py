@@ -3,9 +3,11 @@
 Why a cache, and why this key (FACTS.md, "GPU, Jetson and TensorRT"): an engine loads only on
 the TensorRT version and GPU model that built it, and a first build on an Orin takes minutes.
 So an engine is keyed on everything that makes it valid — the ONNX file's sha256, the TensorRT
-version, the GPU name and compute capability, the precision/typing mode and the optimization
-profile shapes — and a file whose key, header or payload does not match is rebuilt, never
-loaded.
+version, the GPU name and compute capability, the precision/typing mode, the optimization
+profile shapes and the builder settings the plan depends on (``build``: e.g. optimization
+level, hardware compatibility, TF32, workspace, the GPU's SM count, which tells Jetson Orin
+variants apart although all report the name "Orin" and sm_87) — and a file whose key,
+header or payload does not match is rebuilt, never loaded.
 
 File format (one file per key, ``<model>-<digest16>.engine``)::
 
@@ -91,6 +93,10 @@ class EngineKey:
         ONNX graph's own types (TensorRT 11.x, or 10.x on request).
     shapes : tuple of (name, min, opt, max)
         Optimization profile per input; each shape a tuple of int.
+    build : tuple of (name, value)
+        Builder settings and device properties beyond name/compute capability that the plan
+        depends on (values str, int or bool), sorted by name; a mapping is accepted.  Keys
+        starting with ``gpu_`` also scope the timing cache.
     """
 
     model: str
@@ -101,6 +107,7 @@ class EngineKey:
     precision: str
     typing: str
     shapes: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+    build: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -115,12 +122,19 @@ class EngineKey:
         shapes = tuple((str(n), tuple(int(v) for v in lo), tuple(int(v) for v in opt),
                         tuple(int(v) for v in hi)) for n, lo, opt, hi in self.shapes)
         object.__setattr__(self, "shapes", shapes)
+        items = self.build.items() if isinstance(self.build, dict) else self.build
+        build = tuple(sorted((str(k), v) for k, v in items))
+        for k, v in build:
+            if not isinstance(v, (str, int, bool)):
+                raise ConfigError(f"build: setting {k!r} must be str, int or bool, got {v!r}")
+        object.__setattr__(self, "build", build)
 
     def validity(self) -> dict[str, Any]:
         """The fields that decide validity, as plain JSON types (``model`` excluded)."""
         d = dataclasses.asdict(self)
         d.pop("model")
         d["shapes"] = [[n, list(lo), list(opt), list(hi)] for n, lo, opt, hi in self.shapes]
+        d["build"] = dict(self.build)
         return d
 
     def digest(self) -> str:
@@ -130,7 +144,9 @@ class EngineKey:
 
     def device_digest(self) -> str:
         """Digest of TensorRT version + GPU only: the scope of a timing cache."""
-        blob = json.dumps([self.trt_version, self.gpu_name, self.compute_capability])
+        gpu = [[k, v] for k, v in self.build if k.startswith("gpu_")]
+        blob = json.dumps([self.trt_version, self.gpu_name, self.compute_capability]
+                          + ([gpu] if gpu else []))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     @classmethod
@@ -282,6 +298,17 @@ class EngineCache:
         log.warning("built engine %s in %.1f s (%.1f MB)", path.name, seconds,
                     len(payload) / 1e6)
         return payload, True
+
+    def discard(self, key: EngineKey) -> list[Path]:
+        """Delete the engine cached under exactly ``key`` and its verdict (``--force``);
+        other engines of the same model (other precision, GPU, ...) are kept."""
+        removed = []
+        path = self.path_for(key)
+        for q in (path, self._parity_path(path)):
+            if q.exists():
+                q.unlink()
+                removed.append(q)
+        return removed
 
     # -- timing cache --------------------------------------------------------------------
     def load_timing_cache(self, key: EngineKey) -> bytes:

@@ -48,11 +48,13 @@ if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is importe
     import tensorrt as trt  # noqa: F401
 
 __all__ = ["TensorRTRuntime", "import_tensorrt", "trt_major", "engine_key", "build_engine",
-           "build_serialized_engine", "profile_shapes", "gpu_identity", "TRT11"]
+           "build_serialized_engine", "profile_shapes", "gpu_identity", "gpu_sm_count",
+           "build_settings", "TRT11", "OPT_LEVEL"]
 
 log = logging.getLogger(__name__)
 
 TRT11 = 11  #: first major version without weak typing (FP16 builder flag removed)
+OPT_LEVEL = 3  #: builder optimization level (TensorRT's documented default), set explicitly
 _INSTALL_HINT = ("pip install 'hsi-edge[tensorrt]' (tensorrt>=10.3) on a desktop GPU; on "
                  "Jetson it comes with JetPack (apt install python3-libnvinfer, or use the "
                  "system Python)")
@@ -104,6 +106,26 @@ def gpu_identity(device: int = 0) -> tuple[str, str]:
     return dev.name(), f"{major}.{minor}"
 
 
+def gpu_sm_count(device: int = 0) -> int:
+    """Multiprocessor count of a CUDA device: every Jetson Orin reports the name "Orin" and
+    sm_87, but an engine tuned on a 16-SM AGX Orin is not the right plan for an 8-SM Orin Nano
+    (TensorRT warns that plans are not portable across device models)."""
+    cuda = _import_cuda()
+    return int(cuda.Device(device).get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))
+
+
+def build_settings(precision: str, *, workspace_mib: int, sm_count: int = 0) -> dict[str, Any]:
+    """What :func:`build_serialized_engine` sets on the builder, for the cache key.
+
+    TF32 is off for fp32 engines (TensorRT enables it by default on Ampere and newer, which
+    rounds fp32 matmul/conv inputs to a 10-bit significand; "fp32" then would not be fp32 and
+    the fp32 parity tolerance would fail), on (TensorRT's default) for fp16 builds.
+    """
+    return {"optimization_level": OPT_LEVEL, "hardware_compatibility": "none",
+            "tf32": precision != "fp32", "workspace_mib": int(workspace_mib),
+            "gpu_sm_count": int(sm_count)}
+
+
 def profile_shapes(card: ModelCard) -> tuple[tuple[str, tuple, tuple, tuple], ...]:
     """Optimization profile from the card: batch 1 at the card's resolution (min=opt=max)."""
     spec = card.input
@@ -122,10 +144,28 @@ def resolve_typing(major: int, strongly_typed: bool | None) -> str:
 
 
 def engine_key(card: ModelCard, *, onnx_path: Path, trt_version: str, gpu: tuple[str, str],
-               precision: str, typing: str) -> EngineKey:
+               precision: str, typing: str, build: dict[str, Any] | None = None) -> EngineKey:
     return EngineKey(model=card.name, onnx_sha256=sha256_file(onnx_path),
                      trt_version=trt_version, gpu_name=gpu[0], compute_capability=gpu[1],
-                     precision=precision, typing=typing, shapes=profile_shapes(card))
+                     precision=precision, typing=typing, shapes=profile_shapes(card),
+                     build=build or {})
+
+
+_LOGGERS: dict[int, Any] = {}
+
+
+def _logger(trt):
+    """The one process-wide logger for this ``tensorrt`` module, created on first use.
+
+    TensorRT keeps a single logger pointer while any Builder/Runtime exists and ignores a
+    different logger passed later (warning "The logger passed into createInferRuntime differs
+    from one already provided", NVIDIA/TensorRT#1475); a fresh Python logger per call would be
+    ignored and could be garbage-collected while TensorRT still calls the first one.
+    """
+    lg = _LOGGERS.get(id(trt))
+    if lg is None:
+        lg = _LOGGERS[id(trt)] = _make_logger(trt)
+    return lg
 
 
 def _make_logger(trt):
@@ -139,35 +179,67 @@ def _make_logger(trt):
             trt.ILogger.__init__(self)  # pybind11 trampolines need the explicit base init
 
         def log(self, severity, msg):
-            log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
+            try:  # called from C++ noexcept code: an escaping exception would abort
+                log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
+            except Exception:  # pragma: no cover - logging itself failed
+                pass
 
     return _Logger()
 
 
-def _make_progress(trt):
-    """A ``trt.IProgressMonitor`` that shows build phases as tqdm bars on stderr."""
+def _make_progress(trt, **tqdm_kw):
+    """A ``trt.IProgressMonitor`` that shows build phases as tqdm bars on stderr.
+
+    TensorRT may call it from several builder threads ("must be thread-safe"), from noexcept
+    C++ (a Python exception escaping would abort the process, so callbacks swallow them), and
+    it must outlive the build (the caller holds the reference and calls ``close()`` after).
+    ``step`` is 0-based (``[0, num_steps)``), so ``step + 1`` steps are done.
+    """
+    import threading
+
     from tqdm import tqdm
 
     class _Progress(trt.IProgressMonitor):
         def __init__(self):
-            trt.IProgressMonitor.__init__(self)
+            trt.IProgressMonitor.__init__(self)  # pybind11 trampolines need the base init
             self.bars: dict[str, Any] = {}
+            self._lock = threading.Lock()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            depth = len(self.bars)  # nested phases stack below their parents
-            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth,
-                                         leave=depth == 0, unit="step")
+            try:
+                with self._lock:
+                    depth = len(self.bars)  # nested phases stack below their parents
+                    self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name,
+                                                 position=depth, leave=depth == 0,
+                                                 unit="step", **tqdm_kw)
+            except Exception:  # pragma: no cover - a display problem must not abort a build
+                log.debug("progress: phase_start failed", exc_info=True)
 
         def step_complete(self, phase_name, step):
-            bar = self.bars.get(phase_name)
-            if bar is not None:
-                bar.update(step + 1 - bar.n)
+            try:
+                with self._lock:
+                    bar = self.bars.get(phase_name)
+                    if bar is not None:
+                        bar.update(max(0, step + 1 - bar.n))
+            except Exception:  # pragma: no cover
+                log.debug("progress: step_complete failed", exc_info=True)
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
-            bar = self.bars.pop(phase_name, None)
-            if bar is not None:
-                bar.close()
+            try:
+                with self._lock:
+                    bar = self.bars.pop(phase_name, None)
+                    if bar is not None:
+                        bar.close()
+            except Exception:  # pragma: no cover
+                log.debug("progress: phase_finish failed", exc_info=True)
+
+        def close(self):
+            """Close bars of phases TensorRT never finished (a failed build)."""
+            with self._lock:
+                for bar in self.bars.values():
+                    bar.close()
+                self.bars.clear()
 
     return _Progress()
 
@@ -197,6 +269,56 @@ def _parse_onnx(trt, network: "trt.INetworkDefinition", logger, onnx_path: Path)
                           + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
 
 
+def _profile_inputs(network: "trt.INetworkDefinition", shapes, onnx_name: str) -> list:
+    """Check the parsed network's inputs against the card's profile; return the dynamic ones.
+
+    ``IOptimizationProfile.set_shape`` is required for inputs with dynamic (-1) dimensions and
+    allowed for static ones only when min = opt = max = the static shape; a static input that
+    disagrees with the card, an input the card does not name, or a missing one is reported
+    here by name instead of as a ValueError or a failed build.
+    """
+    have = {}
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        have[t.name] = tuple(int(d) for d in t.shape)
+    want = {name: (tuple(lo), tuple(opt), tuple(hi)) for name, lo, opt, hi in shapes}
+    if set(have) != set(want):
+        raise EngineError(f"{onnx_name}: the model's inputs are {sorted(have)} but the model "
+                          f"card describes {sorted(want)}; card and model do not match")
+    dynamic = []
+    for name, (lo, opt, hi) in want.items():
+        real = have[name]
+        if len(real) != len(opt):
+            raise EngineError(f"{onnx_name}: input {name!r} has shape {real} in the model but "
+                              f"the card gives {opt}; card and model do not match")
+        for r, a, o, h in zip(real, lo, opt, hi):
+            if r >= 0 and not a == o == h == r:
+                raise EngineError(f"{onnx_name}: input {name!r} has static shape {real} in the "
+                                  f"model but the card gives {opt}; card and model do not match")
+        if any(r < 0 for r in real):
+            dynamic.append((name, lo, opt, hi))
+    return dynamic
+
+
+def _timing_cache(trt, config: "trt.IBuilderConfig", blob: bytes):
+    """Attach the stored timing cache, or a fresh one when it is unreadable or was made on
+    another device (``set_timing_cache(..., ignore_mismatch=False)`` returns False)."""
+    cache = None
+    if blob:
+        try:
+            cache = config.create_timing_cache(blob)
+        except Exception as exc:  # a corrupt blob: RuntimeError/TypeError from the binding
+            log.warning("timing cache unreadable (%s); starting an empty one", exc)
+        if cache is not None and not config.set_timing_cache(cache, False):
+            log.warning("timing cache was made on another device/version; starting an empty one")
+            cache = None
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+        if not config.set_timing_cache(cache, False):
+            raise EngineError("TensorRT rejected an empty timing cache")
+    return cache  # the caller keeps it alive until the build is done (TensorRT docs)
+
+
 def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typing: str,
                             workspace_bytes: int, timing_cache: bytes = b"",
                             progress: bool = True) -> tuple[bytes, bytes]:
@@ -207,23 +329,26 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
     trt : module
         The imported ``tensorrt`` module.
     shapes : sequence of (name, min, opt, max)
-        One optimization profile.
+        The card's input shapes; a profile is added for inputs with dynamic dimensions.
     precision : {"fp32", "fp16"}
     typing : {"weak", "strong"}
     workspace_bytes : int
         ``MemoryPoolType.WORKSPACE`` limit.
     timing_cache : bytes
         Earlier timing cache for this TensorRT/GPU (``b""``: start empty).
+
+    The settings made here are the ones :func:`build_settings` puts into the cache key.
     """
     major = trt_major(trt.__version__)
-    logger = _make_logger(trt)
+    logger = _logger(trt)
     builder = trt.Builder(logger)
-    flags = 0
+    flags = 0  # EXPLICIT_BATCH is deprecated and ignored in 10.x (always explicit batch)
     if typing == "strong" and major < TRT11:
         # 11.x networks are always strongly typed (the default of create_network).
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     _parse_onnx(trt, network, logger, onnx_path)
+    dynamic = _profile_inputs(network, shapes, onnx_path.name)
     if typing == "strong":
         graph = _graph_precision(trt, network)
         if graph != precision:
@@ -235,21 +360,31 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
                    "build from the fp32 ONNX or ask for precision fp16"))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    config.builder_optimization_level = OPT_LEVEL
+    if precision == "fp32":  # see build_settings: TF32 is on by default
+        config.clear_flag(trt.BuilderFlag.TF32)
     if typing == "weak" and major < TRT11:
         _apply_weak_precision_v10(trt, config, precision)
-    profile = builder.create_optimization_profile()
-    for name, lo, opt, hi in shapes:
-        profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: reject a foreign cache
-    if progress:
-        config.progress_monitor = _make_progress(trt)
-    plan = builder.build_serialized_network(network, config)
+    if dynamic:
+        profile = builder.create_optimization_profile()
+        for name, lo, opt, hi in dynamic:
+            profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+        if config.add_optimization_profile(profile) < 0:
+            raise EngineError(f"{onnx_path.name}: TensorRT rejected the optimization profile "
+                              f"{dynamic}")
+    cache = _timing_cache(trt, config, timing_cache)
+    monitor = _make_progress(trt) if progress else None
+    if monitor is not None:
+        config.progress_monitor = monitor  # `monitor` keeps it alive for the whole build
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if plan is None:
         raise EngineError(f"{onnx_path.name}: TensorRT {trt.__version__} failed to build the "
                           f"engine (see the TensorRT messages above; try --debug)")
-    new_cache = config.get_timing_cache().serialize()
+    new_cache = cache.serialize()
     return bytes(plan), bytes(new_cache)
 
 
@@ -257,8 +392,15 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
                  strongly_typed: bool | None = None, workspace_mib: int = 1024,
                  onnx_path: str | Path | None = None, device: int = 0, force: bool = False
                  ) -> tuple[EngineKey, bytes, bool]:
-    """Return ``(key, serialized engine, built)``, building (and caching) when needed."""
+    """Return ``(key, serialized engine, built)``, building (and caching) when needed.
+
+    The build runs in ``device``'s primary context (pushed here), so TensorRT's CUDA runtime
+    calls use the GPU the key names even when the caller (``hsi-edge engine build``) has no
+    context of its own.  ``force`` rebuilds this key's engine only.
+    """
     trt = import_tensorrt()
+    if precision not in ("fp16", "fp32"):
+        raise ConfigError(f"precision: expected fp16 or fp32, got {precision!r}")
     if workspace_mib < 16:
         raise ConfigError(f"workspace_mib: expected at least 16 MiB, got {workspace_mib}")
     onnx_file = Path(onnx_path) if onnx_path else card.onnx_path
@@ -266,9 +408,11 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
         raise EngineError(f"onnx_path: model file {onnx_file} not found")
     typing = resolve_typing(trt_major(trt.__version__), strongly_typed)
     key = engine_key(card, onnx_path=onnx_file, trt_version=trt.__version__,
-                     gpu=gpu_identity(device), precision=precision, typing=typing)
+                     gpu=gpu_identity(device), precision=precision, typing=typing,
+                     build=build_settings(precision, workspace_mib=workspace_mib,
+                                          sm_count=gpu_sm_count(device)))
     if force:
-        cache.clear(key.model)
+        cache.discard(key)
 
     def build() -> bytes:
         plan, timing = build_serialized_engine(
@@ -277,12 +421,23 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
         cache.save_timing_cache(key, timing)
         return plan
 
-    payload, built = cache.get_or_build(key, build)
+    ctx = _import_cuda().Device(device).retain_primary_context()
+    ctx.push()
+    try:
+        payload, built = cache.get_or_build(key, build)
+    finally:
+        ctx.pop()
+        ctx.detach()
     return key, payload, built
 
 
-def _dtype_name(trt, dt) -> str:
-    return np.dtype(trt.nptype(dt)).name
+def _dtype_name(trt, dt, tensor: str = "?") -> str:
+    try:
+        return np.dtype(trt.nptype(dt)).name
+    except TypeError:  # BF16, FP8, INT4, ... have no numpy type
+        raise EngineError(f"engine tensor {tensor!r} has TensorRT type {dt}, which has no numpy "
+                          f"equivalent; keep the model's inputs/outputs float32 or float16 "
+                          f"(convert-fp16 keeps them by default)") from None
 
 
 class TensorRTRuntime(Runtime):
@@ -331,8 +486,20 @@ class TensorRTRuntime(Runtime):
         self._io: dict[str, tuple[tuple[int, ...], str, bool]] = {}
         self._dev: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
+        self._pending = False  # enqueue() work not yet waited for (fetch_output/run do)
 
     # -- loading -------------------------------------------------------------------------
+    def load(self) -> "TensorRTRuntime":
+        """Load (build or reuse the engine, allocate buffers); on any failure release what was
+        acquired (primary-context reference, device and pinned buffers) before re-raising,
+        since ``with`` does not call ``close()`` when ``__enter__`` raises."""
+        try:
+            super().load()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
     def _do_load(self) -> None:
         trt = self._trt = import_tensorrt()
         cuda = self._cuda = _import_cuda()
@@ -356,20 +523,33 @@ class TensorRTRuntime(Runtime):
             self._ctx.pop()
 
     def _deserialize(self, trt, plan: bytes) -> None:
-        self._runtime = trt.Runtime(_make_logger(trt))
+        # The Runtime must outlive the engine and the engine the context: close() drops them
+        # in the reverse order.
+        self._runtime = trt.Runtime(_logger(trt))
         engine = self._engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise EngineError(f"TensorRT could not deserialize "
                               f"{self.cache.path_for(self.key)}; run 'hsi-edge engine clear' "
                               f"and rebuild")
-        self._context = engine.create_execution_context()
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            if is_input:
-                self._context.set_input_shape(name, profile_shapes(self.card)[0][2])
-            shape = tuple(self._context.get_tensor_shape(name))
-            self._io[name] = (shape, _dtype_name(trt, engine.get_tensor_dtype(name)), is_input)
+        ctx = self._context = engine.create_execution_context()
+        if ctx is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU "
+                              "memory?)")
+        opt = {name: tuple(o) for name, _, o, _ in profile_shapes(self.card)}
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        modes = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        for name in names:  # inputs first: output shapes follow from the input shapes
+            if modes[name] and any(int(d) < 0 for d in engine.get_tensor_shape(name)):
+                if name not in opt or not ctx.set_input_shape(name, opt[name]):
+                    raise EngineError(f"engine input {name!r}: cannot set shape "
+                                      f"{opt.get(name)} (card inputs: {sorted(opt)})")
+        for name in names:
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise EngineError(f"engine tensor {name!r} has unresolved shape {shape} "
+                                  f"(data-dependent output shapes are not supported)")
+            dtype = _dtype_name(trt, engine.get_tensor_dtype(name), name)
+            self._io[name] = (shape, dtype, modes[name])
 
     def _allocate(self, cuda) -> None:
         self._stream = cuda.Stream()
@@ -377,7 +557,9 @@ class TensorRTRuntime(Runtime):
             self._host[name] = cuda.pagelocked_empty(shape, dtype)
             self._dev[name] = cuda.mem_alloc(self._host[name].nbytes)
         register = getattr(self.backend, "set_logits_buffer", None)
-        if register is not None:  # the GPU post kernel reads the logits where TensorRT wrote
+        if register is not None and self.card.output.name in self._io:
+            # The GPU post kernel reads the logits where TensorRT wrote them.  (A missing
+            # output name is reported by load()'s check against the card.)
             shape, dtype, _ = self._io[self.card.output.name]
             register(int(self._dev[self.card.output.name]), shape, np.dtype(dtype))
 
@@ -421,6 +603,7 @@ class TensorRTRuntime(Runtime):
             ctx: "trt.IExecutionContext" = self._context
             if not ctx.execute_async_v3(int(self.backend.stream_handle)):
                 raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
+            self._pending = True
         finally:
             self._ctx.pop()
 
@@ -440,6 +623,7 @@ class TensorRTRuntime(Runtime):
                 stream = self._stream
             self._cuda.memcpy_dtoh_async(self._host[out], self._dev[out], stream)
             stream.synchronize()
+            self._pending = False
         finally:
             self._ctx.pop()
         return self._host[out].astype(np.float32)
@@ -448,6 +632,11 @@ class TensorRTRuntime(Runtime):
         cuda, inp, out = self._cuda, self.card.input.name, self.card.output.name
         self._ctx.push()
         try:
+            if self._pending:
+                # One execution context must not run on two streams at once: let an
+                # enqueue() on the backend's stream finish before reusing it on ours.
+                cuda.Context.synchronize()
+                self._pending = False
             np.copyto(self._host[inp], x)
             cuda.memcpy_htod_async(self._dev[inp], self._host[inp], self._stream)
             self._bind(int(self._dev[inp]))
@@ -468,7 +657,9 @@ class TensorRTRuntime(Runtime):
                     buf.free()
                 self._dev.clear()
                 self._host.clear()
+                self._io.clear()
                 self._context = self._engine = self._runtime = self._stream = None
+                self._pending = False
             finally:
                 self._ctx.pop()
                 self._ctx.detach()

@@ -49,6 +49,8 @@ class CountingBuilder:
     ("onnx_sha256", "b" * 64), ("trt_version", "10.3.0.31"), ("gpu_name", "NVIDIA H100"),
     ("compute_capability", "9.0"), ("precision", "fp32"), ("typing", "strong"),
     ("shapes", (("input", (1, 7, 8, 16), (1, 7, 8, 16), (1, 7, 8, 16)),)),
+    ("build", {"optimization_level": 4}), ("build", {"hardware_compatibility": "ampere+"}),
+    ("build", {"gpu_sm_count": 8}), ("build", {"tf32": False}),
 ])
 def test_every_key_field_changes_the_digest_and_file(tmp_path, field, value):
     a, b = make_key(), make_key(**{field: value})
@@ -259,3 +261,49 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "hsi-edge" / "engines"
     assert EngineCache().root == tmp_path / "xdg" / "hsi-edge" / "engines"
+
+
+def test_build_settings_are_order_free_and_json_round_trip(tmp_path):
+    a = make_key(build={"tf32": True, "gpu_sm_count": 16})
+    b = make_key(build=(("gpu_sm_count", 16), ("tf32", True)))
+    assert a == b and a.digest() == b.digest()
+    cache = EngineCache(tmp_path)
+    cache.store(a, b"plan")
+    header = cache.entries()[0].header
+    assert EngineKey.from_json(a.model, header["key"]) == a
+    with pytest.raises(ConfigError, match=r"build: setting 'x' must be str, int or bool, "
+                                          r"got \[1\]"):
+        make_key(build={"x": [1]})
+
+
+def test_engine_without_build_settings_in_its_header_is_rebuilt(tmp_path, caplog):
+    old, new = make_key(), make_key(build={"gpu_sm_count": 16})
+    cache = EngineCache(tmp_path)
+    # An engine written before the key had build settings lands under another file name;
+    # even forced under the new name its header key differs, so it is not loaded.
+    cache.store(old, b"old plan")
+    os.replace(cache.path_for(old), cache.path_for(new))
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(new) is None
+    assert "build: file {}, here {'gpu_sm_count': 16}" in caplog.text
+
+
+def test_timing_cache_scope_includes_gpu_build_properties_only():
+    base = make_key(build={"gpu_sm_count": 16, "tf32": True})
+    assert base.device_digest() == make_key(build={"gpu_sm_count": 16,
+                                                   "tf32": False}).device_digest()
+    assert base.device_digest() != make_key(build={"gpu_sm_count": 8}).device_digest()
+
+
+def test_discard_removes_only_that_key(tmp_path):
+    cache = EngineCache(tmp_path)
+    fp16, fp32 = make_key(), make_key(precision="fp32")
+    cache.store(fp16, b"a")
+    cache.store(fp32, b"b")
+    cache.record_parity(fp32, True, {})
+    cache.record_parity(fp16, True, {})
+    removed = cache.discard(fp16)
+    assert sorted(p.name for p in removed) == sorted(
+        [cache.path_for(fp16).name, cache.path_for(fp16).name + ".parity.json"])
+    assert cache.load(fp16) is None and cache.is_verified(fp32)
+    assert cache.discard(fp16) == []
