@@ -31,6 +31,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from calibration._checks import check_rho as _check_rho
+from calibration._checks import meta_number as _num
+from calibration._checks import meta_shape as _meta_shape
+from calibration._checks import meta_wavelengths as _wavelengths
 from calibration.references import DarkReference, WhiteReference
 from edge import __version__
 from edge.core.fileio import fsync_dir, sha256_file
@@ -124,7 +128,7 @@ class CalibrationRecord:
         masks = {"hot": dark.hot | (white_dark.hot if white_dark is not None else False),
                  "dead": white.dead, "overexposed": white.overexposed,
                  "underexposed": white.underexposed}
-        rho = np.asarray(rho_ref, dtype=np.float64)
+        rho = _check_rho(rho_ref, dark.mean.shape[2])
         return cls(dark=dark.mean, dark_std=dark.std, white=white.mean, white_std=white.std,
                    masks=masks, camera_serial=dark.serial, exposure_us=dark.exposure_us,
                    white_exposure_us=white.exposure_us, gain=dark.gain,
@@ -147,8 +151,14 @@ class CalibrationRecord:
             overexposed=self.masks["overexposed"])
 
     def check_compatible(self, camera_serial: str, shape: tuple[int, ...], exposure_us: float,
-                         gain: float, *, rtol: float = 1e-6) -> None:
-        """Raise CalibrationError naming every setting in which the camera differs."""
+                         gain: float, *, wavelengths: Any = None, rtol: float = 1e-6,
+                         wavelength_tol_nm: float = 0.01) -> None:
+        """Raise CalibrationError naming every setting in which the camera differs.
+
+        ``wavelengths`` (nm, optional) are compared band by band within
+        ``wavelength_tol_nm``: a record of another band set with the same band count would
+        otherwise calibrate every band against the wrong reference, silently.
+        """
         diffs = []
         if str(camera_serial) != self.camera_serial:
             diffs.append(f"camera serial {camera_serial!r} (record {self.camera_serial!r})")
@@ -158,6 +168,16 @@ class CalibrationRecord:
             diffs.append(f"exposure {exposure_us:g} µs (record {self.exposure_us:g} µs)")
         if not np.isclose(gain, self.gain, rtol=rtol, atol=0):
             diffs.append(f"gain {gain:g} (record {self.gain:g})")
+        if wavelengths is not None:
+            wl = np.asarray(wavelengths, dtype=np.float64)
+            if wl.shape != self.wavelengths.shape:
+                if tuple(int(n) for n in shape) == self.shape:  # not already said by shape
+                    diffs.append(f"{wl.size} wavelengths (record {self.wavelengths.size})")
+            elif not np.allclose(wl, self.wavelengths, rtol=0, atol=wavelength_tol_nm):
+                i = int(np.argmax(np.abs(wl - self.wavelengths)))
+                diffs.append(f"wavelengths {wl[0]:g}-{wl[-1]:g} nm (record "
+                             f"{self.wavelengths[0]:g}-{self.wavelengths[-1]:g} nm; band {i}: "
+                             f"{wl[i]:g} vs {self.wavelengths[i]:g} nm)")
         if diffs:
             where = f" {self.path}" if self.path else ""
             raise CalibrationError(
@@ -179,14 +199,19 @@ class CalibrationRecord:
         return {k: int(np.count_nonzero(v)) for k, v in self.masks.items()}
 
     # -- disk -----------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the record atomically into ``directory``; returns its path.
+    @staticmethod
+    def check_target(directory: str | os.PathLike, *, overwrite: bool = False,
+                     overwrite_hint: str = "overwrite=True") -> bool:
+        """Check that a record can be saved to ``directory``; True if it holds files.
+
+        Call it before capturing references (capping the lens, placing the tile) so a
+        capture is never wasted on a folder it cannot be saved to.
 
         Raises
         ------
         CalibrationError
-            If ``directory`` already holds something and ``overwrite`` is False (the existing
-            record is then untouched), or it is a file.
+            ``directory`` is a file, holds files and ``overwrite`` is False, or its parent
+            cannot be written (read-only, permissions).
         """
         target = Path(directory)
         if target.exists() and not target.is_dir():
@@ -197,9 +222,35 @@ class CalibrationRecord:
                     else "other files")
             raise CalibrationError(
                 f"{target}: already holds {what}; choose a new directory or pass "
-                "overwrite=True (the old one is kept as a timestamped backup)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+                f"{overwrite_hint} (the old one is kept as a timestamped backup)")
+        parent = target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            # os.access lies for root and on read-only mounts; creating a file does not.
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise CalibrationError(
+                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
+        return occupied
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the record atomically into ``directory``; returns its path.
+
+        Raises
+        ------
+        CalibrationError
+            If ``directory`` already holds something and ``overwrite`` is False (the existing
+            record is then untouched), or it is a file.
+        """
+        target = Path(directory)
+        occupied = self.check_target(target, overwrite=overwrite)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        except OSError as exc:
+            raise CalibrationError(
+                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
         try:
             self._write_into(tmp)
             if occupied:
@@ -210,6 +261,12 @@ class CalibrationRecord:
             elif target.is_dir():
                 target.rmdir()  # empty directory: nothing to keep
             os.rename(tmp, target)
+        except OSError as exc:
+            # Disk full or read-only: the old record (if any) is untouched or already in its
+            # backup, the half-written one is removed.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CalibrationError(
+                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -258,14 +315,29 @@ class CalibrationRecord:
             raise CalibrationError(f"{d}: not a calibration record ({RECORD_FILE} missing)")
         try:
             meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise CalibrationError(f"{meta_path}: cannot read record metadata: {exc}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise CalibrationError(f"{meta_path}: cannot read record metadata: not valid YAML{where}: "
+                                   f"{problem}") from None
         if not isinstance(meta, dict):
             raise CalibrationError(f"{meta_path}: expected a mapping of metadata keys")
         missing = [k for k in _REQUIRED if k not in meta]
         if missing:
             raise CalibrationError(f"{meta_path}: missing key(s) {', '.join(missing)}")
         files = meta["files"]
+        if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in files.items())):
+            raise CalibrationError(f"{meta_path}: 'files': expected a mapping of file name to "
+                                   f"sha256, got {files!r}"[:300])
+        for name in files:
+            if Path(name).name != name or name.startswith("."):
+                # a checksummed name must stay inside the record folder
+                raise CalibrationError(f"{meta_path}: 'files': {name!r} is not a file name "
+                                       "inside the record")
         for name in ("dark.npz", "white.npz", "masks.npz"):
             if name not in files:
                 raise CalibrationError(f"{meta_path}: 'files' does not list {name}")
@@ -284,26 +356,41 @@ class CalibrationRecord:
                     data[name] = {k: npz[k] for k in npz.files}
             except Exception as exc:  # zip/format errors of every kind
                 raise CalibrationError(f"{path}: cannot read calibration arrays: {exc}") from exc
-        shape = tuple(int(n) for n in meta["shape"])
+        shape = _meta_shape(meta_path, meta["shape"])
         wd = data.get("white_dark.npz")
         try:
             rec = cls(dark=data["dark.npz"]["mean"], dark_std=data["dark.npz"]["std"],
                       white=data["white.npz"]["mean"], white_std=data["white.npz"]["std"],
                       masks={k: data["masks.npz"][k].astype(bool) for k in MASK_NAMES},
                       camera_serial=str(meta["camera_serial"]),
-                      exposure_us=float(meta["exposure_us"]),
-                      white_exposure_us=float(meta["white_exposure_us"]),
-                      gain=float(meta["gain"]), bit_depth=int(meta["bit_depth"]),
-                      wavelengths=np.asarray(meta["wavelengths"], np.float64),
+                      exposure_us=_num(meta_path, meta, "exposure_us"),
+                      white_exposure_us=_num(meta_path, meta, "white_exposure_us"),
+                      gain=_num(meta_path, meta, "gain"),
+                      bit_depth=int(_num(meta_path, meta, "bit_depth", int)),
+                      wavelengths=_wavelengths(meta_path, meta["wavelengths"]),
                       white_dark=None if wd is None else wd["mean"],
                       white_dark_std=None if wd is None else wd["std"],
                       rho_ref=meta["rho_ref"], temperature_c=meta.get("temperature_c"),
                       created=str(meta["created"]),
                       software_version=str(meta.get("software_version", "unknown")),
-                      n_dark=int(meta.get("n_dark", 0)), n_white=int(meta.get("n_white", 0)),
+                      n_dark=int(_num(meta_path, meta, "n_dark", int, 0)),
+                      n_white=int(_num(meta_path, meta, "n_white", int, 0)),
                       path=d)
         except KeyError as exc:
             raise CalibrationError(f"{d}: calibration array {exc} missing") from exc
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"{meta_path}: bad metadata value: {exc}") from exc
+        for key in ("exposure_us", "white_exposure_us", "gain"):
+            value = getattr(rec, key)
+            if not (np.isfinite(value) and value > 0):
+                raise CalibrationError(f"{meta_path}: {key}: expected a number > 0, got {value!r}")
+        if not 1 <= rec.bit_depth <= 16:
+            raise CalibrationError(
+                f"{meta_path}: bit_depth: expected an integer 1-16, got {rec.bit_depth}")
+        try:
+            _check_rho(rec.rho_ref, shape[2])
+        except CalibrationError as exc:
+            raise CalibrationError(f"{meta_path}: {exc}") from None
         for name, arr in (("dark", rec.dark), ("white", rec.white), ("white_dark", rec.white_dark)):
             if arr is not None and arr.shape != shape:
                 raise CalibrationError(
@@ -312,8 +399,9 @@ class CalibrationRecord:
             if m.shape != shape[:2]:
                 raise CalibrationError(f"{d}: mask {name} has shape {m.shape}, expected "
                                        f"{shape[:2]}")
-        if rec.wavelengths.shape != (shape[2],):
+        if rec.wavelengths.shape != (shape[2],) or not np.all(np.isfinite(rec.wavelengths)):
             raise CalibrationError(
-                f"{meta_path}: wavelengths has {rec.wavelengths.size} values, shape says "
-                f"{shape[2]} bands")
+                f"{meta_path}: wavelengths: expected {shape[2]} finite values (one per band), "
+                f"got {rec.wavelengths.size}")
         return rec
+

@@ -17,7 +17,8 @@ saying the recording ended, unless ``loop=True``.
 Metadata: taken from the recording (NPZ ``meta`` or the recorder's JSON sidecar) when present,
 else from the camera settings.  ``timestamp_ns`` is the replay time (``time.monotonic_ns()`` at
 the trigger) so end-to-end latency is measured on this machine, unless
-``original_timestamps=True``.  Frames with NaN/inf are passed on with ``"nonfinite"`` in
+``original_timestamps=True``; with ``fps`` set, a trigger that comes before the frame's slot
+counts from the slot (the pacing wait is not latency).  Frames with NaN/inf are passed on with ``"nonfinite"`` in
 ``frame.flags``; the count is logged and kept in :attr:`ReplayCamera.last_nonfinite_count`.
 """
 
@@ -147,6 +148,7 @@ class ReplayCamera(Camera):
         self._pos = 0
         self._pass = 0
         self._max_id = -1
+        self._min_id: int | None = None
         self._id_period = 0
         self._pending: collections.deque[int] = collections.deque()
         self._next_due = 0.0
@@ -219,7 +221,11 @@ class ReplayCamera(Camera):
                     f"({self.path}); pass loop=True to repeat it")
             self._pos = 0
             self._pass += 1
-            self._id_period = max(self._id_period, self._max_id + 1, len(self._seq))
+            # The next pass continues right after the last recorded id (ids 16..18 ->
+            # 19..21): a wrap is not a missed trigger.  Gaps inside the recording stay gaps.
+            span = self._max_id - self._min_id + 1 if self._min_id is not None else 0
+            self._id_period = max(self._id_period, span, len(self._seq))
+        due_ns = 0
         if self.fps is not None:
             if self._next_due > deadline:
                 _sleep_until(deadline)
@@ -227,8 +233,12 @@ class ReplayCamera(Camera):
                     f"replay: next frame due in {self._next_due - time.monotonic():.3f} s at "
                     f"{self.fps:g} fps, after the read timeout")
             _sleep_until(self._next_due)
+            due_ns = int(self._next_due * 1e9)
             self._next_due = max(self._next_due + 1.0 / self.fps, time.monotonic())
         stamp = self._pending.popleft() if self._pending else time.monotonic_ns()
+        # A trigger that came before the frame's slot fires when the slot opens: the wait for
+        # the pace is not latency of the pipeline (end-to-end is measured from this stamp).
+        stamp = max(stamp, due_ns)
         frame = self._build_frame(self._pos, stamp)
         self._pos += 1
         return frame
@@ -261,6 +271,9 @@ class ReplayCamera(Camera):
             meta_in["timestamp_ns"] = stamp_ns
         if "frame_id" in meta_in:
             self._max_id = max(self._max_id, int(meta_in["frame_id"]))
+            if self._pass == 0:
+                fid0 = int(meta_in["frame_id"])
+                self._min_id = fid0 if self._min_id is None else min(self._min_id, fid0)
             meta_in["frame_id"] = int(meta_in["frame_id"]) + self._pass * self._id_period
         else:
             meta_in["frame_id"] = index + self._pass * max(self._id_period, len(self._seq))

@@ -32,6 +32,9 @@ ENVI_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 3: np.dtype(np.int3
 _CODE_OF = {v: k for k, v in ENVI_DTYPES.items()}
 _INTERLEAVES = ("bsq", "bil", "bip")
 _DATA_SUFFIXES = ("", ".img", ".raw", ".dat", ".bsq", ".bil", ".bip")
+# Keys that decide how the bytes are read: a duplicate with another value is an error
+_CORE_KEYS = {"samples", "lines", "bands", "header offset", "byte order", "data type",
+              "interleave", "wavelength", "wavelength units"}
 _UM_UNITS = {"micrometers", "micrometer", "microns", "micron", "um", "µm"}
 _NM_UNITS = {"nanometers", "nanometer", "nm"}
 
@@ -54,7 +57,8 @@ def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig: headers saved by Windows editors start with a byte-order mark
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise DataFormatError(f"{path}: cannot read ENVI header: {exc.strerror}") from exc
     if not text.lstrip().startswith("ENVI"):
@@ -68,6 +72,10 @@ def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
             if not value.endswith("}"):
                 raise DataFormatError(f"{path}: ENVI key {key!r}: '{{' without closing '}}'")
             value = value[1:-1].strip()
+        if key in _CORE_KEYS and key in raw and raw[key] != value:
+            # which one a reader uses differs between tools: refuse rather than guess
+            raise DataFormatError(f"{path}: ENVI key {key!r} appears twice with different "
+                                  f"values ({raw[key]!r} and {value!r})"[:300])
         raw[key] = value
     if "{" in re.sub(r"\{[^}]*\}", "", body):
         raise DataFormatError(f"{path}: ENVI header has a '{{' without closing '}}'")

@@ -19,7 +19,7 @@ from typing import Sequence
 from edge import __version__
 from edge.errors import HsiEdgeError
 
-__all__ = ["main", "SUBCOMMANDS"]
+__all__ = ["main", "SUBCOMMANDS", "one_line"]
 
 #: Subcommand modules under ``edge.cli`` (imported lazily; a module whose optional
 #: dependency is missing still registers and reports that when run).
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HsiEdgeError as exc:
         if args.debug:
             raise
-        print(f"hsi-edge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hsi-edge {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"hsi-edge {args.command}: interrupted", file=sys.stderr)
@@ -81,6 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        # The environment, not the input: disk full, read-only file system, a folder that
+        # vanished.  One line naming the file; --debug shows where it happened.
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hsi-edge {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (multi-line texts, e.g. from YAML parsers, joined by '; ')."""
+    lines = [part.strip() for part in message.splitlines() if part.strip()]
+    return "; ".join(lines)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

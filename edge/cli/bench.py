@@ -9,7 +9,6 @@ packed input, six maps and the flags written once), and the model against the ch
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
@@ -92,6 +91,8 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json_path:
+        _check_json_path(args.json_path)  # before minutes of measuring, not after
     f = measure(args.preset, args.backend, args.repeat, args.model)
     print(f"machine: {f['machine']['cpu']}, Python {f['machine']['python']}; "
           f"{f['preset']} frame {tuple(f['shape'])}, backend {f['backend']}")
@@ -101,6 +102,26 @@ def run(args: argparse.Namespace) -> int:
     if "model_ms" in f:
         print(f"model {f['model']:<15} {f['model_ms']:8.1f} ms   = {f['model_vs_chain']:.2f}x chain")
     if args.json_path:
-        with open(args.json_path, "w") as fh:
-            json.dump(f, fh, indent=2)
+        from edge.pipeline.app import write_json
+        write_json(args.json_path, f)
     return 0
+
+
+def _check_json_path(path: str) -> None:
+    """Raise ConfigError unless ``path`` names a file that can be created or replaced."""
+    import tempfile
+    from pathlib import Path
+
+    from edge.errors import ConfigError
+
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--json: {path!r} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--json: folder {str(target.parent)!r} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--json: cannot write to {str(target.parent)!r}: "
+                          f"{exc.strerror or exc}") from exc

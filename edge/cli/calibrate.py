@@ -61,9 +61,20 @@ def _capture(args: argparse.Namespace) -> int:
         raise BackendUnavailable(
             "calibrate capture: drivers.simulated.SimulatedCamera is not available in this "
             "installation") from exc
+    import math
+
     from calibration.records import CalibrationRecord
     from calibration.references import capture_dark, capture_white
+    from edge.errors import ConfigError
 
+    # Everything that can be checked is checked before the lens is capped and the tile placed.
+    if not (math.isfinite(args.rho_ref) and 0 < args.rho_ref <= 1):
+        raise ConfigError(f"--rho-ref: expected the white tile's reflectance in (0, 1], got "
+                          f"{args.rho_ref:g}")
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"--frames: expected an integer >= 1, got {args.frames}")
+    CalibrationRecord.check_target(args.out, overwrite=args.overwrite,
+                                   overwrite_hint="--overwrite")
     kwargs = {"preset": args.preset}
     if args.rows is not None:
         kwargs["rows"] = args.rows

@@ -7,7 +7,7 @@ Output in ``--out DIR`` (a recording that ``hsi-edge run`` can replay, see the R
   counts (rows, cols, bands), ``wavelengths``, ``meta``) with the ground truth as
   ``truth_classes`` (uint8), ``truth_sto2``, ``truth_blood_volume`` (float32, NaN off tissue)
   and ``truth_reflectance`` (float32 noise-free reflectance); ``recording.json`` manifest.
-- ``frame_000000.png`` ... : sRGB preview of the ground-truth reflectance
+- ``frame_000000.png`` ... : sRGB preview (named like the frame file it shows) of the ground-truth reflectance
   (:func:`edge.physics.cube_to_rgb`, a true-colour rendering from the spectra).
 - ``calibration/``: a calibration record (dark with the lens capped, white tile) captured
   through the same camera, so raw frames can be calibrated when replayed.
@@ -19,12 +19,13 @@ stderr.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 import time
-from pathlib import Path
 
 
+from edge.core.fileio import atomic_write_bytes
 from edge.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -66,15 +67,22 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration_frames < 1:
         raise ConfigError(f"--calibration-frames: expected an integer >= 1, got "
                           f"{args.calibration_frames}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {str(out)!r} exists and is not a directory")
     from calibration.records import CalibrationRecord
     from calibration.references import capture_dark, capture_white
     from drivers.recorder import Recorder
+    from edge.pipeline.app import prepare_out_dir
 
+    out = prepare_out_dir(args.out)
+    # Before the recorder removes an old recording (--overwrite): the calibration record
+    # beside it must be savable too, or the run would end with frames and no calibration.
+    CalibrationRecord.check_target(out / "calibration", overwrite=args.overwrite,
+                                   overwrite_hint="--overwrite")
     cam = SimulatedCamera(args.preset, rows=args.rows, cols=args.cols, seed=args.seed)
     with cam, Recorder(out, "npz", overwrite=args.overwrite) as recorder:
+        if args.overwrite:
+            # previews of the replaced recording would otherwise stay beside the new frames
+            for old in out.glob("frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                old.unlink()
         cam.configure(exposure_us=args.exposure_us, gain=args.gain, trigger_mode="software")
         cam.target = "dark"
         dark = capture_dark(cam, args.calibration_frames)
@@ -96,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
                 first_s = dt
             # dark/white means are in the calibration record, not repeated in every frame
             truth = {k: v for k, v in (frame.truth or {}).items() if k not in ("dark", "white")}
+            index = recorder.count  # the preview is named like its frame file
             recorder.write(frame.replace(truth=truth))
             if not args.no_preview:
                 from PIL import Image
+                buf = io.BytesIO()
                 Image.fromarray(cube_to_rgb(truth["reflectance"], frame.wavelengths)).save(
-                    out / f"frame_{frame.meta.frame_id:06d}.png")
+                    buf, format="PNG")
+                atomic_write_bytes(out / f"frame_{index:06d}.png", buf.getvalue())
         total_s = time.perf_counter() - t_start
     n = args.frames
     rows, cols, bands = cam.shape

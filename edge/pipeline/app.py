@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,15 @@ from typing import Any
 import numpy as np
 
 from edge import __version__
-from edge.errors import BackendUnavailable, CalibrationError, ConfigError
+from edge.core.fileio import atomic_write_bytes
+from edge.errors import BackendUnavailable, CalibrationError, ConfigError, HsiEdgeError
 from edge.pipeline.config import AppConfig
 from edge.pipeline.runner import Pipeline, RunResult
 from edge.pipeline.sinks import NpzSink, NullSink, PngSink, Sink
 from edge.pipeline.stages import ChainStage, InferStage, PostStage, Stage
 
 __all__ = ["build_camera", "obtain_flatfield", "make_backend", "resolve_model_card", "run_job",
-           "JobResult", "cuda_available"]
+           "JobResult", "cuda_available", "prepare_out_dir", "write_json", "json_safe"]
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +96,18 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
     """
     from calibration.records import CalibrationRecord
 
+    cal = cfg.calibration
     frame_is_raw = getattr(camera, "dtype", np.dtype(np.uint16)) == np.uint16
     if not frame_is_raw:
+        if cal.record:
+            # Said, not silent: the user asked for a record that will not be applied.
+            log.warning("calibration.record %s is not applied: the recording holds calibrated "
+                        "reflectance (%s), not raw counts", cal.record, camera.dtype)
         return None
-    cal = cfg.calibration
     if cal.record:
         record = CalibrationRecord.load(cal.record)
-        record.check_compatible(camera.serial, camera.shape, camera.exposure_us, camera.gain)
+        record.check_compatible(camera.serial, camera.shape, camera.exposure_us, camera.gain,
+                                wavelengths=camera.wavelengths)
         return record.flatfield()
     if not hasattr(camera, "target"):
         raise CalibrationError(
@@ -212,9 +219,8 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
     """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set."""
     backend = backend or cfg.processing.backend
     runtime = runtime or cfg.model.runtime
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    # Checked before any device moves: a run must not end with nowhere to put its results.
+    out_dir = prepare_out_dir(out) if out is not None else None
     with contextlib.ExitStack() as stack:
         camera, bench = build_camera(cfg, stack)
         flatfield = obtain_flatfield(cfg, camera, progress=progress)
@@ -278,13 +284,63 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                   "cpus": os.cpu_count()},
             version=__version__)
     if out_dir is not None:
-        tmp = out_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
-        os.replace(tmp, out_dir / "metrics.json")
+        write_json(out_dir / "metrics.json", metrics)
     return JobResult(result, metrics)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+def prepare_out_dir(out: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output folder and prove it is writable; returns its path.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` is a file, cannot be created, or cannot be written (read-only file system,
+        permissions, disk full), naming the option and the folder.
+    """
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{option}: {str(out_dir)!r} exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # os.access lies for root and on read-only mounts; a real file creation does not.
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write to {str(out_dir)!r}: "
+                          f"{exc.strerror or exc}") from exc
+    return out_dir
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats replaced by None and numpy scalars/arrays made Python.
+
+    ``json.dumps`` would otherwise write the bare tokens ``NaN``/``Infinity``, which are not
+    JSON (RFC 8259) and break strict readers; a figure that does not exist (no samples, no
+    frames) is ``null``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike, doc: Any) -> None:
+    """Write ``doc`` as strict JSON (non-finite numbers as null), atomically.
+
+    Raises
+    ------
+    HsiEdgeError
+        The file cannot be written (names the file and the reason).
+    """
+    text = json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
+    try:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise HsiEdgeError(f"{path}: cannot write: {exc.strerror or exc}") from exc

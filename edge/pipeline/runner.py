@@ -8,24 +8,32 @@ Drop policy (stated, never silent):
 
 ``"newest"``
     For live display: when the queue is full the oldest waiting frame is discarded so the
-    newest one is shown next; every discard is counted in ``frames_dropped``.
+    newest one is shown next; every discard is counted in ``frames_dropped``, and so are
+    frames still queued when the run is interrupted.  Frames the producer read ahead beyond
+    the requested count at a normal end were never asked for and are not counted.
 ``"block"``
     For recordings and benchmarks: acquisition waits for room; nothing is dropped.
 
 A gap in the camera's frame ids (a missed trigger) is counted in ``frames_missed``.
 Shutdown is clean on Ctrl-C/SIGTERM (the CLI turns SIGTERM into KeyboardInterrupt): the
 acquisition thread is stopped and joined, the camera, stages and sinks are closed, and the
-metrics of the frames processed so far are returned.
+metrics of the frames processed so far are returned.  While the run shuts down (at most the
+read timeout plus 2 s) a further Ctrl-C/SIGTERM is held and logged instead of aborting the
+shutdown, so pressing Ctrl-C twice does not lose the results.  An error of the acquisition
+thread after the run was told to stop (e.g. a read cut short by the shutdown) is logged, not
+raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from edge.core.frame import Frame
 from edge.errors import DeviceError, DeviceTimeout, HsiEdgeError
@@ -123,6 +131,8 @@ class Pipeline:
                         state["end_of_stream"] = True
                         break
                     raise
+                if stop.is_set():
+                    break  # read finished after the run ended: not delivered, not counted
                 state["acquire_ns"].append(time.monotonic_ns() - t0)
                 fid = frame.meta.frame_id
                 if last_id is not None and fid > last_id + 1:
@@ -132,7 +142,12 @@ class Pipeline:
                 state["produced"] = produced
                 self._put(q, frame, stop, state)
         except BaseException as exc:  # handed to the processing thread
-            state["error"] = exc
+            if stop.is_set():
+                # The run is already over (frames reached, error or Ctrl-C in the processing
+                # thread); a read cut short by the shutdown is not the run's failure.
+                log.debug("acquisition error after stop ignored: %s", exc)
+            else:
+                state["error"] = exc
         finally:
             self._put(q, _END, stop, state, final=True)
 
@@ -146,11 +161,17 @@ class Pipeline:
                 # The end marker never displaces a frame in "block" mode: it waits for room.
                 if self.drop_policy == "newest" or (final and stop.is_set()):
                     try:
-                        q.get_nowait()  # counted: dropped = delivered - processed
+                        old = q.get_nowait()
                     except queue.Empty:
-                        pass
+                        continue
+                    if old is not _END:
+                        # a discard by the policy while running; one at shutdown is a frame
+                        # left over (counted as dropped only if the run was interrupted)
+                        state["leftover" if stop.is_set() else "dropped"] += 1
                     continue
                 if stop.is_set():
+                    if not final:
+                        state["leftover"] += 1  # a delivered frame that found no room
                     return
                 time.sleep(0.001)
 
@@ -174,6 +195,7 @@ class Pipeline:
         e2e: list[int] = []
         result = RunResult()
         state: dict[str, Any] = {"produced": 0, "missed": 0, "acquire_ns": [], "error": None,
+                                 "dropped": 0, "leftover": 0,
                                  "end_of_stream": False}
         q: queue.Queue = queue.Queue(maxsize=self.queue_size)
         stop = threading.Event()
@@ -189,12 +211,15 @@ class Pipeline:
                                   name="hsi-edge-acquire", daemon=True)
         t_start = time.monotonic_ns()
         worker.start()
+        in_process = 0  # 1 while a frame is inside the stages (lost if Ctrl-C hits there)
         try:
             while frames is None or result.frames_processed < frames:
                 item = q.get()
                 if item is _END:
                     break
+                in_process = 1
                 frame = self._process(item, stats)
+                in_process = 0
                 e2e.append(time.monotonic_ns() - frame.meta.timestamp_ns)
                 result.frames_processed += 1
                 result.frames_flagged += bool(frame.flags)
@@ -205,21 +230,33 @@ class Pipeline:
             result.interrupted = True
             log.warning("interrupted: stopping after %d frames", result.frames_processed)
         finally:
-            stop.set()
-            self._drain(q)
-            worker.join(timeout=self.read_timeout_s + 2.0)
-            result.wall_s = (time.monotonic_ns() - t_start) / 1e9
-            if bar is not None:
-                bar.close()
-            try:
-                self.camera.disarm()
-            except DeviceError as exc:
-                log.warning("camera disarm failed during shutdown: %s", exc)
+            with _interrupts_held(self.read_timeout_s + 2.0) as held:
+                stop.set()
+                leftover = self._drain(q) + in_process
+                worker.join(timeout=self.read_timeout_s + 2.0)
+                leftover += self._drain(q)  # what the producer put while it stopped
+                if worker.is_alive():
+                    log.warning("acquisition thread still in camera.read() %.1f s after stop; "
+                                "the camera driver does not honour its read timeout",
+                                self.read_timeout_s + 2.0)
+                result.wall_s = (time.monotonic_ns() - t_start) / 1e9
+                if bar is not None:
+                    bar.close()
+                try:
+                    self.camera.disarm()
+                except DeviceError as exc:
+                    log.warning("camera disarm failed during shutdown: %s", exc)
+            if held:
+                result.interrupted = True
         if state["error"] is not None and not result.interrupted:
             raise state["error"]
-        # Every frame the camera delivered that was not processed counts as dropped (queue
-        # overflow in "newest" mode, or frames still queued at Ctrl-C).
-        result.frames_dropped = state["produced"] - result.frames_processed
+        # Discards by the "newest" policy, plus (after Ctrl-C) frames still queued: delivered
+        # while the run was live and never shown.  At a normal end, frames read ahead beyond
+        # the requested count were not asked for.
+        leftover += state["leftover"]
+        result.frames_dropped = state["dropped"] + (leftover if result.interrupted else 0)
+        if leftover and not result.interrupted:
+            log.debug("%d frame(s) read ahead beyond the requested count discarded", leftover)
         result.frames_missed = state["missed"]
         result.end_of_stream = state["end_of_stream"]
         if result.end_of_stream and frames is not None and result.frames_processed < frames:
@@ -244,12 +281,15 @@ class Pipeline:
         return frame
 
     @staticmethod
-    def _drain(q: queue.Queue) -> None:
+    def _drain(q: queue.Queue) -> int:
+        """Empty the queue; returns the number of frames (not end markers) removed."""
+        frames = 0
         while True:
             try:
-                q.get_nowait()
+                item = q.get_nowait()
             except queue.Empty:
-                return
+                return frames
+            frames += item is not _END
 
     def close(self) -> None:
         """Close stages and sinks (idempotent); the caller closes the camera."""
@@ -257,3 +297,36 @@ class Pipeline:
             stage.close()
         for sink in self.sinks:
             sink.close()
+
+
+@contextlib.contextmanager
+def _interrupts_held(max_s: float) -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM for the duration of the block (main thread only).
+
+    Yields the list of signals received meanwhile; the previous handlers are restored after.
+    Outside the main thread (where handlers cannot be set) it does nothing.
+    """
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+        log.warning("already stopping: waiting for the camera to stop (at most %.0f s)", max_s)
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        sig = getattr(signal, name, None)
+        # None: a handler installed outside Python, which could not be put back afterwards
+        if sig is None or signal.getsignal(sig) is None:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, hold)
+        except (ValueError, OSError):  # pragma: no cover - exotic embedding
+            pass
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

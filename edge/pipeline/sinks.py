@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.core.fileio import atomic_write_bytes
 from edge.core.frame import Frame
+from edge.errors import HsiEdgeError
 
 __all__ = ["Sink", "NullSink", "PngSink", "NpzSink"]
 
@@ -58,7 +59,14 @@ class _EveryN(Sink):
         due = self._seen % self.every == 0
         self._seen += 1
         if due:
-            self._write(frame)
+            try:
+                self._write(frame)
+            except OSError as exc:
+                # Disk full, read-only or vanished folder: one clear line, the run stops
+                # cleanly (atomic writes leave no partial file behind).
+                raise HsiEdgeError(
+                    f"{self.name} sink: cannot write frame {frame.meta.frame_id} to "
+                    f"{self.out}: {exc.strerror or exc}") from exc
 
     def _write(self, frame: Frame) -> None:  # pragma: no cover - interface
         raise NotImplementedError

@@ -171,3 +171,37 @@ def test_cli_capture(tmp_path, capsys):
     assert "already holds a calibration record" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
     assert len(list(tmp_path.glob("cal.backup-*"))) == 1
+
+
+def test_wavelengths_must_match_the_camera(record):
+    wl = record.wavelengths
+    record.check_compatible("BENCH-1", (8, 9, 5), 1000.0, 1.0, wavelengths=wl + 0.001)
+    with pytest.raises(CalibrationError, match=r"wavelengths 510-910 nm \(record 500-900 nm; "
+                                               r"band 0: 510 vs 500 nm\)"):
+        record.check_compatible("BENCH-1", (8, 9, 5), 1000.0, 1.0, wavelengths=wl + 10)
+    with pytest.raises(CalibrationError, match=r"4 wavelengths \(record 5\)"):
+        record.check_compatible("BENCH-1", (8, 9, 5), 1000.0, 1.0, wavelengths=wl[:4])
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.5, float("nan"), [0.9, 0.9]])
+def test_bad_rho_ref_is_refused_before_saving(refs, rho):
+    with pytest.raises(CalibrationError, match=r"rho_ref: expected the white tile's "
+                                               r"reflectance in \(0, 1\], one value or one per "
+                                               r"band \(5\)"):
+        CalibrationRecord.from_references(*refs, rho_ref=rho)
+
+
+def test_unwritable_target_is_a_calibration_error(tmp_path, record):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CalibrationError, match=r"file/cal: cannot write calibration record"):
+        record.save(tmp_path / "file" / "cal")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_record_files_must_stay_inside_the_record(tmp_path, record):
+    path = record.save(tmp_path / "cal")
+    meta = yaml.safe_load((path / "record.yaml").read_text())
+    meta["files"]["../elsewhere.npz"] = "0" * 64
+    (path / "record.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(CalibrationError, match=r"'files': '../elsewhere.npz' is not a file name"):
+        CalibrationRecord.load(path)

@@ -57,7 +57,8 @@ def test_free_run_loop_continues_frame_ids(tmp_path):
     cam.configure(trigger_mode="free_run")
     cam.arm()
     ids = [cam.read().meta.frame_id for _ in range(5)]
-    assert ids == [10, 11, 22, 23, 34]  # period = max id + 1 = 12, strictly increasing
+    # the next pass continues after the last id: a wrap is not a gap (no false frames_missed)
+    assert ids == [10, 11, 12, 13, 14]
 
 
 def test_fps_paces_frames(tmp_path):
@@ -196,3 +197,30 @@ def test_wavelength_change_mid_recording(tmp_path):
     cam.grab()
     with pytest.raises(DataFormatError, match="frame 1 has other wavelengths than the first frame"):
         cam.grab()
+
+
+def test_paced_frame_is_stamped_when_its_slot_opens(tmp_path):
+    """End-to-end latency is measured from the trigger stamp: with fps set, a trigger issued
+    before the frame's slot must not count the pacing wait as pipeline latency."""
+    _npz_dir(tmp_path, n=2)
+    cam = ReplayCamera(tmp_path, fps=10.0)
+    cam.arm()
+    t_trigger = time.monotonic_ns()
+    cam.trigger()
+    cam.trigger()  # both triggers at once; the second frame's slot opens 0.1 s later
+    first, second = cam.read(1.0), cam.read(1.0)
+    delivered = time.monotonic_ns()
+    assert first.meta.timestamp_ns >= t_trigger
+    gap_s = (second.meta.timestamp_ns - first.meta.timestamp_ns) / 1e9
+    assert 0.09 <= gap_s <= 0.2
+    assert second.meta.timestamp_ns <= delivered
+
+
+def test_loop_keeps_gaps_inside_the_recording(tmp_path):
+    for i, fid in enumerate((5, 6, 8)):  # one missed trigger between 6 and 8
+        write_npz_frame(tmp_path / f"frame_{i:06d}.npz", np.zeros((2, 2, 4), np.uint16), WL,
+                        {"frame_id": fid})
+    cam = ReplayCamera(tmp_path, loop=True)
+    cam.configure(trigger_mode="free_run")
+    cam.arm()
+    assert [cam.read().meta.frame_id for _ in range(6)] == [5, 6, 8, 9, 10, 12]

@@ -253,3 +253,20 @@ def test_atomic_open_leaves_nothing_on_error(tmp_path):
             fh.write(b"new but partial")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
+
+
+def test_envi_header_with_byte_order_mark(tmp_path):
+    (tmp_path / "m.hdr").write_text("\ufeff" + GOOD, encoding="utf-8")
+    (tmp_path / "m.img").write_bytes(b"\0" * 48)
+    cube, _ = read_envi(tmp_path / "m.hdr")
+    assert cube.shape == (2, 3, 4)
+
+
+def test_envi_duplicate_core_key_is_refused(tmp_path):
+    with pytest.raises(DataFormatError, match=r"ENVI key 'byte order' appears twice with "
+                                              r"different values \('0' and '1'\)"):
+        read_envi(_hdr(tmp_path, GOOD + "byte order = 1\n"))
+    # a repeated harmless key, or the same value twice, is accepted
+    cube, _ = read_envi(_hdr(tmp_path, GOOD + "bands = 4\ndescription = {x}\n"
+                             "description = {y}\n"))
+    assert cube.shape == (2, 3, 4)

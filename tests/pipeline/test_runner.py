@@ -86,9 +86,11 @@ def test_newest_policy_drops_and_counts_when_processing_is_slow():
     res = Pipeline(cam, [rec], drop_policy="newest", queue_size=1).run(10)
     assert res.frames_processed == 10 and len(rec.ids) == 10
     assert res.frames_dropped > 0
-    # every frame the camera delivered was either shown or counted as dropped
+    # every frame the camera delivered while the run was live was either shown or counted
+    # as dropped; at most the one queued frame and the one read in flight at the end were
+    # read ahead beyond the requested count and are not counted
     assert res.frames_processed + res.frames_dropped >= rec.ids[-1] + 1
-    assert res.frames_processed + res.frames_dropped == cam._next
+    assert cam._next - 2 <= res.frames_processed + res.frames_dropped <= cam._next
     assert rec.ids == sorted(rec.ids)
 
 
