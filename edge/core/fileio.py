@@ -13,6 +13,12 @@ from typing import BinaryIO, Iterator
 __all__ = ["atomic_open", "atomic_write_bytes", "fsync_dir", "sha256_file"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename inside ``directory`` durable (best effort: not every platform allows
     opening a directory; the rename itself is atomic regardless)."""
@@ -40,6 +46,9 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 & ~umask)
+        # so a display service or another user can read recordings and maps.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
