@@ -150,17 +150,24 @@ class CalibrationRecord:
             bit_depth=self.bit_depth, bad_pixels=self.masks["hot"] | self.masks["dead"],
             overexposed=self.masks["overexposed"])
 
-    def check_compatible(self, camera_serial: str, shape: tuple[int, ...], exposure_us: float,
+    def check_compatible(self, camera_serial: str | None, shape: tuple[int, ...], exposure_us: float,
                          gain: float, *, wavelengths: Any = None, rtol: float = 1e-6,
                          wavelength_tol_nm: float = 0.01) -> None:
         """Raise CalibrationError naming every setting in which the camera differs.
+
+        ``camera_serial`` None (a recording that does not name its camera) skips the serial
+        check with a logged warning; every other setting is still checked.
 
         ``wavelengths`` (nm, optional) are compared band by band within
         ``wavelength_tol_nm``: a record of another band set with the same band count would
         otherwise calibrate every band against the wrong reference, silently.
         """
         diffs = []
-        if str(camera_serial) != self.camera_serial:
+        if camera_serial is None:
+            log.warning("calibration record %s: the camera serial is unknown (a recording "
+                        "without it); using the record of camera %r unchecked",
+                        self.path or "", self.camera_serial)
+        elif str(camera_serial) != self.camera_serial:
             diffs.append(f"camera serial {camera_serial!r} (record {self.camera_serial!r})")
         if tuple(int(n) for n in shape) != self.shape:
             diffs.append(f"shape {tuple(shape)} (record {self.shape})")

@@ -139,7 +139,10 @@ class ReplayCamera(Camera):
         self._dtype = cube.dtype
         self._cached: tuple[int, LoadedFrame] | None = (0, first)
         meta = first.meta or {}
-        self._serial = str(dict(meta.get("serials", {})).get("camera", f"replay:{self.path}"))
+        recorded = dict(meta.get("serials", {})).get("camera")
+        #: False when the recording does not say which camera made it (raw ENVI/.npy)
+        self.serial_known = recorded is not None
+        self._serial = str(recorded) if recorded is not None else f"replay:{self.path}"
         self._bit_depth = int(meta.get("bit_depth", 10))
         if "exposure_us" in meta:
             self._exposure_us = float(meta["exposure_us"])

@@ -106,7 +106,8 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
         return None
     if cal.record:
         record = CalibrationRecord.load(cal.record)
-        record.check_compatible(camera.serial, camera.shape, camera.exposure_us, camera.gain,
+        serial = camera.serial if getattr(camera, "serial_known", True) else None
+        record.check_compatible(serial, camera.shape, camera.exposure_us, camera.gain,
                                 wavelengths=camera.wavelengths)
         return record.flatfield()
     if not hasattr(camera, "target"):

@@ -205,3 +205,27 @@ def test_record_files_must_stay_inside_the_record(tmp_path, record):
     (path / "record.yaml").write_text(yaml.safe_dump(meta))
     with pytest.raises(CalibrationError, match=r"'files': '../elsewhere.npz' is not a file name"):
         CalibrationRecord.load(path)
+
+
+def test_unknown_camera_serial_is_checked_for_everything_else(tmp_path, caplog):
+    """A raw recording that does not name its camera can use a record (with a warning)."""
+    import logging
+
+    import numpy as np
+
+    from calibration.records import CalibrationRecord
+    from calibration.references import DarkReference, WhiteReference
+    from edge.errors import CalibrationError
+
+    shape, wl = (2, 3, 4), np.linspace(500, 800, 4)
+    z = np.zeros(shape[:2], bool)
+    dark = DarkReference(np.full(shape, 40, np.float32), np.ones(shape, np.float32), z,
+                         1000.0, 1.0, 4, "CAM-1", 10, wl)
+    white = WhiteReference(np.full(shape, 800, np.float32), np.ones(shape, np.float32), z, z,
+                           z, 1000.0, 1.0, 4, "CAM-1", 10, wl)
+    rec = CalibrationRecord.from_references(dark, white)
+    with caplog.at_level(logging.WARNING):
+        rec.check_compatible(None, shape, 1000.0, 1.0, wavelengths=wl)
+    assert "camera serial is unknown" in caplog.text and "'CAM-1'" in caplog.text
+    with pytest.raises(CalibrationError, match=r"exposure 2000 µs \(record 1000 µs\)"):
+        rec.check_compatible(None, shape, 2000.0, 1.0)
