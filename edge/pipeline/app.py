@@ -275,15 +275,26 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                             drop_policy=policy, read_timeout_s=cfg.pipeline.read_timeout_s)
         stack.callback(pipeline.close)
         start_triggers(bench)
-        result = pipeline.run(frames, progress=progress)
-        metrics = result.metrics(
-            backend=be.name, runtime=runtime_name, model=None if card is None else card.name,
-            camera={"source": cfg.camera.source, "preset": cfg.camera.preset,
-                    "shape": list(camera.shape), "serial": camera.serial},
-            drop_policy=policy, quality=scorer.summary(),
-            host={"machine": platform.machine(), "python": platform.python_version(),
-                  "cpus": os.cpu_count()},
-            version=__version__)
+        def metrics_of(result: RunResult, **extra: Any) -> dict[str, Any]:
+            return result.metrics(
+                backend=be.name, runtime=runtime_name,
+                model=None if card is None else card.name,
+                camera={"source": cfg.camera.source, "preset": cfg.camera.preset,
+                        "shape": list(camera.shape), "serial": camera.serial},
+                drop_policy=policy, quality=scorer.summary(),
+                host={"machine": platform.machine(), "python": platform.python_version(),
+                      "cpus": os.cpu_count()},
+                version=__version__, **extra)
+
+        try:
+            result = pipeline.run(frames, progress=progress)
+        except HsiEdgeError as exc:
+            # keep the figures of the frames processed before the failure, with the error
+            partial = getattr(exc, "partial_result", None)
+            if partial is not None and out_dir is not None:
+                write_json(out_dir / "metrics.json", metrics_of(partial, error=str(exc)))
+            raise
+        metrics = metrics_of(result)
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
     return JobResult(result, metrics)

@@ -212,6 +212,7 @@ class Pipeline:
         t_start = time.monotonic_ns()
         worker.start()
         in_process = 0  # 1 while a frame is inside the stages (lost if Ctrl-C hits there)
+        stage_error: HsiEdgeError | None = None
         try:
             while frames is None or result.frames_processed < frames:
                 item = q.get()
@@ -229,6 +230,8 @@ class Pipeline:
         except KeyboardInterrupt:
             result.interrupted = True
             log.warning("interrupted: stopping after %d frames", result.frames_processed)
+        except HsiEdgeError as exc:  # a stage failed: shut down, then report with the metrics
+            stage_error = exc
         finally:
             with _interrupts_held(self.read_timeout_s + 2.0) as held:
                 stop.set()
@@ -248,8 +251,7 @@ class Pipeline:
                     log.warning("camera disarm failed during shutdown: %s", exc)
             if held:
                 result.interrupted = True
-        if state["error"] is not None and not result.interrupted:
-            raise state["error"]
+        error = stage_error or (state["error"] if not result.interrupted else None)
         # Discards by the "newest" policy, plus (after Ctrl-C) frames still queued: delivered
         # while the run was live and never shown.  At a normal end, frames read ahead beyond
         # the requested count were not asked for.
@@ -265,6 +267,11 @@ class Pipeline:
             result.frames_processed, 1)])}
         result.stages.update(stats.summary())
         result.end_to_end = summarise_ms(e2e)
+        if error is not None:
+            # The frames processed before the failure keep their figures: callers (hsi-edge
+            # run) write them next to the error.
+            error.partial_result = result
+            raise error
         return result
 
     def _process(self, frame: Frame, stats: LatencyStats) -> Frame:

@@ -202,3 +202,25 @@ def test_bad_frame_count_fails_before_any_device_moves(capsys):
     assert main(["run", "--frames", "0", "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == (
         "hsi-edge run: error: --frames: expected an integer >= 1, got 0")
+
+
+def test_mid_run_failure_writes_metrics_of_frames_before_it(tmp_path, capsys):
+    from drivers.recorder import Recorder
+    from drivers.simulated import SimulatedCamera
+
+    rec_dir = tmp_path / "rec"
+    with SimulatedCamera("tivita", rows=ROWS, cols=COLS, seed=1) as cam, \
+            Recorder(rec_dir) as rec:
+        cam.arm()
+        for _ in range(3):
+            f = cam.grab(2.0)
+            rec.write(f.replace(cube=f.truth["reflectance"].astype(np.float32)))
+    last = sorted(rec_dir.glob("frame_*.npz"))[-1]
+    last.write_bytes(last.read_bytes()[:100])  # the third frame is corrupt
+    out = tmp_path / "out"
+    cfg = _config(tmp_path, camera={"source": "replay", "replay_path": str(rec_dir)})
+    rc = main(["run", "--config", str(cfg), "--frames", "3", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and last.name in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames_processed"] == 2 and last.name in m["error"]

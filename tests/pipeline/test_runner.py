@@ -167,3 +167,11 @@ def test_camera_contract_errors():
         cam.configure(trigger_mode="external")
     cam.close()
     cam.close()  # idempotent
+
+
+def test_stage_error_keeps_the_figures_of_frames_before_it():
+    with pytest.raises(HsiEdgeError, match="stage failed on purpose") as info:
+        Pipeline(CountingCamera(), [Record(fail_at=3)]).run(10)
+    partial = info.value.partial_result
+    assert partial.frames_processed == 3
+    assert partial.stages["record"]["max_ms"] >= partial.stages["record"]["p50_ms"]
