@@ -93,7 +93,7 @@ def _cache(args):
 
 def _build(args) -> int:
     from edge.inference.modelcard import load_model_card
-    from edge.inference.tensorrt_runtime import build_engine
+    from edge.inference.tensorrt_build import build_engine
 
     card = load_model_card(args.card)
     cache = _cache(args)

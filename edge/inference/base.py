@@ -132,7 +132,7 @@ class Runtime(ABC):
 
 def tensorrt_usable() -> bool:
     try:
-        from edge.inference.tensorrt_runtime import import_tensorrt
+        from edge.inference.tensorrt_build import import_tensorrt
         import_tensorrt()
     except (ImportError, BackendUnavailable):
         return False

@@ -1,6 +1,6 @@
 """A hand-written stand-in for the ``tensorrt`` module, for CPU tests of the build/load logic.
 
-It models only what ``edge.inference.tensorrt_runtime`` relies on, with the semantics the
+It models only what ``edge.inference.tensorrt_build``/``tensorrt_runtime`` rely on, with the semantics the
 TensorRT 10.x Python API documents (tensorrt-stubs 10.13 docstrings):
 
 - ``IProgressMonitor`` / ``ILogger`` subclasses must call the base ``__init__`` (pybind11

@@ -13,8 +13,8 @@ from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference import load_model_card, open_runtime
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.core.fileio import sha256_file
-from edge.inference.tensorrt_runtime import (TRT11, engine_key, profile_shapes, resolve_typing,
-                                             trt_major)
+from edge.inference.tensorrt_build import (TRT11, engine_key, profile_shapes, resolve_typing,
+                                           trt_major)
 from onnx_models import write_pixel_classifier
 
 no_trt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
@@ -146,7 +146,7 @@ def test_a_stray_tensorrt_folder_is_not_taken_for_tensorrt(tmp_path, monkeypatch
     stub-only install or a test folder would); it must not pass for TensorRT."""
     import sys
 
-    from edge.inference.tensorrt_runtime import import_tensorrt
+    from edge.inference.tensorrt_build import import_tensorrt
 
     (tmp_path / "tensorrt").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -21,7 +21,13 @@ import pytest
 from trt_api_check import MODULE, check_table, check_uses, collect_uses, load_stub_api
 
 REPO = Path(__file__).resolve().parents[3]
-RUNTIME_SRC = REPO / "edge" / "inference" / "tensorrt_runtime.py"
+#: The modules that call TensorRT (it is imported lazily, so they are listed, not detected).
+TRT_SRCS = (REPO / "edge" / "inference" / "tensorrt_build.py",
+            REPO / "edge" / "inference" / "tensorrt_runtime.py")
+
+
+def _all_src() -> str:
+    return "\n".join(p.read_text() for p in TRT_SRCS)
 SOURCE_DIRS = ("edge", "drivers", "calibration", "deploy", "cuda_kernels")
 
 #: (class, member) pairs the runtime uses on TensorRT objects.  Kept by hand on purpose: it is
@@ -115,8 +121,12 @@ def test_stubs_parse_despite_their_syntax_errors(api):
     assert "nptype" in api.module and "__version__" in api.module
 
 
-def test_runtime_is_the_only_module_importing_tensorrt_and_is_found():
-    assert RUNTIME_SRC in _trt_sources()
+def test_listed_modules_are_exactly_those_importing_tensorrt():
+    assert set(_trt_sources()) == set(TRT_SRCS)
+
+
+def _uses(api):
+    return {(u.owner, u.member) for p in TRT_SRCS for u in collect_uses(p.read_text(), api)}
 
 
 @pytest.mark.parametrize("path", _trt_sources(), ids=lambda p: p.name)
@@ -129,7 +139,7 @@ def test_every_tensorrt_name_used_exists(api, path):
 
 def test_inference_sees_the_core_calls(api):
     """Guard against the checker silently inferring nothing."""
-    uses = {(u.owner, u.member) for u in collect_uses(RUNTIME_SRC.read_text(), api)}
+    uses = _uses(api)
     for pair in [("IExecutionContext", "set_tensor_address"),
                  ("IExecutionContext", "execute_async_v3"),
                  ("Builder", "build_serialized_network"), ("Runtime", "deserialize_cuda_engine"),
@@ -140,10 +150,10 @@ def test_inference_sees_the_core_calls(api):
 
 def test_explicit_table_exists_in_stubs_and_matches_the_code(api):
     assert check_table(TABLE, api) == []
-    src = RUNTIME_SRC.read_text()
+    src = _all_src()
     stale = [(o, m) for o, m in TABLE if not re.search(rf"\b{re.escape(m)}\b", src)]
     assert not stale, f"table entries the runtime no longer uses: {stale}"
-    inferred = {(u.owner, u.member) for u in collect_uses(src, api) if u.owner != MODULE}
+    inferred = {(o, m) for o, m in _uses(api) if o != MODULE}
     missing = sorted(inferred - set(TABLE))
     assert not missing, f"add these TensorRT uses to TABLE after review: {missing}"
 
@@ -205,8 +215,9 @@ def _calls_guarded(tree: ast.Module, suffix: str, guard: str) -> list[str]:
     return bad
 
 
-def test_trt11_removed_names_only_on_10x_paths(api):
-    src = RUNTIME_SRC.read_text()
+@pytest.mark.parametrize("path", TRT_SRCS, ids=lambda p: p.name)
+def test_trt11_removed_names_only_on_10x_paths(api, path):
+    src = path.read_text()
     tree = ast.parse(src)
     line_fn = _enclosing_functions(tree)
     bad = [f"{u} used in {line_fn.get(u.line, '<module>')}()"

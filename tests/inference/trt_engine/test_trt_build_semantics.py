@@ -16,8 +16,9 @@ import pytest
 
 from edge.errors import EngineError
 from edge.inference import load_model_card
-from edge.inference.tensorrt_runtime import (OPT_LEVEL, TensorRTRuntime, _logger, _make_progress,
-                                             build_serialized_engine, build_settings)
+from edge.inference.tensorrt_build import (OPT_LEVEL, _logger, _make_progress,
+                                           build_serialized_engine, build_settings)
+from edge.inference.tensorrt_runtime import TensorRTRuntime
 from fake_trt import make_fake_trt
 from onnx_models import write_pixel_classifier
 
@@ -187,7 +188,7 @@ def test_data_dependent_output_shape_is_refused(tmp_path):
 
 def test_undeserializable_plan_says_how_to_recover(tmp_path):
     card = load_model_card(write_pixel_classifier(tmp_path, maps=("sto2",))[0])
-    from edge.inference.tensorrt_runtime import engine_key
+    from edge.inference.tensorrt_build import engine_key
     rt = TensorRTRuntime(card, cache_dir=tmp_path / "c")
     rt.key = engine_key(card, onnx_path=card.onnx_path, trt_version="10.3.0.30",
                         gpu=("Orin", "8.7"), precision="fp16", typing="weak")
