@@ -21,6 +21,28 @@ HSI_HD float hsi_nan() {
     return NAN;
 #endif
 }
+// Float32 product / sum rounded on their own, never fused into an FMA. nvcc contracts
+// a * b + c into one fused multiply-add by default (--fmad=true), which rounds once instead of
+// twice and so differs from NumPy in the last bit; the outputs the tests compare exactly (StO2
+// table, overlay) use these. On the host a volatile store forces the rounding even when g++
+// contracts (-ffp-contract=fast -mfma: tests/gpu/test_gpu_rounding.py emulates the GPU so).
+HSI_HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    volatile float r = a * b;
+    return r;
+#endif
+}
+HSI_HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    volatile float r = a + b;
+    return r;
+#endif
+}
+
 // np.clip(x, 0, 1): keeps NaN.
 HSI_HD float clip01(float x) { return hsi_isnan(x) ? x : (x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x)); }
 
@@ -65,7 +87,7 @@ HSI_HD float sto2_calibrate(float x, const ChainParams& P) {
     if (i > P.n_table - 2) i = P.n_table - 2;
     const float f = t - (float)i;
     const float y0 = P.table_y[i], y1 = P.table_y[i + 1];
-    return y0 + f * (y1 - y0);
+    return add_rn(y0, mul_rn(f, y1 - y0));   // two roundings like NumPy (no FMA)
 }
 
 // c[k] for a run-time k with compile-time indexing (keeps c[] in registers on the device).
@@ -224,11 +246,7 @@ HSI_HD int argmax_scores(const T* s, long long stride, int n) {
 // round(a1 * base + a2 * colour) with a1 = float32(1 - alpha), a2 = float32(alpha), two
 // float32 products and one sum, no FMA (so the rounding matches NumPy), rint = half to even.
 HSI_HD unsigned char blend_u8(unsigned char base, unsigned char colour, float a1, float a2) {
-#ifdef __CUDA_ARCH__
-    const float v = __fadd_rn(__fmul_rn(a1, (float)base), __fmul_rn(a2, (float)colour));
-#else
-    const float v = a1 * (float)base + a2 * (float)colour;
-#endif
+    const float v = add_rn(mul_rn(a1, (float)base), mul_rn(a2, (float)colour));
     const float r = rintf(v);
     return (unsigned char)(r < 0.0f ? 0.0f : (r > 255.0f ? 255.0f : r));
 }

@@ -118,16 +118,25 @@ class CudaBackend(Backend):
         self._ctx = self._dev.retain_primary_context()
         self._closed = False
         self._shape: tuple | None = None
-        with self._active():
-            self.stream = cuda.Stream()
-            self.ops = CudaOps({"chain": load_module("chain", self.arch, prebuilt_dir)},
-                               self.params, self.stream,
-                               self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
-            self._events = [cuda.Event() for _ in range(4)]
-            if flatfield is not None:   # references: uploaded once per configuration
-                self._d_dark = cuda.to_device(np.ascontiguousarray(flatfield.dark))
-                self._d_scale = cuda.to_device(np.ascontiguousarray(flatfield.scale))
-                self._d_static = cuda.to_device(np.ascontiguousarray(flatfield.static_flags))
+        try:
+            with self._active():
+                self.stream = cuda.Stream()
+                self.ops = CudaOps({"chain": load_module("chain", self.arch, prebuilt_dir)},
+                                   self.params, self.stream,
+                                   self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
+                self._events = [cuda.Event() for _ in range(4)]
+                if flatfield is not None:   # references: uploaded once per configuration
+                    # The kernels read float32 dark/scale and uint8 flags, whatever the
+                    # FlatField was built from.
+                    self._d_dark = cuda.to_device(
+                        np.ascontiguousarray(flatfield.dark, dtype=np.float32))
+                    self._d_scale = cuda.to_device(
+                        np.ascontiguousarray(flatfield.scale, dtype=np.float32))
+                    self._d_static = cuda.to_device(
+                        np.ascontiguousarray(flatfield.static_flags, dtype=np.uint8))
+        except BaseException:
+            self.close()        # release what was made and the primary context, then re-raise
+            raise
         log.info("cuda backend on %s (%s), zero-copy %s", self.device_name, self.arch,
                  "on" if self.zero_copy else "off")
 
@@ -251,7 +260,13 @@ class CudaBackend(Backend):
                            reflectance=refl, timings_ms=timings)
 
     def close(self) -> None:
-        """Free the device buffers and release the primary context (idempotent)."""
+        """Free the GPU resources and release the primary context (idempotent).
+
+        Everything PyCUDA made for this backend (device and page-locked buffers, module,
+        stream, events) is dropped while the context is still pushed: PyCUDA frees an object
+        in the context it was made in, and one freed after :meth:`detach` only logs
+        "dead context" and leaks.
+        """
         if self._closed:
             return
         with self._active():
@@ -261,6 +276,13 @@ class CudaBackend(Backend):
                 if hasattr(buf, "free"):
                     buf.free()
                 setattr(self, name, None)
+            for name in ("_h_raw", "_h_maps", "_h_flags", "_h_input", "_h_refl"):
+                setattr(self, name, None)
+            self.ops, self._events = None, []
+            stream, self.stream = getattr(self, "stream", None), None
+            if stream is not None:
+                stream.synchronize()
+                del stream
             self._shape = None
         self._closed = True
         self._ctx.detach()

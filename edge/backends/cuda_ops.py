@@ -25,7 +25,7 @@ from edge.backends.cuda_params import MAX_BANDS, MAX_CLASSES
 from edge.errors import ConfigError
 
 __all__ = ["Launch", "tile_launch", "stride_launch", "load_module", "CudaOps",
-           "STATIC_SHARED_LIMIT"]
+           "STATIC_SHARED_LIMIT", "params_bytes", "poison_byte", "pack_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ class CudaOps:
     #: Fill every output with NaN (float) / 0xAB (bytes) before the launch (tests: a kernel
     #: that skips an element cannot pass).
     poison = False
+    #: Device allocator of the outputs (``pycuda.tools.DeviceMemoryPool().allocate`` in the
+    #: benchmark, so timed launches do not include cuMemAlloc/cuMemFree); None: mem_alloc.
+    allocator = None
 
     def __init__(self, modules: dict, params: np.ndarray, stream, sm_count: int):
         import pycuda.driver as cuda
@@ -121,13 +124,16 @@ class CudaOps:
                 if size != params.nbytes:
                     raise ConfigError(f"c_params: the loaded {name} module has {size} bytes, "
                                       f"the host layout {params.nbytes}: rebuild the kernels")
-                cuda.memcpy_htod(ptr, params)
+                cuda.memcpy_htod(ptr, params_bytes(params))
 
     def _out(self, shape, dtype):
+        import pycuda.driver as cuda
         import pycuda.gpuarray as ga
-        out = ga.empty(shape, dtype)
-        if self.poison:
-            out.fill(np.nan if np.dtype(dtype).kind == "f" else 0xAB)
+        out = ga.empty(shape, dtype, allocator=self.allocator or cuda.mem_alloc)
+        if self.poison and out.nbytes:
+            # A byte memset, not GPUArray.fill: fill compiles an elementwise kernel at run time
+            # and PyCUDA has no C type for float16. 0xFF bytes are a NaN in float16 and float32.
+            cuda.memset_d8_async(int(out.gpudata), poison_byte(dtype), out.nbytes, self.stream)
         return out
 
     def fn(self, module: str, kernel: str):
@@ -220,7 +226,7 @@ class CudaOps:
         cuda.memcpy_htod(ptr, colours)
         npix = labels.size
         out = self._out((npix, 3), np.uint8)
-        h0, h1 = [(c[0] << 16) | (c[1] << 8) | c[2] for c in hatch]
+        h0, h1 = [pack_rgb(c) for c in hatch]
         ln = stride_launch(npix, self.sm_count)
         self.fn("post", "overlay_u8")(_p(labels), _p(rgb), _p(invalid), np.int64(npix), np.int64(cols),
                                       np.float32(1.0 - alpha), np.float32(alpha), np.uint32(h0),
@@ -229,8 +235,41 @@ class CudaOps:
         return out
 
 
+def params_bytes(params: np.ndarray) -> np.ndarray:
+    """The parameter block as a flat, contiguous uint8 array (what ``memcpy_htod`` copies).
+
+    A 0-d structured array exports a structured buffer format that not every consumer of the
+    buffer protocol accepts; raw bytes are unambiguous.
+    """
+    return np.frombuffer(np.ascontiguousarray(params).tobytes(), np.uint8)
+
+
+def poison_byte(dtype) -> int:
+    """Byte whose repetition poisons an output of ``dtype``: 0xFF (NaN in float16/32), else 0xAB."""
+    return 0xFF if np.dtype(dtype).kind == "f" else 0xAB
+
+
+def pack_rgb(colour) -> int:
+    """``(r, g, b)`` -> ``0xRRGGBB`` as a Python int (no uint8 overflow from NumPy inputs).
+
+    Raises
+    ------
+    ConfigError
+        If ``colour`` is not three values in 0..255.
+    """
+    vals = [int(v) for v in colour]
+    if len(vals) != 3 or not all(0 <= v <= 255 for v in vals):
+        raise ConfigError(f"hatch: expected (r, g, b) colours with values 0-255, got "
+                          f"{tuple(colour)!r}")
+    return (vals[0] << 16) | (vals[1] << 8) | vals[2]
+
+
 def _p(a):
-    """Kernel argument of a device array (GPUArray or allocation); None -> NULL pointer."""
+    """Kernel argument of a device array (GPUArray, allocation or address); None -> NULL.
+
+    Always a ``numpy.uintp`` (packed as a pointer by every PyCUDA version); PyCUDA's own
+    handling of pooled allocations and GPUArrays differs between releases.
+    """
     if a is None:
         return np.uintp(0)
-    return getattr(a, "gpudata", a)
+    return np.uintp(int(getattr(a, "gpudata", a)))

@@ -8,6 +8,8 @@ exactly; float16 packing < 1e-3 (one float16 rounding of values within 1e-5).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -127,13 +129,22 @@ def test_post_kernels_match_reference(gpu, rows, cols, logit_dtype):
                                       post.overlay(rgb, ref_l, colours, alpha, invalid))
 
 
-@pytest.mark.parametrize("rows,cols,bands", CASES)
+@functools.lru_cache(maxsize=1)
+def cached_scene(rows: int, cols: int, bands: int, seed: int):
+    """make_scene, kept for the next test: both sources of a size share one scene (the large
+    ones take seconds to build on the host, the GPU run has minutes)."""
+    return make_scene(rows, cols, bands, seed=seed)
+
+
+# "source" varies fastest (the decorator nearest the function sets the slowest parameter), so
+# the two sources of one size run back to back and share the cached scene.
 @pytest.mark.parametrize("source", ["uint16", "float32"])
+@pytest.mark.parametrize("rows,cols,bands", CASES)
 def test_backend_fused_chain_matches_numpy_backend(gpu, rows, cols, bands, source):
     from edge.backends.cuda import CudaBackend
 
     cuda, dev, arch, prebuilt = gpu
-    s = make_scene(rows, cols, bands, seed=rows + cols * 3 + bands)
+    s = cached_scene(rows, cols, bands, rows + cols * 3 + bands)
     for dtype in ("float32", "float16"):
         spec = PackSpec(spectra_bands=tuple(range(bands)), maps=("sto2", "thi"), dtype=dtype)
         kw = dict(flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
