@@ -160,8 +160,14 @@ def _cli(argv):
     (["--source", "cow"], r"species: expected one of pig, human, rat or a Species, got 'cow'"),
     (["--targets", "human,dog"], r"species: expected one of .* got 'dog'"),
     (["--variants", "l1,rgb"], r"variants: expected one or more of l1, l1\+xeno, l1\+phys, "
-                               r"l1\+phys\+xeno, got rgb"),
+                               r"l1\+phys\+xeno, l1\+target-perfused, l1\+xeno-target, "
+                               r"l1\+phys\+target-perfused, l1\+phys\+xeno-target, got rgb"),
     (["--seeds", "0,-2"], r"--seeds: expected integers >= 0, got \[0, -2\]"),
+    (["--target-seeds", "1,-1"], r"--target-seeds: expected integers >= 0, got \[1, -1\]"),
+    (["--variants", "l1+xeno-target", "--targets", "pig"],
+     r"targets: the \*-target\* variants need a target species other than the source "
+     r"'pig', got pig"),
+    (["--data-seed", "1000"], r"data_seed: expected an integer in 0-999, got 1000"),
     (["--epochs", "0"], r"--epochs: expected an integer >= 1, got 0"),
     (["--data-seed", "-1"], r"--data-seed: expected an integer >= 0, got -1"),
 ])
@@ -172,17 +178,101 @@ def test_cli_bad_arguments(argv, match):
 
 
 def test_tiny_study_end_to_end(tmp_path, capsys):
+    """All eight variants on tiny scenes: the source-only ones are tested on pig and human,
+    the xeno-learning ones (+ human perfused scenes) on human only; ``pig`` as a target is
+    skipped for those (it is the source)."""
     pytest.importorskip("torch", reason="needs PyTorch (train extra: tools/train_venv.sh)")
     out = tmp_path / "runs.json"
-    assert _cli(["--tiny", "--json", str(out), "--targets", "human"]) == 0
+    assert _cli(["--tiny", "--json", str(out), "--targets", "human,pig"]) == 0
     table = capsys.readouterr().out
     res = json.loads(out.read_text())
-    variants = ["l1", "l1+xeno", "l1+phys", "l1+phys+xeno"]
-    assert list(res["summary"]) == variants
-    assert len(res["runs"]) == 4 * 2                   # 4 variants x 1 seed x {pig, human}
+    old = ["l1", "l1+xeno", "l1+phys", "l1+phys+xeno"]
+    new = ["l1+target-perfused", "l1+xeno-target", "l1+phys+target-perfused",
+           "l1+phys+xeno-target"]
+    assert list(res["summary"]) == old + new
+    assert len(res["runs"]) == 4 * 2 + 4               # 1 seed; {pig, human} resp. {human}
     for r in res["runs"]:
         for k in ("mean_iou", "sensitivity", "specificity"):
             assert 0.0 <= r[k] <= 1.0
+        if r["variant"] in new:
+            assert (r["train"], r["test"]) == ("pig+human-perfused", "human")
+        else:
+            assert r["train"] == "pig" and r["test"] in ("pig", "human")
     assert set(res["xeno_pairs"]) <= set(SCENE_CLASSES[1:MAL]) and res["xeno_pairs"]
-    for v in variants:
-        assert f"| {v} | pig→pig |" in table and f"| {v} | pig→human |" in table
+    for v in old:
+        assert f"| {v} | pig→pig | 1 |" in table and f"| {v} | pig→human | 1 |" in table
+    for v in new:
+        assert f"| {v} | pig+human-perfused→human | 1 |" in table
+        assert f"| {v} | pig→pig |" not in table
+    seeds = res["scene_seeds"]
+    assert not set(seeds["target_perfused"]) & set(seeds["test"])
+
+
+def test_scene_seed_ranges_are_disjoint():
+    from edge.models.train.transfer import TransferConfig, scene_seeds
+
+    for data_seed in (0, 7, 999):
+        cfg = TransferConfig(data_seed=data_seed, train_scenes=999, test_scenes=999,
+                             target_scenes=999)
+        cfg.check()
+        s = scene_seeds(cfg)
+        groups = [set(s["train"]), set(s["test"]), set(s["target_perfused"])]
+        assert [len(g) for g in groups] == [999] * 3
+        assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    cfg = TransferConfig()
+    assert scene_seeds(cfg) == {"train": list(range(12)),
+                                "test": list(range(10 ** 6, 10 ** 6 + 6)),
+                                "target_perfused": list(range(2 * 10 ** 6, 2 * 10 ** 6 + 12))}
+    with pytest.raises(ConfigError, match=r"target_scenes: expected an integer in 0-999, "
+                                          r"got 1000"):
+        TransferConfig(target_scenes=1000).check()
+    with pytest.raises(ConfigError, match=r"target_seeds: expected at least one training seed "
+                                          r"or None \(= seeds\), got none"):
+        TransferConfig(target_seeds=()).check()
+
+
+# -- the augment_samples hook of demo.fit (xeno on the target species' crops only) --------
+def _two_samples():
+    rng = np.random.default_rng(3)
+    out = []
+    for label in (1, 2):
+        x = rng.random((3, 20, 24)).astype(np.float32)
+        out.append(FrameSample(x, np.full((20, 24), label, np.uint8),
+                               np.zeros((20, 24), np.uint8)))
+    return out
+
+
+def _to_malperfused(x, y, rng):
+    x += 10.0
+    y[:] = MAL
+
+
+def test_augment_samples_restricts_augmentation_to_flagged_samples():
+    from edge.models.train.demo import _batches
+    from edge.models.train.transfer import TransferConfig
+
+    samples = _two_samples()
+    cfg = TransferConfig(batch=16, crop=8)
+    xb, yb = next(_batches(samples, cfg, np.random.default_rng(0), _to_malperfused,
+                           [False, True]))
+    first = yb[:, 0, 0]
+    assert set(first.tolist()) == {1, MAL}             # both samples drawn; 2 became MAL
+    assert np.all((yb == first[:, None, None]))
+    assert np.all(xb[first == 1] < 1.0) and np.all(xb[first == MAL] >= 10.0)
+    # Without the flags every crop is augmented, and the crop draws are the same (the
+    # augmentation used no random numbers): existing callers see what they saw before.
+    xa, ya = next(_batches(samples, cfg, np.random.default_rng(0), _to_malperfused))
+    assert np.all(ya == MAL)
+    np.testing.assert_array_equal(xa[first == MAL], xb[first == MAL])
+    np.testing.assert_allclose(xa[first == 1] - 10.0, xb[first == 1], rtol=0, atol=1e-5)
+
+
+def test_fit_rejects_augment_samples_of_the_wrong_length():
+    pytest.importorskip("torch", reason="needs PyTorch (train extra: tools/train_venv.sh)")
+    from edge.models.train.demo import fit
+    from edge.models.train.transfer import TransferConfig
+
+    with pytest.raises(ValueError, match=r"augment_samples: expected one flag per training "
+                                         r"sample \(2\), got 1"):
+        fit(_two_samples(), TransferConfig.tiny(), in_channels=3, classes=len(SCENE_CLASSES),
+            seed=0, augment=_to_malperfused, augment_samples=[True])

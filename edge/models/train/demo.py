@@ -136,18 +136,20 @@ def _stats(samples) -> tuple[np.ndarray, np.ndarray]:
     return vals.mean(axis=1), vals.std(axis=1) + 1e-6
 
 
-def _batches(samples, cfg, rng: np.random.Generator, augment=None):
-    """Endless random crops ``(x, y)``; ``augment(x, y, rng)`` edits each crop in place."""
+def _batches(samples, cfg, rng: np.random.Generator, augment=None, augment_samples=None):
+    """Endless random crops ``(x, y)``; ``augment(x, y, rng)`` edits each crop in place (only
+    crops of samples ``i`` with ``augment_samples[i]`` true, when that is given)."""
     c = cfg.crop
     while True:
         xs, ys = [], []
         for _ in range(cfg.batch):
-            s = samples[int(rng.integers(len(samples)))]
+            i = int(rng.integers(len(samples)))
+            s = samples[i]
             h, w = s.y.shape
             ch, cw = min(c, h), min(c, w)
             r0, c0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
             x, y = s.x[:, r0:r0 + ch, c0:c0 + cw], s.y[r0:r0 + ch, c0:c0 + cw]
-            if augment is not None:
+            if augment is not None and (augment_samples is None or augment_samples[i]):
                 x, y = x.copy(), y.astype(np.int64)
                 augment(x, y, rng)
             xs.append(x)
@@ -156,12 +158,16 @@ def _batches(samples, cfg, rng: np.random.Generator, augment=None):
 
 
 def fit(train, cfg, *, in_channels: int, classes: int, progress: bool = False,
-        seed: int | None = None, rng_salt: int = 0xDE30, augment=None):
+        seed: int | None = None, rng_salt: int = 0xDE30, augment=None,
+        augment_samples=None):
     """Train a :class:`DemoSegNet` on rendered samples; returns ``(model in eval mode, loss)``.
 
     ``cfg`` needs ``seed``, ``width``, ``lr``, ``epochs``, ``steps_per_epoch``, ``batch`` and
     ``crop`` (:class:`TrainConfig`, or the transfer study's config with ``seed=`` given);
     ``augment(x, y, rng)`` edits each training crop in place (xeno augmentation).
+    ``augment_samples`` (sequence of bool, one per sample in ``train``), if given, restricts
+    ``augment`` to crops of the samples marked true (the transfer study augments only the
+    target species' perfused scenes); ``None`` (default) augments every crop, as before.
     """
     import torch
 
@@ -181,7 +187,10 @@ def fit(train, cfg, *, in_channels: int, classes: int, progress: bool = False,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1))
-    batches = _batches(train, cfg, rng, augment)
+    if augment_samples is not None and len(augment_samples) != len(train):
+        raise ValueError(f"augment_samples: expected one flag per training sample "
+                         f"({len(train)}), got {len(augment_samples)}")
+    batches = _batches(train, cfg, rng, augment, augment_samples)
     it = range(steps)
     if progress:
         from tqdm import tqdm

@@ -14,6 +14,11 @@ two renders is the same tissue.  The fit is ridge-regularised least squares (sol
 ``lstsq`` on an augmented system, never an explicit inverse) shrinking ``W`` towards the
 identity ("no change") rather than towards zero, with an unpenalised offset ``b``.
 
+The transfer study (:mod:`.transfer`) uses it two ways: on the source species' own crops
+(``l1+xeno``), and -- the paper's setting -- on crops of the *target* species' perfused scenes
+only (``l1+xeno-target``: maps fitted on the source, applied to target tissue, so the network
+gets synthetic target-species malperfusion; restricted with ``demo.fit(augment_samples=...)``).
+
 Feature vectors may carry extra channels after the spectra (physiology maps such as ``sto2``
 and ``thb``); they go through the same affine map (so the maps stay consistent with the
 changed spectra) and only the first ``spectral_channels`` are re-L1-normalised.
