@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = [
     "FLAG_SATURATED", "FLAG_UNDEREXPOSED", "FLAG_NONFINITE", "FLAG_BAD_PIXEL",
-    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "PackSpec", "ChainResult", "Backend",
+    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "PackSpec", "ChainResult", "Backend", "chain_bytes",
 ]
 
 FLAG_SATURATED = np.uint8(1)      #: a raw band reached the saturation level
@@ -109,3 +109,34 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def chain_bytes(shape: tuple[int, int, int], *, raw_itemsize: int = 2, flatfield: bool = True,
+                pack: PackSpec | None = None, reflectance: bool = True, maps: int = 6) -> int:
+    """Bytes the per-pixel chain must move at least: every input read once, every output
+    written once (DESIGN.md, "Performance method"; the count of ``cuda_kernels/MEMORY.md``).
+
+    Parameters
+    ----------
+    shape : (rows, cols, bands)
+    raw_itemsize : int
+        2 for uint16 raw counts, 4 for float32 reflectance recordings.
+    flatfield : bool
+        The float32 dark and scale references (8 bytes per element) and the static pixel
+        flags (1 byte per pixel) are read.
+    pack : PackSpec or None
+        The packed network input is written.
+    reflectance : bool
+        The float32 reflectance cube is written (the NumPy backend always does).
+    maps : int
+        Float32 maps written per pixel (plus one uint8 flag).
+    """
+    rows, cols, bands = shape
+    elements, pixels = rows * cols * bands, rows * cols
+    # flat-field: float32 dark and scale per element, uint8 static flags per pixel
+    moved = elements * raw_itemsize + (8 * elements + pixels if flatfield else 0)
+    moved += 4 * elements if reflectance else 0
+    moved += (4 * maps + 1) * pixels
+    if pack is not None:
+        moved += np.dtype(pack.dtype).itemsize * pack.channels * pixels
+    return int(moved)

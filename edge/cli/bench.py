@@ -2,8 +2,9 @@
 
 On shared machines absolute times vary by tens of percent between runs, so every figure is
 also given relative to a reference measured in the same run: the chain against the memory
-floor implied by a copy bandwidth (bytes that must move: the raw frame read once; reflectance,
-packed input, six maps and the flags written once), and the model against the chain.
+floor implied by a copy bandwidth (bytes that must move: the raw frame and the float32 dark and
+scale references read once; reflectance, packed input, six maps and the flags written once,
+:func:`edge.backends.base.chain_bytes`), and the model against the chain.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
             model: str = "demo") -> dict:
     """Run the benchmark and return its figures (ms, GB/s and ratios)."""
     from drivers.simulated import SimulatedCamera
+    from edge.backends.base import chain_bytes
     from edge.errors import HsiEdgeError
     from edge.pipeline.app import make_backend, obtain_flatfield, resolve_model_card
     from edge.pipeline.config import AppConfig, CalibrationSettings, ProcessingSettings
@@ -68,8 +70,8 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
     dst = np.empty_like(src)
     t_copy = _median_s(lambda: np.copyto(dst, src), repeat)
     copy_gbps = 2 * src.nbytes / t_copy / 1e9
-    in_bytes = 0 if pack is None else np.dtype(pack.dtype).itemsize * pack.channels * rows * cols
-    moved = raw.nbytes + 4 * raw.size + in_bytes + (6 * 4 + 1) * rows * cols
+    moved = chain_bytes(raw.shape, raw_itemsize=raw.itemsize, flatfield=flatfield is not None,
+                        pack=pack)
     floor_s = moved / (copy_gbps * 1e9)
     t_chain = _median_s(lambda: be.run(raw, exposure_us=frame.meta.exposure_us), repeat)
     figures = {
