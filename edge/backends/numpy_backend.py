@@ -45,6 +45,18 @@ MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
 _BLOCK_BYTES = 4 << 20
 
 
+def _as_slice(sel: np.ndarray | None) -> slice | None:
+    """``sel`` as an equivalent slice when its indices are evenly spaced and ascending."""
+    if sel is None or sel.size == 0:
+        return None
+    if sel.size == 1:
+        return slice(int(sel[0]), int(sel[0]) + 1)
+    step = int(sel[1] - sel[0])
+    if step > 0 and np.all(np.diff(sel) == step):
+        return slice(int(sel[0]), int(sel[-1]) + 1, step)
+    return None
+
+
 def _pass_through(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float32 reflectance without a flat-field: non-finite pixels -> all-NaN + FLAG_NONFINITE."""
     refl = np.array(cube, dtype=np.float32, copy=True)
@@ -190,7 +202,8 @@ class NumpyBackend(Backend):
         spec = self.pack
         packed = None if spec is None else np.empty((1, spec.channels, rows, cols), spec.dtype)
         sel = None if spec is None or not spec.spectra_bands else np.asarray(spec.spectra_bands)
-        all_bands = sel is not None and sel.size == bands and np.all(sel == np.arange(bands))
+        # Evenly spaced bands (e.g. every 4th) are a strided view: no gather copy per block.
+        sel_view = _as_slice(sel)
         npix_max = step * cols
         a_buf = np.empty((npix_max, bands), np.float32)
         y_buf = np.empty((npix_max, mat.shape[1]), np.float32)
@@ -242,7 +255,7 @@ class NumpyBackend(Backend):
             if spec is not None:
                 nb = 0 if sel is None else sel.size
                 if nb:
-                    src = r2 if all_bands else r2[:, sel]
+                    src = r2[:, sel_view] if sel_view is not None else r2[:, sel]
                     l1 = l1_buf[:n]
                     np.abs(src, out=l1)
                     norm = l1.sum(axis=1)

@@ -43,10 +43,16 @@ def _one_by_one(ff, raw, spec):
     return maps, flags.astype(np.uint8), packed, refl
 
 
-@pytest.mark.parametrize("block_rows", [None, 1, 4])
-def test_fused_equals_functions(scene, block_rows):
+@pytest.mark.parametrize("block_rows, bands", [
+    (None, tuple(range(0, 100, 3))),      # evenly spaced: a strided view
+    (1, tuple(range(0, 100, 3))),
+    (4, (2, 3, 7, 50, 99)),               # irregular: a gather
+    (None, tuple(range(100))),            # all bands (htc)
+    (None, (42,)),
+])
+def test_fused_equals_functions(scene, block_rows, bands):
     ff, raw, _ = scene
-    spec = PackSpec(spectra_bands=tuple(range(0, 100, 3)), maps=("sto2", "thi"))
+    spec = PackSpec(spectra_bands=bands, maps=("sto2", "thi"))
     be = NumpyBackend(WL, flatfield=ff, fwhm_nm=10.0, pack=spec, block_rows=block_rows)
     res = be.run(raw, exposure_us=1000)
     maps, flags, packed, refl = _one_by_one(ff, raw, spec)
