@@ -43,8 +43,11 @@ class FailsAfter(CountingCamera):
 
 
 def test_acquisition_error_after_stop_does_not_fail_a_finished_run():
-    # "newest" mode reads ahead; the read in flight when the run ends fails after stop
-    res = Pipeline(FailsAfter(3, 0.5), [Record()], drop_policy="newest").run(3)
+    # "newest" mode reads ahead; the read in flight when the run ends fails after stop.
+    # The queue holds all three frames, so none is displaced by the newest-wins policy
+    # whatever the thread timing (with queue_size 2 the producer could drop frame 0).
+    res = Pipeline(FailsAfter(3, 0.5), [Record()], drop_policy="newest",
+                   queue_size=8).run(3)
     assert res.frames_processed == 3 and not res.interrupted
 
 
