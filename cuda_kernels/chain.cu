@@ -56,7 +56,7 @@ __device__ __forceinline__ void chain_impl(
 #pragma unroll
     for (int j = 0; j < HSI_N_MAPS; ++j) maps[j * npix + p] = m[j];
     if (!packed) return;
-    const bool zero = P.zero_flagged && f != 0u;
+    const bool zero = P.zero_flagged && pack_zeroed(f);
     const float inv = P.n_spec > 0 ? l1_inverse(row, P, zero) : 0.0f;
     for (int i = 0; i < P.n_spec; ++i)
         store_out(packed + i * npix + p, pack_spec_value(row[P.spec_bands[i]], inv));

@@ -28,7 +28,7 @@ __device__ __forceinline__ void pack_impl(const float* __restrict__ refl,
     __syncthreads();
     if ((int)threadIdx.x >= np) return;
     const long long p = p0 + threadIdx.x;
-    const bool zero = P.zero_flagged && flags && flags[p] != 0;
+    const bool zero = P.zero_flagged && flags && pack_zeroed(flags[p]);
     const float* row = tile + threadIdx.x * stride;
     const float inv = P.n_spec > 0 ? l1_inverse(row, P, zero) : 0.0f;
     for (int i = 0; i < P.n_spec; ++i) store_out(out + i * npix + p, pack_spec_value(row[P.spec_bands[i]], inv));

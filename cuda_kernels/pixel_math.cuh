@@ -66,13 +66,17 @@ HSI_HD float absorbance(float r, float eps) {
 }
 
 // Band accessors: the chain reads A either from an absorbance array or from reflectance.
+// above_floor(b, eps): band b is not at the absorbance floor, i.e. R > eps (NaN counts as
+// above: the finiteness test catches it). Unmixer.maps / NumpyBackend.run test R <= eps.
 struct AbsFromA {
     const float* a;
     HSI_HD float operator()(int b, float) const { return a[b]; }
+    HSI_HD bool above_floor(int b, float eps) const { return !(a[b] >= -logf(eps)); }
 };
 struct AbsFromR {
     const float* r;
     HSI_HD float operator()(int b, float eps) const { return absorbance(r[b], eps); }
+    HSI_HD bool above_floor(int b, float eps) const { return !(r[b] <= eps); }
 };
 
 // ---- StO2 calibration (Sto2Calibration.apply), same float32 steps ----
@@ -101,7 +105,9 @@ HSI_HD float select_component(const float* c, int k) {
 // ---- unmixing (Unmixer.unmix): c = pinv @ A ----
 // One pass over the bands also sums A over the six index windows (fused chain), so each log
 // is taken once. conc receives all HSI_MAX_COMPONENTS entries (zero beyond nk). Returns
-// whether every A was finite.
+// whether every A was finite AND no band was at the floor (R <= eps): such a band has lost
+// its information (one moves StO2 by 15-50 points), so the pixel is out of the unmixing
+// domain (Unmixer.maps / NumpyBackend.run test R <= eps the same way).
 template <class Acc>
 HSI_HD bool unmix_pixel(const Acc& A, const ChainParams& P, float* conc, float* msum) {
     float c[HSI_MAX_COMPONENTS];
@@ -112,7 +118,7 @@ HSI_HD bool unmix_pixel(const Acc& A, const ChainParams& P, float* conc, float* 
     bool finite = true;
     for (int b = 0; b < P.nb; ++b) {
         const float a = A(b, P.eps);
-        finite = finite && hsi_isfinite(a);
+        finite = finite && hsi_isfinite(a) && A.above_floor(b, P.eps);
 #pragma unroll
         for (int k = 0; k < HSI_MAX_COMPONENTS; ++k)
             if (k < P.nk) c[k] += P.pinv[k * HSI_MAX_BANDS + b] * a;
@@ -191,9 +197,9 @@ template <class Acc>
 HSI_HD unsigned chain_pixel(const Acc& A, unsigned flags, const ChainParams& P, float* maps) {
     if (flags == 0u) {
         float conc[HSI_MAX_COMPONENTS], msum[6], idx[4], hbo2;
-        unmix_pixel(A, P, conc, msum);
+        const bool in_domain = unmix_pixel(A, P, conc, msum);
         const float thb = hb_total(conc, P, &hbo2);
-        if (!(thb > 0.0f)) {
+        if (!in_domain || !(thb > 0.0f)) {
             flags = HSI_FLAG_UNMIX_INVALID;
         } else {
             tivita_from_sums(A, msum, P, idx);
@@ -211,6 +217,13 @@ HSI_HD unsigned chain_pixel(const Acc& A, unsigned flags, const ChainParams& P, 
     }
     return flags;
 }
+
+// ---- pack: which flagged pixels pack as all zeros (NumpyBackend.run, with zero_flagged) ----
+// Only pixels whose reflectance is unusable (saturated, under-exposed, non-finite, bad pixel).
+// FLAG_UNMIX_INVALID pixels (no haemoglobin: drape, instruments, background) have valid
+// spectra that the segmentation network must see to classify them (the post stage keeps
+// their classes), so their spectra are packed normally; their maps are NaN and pack as 0.
+HSI_HD bool pack_zeroed(unsigned flags) { return (flags & ~HSI_FLAG_UNMIX_INVALID) != 0u; }
 
 // ---- pack: L1 norm over the selected bands (NumpyBackend.run / pack.l1_normalize) ----
 // Returns 1/sum|x| -- 0 when the sum is not > 0, the spectrum is non-finite, or `zero`.

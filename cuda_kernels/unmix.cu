@@ -1,7 +1,8 @@
 // unmix.cu -- least-squares unmixing of reflectance (Unmixer.unmix / Unmixer.maps):
 // A = -ln(max(R, eps)), c = pinv @ A per pixel (pinv in constant memory; any band count
 // <= HSI_MAX_BANDS, <= HSI_MAX_COMPONENTS components); thb = c_HbO2 + c_Hb and
-// sto2_raw = c_HbO2 / thb, both NaN where thb <= 0 or any band is non-finite.
+// sto2_raw = c_HbO2 / thb, both NaN where thb <= 0, any band is non-finite or any band has
+// R <= eps (absorbance at the floor: out of the unmixing domain).
 // Outputs: conc (npix, nk) float32 (the reference's (..., k) layout), thb, sto2_raw (npix).
 // Launch (Python wrapper only): block = pixels per tile (multiple of 32), grid =
 // ceil(npix / block), dynamic shared = 4 * block * stride bytes, stride = nb | 1.

@@ -9,8 +9,11 @@ Pixel flags
 -----------
 Every backend returns a ``uint8`` flag map of shape (rows, cols); 0 means the pixel is valid,
 otherwise the bits say why it is not (several may be set).  Float maps hold NaN where the flag
-is non-zero; the network input holds 0 there (the model sees "no signal", the overlay shows
-the pixel as invalid).
+is non-zero.  In the network input, pixels whose reflectance is unusable (saturated,
+under-exposed white, non-finite, bad pixel) hold 0 in every channel (the model sees "no
+signal" and the overlay withholds them); pixels flagged only ``FLAG_UNMIX_INVALID`` (valid
+reflectance without a haemoglobin signal, e.g. drapes and instruments, or a band at the
+reflectance floor) keep their L1 spectra, and only their map channels are 0.
 """
 
 from __future__ import annotations

@@ -148,7 +148,10 @@ class NumpyBackend(Backend):
         packed = None
         if self.pack is not None:
             packed = pack_input(refl, [maps[n] for n in self.pack.maps], self.pack)
-            packed[0, :, flags != 0] = 0   # base.py: the network sees "no signal" there
+            # The network sees "no signal" where the reflectance is unusable; pixels that are
+            # only FLAG_UNMIX_INVALID (no haemoglobin: drape, instruments) keep their spectra
+            # so the network can classify them (their maps are NaN and pack as 0).
+            packed[0, :, (flags & ~FLAG_UNMIX_INVALID) != 0] = 0
         return ChainResult(maps={n: maps[n] for n in MAP_NAMES}, flags=flags, input=packed,
                            reflectance=refl)
 
@@ -239,7 +242,11 @@ class NumpyBackend(Backend):
             t2 = time.monotonic_ns()
             bad = fb.reshape(n) != 0
             thb = y[:, i_o] + y[:, i_d]
-            invalid = ~bad & ~(thb > 0)
+            # Out of the unmixing domain: no haemoglobin, or a band at the absorbance floor
+            # (R <= eps, unmixing.floored; NaN pixels are already in `bad`).
+            with np.errstate(invalid="ignore"):
+                at_floor = r2.min(axis=1) <= eps
+            invalid = ~bad & (~(thb > 0) | at_floor)
             fb.reshape(n)[invalid] |= FLAG_UNMIX_INVALID
             bad |= invalid
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -263,7 +270,11 @@ class NumpyBackend(Backend):
                     inv = np.zeros_like(norm)
                     np.divide(1.0, norm, out=inv, where=pos)
                     np.multiply(src, inv[:, None], out=l1)
-                    l1[bad | ~pos] = 0.0   # NaN/inf pixels (flagged) and 0/0 -> 0
+                    # Pixels with unusable reflectance (calibration flags) and 0/0 -> 0.
+                    # FLAG_UNMIX_INVALID pixels (drape, instruments: no haemoglobin) keep their
+                    # spectra: the network must see them to classify them (base.py).
+                    l1[(fb.reshape(n) & ~FLAG_UNMIX_INVALID) != 0] = 0.0
+                    l1[~pos] = 0.0
                     packed[0, :nb, r0:r1, :] = l1.reshape(r1 - r0, cols, nb).transpose(2, 0, 1)
                 for j, name in enumerate(spec.maps):
                     v = maps[name][r0:r1]

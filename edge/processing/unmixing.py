@@ -27,7 +27,7 @@ import numpy as np
 from edge.core.frame import validate_wavelengths
 from edge.errors import DataFormatError
 
-__all__ = ["absorbance", "Unmixer", "DEFAULT_CHROMOPHORES", "DEFAULT_BASELINE",
+__all__ = ["absorbance", "floored", "Unmixer", "DEFAULT_CHROMOPHORES", "DEFAULT_BASELINE",
            "recommended_components"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,24 @@ def absorbance(reflectance: np.ndarray, eps: float = 1e-4) -> np.ndarray:
         np.log(out, out=out)
     np.negative(out, out=out)
     return out
+
+
+def floored(reflectance: np.ndarray, eps: float) -> np.ndarray:
+    """Pixels with any band at the absorbance floor, i.e. reflectance R <= eps.
+
+    Parameters
+    ----------
+    reflectance : ndarray (..., bands), float
+    eps : float -- the floor of :func:`absorbance`
+
+    Returns
+    -------
+    ndarray (...,), bool (NaN bands do not count: callers flag them as non-finite).
+    Compared in float32 like :func:`absorbance` (the CUDA ``unmix_pixel`` does the same).
+    """
+    r = np.asarray(reflectance, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.any(r <= np.float32(eps), axis=-1)
 
 
 def _names(value: Sequence[str] | str, param: str, allowed: Sequence[str]) -> tuple[str, ...]:
@@ -238,14 +256,18 @@ class Unmixer:
         Returns
         -------
         dict with ``thb`` = c_HbO2 + c_Hb and ``sto2_raw`` = c_HbO2 / thb, each (...,) float32;
-        NaN where thb <= 0 or any input band is non-finite.
+        NaN where thb <= 0, any input band is non-finite, or any band has R <= eps (its
+        absorbance sits at the floor ``-ln(eps)``: the band carries no information and one
+        such band moves StO2 by 15-50 points, so the pixel is out of the unmixing domain).
         """
         r = self._check(reflectance)
-        c = self.unmix(r)
+        a = absorbance(r, self.eps)
+        with np.errstate(invalid="ignore"):   # inf input -> NaN concentrations, by design
+            c = np.matmul(a, self.pinv.T)
         hbo2, hb = c[..., self.i_hbo2], c[..., self.i_hb]
         with np.errstate(invalid="ignore"):
             thb = hbo2 + hb
-        bad = ~np.all(np.isfinite(r), axis=-1) | ~(thb > 0)
+        bad = ~np.all(np.isfinite(r), axis=-1) | ~(thb > 0) | floored(r, self.eps)
         thb = np.where(bad, np.float32(np.nan), thb).astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             sto2 = np.where(bad, np.float32(np.nan), hbo2 / thb).astype(np.float32)

@@ -39,7 +39,8 @@ def _one_by_one(ff, raw, spec):
     for v in maps.values():
         v[flags != 0] = np.nan
     packed = pack_input(refl, [maps[n] for n in spec.maps], spec)
-    packed[0, :, flags != 0] = 0
+    # Unusable reflectance packs as 0; FLAG_UNMIX_INVALID alone keeps the spectra.
+    packed[0, :, (flags & ~FLAG_UNMIX_INVALID) != 0] = 0
     return maps, flags.astype(np.uint8), packed, refl
 
 
@@ -107,3 +108,38 @@ def test_errors(scene):
         NumpyBackend(WL).run(raw, exposure_us=1000)
     with pytest.raises(DataFormatError, match="block_rows: expected an integer >= 1"):
         NumpyBackend(WL, block_rows=0)
+
+
+def test_unmix_invalid_pixels_keep_their_spectra_in_the_network_input():
+    """Drape/instrument pixels (no haemoglobin) and pixels with a band at R <= eps are
+    FLAG_UNMIX_INVALID with NaN maps, but their (valid) spectra still reach the network as
+    x / sum|x| (the post stage keeps their classes); unusable pixels (NaN) pack as 0.
+
+    Before the fix every FLAG_UNMIX_INVALID pixel packed as all zeros, i.e. the segmentation
+    model saw "no signal" on the whole background (24 % of a simulated TIVITA frame)."""
+    from edge.physics import beer_lambert_reflectance
+
+    tissue, _ = simulate_spectra(WL, 4, seed=11, fwhm_nm=10.0)
+    cube = np.empty((1, 4, 100), np.float32)
+    cube[0, 0] = tissue[0]
+    # negative haemoglobin total (a grey, water-only "drape")
+    cube[0, 1] = beer_lambert_reflectance(WL, {"HbO2": -0.002, "Hb": -0.002, "water": 0.3},
+                                          (0.4, 0.1))
+    cube[0, 2] = tissue[2]
+    cube[0, 2, 40] = -0.001                  # one band below the absorbance floor
+    cube[0, 3] = tissue[3]
+    cube[0, 3, 7] = np.nan
+    spec = PackSpec(spectra_bands=tuple(range(100)), maps=("sto2",))
+    for be_run in ("run", "run_reference"):
+        be = NumpyBackend(WL, fwhm_nm=10.0, pack=spec)
+        res = getattr(be, be_run)(cube, exposure_us=1000)
+        assert list(res.flags[0]) == [0, FLAG_UNMIX_INVALID, FLAG_UNMIX_INVALID,
+                                      FLAG_NONFINITE], be_run
+        assert np.isfinite(res.maps["sto2"][0, 0])
+        assert np.isnan(res.maps["sto2"][0, 1:]).all()
+        for px in (0, 1, 2):                  # independent: x / sum(|x|), sign kept
+            x = cube[0, px].astype(np.float64)
+            np.testing.assert_allclose(res.input[0, :100, 0, px], x / np.abs(x).sum(),
+                                       rtol=1e-5, atol=1e-9, err_msg=f"{be_run} pixel {px}")
+        assert res.input[0, 100, 0, 1] == 0 and res.input[0, 100, 0, 2] == 0   # NaN map -> 0
+        assert not res.input[0, :, 0, 3].any()

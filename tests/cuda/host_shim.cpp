@@ -87,7 +87,7 @@ void shim_indices(const ChainParams* P, const float* refl, long long npix, float
 void shim_pack(const ChainParams* P, const float* refl, const float* maps,
                const unsigned char* flags, long long npix, float* out) {
     for (long long p = 0; p < npix; ++p) {
-        const bool zero = P->zero_flagged && flags && flags[p] != 0;
+        const bool zero = P->zero_flagged && flags && pack_zeroed(flags[p]);
         const float* row = refl + p * P->nb;
         const float inv = P->n_spec > 0 ? l1_inverse(row, *P, zero) : 0.0f;
         for (int i = 0; i < P->n_spec; ++i)
@@ -121,7 +121,7 @@ void shim_chain(const ChainParams* P, const float* raw, const float* dark, const
         flags[p] = (unsigned char)f;
         for (int j = 0; j < HSI_N_MAPS; ++j) maps[j * npix + p] = m[j];
         if (!packed) continue;
-        const bool zero = P->zero_flagged && f != 0u;
+        const bool zero = P->zero_flagged && pack_zeroed(f);
         const float inv = P->n_spec > 0 ? l1_inverse(row.data(), *P, zero) : 0.0f;
         for (int i = 0; i < P->n_spec; ++i)
             packed[i * npix + p] = pack_spec_value(row[P->spec_bands[i]], inv);

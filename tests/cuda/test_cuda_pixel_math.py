@@ -232,3 +232,42 @@ def test_params_reject_what_the_kernels_cannot_do():
     wl = np.linspace(400, 1000, MAX_BANDS + 1)
     with pytest.raises(ConfigError, match=r"bands: the CUDA kernels support 1-256 bands, got 257"):
         chain_params(wl, s.unmixer, s.calibration, IndexParams())
+
+
+def test_chain_out_of_domain_pixels_match_numpy_backend(shim):
+    """A band at R <= eps makes the pixel FLAG_UNMIX_INVALID (maps NaN) on both sides, and
+    FLAG_UNMIX_INVALID pixels keep their L1 spectra in the packed input (pixel_math.cuh
+    unmix_pixel / pack_zeroed mirror unmixing.floored and NumpyBackend.run)."""
+    from edge.backends.base import FLAG_NONFINITE, FLAG_UNMIX_INVALID
+
+    s = make_scene(1, 6, 25, seed=21)
+    spec = s.pack
+    cube = np.ascontiguousarray(s.reflectance.astype(np.float32).copy())
+    cube[0, 1, 3] = -0.01                     # below the floor
+    cube[0, 2, 0] = np.float32(s.unmixer.eps)  # exactly at the floor
+    cube[0, 3] = 1.0 / cube[0, 3]             # A -> -A: negative haemoglobin, valid spectrum
+    cube[0, 4, 5] = np.nan
+    be = NumpyBackend(s.wl, chromophores=s.unmixer.chromophores, baseline=s.unmixer.baseline,
+                      calibration=s.calibration, pack=spec)
+    ref = be.run(cube, exposure_us=1000.0)
+    assert list(ref.flags[0, 1:5]) == [FLAG_UNMIX_INVALID] * 3 + [FLAG_NONFINITE]
+    p = params_for(s, spec)
+    npix = 6
+    maps = np.full((6, npix), -9, np.float32)
+    flags = np.full(npix, 255, np.uint8)
+    packed = np.full((spec.channels, npix), -9, np.float32)
+    shim.shim_chain(ptr(p), ptr(cube), None, None, None, npix, 1.0, ptr(maps), ptr(flags),
+                    ptr(packed), None)
+    np.testing.assert_array_equal(flags, ref.flags.ravel())
+    for j, name in enumerate(MAP_NAMES):
+        np.testing.assert_array_equal(np.isnan(maps[j]), np.isnan(ref.maps[name].ravel()))
+    ref_packed = ref.input[0].reshape(spec.channels, npix)
+    assert np.abs(ref_packed[:len(spec.spectra_bands), 1:4]).sum() > 0   # spectra kept
+    assert rel_err(packed, ref_packed) < TOL
+    # the standalone unmix kernel flags the floored pixels like Unmixer.maps
+    k = len(s.unmixer.components)
+    conc, thb, sraw = (np.empty((npix, k), np.float32), np.empty(npix, np.float32),
+                       np.empty(npix, np.float32))
+    shim.shim_unmix(ptr(p), ptr(cube), npix, ptr(conc), ptr(thb), ptr(sraw))
+    np.testing.assert_array_equal(np.isnan(thb), np.isnan(s.unmixer.maps(cube)["thb"].ravel()))
+    assert np.isnan(thb[1:5]).all()

@@ -67,11 +67,36 @@ def test_maps_invalid_pixels_are_nan_not_crash():
     cube[0, 0, 5] = np.nan
     cube[0, 1, 7] = np.inf
     cube[0, 2] = 0.0                    # all-zero pixel: A constant -> thb 0 -> NaN
-    cube[1, 0, :3] = -0.5               # negative bands are clipped to eps, still finite
+    cube[1, 0, :3] = -0.5               # bands at the absorbance floor: out of domain -> NaN
     m = Unmixer(wl).maps(cube)
     assert np.isnan(m["thb"][0]).all() and np.isnan(m["sto2_raw"][0]).all()
-    assert np.isfinite(m["thb"][1]).all()
+    assert np.isnan(m["thb"][1, 0]) and np.isnan(m["sto2_raw"][1, 0])
+    assert np.isfinite(m["thb"][1, 1:]).all()
     np.testing.assert_allclose(m["sto2_raw"][1, 1:], 2 / 3, atol=1e-3)
+
+
+def test_band_at_reflectance_floor_is_invalid_not_silently_wrong():
+    """One band with R <= eps (sensor noise on a dark pixel) used to be floored to A = -ln(eps)
+    = 9.2 and shifted StO2 by 16-50 points with no flag; now the pixel is NaN."""
+    from edge.processing.sto2 import simulate_spectra
+    from edge.processing.unmixing import floored
+
+    wl = np.linspace(500, 1000, 100)
+    refl, _ = simulate_spectra(wl, 50, seed=3, fwhm_nm=10.0)
+    u = Unmixer(wl, fwhm_nm=10.0)
+    ok = u.maps(refl)["sto2_raw"]
+    assert np.isfinite(ok).all()
+    for band, value in ((0, -0.001), (50, 0.0), (99, np.float32(u.eps))):
+        bad = refl.copy()
+        bad[:, band] = value
+        m = u.maps(bad)
+        assert np.isnan(m["sto2_raw"]).all() and np.isnan(m["thb"]).all()
+    # Just above the floor is still in the domain; NaN does not count as floored.
+    above = refl.copy()
+    above[:, 10] = np.nextafter(np.float32(u.eps), np.float32(1))
+    assert not floored(above, u.eps).any()
+    assert not floored(np.array([np.nan, 0.5], np.float32), u.eps)
+    assert floored(np.array([0.5, -1.0], np.float32), u.eps)
 
 
 def test_fwhm_basis_is_band_average():
