@@ -117,9 +117,22 @@ class HsiConnection(Connection):
 
     def _beat(self) -> None:
         interval = self.watchdog_s / 3
+        lost = False
         while not self._hb_stop.wait(interval):
             try:
-                self.heartbeat_once()
+                # Never reconnect from here: a reconnect holds the transaction lock for up to
+                # reconnect_timeout, and repeated every interval it made the caller's next call
+                # wait that long *before* its own reconnect (twice its deadline).  The caller's
+                # next call reconnects; meanwhile the device watchdog has the LEDs off.
+                with self._lock:
+                    if self._closed or self._link is None:
+                        continue
+                    self._transact("DO", "HB", (), idempotent=True, reconnect=False)
+                lost = False
+            except LinkLost as exc:
+                if not lost:
+                    log.warning("heartbeat: %s lost (%s); the next call reconnects", self.url, exc)
+                lost = True
             except DeviceError as exc:
                 log.warning("heartbeat to %s failed: %s", self.url, exc)
 
@@ -129,13 +142,18 @@ class HsiConnection(Connection):
         time.sleep(0.005)
         link.discard_input()
         deadline = time.monotonic() + self.reply_timeout
+        # seq 0 is reserved for this query (_exchange never uses it), so a late reply to an
+        # earlier command (a previous session's, or the device's answer to the half line our
+        # empty line completed) is recognised and skipped instead of failing the identity check.
         link.write(P.encode_command("GET", "IDN", (), seq=0, crc=True))
+        ignored: list[bytes] = []
         while True:
             try:
                 line = link.read_line(deadline)
             except DeviceTimeout as exc:
+                seen = f"; ignored {', '.join(map(repr, ignored[:3]))}" if ignored else ""
                 raise DeviceTimeout(f"no {self.device_kind} answered GET IDN on {link.url} "
-                                    f"within {self.reply_timeout:g} s ({exc})") from None
+                                    f"within {self.reply_timeout:g} s ({exc}{seen})") from None
             try:
                 reply = P.parse_line(line)
             except DeviceProtocolError as exc:
@@ -143,6 +161,10 @@ class HsiConnection(Connection):
                     f"device on {link.url} is not an {self.device_kind}: it answered GET IDN "
                     f"with {line!r} ({exc})") from None
             if reply.kind == "!":
+                continue
+            if (reply.seq is not None and reply.seq != 0) or (
+                    reply.seq is None and reply.cmd != "IDN"):
+                ignored.append(line)  # a stale reply: not the answer to GET IDN
                 continue
             vals = reply.values
             if reply.kind != "A" or reply.cmd != "IDN" or len(vals) < 5 or vals[:2] != (
@@ -226,16 +248,42 @@ class HsiConnection(Connection):
             else:
                 self.stats["stale"] += 1
 
-    def _exchange(self, verb: str, cmd: str, args: tuple, send_crc: bool) -> P.Reply:
+    def _crc_mode_lost(self, line: bytes, seq: int) -> bool:
+        """After a reply without CRC in CRC mode: has the device left CRC mode (a reset whose
+        ``! BOOT`` was lost, e.g. garbled while the UART came up)?  Asks ``GET CRC``; a reply
+        that merely lost its ``*`` to line noise does not trigger a resync (LEDs off)."""
+        try:
+            r = P.parse_line(line)
+            if r.kind == "!" or r.seq != seq:
+                return False
+            return self._exchange("GET", "CRC", (), True, probe=True).values[:1] == ("0",)
+        except DeviceError:
+            return False
+
+    def _exchange(self, verb: str, cmd: str, args: tuple, send_crc: bool,
+                  probe: bool = False) -> P.Reply:
         link = self._require_link()
         self._drain(link)
-        self._seq = (self._seq + 1) & 0xFFFF
+        self._seq = self._seq % 0xFFFF + 1  # 1..65535, wrapping; 0 is GET IDN's (_identify)
         seq = self._seq
         link.write(P.encode_command(verb, cmd, args, seq=seq, crc=send_crc or self._crc_on))
         deadline = time.monotonic() + self.reply_timeout
         while True:
-            line = link.read_line(deadline)
-            r = P.parse_line(line, require_crc=self._crc_on and not line.startswith(b"! BOOT"))
+            try:
+                line = link.read_line(deadline)
+            except DeviceTimeout as exc:
+                raise DeviceTimeout(f"{verb} {cmd} {' '.join(args)}".rstrip()
+                                    + f": {exc} ({self.reply_timeout:g} s)") from None
+            try:
+                r = P.parse_line(line, require_crc=self._crc_on and not probe
+                                 and not line.startswith(b"! BOOT"))
+            except DeviceProtocolError:
+                if self._crc_on and not probe and b"*" not in line and self._crc_mode_lost(
+                        line, seq):
+                    raise _Interrupted(
+                        f"{self.device_kind} answered {verb} {cmd} without CRC although CRC "
+                        f"mode was on: it was reset and its ! BOOT banner was lost") from None
+                raise
             if r.kind == "!":
                 self._handle_event(r)
                 if r.cmd == "BOOT":
@@ -260,8 +308,10 @@ class HsiConnection(Connection):
             return r
 
     def _transact(self, verb: str, cmd: str, args: tuple = (), *, idempotent: bool,
-                  send_crc: bool = False) -> P.Reply:
-        """One request/reply with retries per the policy in the module docstring."""
+                  send_crc: bool = False, reconnect: bool = True) -> P.Reply:
+        """One request/reply with retries per the policy in the module docstring; with
+        ``reconnect=False`` a lost port raises LinkLost instead of reconnecting (a device reset
+        is still resynchronised)."""
         with self._lock:
             attempt = busy = 0
             while True:
@@ -269,9 +319,9 @@ class HsiConnection(Connection):
                 try:
                     return self._exchange(verb, cmd, args, send_crc)
                 except (LinkLost, _Interrupted) as exc:
-                    if self._in_resync:
+                    if self._in_resync or (isinstance(exc, LinkLost) and not reconnect):
                         raise
-                    self._recover(exc)
+                    self._recover(exc, reconnect)
                     err: DeviceError = _Interrupted(f"{verb} {cmd} interrupted by a device "
                                                     f"reset or reconnect ({exc})")
                 except _NotExecuted as exc:
@@ -293,9 +343,11 @@ class HsiConnection(Connection):
                 attempt += 1
                 self.stats["retries"] += 1
 
-    def _recover(self, exc: DeviceError) -> None:
+    def _recover(self, exc: DeviceError, reconnect: bool = True) -> None:
         """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
         for _ in range(3):
+            if isinstance(exc, LinkLost) and not reconnect:
+                raise exc
             try:
                 if isinstance(exc, LinkLost):
                     self._reconnect(exc)
@@ -442,11 +494,11 @@ class HsiConnection(Connection):
     def safe(self) -> None:
         """``DO SAFE`` (idempotent): LEDs off, disarmed, sequence off."""
         with self._lock:
-            try:
-                self._transact("DO", "SAFE", (), idempotent=True)
-            finally:
-                self.led_on = [False] * len(self.led_on)
-                self.armed = False
+            # the cache changes only once the device confirmed: after a failed SAFE the LEDs
+            # may still be on, and state() must not claim otherwise
+            self._transact("DO", "SAFE", (), idempotent=True)
+            self.led_on = [False] * len(self.led_on)
+            self.armed = False
 
     def clear_faults(self) -> None:
         self._transact("DO", "CLR", (), idempotent=True)

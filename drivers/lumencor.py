@@ -136,10 +136,12 @@ class LumencorConnection(Connection):
 
     def _explain(self, text: str, values: tuple) -> DeviceError:
         code = values[0] if values else "?"
-        try:
-            stat = int(self._transact("GET", "STAT", (), idempotent=True)[0])
-        except (DeviceError, ValueError, IndexError):
-            stat = 0
+        stat = 0
+        if not text.startswith("GET STAT"):  # explaining a refused GET STAT by GET STAT recursed
+            try:
+                stat = int(self._transact("GET", "STAT", (), idempotent=True)[0])
+            except (DeviceError, ValueError, IndexError):
+                stat = 0
         if stat in (2, 4):
             self.active = [False] * len(self.active)
             return DeviceFault(f"{self.device_kind} refused {text!r} (E {code}): status "
@@ -165,6 +167,7 @@ class LumencorConnection(Connection):
             raise err
 
     def all_off(self) -> None:
+        """``SET CH <ch> 0`` for every channel (raises DeviceError if that fails)."""
         for ch in range(len(self.channels)):
             self._transact("SET", "CH", (str(ch), "0"), idempotent=True)
         self.active = [False] * len(self.channels)
@@ -206,6 +209,10 @@ class LumencorIllumination(Illumination):
         try:
             return fn(*args)
         except DeviceError:
+            if self.connection._link is None or not self.connection.is_open:
+                # the port is gone and reconnecting just failed: trying again here would double
+                # the caller's wait, and a reconnect switches every channel off anyway (_resync)
+                raise
             try:  # LEDs off after an error that reaches the caller (best effort)
                 self.connection.all_off()
             except DeviceError as second:

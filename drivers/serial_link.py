@@ -66,6 +66,8 @@ class SerialLink:
         self.url = url
         self.max_line = max_line
         self._buf = bytearray()
+        #: Set after an overlong line: drop bytes up to the next terminator (PROTOCOL.md, Link).
+        self._skip_to_terminator = False
         try:
             kwargs = {"baudrate": baudrate, "timeout": _POLL_S, "write_timeout": 1.0}
             if not url.startswith(("socket://", "loop://", "rfc2217://")):
@@ -96,12 +98,16 @@ class SerialLink:
                 dropped += self._port.read(waiting)
         except _PORT_ERRORS as exc:
             raise LinkLost(f"port {self.url!r} went away: {exc}") from exc
+        if self._skip_to_terminator and b"\n" in dropped:
+            self._skip_to_terminator = False  # the overlong line ended inside what was dropped
         return dropped
 
     def write(self, data: bytes) -> None:
         try:
+            # No flush(): it is tcdrain(), which has no timeout and blocks for as long as a
+            # stalled USB device refuses data.  write() already hands every byte to the kernel
+            # (bounded by write_timeout), and a reply deadline follows every write.
             self._port.write(data)
-            self._port.flush()
         except _PORT_ERRORS as exc:
             raise LinkLost(f"port {self.url!r} went away while writing: {exc}") from exc
 
@@ -114,22 +120,38 @@ class SerialLink:
             If no complete line arrives before ``deadline`` (``time.monotonic()``); the
             message shows any partial data (pyserial returns partial data without raising).
         DeviceProtocolError
-            If more than ``max_line`` bytes arrive without a terminator.
+            If a line is longer than ``max_line`` bytes (terminator included); the rest of
+            that line, up to its terminator, is discarded as it arrives.
         LinkLost
             If the port disappears.
         """
         while True:
             end = self._buf.find(terminator)
-            if end >= 0:
-                line = bytes(self._buf[:end + len(terminator)])
-                del self._buf[:end + len(terminator)]
+            if self._skip_to_terminator:
+                if end < 0:
+                    self._buf.clear()
+                else:
+                    del self._buf[:end + len(terminator)]
+                    self._skip_to_terminator = False
+                    continue
+            elif end >= 0:
+                size = end + len(terminator)
+                line = bytes(self._buf[:size])
+                del self._buf[:size]
+                if size > self.max_line:
+                    raise DeviceProtocolError(
+                        f"line of {size} bytes from {self.url} exceeds max_line={self.max_line}: "
+                        f"{line[:40]!r}...")
                 return line
-            if len(self._buf) > self.max_line:
+            elif len(self._buf) >= self.max_line:
+                # Checked whatever the chunking: without this a long line could pass or fail
+                # depending on how many bytes one read() happened to return.
                 junk = bytes(self._buf)
                 self._buf.clear()
+                self._skip_to_terminator = True
                 raise DeviceProtocolError(
-                    f"{len(junk)} bytes without line terminator {terminator!r} from {self.url}: "
-                    f"{junk[:40]!r}...")
+                    f"{len(junk)} bytes without line terminator {terminator!r} from {self.url} "
+                    f"(max_line={self.max_line}): {junk[:40]!r}...")
             if time.monotonic() >= deadline:
                 raise DeviceTimeout(
                     f"no complete reply from {self.url} before the deadline"
@@ -282,7 +304,9 @@ class Connection:
         deadline = time.monotonic() + self.reconnect_timeout
         backoff = 0.02
         while True:
-            for path in self._candidates():
+            for i, path in enumerate(self._candidates()):
+                if i and time.monotonic() > deadline:
+                    break  # many silent candidates must not stretch the deadline
                 link = None
                 try:
                     link = SerialLink(path, baudrate=self.baudrate, exclusive=self.exclusive)
@@ -310,10 +334,13 @@ class Connection:
                 if self.on_reconnect is not None:
                     self.on_reconnect()
                 return
-            if time.monotonic() + backoff > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DeviceError(
                     f"{self.device_kind} {self.serial_number} on {self.url} disconnected and did "
                     f"not come back within reconnect_timeout={self.reconnect_timeout:g} s "
                     f"(searched {', '.join(self._candidates())})") from cause
-            time.sleep(backoff)
+            # Sleep at most up to the deadline and look once more there: giving up as soon as
+            # the next back-off would overshoot stopped searching up to 40 % early.
+            time.sleep(min(backoff, remaining))
             backoff = min(backoff * 2, 0.5)

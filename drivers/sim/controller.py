@@ -13,7 +13,7 @@ import time
 from typing import Callable, Sequence
 
 from drivers import protocol as P
-from edge.errors import DeviceProtocolError
+from edge.errors import ConfigError, DeviceProtocolError
 
 __all__ = ["ControllerModel", "DEFAULT_CHANNELS"]
 
@@ -59,6 +59,14 @@ class ControllerModel:
                  on_trigger: Callable[[int], None] | None = None,
                  on_led_change: Callable[[dict], None] | None = None,
                  protocol_version: str = f"{P.PROTOCOL_VERSION}.0") -> None:
+        for name, tokens in (("serial", [serial]), ("channels", list(channels)),
+                             ("protocol_version", [protocol_version])):
+            # each goes on the wire as one token of `A IDN ...` / `A CHMAP ...`
+            for token in tokens:
+                if not isinstance(token, str) or not token or not token.isascii() or any(
+                        c in token for c in " *#") or not token.isprintable():
+                    raise ConfigError(f"{name}: expected printable ASCII without spaces, '*' "
+                                      f"or '#', got {token!r}")
         self.serial = serial
         self.channels = tuple(channels)
         self.protocol_version = protocol_version

@@ -103,8 +103,13 @@ class FaultPlan:
             elif key in _PARAMS:
                 params[key] = number
             elif key == "seed":
+                if not (number.is_integer() and 0 <= number < 2**63):
+                    raise ConfigError(f"faults.seed: expected a non-negative integer, "
+                                      f"got {value!r}")
                 params[key] = int(number)
             elif key == "new_path":
+                if number not in (0.0, 1.0):
+                    raise ConfigError(f"faults.new_path: expected 0 or 1, got {value!r}")
                 params[key] = bool(number)
             else:
                 raise ConfigError(f"faults: unknown key {key!r}; expected a fault kind "
