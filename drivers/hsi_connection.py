@@ -433,6 +433,12 @@ class HsiConnection(Connection):
         self._set("INT", str(ch), int(value))
         self.intensity[ch] = int(value)
 
+    def get_armed(self) -> bool:
+        """``GET ARMED``; refreshes the cache (the device disarms itself after its pulse count
+        or a fault, which the cached flag would not show)."""
+        self.armed = self.query("ARMED")[0] == "1"
+        return self.armed
+
     def get_leds(self) -> tuple[list[bool], list[int]]:
         """``GET LEDS`` -> (on flags, intensities); refreshes the cache."""
         v = self.query("LEDS")

@@ -42,7 +42,7 @@ class TriggerController:
         for name, (value, lo, hi) in limits.items():
             if value is not None and not (isinstance(value, int) and lo <= value <= hi):
                 raise DeviceError(f"{name}: expected an integer {lo}-{hi}, got {value!r}")
-        if self.connection.armed:
+        if self.connection.get_armed():
             raise DeviceError("configure(): trigger is armed; call disarm() first")
         for cmd, value in (("TSRC", TRIGGER_SOURCES.get(source or "")), ("TPER", period_us),
                            ("TWID", width_us), ("TDLY", delay_us), ("TCNT", count)):
@@ -57,11 +57,13 @@ class TriggerController:
 
     @property
     def armed(self) -> bool:
-        return self.connection.armed
+        """Whether the device is armed, read from the device (it disarms itself after its
+        pulse count or on a fault)."""
+        return self.connection.get_armed()
 
     def fire(self) -> int:
         """One software trigger (source "software", armed); returns the pulse counter."""
-        if not self.connection.armed:
+        if not self.connection.get_armed():
             raise DeviceError("fire(): trigger is not armed; call arm() first")
         return self.connection.fire()
 

@@ -363,3 +363,25 @@ def test_controller_model_rejects_tokens_that_break_framing():
         ControllerModel(serial="SN 1")  # `hsi-edge sim-devices --serial "SN 1"`
     with pytest.raises(ConfigError, match="channels: expected printable ASCII .* got 'near ir'"):
         ControllerModel(channels=("white", "near ir"))
+
+
+def test_armed_is_read_from_the_device_after_it_disarms_itself():
+    """A finite pulse count ends with the device disarmed; the driver must not keep saying
+    armed (configure() would refuse, fire() would fail)."""
+    import time as _time
+
+    from drivers.sim import start_controller
+    from drivers.trigger import HsiConnection, TriggerController
+
+    server = start_controller()
+    try:
+        with TriggerController(HsiConnection(server.url).open()) as trig:
+            trig.configure(source="internal", period_us=1000, width_us=100, count=3)
+            trig.arm()
+            deadline = _time.monotonic() + 2.0
+            while trig.armed and _time.monotonic() < deadline:
+                _time.sleep(0.01)
+            assert not trig.armed
+            trig.configure(period_us=2000)  # allowed again: no stale "armed" refusal
+    finally:
+        server.stop()
