@@ -281,6 +281,10 @@ def plain_chain(xp, d: dict):
     a = -xp.log(xp.maximum(refl, f32(d["eps"])))
     conc = a @ d["pinv_t"]
     thb = conc[..., d["io"]] + conc[..., d["ih"]]
+    # unmix-invalid (only where no calibration flag): no haemoglobin, or a band at the floor
+    floor = (refl <= f32(d["eps"])).any(axis=2)
+    unmix_bad = (flags == 0) & (~(thb > 0) | floor)
+    flags = flags | xp.where(unmix_bad, xp.uint8(16), xp.uint8(0))
     sraw = conc[..., d["io"]] / thb
     finite = xp.isfinite(sraw)      # as Sto2Calibration.apply: a NaN must not become an index
     x = xp.where(finite, sraw, f32(d["x0"]))
@@ -299,8 +303,10 @@ def plain_chain(xp, d: dict):
     twi = xp.clip((terms[..., lay["twi_num"].start] / terms[..., lay["twi_den"].start]
                    - f32(ip.twi_offset)) / f32(ip.twi_scale), f32(0), f32(1))
     norm = xp.abs(refl).sum(axis=2, keepdims=True)
-    l1 = xp.where(norm > 0, refl / norm, f32(0))
-    packed = xp.concatenate([l1.transpose(2, 0, 1), sto2[None], thi[None]]).astype(xp.float16)
+    l1 = xp.where(norm > 0, refl / norm, f32(0))   # calibration-flagged: NaN -> 0
+    bad = flags != 0                                # maps of every flagged pixel pack as 0
+    packed = xp.concatenate([l1.transpose(2, 0, 1), xp.where(bad, f32(0), sto2)[None],
+                             xp.where(bad, f32(0), thi)[None]]).astype(xp.float16)
     return packed, sto2_index, nir, twi, flags
 
 
@@ -349,6 +355,9 @@ def _torch_plain(s, reps: int) -> tuple[float, float]:
         a = -torch.log(torch.clamp(refl, min=h["eps"]))
         conc = a @ pinv_t
         thb = conc[..., h["io"]] + conc[..., h["ih"]]
+        floor = (refl <= h["eps"]).any(dim=2)
+        unmix_bad = (flags == 0) & (~(thb > 0) | floor)
+        flags = flags | torch.where(unmix_bad, 16, 0).to(torch.uint8)
         sraw = conc[..., h["io"]] / thb
         finite = torch.isfinite(sraw)   # a NaN index would trip a device-side assert
         x = torch.where(finite, sraw, h["x0"])
@@ -368,7 +377,9 @@ def _torch_plain(s, reps: int) -> tuple[float, float]:
                            - ip.twi_offset) / ip.twi_scale, 0, 1)
         norm = refl.abs().sum(dim=2, keepdim=True)
         l1 = torch.where(norm > 0, refl / norm, zero)
-        packed = torch.cat([l1.permute(2, 0, 1), sto2[None], thi[None]]).half()
+        bad = flags != 0
+        packed = torch.cat([l1.permute(2, 0, 1), torch.where(bad, zero, sto2)[None],
+                            torch.where(bad, zero, thi)[None]]).half()
         return packed, sto2_index, nir, twi, flags
 
     with torch.no_grad():
