@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +26,7 @@ import pytest
 from edge.backends.cuda_ops import _p, pack_rgb, params_bytes, poison_byte
 from edge.backends.cuda_params import CHAIN_PARAMS_DTYPE, MAP_NAMES, chain_params
 from edge.backends.numpy_backend import NumpyBackend
+from host_shim_build import build_host_shim
 from edge.errors import ConfigError
 from edge.processing import post
 
@@ -87,34 +86,12 @@ def test_kernel_pointer_arguments_are_uintp():
 
 
 # ---- GPU-like rounding (FMA contraction) --------------------------------------------------------
-_P = ctypes.c_void_p
-_LL, _I, _F, _U = ctypes.c_longlong, ctypes.c_int, ctypes.c_float, ctypes.c_uint
-_SIG = {
-    "shim_flatfield": [_P, _P, _P, _P, _LL, _I, _F, _F, _P, _P],
-    "shim_sto2": [_P, _P, _LL, _P],
-    "shim_chain": [_P, _P, _P, _P, _P, _LL, _F, _P, _P, _P, _P],
-    "shim_overlay": [_P, _P, _P, _P, _LL, _LL, _F, _F, _U, _U, _P],
-}
-
-
 @pytest.fixture(scope="module")
 def fma_shim(tmp_path_factory):
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.skip("needs g++ to build the host shim of pixel_math.cuh")
     if not re.search(r"\bfma\b", Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""):
         pytest.skip("needs an x86 CPU with FMA to emulate the GPU's fused multiply-add")
-    out = tmp_path_factory.mktemp("fma") / "libhsi_shim_fma.so"
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-mfma", "-ffp-contract=fast",
-           "-Wall", "-Wno-unknown-pragmas", "-Werror", "-I", str(ROOT / "cuda_kernels"),
-           str(ROOT / "tests" / "cuda" / "host_shim.cpp"), "-o", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"FMA host shim failed to compile:\n{proc.stderr}"
-    lib = ctypes.CDLL(str(out))
-    for name, args in _SIG.items():
-        getattr(lib, name).argtypes = args
-        getattr(lib, name).restype = None
-    return lib
+    return build_host_shim(tmp_path_factory.mktemp("fma") / "libhsi_shim_fma.so",
+                           ["-mfma", "-ffp-contract=fast"], what="FMA host shim")
 
 
 def test_sto2_table_exact_under_fma(fma_shim):
