@@ -94,8 +94,12 @@ class HsiConnection(Connection):
     def open(self) -> "HsiConnection":
         super().open()
         if self.heartbeat and self.watchdog_s > 0 and self._hb_thread is None:
-            self._hb_stop.clear()
-            self._hb_thread = threading.Thread(target=self._beat, daemon=True,
+            # A fresh event per thread: a thread that close() gave up joining (stuck in a
+            # transaction past the 2 s join) keeps its own, set, event and ends, instead of
+            # being revived beside the new one by a shared event cleared here.
+            self._hb_stop = threading.Event()
+            self._hb_thread = threading.Thread(target=self._beat, args=(self._hb_stop,),
+                                               daemon=True,
                                                name=f"hsi-heartbeat-{self.serial_number}")
             self._hb_thread.start()
         return self
@@ -115,10 +119,10 @@ class HsiConnection(Connection):
                     log.warning("close(): could not switch %s off: %s", self.url, exc)
             super().close()
 
-    def _beat(self) -> None:
+    def _beat(self, stop: threading.Event) -> None:
         interval = self.watchdog_s / 3
         lost = False
-        while not self._hb_stop.wait(interval):
+        while not stop.wait(interval):
             try:
                 # Never reconnect from here: a reconnect holds the transaction lock for up to
                 # reconnect_timeout, and repeated every interval it made the caller's next call

@@ -162,6 +162,27 @@ def test_heartbeat_does_not_reconnect(controller, caplog):
         assert t.elapsed < max_call_s(reconnect_timeout=0.5)
 
 
+def test_heartbeat_abandoned_by_close_is_not_revived_by_reopen(controller):
+    """close() waits 2 s for the heartbeat thread; one still blocked after that (here on the
+    transaction lock, which this thread holds: it is re-entrant) must end once unblocked, not
+    beat on beside the thread of a reopen (they used to share one stop event, which the
+    reopen cleared)."""
+    light = drivers.open_illumination(controller.url, watchdog_s=0.15, **FAST)
+    conn = light.connection
+    old = conn._hb_thread
+    with conn._lock:              # the next heartbeat blocks here
+        time.sleep(0.2)
+        conn.close()              # gives up joining it after 2 s
+        assert old.is_alive()
+        conn.open()               # re-entrant: reopens before the old thread can run
+    try:
+        assert wait_until(lambda: not old.is_alive(), 2.0), "abandoned heartbeat revived"
+        beats = [t for t in threading.enumerate() if t.name.startswith("hsi-heartbeat-")]
+        assert beats == [conn._hb_thread]
+    finally:
+        light.close()
+
+
 # -- framing -------------------------------------------------------------------------------
 def test_read_line_overlong_and_partial(sim_only):
     master, slave = os.openpty()
