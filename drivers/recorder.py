@@ -75,21 +75,32 @@ class Recorder:
         Replace an existing recording in ``out_dir`` (default: refuse).
     envi_interleave : {"bsq", "bil", "bip"}
         Interleave of ENVI frames.
+    fwhm_nm : float, optional
+        Band width of the camera (``camera.fwhm_nm``); written as the ENVI ``fwhm`` header key
+        (the same value for every band) so a replay gets it back.  Other formats ignore it.
 
     Raises
     ------
     DataFormatError
-        Unknown format, or ``out_dir`` already holds a recording and ``overwrite`` is False.
+        Unknown format, ``fwhm_nm`` not a finite number > 0, or ``out_dir`` already holds a
+        recording and ``overwrite`` is False.
     """
 
     def __init__(self, out_dir: str | os.PathLike, format: str = "npz", *,  # noqa: A002
-                 overwrite: bool = False, envi_interleave: str = "bsq") -> None:
+                 overwrite: bool = False, envi_interleave: str = "bsq",
+                 fwhm_nm: float | None = None) -> None:
         if format not in RECORD_FORMATS:
             raise DataFormatError(
                 f"format: expected one of {', '.join(RECORD_FORMATS)}, got {format!r}")
         if envi_interleave not in ("bsq", "bil", "bip"):
             raise DataFormatError(
                 f"envi_interleave: expected one of bsq, bil, bip, got {envi_interleave!r}")
+        if fwhm_nm is not None and not (isinstance(fwhm_nm, (int, float))
+                                        and not isinstance(fwhm_nm, bool)
+                                        and np.isfinite(fwhm_nm) and fwhm_nm > 0):
+            raise DataFormatError(
+                f"fwhm_nm: expected a band width in nm > 0 or None, got {fwhm_nm!r}")
+        self.fwhm_nm = None if fwhm_nm is None else float(fwhm_nm)
         self.out_dir = Path(out_dir)
         self.format = format
         self.envi_interleave = envi_interleave
@@ -154,7 +165,8 @@ class Recorder:
                 write_tivita_cube(path, frame.cube)
             else:
                 path = base.with_name(base.name + ".hdr")
-                write_envi(path, frame.cube, frame.wavelengths, interleave=self.envi_interleave)
+                write_envi(path, frame.cube, frame.wavelengths, fwhm=self.fwhm_nm,
+                           interleave=self.envi_interleave)
         self.count += 1
         return path
 

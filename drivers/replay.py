@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from drivers.camera import Camera
+from drivers.formats.envi import envi_header_file, read_envi_header
 from drivers.formats.envi import read_envi, write_envi  # noqa: F401  (re-exported)
 from drivers.formats.npyseq import read_npz_frame, write_npz_frame  # noqa: F401
 from drivers.formats.sequence import FrameSequence, LoadedFrame, open_sequence
@@ -42,10 +43,13 @@ from edge.core.frame import Frame, FrameMeta, validate_wavelengths
 from edge.errors import DataFormatError, DeviceError, DeviceTimeout
 
 __all__ = ["ReplayCamera", "read_tivita_cube", "write_tivita_cube", "read_envi", "write_envi",
-           "read_npz_frame", "write_npz_frame", "to_frame_dtype", "meta_from_dict"]
+           "read_npz_frame", "write_npz_frame", "to_frame_dtype", "meta_from_dict",
+           "single_fwhm_nm"]
 
 log = logging.getLogger(__name__)
 _META_FIELDS = {f.name for f in dataclasses.fields(FrameMeta)}
+#: Per-band widths within this relative spread count as one width (their mean is used).
+FWHM_EQUAL_RTOL = 0.01
 
 
 def to_frame_dtype(cube: np.ndarray, source: str = "cube") -> np.ndarray:
@@ -74,6 +78,36 @@ def to_frame_dtype(cube: np.ndarray, source: str = "cube") -> np.ndarray:
         "or float32/float64 reflectance")
 
 
+def single_fwhm_nm(fwhm: np.ndarray, source: str = "fwhm") -> float:
+    """One band width (nm) for the camera from per-band widths.
+
+    The unmixing basis integrates every band with one Gaussian width, so a camera has a single
+    ``fwhm_nm``.  Widths equal within :data:`FWHM_EQUAL_RTOL` (1 %) of their mean give their
+    mean; otherwise the median is used and one warning names the spread.
+
+    Parameters
+    ----------
+    fwhm : ndarray of shape (bands,), float64
+        Per-band full width at half maximum in nm, each finite and > 0 (as
+        :func:`~drivers.formats.envi.read_envi_header` validates them).
+    source : str
+        Where the widths come from, for the warning.
+
+    Returns
+    -------
+    float
+    """
+    fwhm = np.asarray(fwhm, dtype=np.float64)
+    lo, hi, mean = float(fwhm.min()), float(fwhm.max()), float(fwhm.mean())
+    if hi - lo <= FWHM_EQUAL_RTOL * mean:
+        return mean
+    median = float(np.median(fwhm))
+    log.warning("%s: band widths (fwhm) differ across bands: %.4g-%.4g nm (spread %.1f %% of "
+                "the median); the unmixing basis uses one width, taking the median %.4g nm",
+                source, lo, hi, 100.0 * (hi - lo) / median, median)
+    return median
+
+
 def meta_from_dict(meta: dict[str, Any], source: str = "meta") -> FrameMeta:
     """Build a FrameMeta from a stored mapping, ignoring unknown keys (logged)."""
     unknown = set(meta) - _META_FIELDS
@@ -100,6 +134,9 @@ class ReplayCamera(Camera):
     wavelengths : array_like of shape (bands,), optional
         Band centres (nm) overriding those of the recording; required when the recording has
         none (ENVI without ``wavelength``, ``.npy`` without a sidecar).
+    fwhm_nm : float, optional
+        Band full width at half maximum (nm).  Always wins; when None, an ENVI recording's
+        ``fwhm`` header key gives it (see :func:`single_fwhm_nm`), else it stays unknown.
     original_timestamps : bool
         Keep ``timestamp_ns`` from the recorded metadata instead of the replay time.
     cache : bool
@@ -109,9 +146,10 @@ class ReplayCamera(Camera):
     Raises
     ------
     DataFormatError
-        Missing path, no frames, unreadable first frame, or no wavelengths.
+        Missing path, no frames, unreadable first frame, no wavelengths, or an ENVI ``fwhm``
+        that is malformed or gives a width >= 500 nm.
     DeviceError
-        ``fps`` not a positive finite number.
+        ``fps`` not a positive finite number, or ``fwhm_nm`` outside (0, 500) nm.
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, loop: bool = False,
@@ -137,6 +175,8 @@ class ReplayCamera(Camera):
         self._shape = tuple(int(n) for n in cube.shape)  # type: ignore[assignment]
         self._wavelengths = self._frame_wavelengths(first, cube.shape[2])
         self._dtype = cube.dtype
+        if self._fwhm_nm is None and self._seq.kind == "envi":
+            self._fwhm_nm = self._envi_fwhm(self._seq.items[0])
         self._cached: tuple[int, LoadedFrame] | None = (0, first)
         meta = first.meta or {}
         recorded = dict(meta.get("serials", {})).get("camera")
@@ -188,6 +228,20 @@ class ReplayCamera(Camera):
                 f"{loaded.source}: the recording has no wavelengths; pass wavelengths= "
                 "(nm, one per band)")
         return validate_wavelengths(wl, bands=bands, name=f"{loaded.source}: wavelengths")
+
+    @staticmethod
+    def _envi_fwhm(item: os.PathLike) -> float | None:
+        """The recording's single band width from the first ENVI header's ``fwhm``, or None."""
+        header = envi_header_file(item)
+        per_band = read_envi_header(header)["fwhm"]
+        if per_band is None:
+            return None
+        value = single_fwhm_nm(per_band, str(header))
+        if not value < 500:
+            raise DataFormatError(
+                f"{header}: ENVI key 'fwhm': expected band widths below 500 nm, got "
+                f"{value:g} nm")
+        return value
 
     # -- hooks ----------------------------------------------------------------------------
     def _do_configure(self, exposure_us: float | None, gain: float | None,

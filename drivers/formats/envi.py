@@ -4,10 +4,12 @@ Supported header keys (case-insensitive; values in ``{...}`` may span lines):
 ``samples`` (cols), ``lines`` (rows), ``bands``, ``data type`` (1 uint8, 2 int16, 3 int32,
 4 float32, 5 float64, 12 uint16), ``interleave`` (bsq: bands x lines x samples, bil: lines x
 bands x samples, bip: lines x samples x bands), ``byte order`` (0 little-, 1 big-endian;
-default 0), ``header offset`` (bytes before the data; default 0), ``wavelength = {...}`` and
-``wavelength units`` (Nanometers by default; Micrometers are converted to nm).  Other keys are
-kept as strings.  The binary file is found next to the header as ``NAME``, ``NAME.img``,
-``NAME.raw``, ``NAME.dat`` or ``NAME.<interleave>``.
+default 0), ``header offset`` (bytes before the data; default 0), ``wavelength = {...}``,
+``fwhm = {...}`` (band full width at half maximum, one per band, same units as ``wavelength``)
+and ``wavelength units`` (Nanometers by default; Micrometers are converted to nm).  Other keys
+are kept as strings.  Header keys follow the ENVI header specification
+(https://www.nv5geospatialsoftware.com/docs/ENVIHeaderFiles.html).  The binary file is found
+next to the header as ``NAME``, ``NAME.img``, ``NAME.raw``, ``NAME.dat`` or ``NAME.<interleave>``.
 
 The reader returns ``(rows, cols, bands)`` in the stored data type and native byte order.
 """
@@ -24,7 +26,8 @@ import numpy as np
 from drivers.formats._io import atomic_open
 from edge.errors import DataFormatError
 
-__all__ = ["read_envi", "read_envi_header", "write_envi", "envi_data_file", "ENVI_DTYPES"]
+__all__ = ["read_envi", "read_envi_header", "write_envi", "envi_data_file", "envi_header_file",
+           "ENVI_DTYPES"]
 
 #: ENVI ``data type`` code -> numpy dtype (native-endian base type).
 ENVI_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.int16), 3: np.dtype(np.int32),
@@ -34,7 +37,7 @@ _INTERLEAVES = ("bsq", "bil", "bip")
 _DATA_SUFFIXES = ("", ".img", ".raw", ".dat", ".bsq", ".bil", ".bip")
 # Keys that decide how the bytes are read: a duplicate with another value is an error
 _CORE_KEYS = {"samples", "lines", "bands", "header offset", "byte order", "data type",
-              "interleave", "wavelength", "wavelength units"}
+              "interleave", "wavelength", "wavelength units", "fwhm"}
 _UM_UNITS = {"micrometers", "micrometer", "microns", "micron", "um", "µm"}
 _NM_UNITS = {"nanometers", "nanometer", "nm"}
 
@@ -46,8 +49,9 @@ def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
     -------
     dict
         ``samples``, ``lines``, ``bands``, ``header offset``, ``byte order`` (int),
-        ``data type`` (int), ``interleave`` (str), ``wavelength`` (ndarray float64 nm, or None)
-        and any other key as its raw string (brace lists without the braces).
+        ``data type`` (int), ``interleave`` (str), ``wavelength`` (ndarray of shape (bands,),
+        float64 nm, or None), ``fwhm`` (ndarray of shape (bands,), float64 nm, each finite and
+        > 0, or None) and any other key as its raw string (brace lists without the braces).
 
     Raises
     ------
@@ -112,30 +116,42 @@ def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
         raise DataFormatError(
             f"{path}: ENVI key 'interleave': expected one of bsq, bil, bip, got {interleave!r}")
     hdr["interleave"] = interleave
-    hdr["wavelength"] = _parse_wavelengths(path, raw, hdr["bands"])
+    hdr["wavelength"] = _parse_band_list(path, raw, "wavelength", hdr["bands"])
+    hdr["fwhm"] = _parse_band_list(path, raw, "fwhm", hdr["bands"])
+    if hdr["fwhm"] is not None:
+        bad = np.flatnonzero(~(np.isfinite(hdr["fwhm"]) & (hdr["fwhm"] > 0)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataFormatError(
+                f"{path}: ENVI key 'fwhm': expected finite band widths > 0, got "
+                f"{hdr['fwhm'][i]:g} nm for band {i} ({bad.size} bad value(s))")
     return hdr
 
 
-def _parse_wavelengths(path: Path, raw: dict[str, str], bands: int) -> np.ndarray | None:
-    if "wavelength" not in raw:
+def _parse_band_list(path: Path, raw: dict[str, str], key: str,
+                     bands: int) -> np.ndarray | None:
+    """A ``{...}`` list with one number per band, in nm (``wavelength`` and ``fwhm``)."""
+    if key not in raw:
         return None
+    text = raw[key].replace("\n", " ")
     try:
-        wl = np.array([float(v) for v in raw["wavelength"].replace("\n", " ").split(",")
-                       if v.strip()], dtype=np.float64)
+        values = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float64)
     except ValueError:
         raise DataFormatError(
-            f"{path}: ENVI key 'wavelength': expected comma-separated numbers") from None
-    if wl.size != bands:
+            f"{path}: ENVI key {key!r}: expected comma-separated numbers, got "
+            f"{{{text.strip()[:80]}}}") from None
+    if values.size != bands:
         raise DataFormatError(
-            f"{path}: ENVI key 'wavelength': expected {bands} values (one per band), got {wl.size}")
+            f"{path}: ENVI key {key!r}: expected {bands} values (one per band), got {values.size}")
+    # The spec gives fwhm "in the same units as wavelength": one unit conversion for both.
     units = raw.get("wavelength units", "nanometers").strip().lower()
     if units in _UM_UNITS:
-        wl = wl * 1000.0
+        values = values * 1000.0
     elif units not in _NM_UNITS:
         raise DataFormatError(
             f"{path}: ENVI key 'wavelength units': expected Nanometers or Micrometers, got "
             f"{raw['wavelength units']!r}")
-    return wl
+    return values
 
 
 def envi_data_file(header_path: str | os.PathLike) -> Path:
@@ -149,6 +165,17 @@ def envi_data_file(header_path: str | os.PathLike) -> Path:
     raise DataFormatError(
         f"{header_path}: no ENVI data file next to the header (looked for "
         f"{', '.join(stem.name + s for s in _DATA_SUFFIXES)})")
+
+
+def envi_header_file(path: str | os.PathLike) -> Path:
+    """The ``.hdr`` file of an ENVI cube given its header or its data file.
+
+    Raises
+    ------
+    DataFormatError
+        If neither ``NAME.hdr`` nor ``<path>.hdr`` exists.
+    """
+    return _header_of(Path(path))
 
 
 def _header_of(path: Path) -> Path:
@@ -173,6 +200,9 @@ def read_envi(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     -------
     cube : ndarray of shape (rows, cols, bands), stored data type, native byte order
     wavelengths : ndarray of shape (bands,), float64 nm, or None if the header has none
+
+    The header's ``fwhm`` (band widths) is not returned here, to keep this pair stable for its
+    callers; read it with ``read_envi_header(envi_header_file(path))["fwhm"]``.
 
     Raises
     ------
@@ -204,8 +234,8 @@ def read_envi(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = None, *,
-               interleave: str = "bsq", byte_order: int = 0, header_offset: int = 0,
-               description: str = "written by hsi-edge") -> Path:
+               fwhm: Any = None, interleave: str = "bsq", byte_order: int = 0,
+               header_offset: int = 0, description: str = "written by hsi-edge") -> Path:
     """Write ``cube`` as ENVI header + binary; the exact inverse of :func:`read_envi`.
 
     Parameters
@@ -217,6 +247,9 @@ def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = Non
         uint8, int16, int32, float32, float64 or uint16.
     wavelengths : array_like of shape (bands,), optional
         Band centres in nm.
+    fwhm : float or array_like of shape (bands,), optional
+        Band full width at half maximum in nm (a scalar is written for every band), each
+        finite and > 0.
     interleave : {"bsq", "bil", "bip"}
     byte_order : {0, 1}
         0 little-endian, 1 big-endian.
@@ -249,17 +282,37 @@ def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = Non
              f"bands = {bands}", f"header offset = {header_offset}", "file type = ENVI Standard",
              f"data type = {_CODE_OF[base]}", f"interleave = {interleave}",
              f"byte order = {byte_order}"]
+    if wavelengths is not None or fwhm is not None:
+        # fwhm shares the wavelength unit (ENVI spec), so write the unit for either key.
+        lines.append("wavelength units = Nanometers")
     if wavelengths is not None:
         wl = np.asarray(wavelengths, dtype=np.float64)
         if wl.shape != (bands,):
             raise DataFormatError(
                 f"wavelengths: expected {bands} values (one per band), got shape {wl.shape}")
         # repr() of a Python float round-trips exactly.
-        lines += ["wavelength units = Nanometers",
-                  "wavelength = {" + ", ".join(repr(float(v)) for v in wl) + "}"]
+        lines.append("wavelength = {" + ", ".join(repr(float(v)) for v in wl) + "}")
+    if fwhm is not None:
+        fw = _writer_fwhm(fwhm, bands)
+        lines.append("fwhm = {" + ", ".join(repr(float(v)) for v in fw) + "}")
     with atomic_open(data_path) as fh:
         fh.write(b"\0" * header_offset)
         fh.write(stored.tobytes())
     with atomic_open(header_path) as fh:
         fh.write(("\n".join(lines) + "\n").encode("utf-8"))
     return data_path
+
+
+def _writer_fwhm(fwhm: Any, bands: int) -> np.ndarray:
+    try:
+        fw = np.asarray(fwhm, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataFormatError(f"fwhm: expected band widths in nm, got {fwhm!r}") from None
+    if fw.ndim == 0:
+        fw = np.full(bands, float(fw))
+    if fw.shape != (bands,):
+        raise DataFormatError(
+            f"fwhm: expected one value or {bands} values (one per band), got shape {fw.shape}")
+    if not np.all(np.isfinite(fw) & (fw > 0)):
+        raise DataFormatError(f"fwhm: expected finite band widths > 0 nm, got min {fw.min():g}")
+    return fw
