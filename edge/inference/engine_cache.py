@@ -80,7 +80,9 @@ class EngineKey:
     model : str
         Model name (for the file name and listings only; not part of validity).
     onnx_sha256 : str
-        Hex sha256 of the ONNX file the engine was built from.
+        Hex sha256 of the ONNX model the engine was built from, external-data weight files
+        included (:func:`edge.inference.onnx_hash.onnx_content_sha256`; equal to the file's
+        sha256 when it has none).
     trt_version : str
         ``tensorrt.__version__`` of the builder, e.g. ``"10.3.0.30"``.
     gpu_name : str

@@ -21,10 +21,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.core.fileio import sha256_file
 from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
+from edge.inference.onnx_hash import onnx_content_sha256
 
 if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is imported lazily
     import tensorrt as trt  # noqa: F401
@@ -127,7 +127,9 @@ def resolve_typing(major: int, strongly_typed: bool | None) -> str:
 
 def engine_key(card: ModelCard, *, onnx_path: Path, trt_version: str, gpu: tuple[str, str],
                precision: str, typing: str, build: dict[str, Any] | None = None) -> EngineKey:
-    return EngineKey(model=card.name, onnx_sha256=sha256_file(onnx_path),
+    # The model's content includes its external data files: their weights can change while
+    # the .onnx bytes do not (equals sha256_file(onnx_path) for a self-contained model).
+    return EngineKey(model=card.name, onnx_sha256=onnx_content_sha256(onnx_path),
                      trt_version=trt_version, gpu_name=gpu[0], compute_capability=gpu[1],
                      precision=precision, typing=typing, shapes=profile_shapes(card),
                      build=build or {})
