@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     CalibrationRecord.check_target(out / "calibration", overwrite=args.overwrite,
                                    overwrite_hint="--overwrite")
     cam = SimulatedCamera(args.preset, rows=args.rows, cols=args.cols, seed=args.seed)
-    with cam, Recorder(out, "npz", overwrite=args.overwrite) as recorder:
+    with cam, Recorder(out, "npz", overwrite=args.overwrite, fwhm_nm=cam.fwhm_nm) as recorder:
         if args.overwrite:
             # previews of the replaced recording would otherwise stay beside the new frames
             for old in out.glob("frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"):
