@@ -189,15 +189,14 @@ HSI_HD void tivita_from_sums(const Acc& A, const float* msum, const ChainParams&
     }
 }
 
-// ---- the fused per-pixel chain (NumpyBackend.run) on a reflectance spectrum ----
-// flags: the calibration flags of the pixel. maps[MAP_*] receives the six maps, NaN where
-// the returned flags are non-zero. FLAG_UNMIX_INVALID is added only to otherwise valid
-// pixels whose haemoglobin total is not > 0.
+// chain_finish: everything after the band loop, given its results (unmix_pixel's conc, msum
+// and in-domain verdict), so a CPU build can run its own vectorised band loop
+// (cpu_chain.cpp) and share the rest.
 template <class Acc>
-HSI_HD unsigned chain_pixel(const Acc& A, unsigned flags, const ChainParams& P, float* maps) {
+HSI_HD unsigned chain_finish(const Acc& A, unsigned flags, bool in_domain, const float* conc,
+                             const float* msum, const ChainParams& P, float* maps) {
     if (flags == 0u) {
-        float conc[HSI_MAX_COMPONENTS], msum[6], idx[4], hbo2;
-        const bool in_domain = unmix_pixel(A, P, conc, msum);
+        float idx[4], hbo2;
         const float thb = hb_total(conc, P, &hbo2);
         if (!in_domain || !(thb > 0.0f)) {
             flags = HSI_FLAG_UNMIX_INVALID;
@@ -216,6 +215,17 @@ HSI_HD unsigned chain_pixel(const Acc& A, unsigned flags, const ChainParams& P, 
         for (int m = 0; m < HSI_N_MAPS; ++m) maps[m] = hsi_nan();
     }
     return flags;
+}
+
+// ---- the fused per-pixel chain (NumpyBackend.run) on a reflectance spectrum ----
+// flags: the calibration flags of the pixel. maps[MAP_*] receives the six maps, NaN where
+// the returned flags are non-zero. FLAG_UNMIX_INVALID is added only to otherwise valid
+// pixels whose haemoglobin total is not > 0.
+template <class Acc>
+HSI_HD unsigned chain_pixel(const Acc& A, unsigned flags, const ChainParams& P, float* maps) {
+    float conc[HSI_MAX_COMPONENTS], msum[6];
+    const bool in_domain = flags == 0u && unmix_pixel(A, P, conc, msum);
+    return chain_finish(A, flags, in_domain, conc, msum, P, maps);
 }
 
 // ---- pack: which flagged pixels pack as all zeros (NumpyBackend.run, with zero_flagged) ----

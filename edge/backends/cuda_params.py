@@ -93,16 +93,16 @@ def chain_params(wavelengths_nm: np.ndarray, unmixer, calibration, index_params:
     nb, pinv = wl.size, np.asarray(unmixer.pinv, dtype=np.float32)
     nk = pinv.shape[0]
     if not 1 <= nb <= MAX_BANDS:
-        raise ConfigError(f"bands: the CUDA kernels support 1-{MAX_BANDS} bands, got {nb}")
+        raise ConfigError(f"bands: the compiled kernels (cuda, native) support 1-{MAX_BANDS} bands, got {nb}")
     if not 1 <= nk <= MAX_COMPONENTS:
-        raise ConfigError(f"unmixing components: the CUDA kernels support 1-{MAX_COMPONENTS}, "
+        raise ConfigError(f"unmixing components: the compiled kernels (cuda, native) support 1-{MAX_COMPONENTS}, "
                           f"got {nk} {tuple(unmixer.components)}")
     ty = np.asarray(calibration.table_y, dtype=np.float32)
     if not 2 <= ty.size <= MAX_TABLE:
-        raise ConfigError(f"StO2 calibration table: the CUDA kernels support 2-{MAX_TABLE} "
+        raise ConfigError(f"StO2 calibration table: the compiled kernels (cuda, native) support 2-{MAX_TABLE} "
                           f"knots, got {ty.size}")
     if index_params.sg_window > D2_TAPS:
-        raise ConfigError(f"index_params.sg_window: the CUDA kernels support windows up to "
+        raise ConfigError(f"index_params.sg_window: the compiled kernels (cuda, native) support windows up to "
                           f"{D2_TAPS}, got {index_params.sg_window}")
     p = np.zeros((), CHAIN_PARAMS_DTYPE)
     p["nb"], p["nk"] = nb, nk

@@ -3,7 +3,10 @@
 ``build [--arch sm_87,sm_90] [--out DIR] [--write-registers]`` writes a cubin per arch, PTX
 and ``manifest.json`` (cuda_kernels/build.py); ``info [--dir DIR]`` prints the sources and
 their hashes, nvcc, whether the prebuilt binaries are current, and the recorded registers.
-Needs nvcc for ``build`` only; no GPU and no PyCUDA.
+Needs nvcc for ``build`` only; no GPU and no PyCUDA.  ``cpu [--cache DIR]`` builds the native
+CPU chain (``cuda_kernels/cpu_chain.cpp``, the ``native`` backend) with the host's C++
+compiler, or finds the cached build, and prints where it is -- run it once when flashing a unit
+so the first ``hsi-edge run --backend native`` does not compile.
 """
 
 from __future__ import annotations
@@ -30,13 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument("--dir", default=None, help="prebuilt directory to check "
                    "(default: cuda_kernels/prebuilt)")
     i.add_argument("--arch", default=None, help="also check for a cubin of this arch")
+    c = sub.add_parser("cpu", help="build (or find) the native CPU chain for this machine")
+    c.add_argument("--cache", default=None, help="build cache folder (default: "
+                   "$HSI_EDGE_NATIVE_CACHE or ~/.cache/hsi-edge/native)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.kernels_command == "build":
         return _build(args)
+    if args.kernels_command == "cpu":
+        return _cpu(args)
     return _info(args)
+
+
+def _cpu(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.backends import native_build as nb
+    from edge.backends.native import default_threads
+
+    cache = Path(args.cache) if args.cache else nb.default_cache_dir()
+    cxx = nb.find_compiler()
+    _, openmp = nb.load_library(cache)
+    path = nb.library_path(cxx, openmp, cache)
+    print(f"native CPU chain: {path}")
+    print(f"compiler {cxx}; flags {' '.join(nb.build_flags(openmp))}")
+    print(f"threads: {default_threads() if openmp else 1}"
+          f"{'' if openmp else ' (built without OpenMP)'}")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:

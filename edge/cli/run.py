@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML settings file (see edge/pipeline/config.py)")
     p.add_argument("--frames", type=int, default=30, help="frames to process (default 30)")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
-    p.add_argument("--backend", choices=("auto", "numpy", "cuda"), default=None,
+    p.add_argument("--backend", choices=("auto", "numpy", "native", "cuda"), default=None,
                    help="per-pixel backend (default: from config, auto)")
     p.add_argument("--runtime", choices=("auto", "onnxruntime", "tensorrt"), default=None,
                    help="inference runtime (default: from config, auto)")

@@ -164,6 +164,9 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
         from edge.backends.cuda import CudaBackend
         return CudaBackend(wavelengths, copy_input=not device_input,
                            return_reflectance=reflectance, **kwargs)
+    if name == "native":
+        from edge.backends.native import NativeBackend
+        return NativeBackend(wavelengths, **kwargs)
     from edge.backends.numpy_backend import NumpyBackend
     return NumpyBackend(wavelengths, **kwargs)
 

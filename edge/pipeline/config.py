@@ -20,7 +20,7 @@ Example (every key optional; these are the defaults)::
       frames: 8                # frames averaged per reference when capturing at start
       rho_ref: 0.99
     processing:
-      backend: auto            # auto | numpy | cuda
+      backend: auto            # auto | numpy | native | cuda
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
     model:
@@ -73,7 +73,7 @@ class CalibrationSettings:
 
 @dataclass(frozen=True)
 class ProcessingSettings:
-    backend: Literal["auto", "numpy", "cuda"] = "auto"
+    backend: Literal["auto", "numpy", "native", "cuda"] = "auto"
     # None: the basis recommended for the camera's band set
     # (edge.processing.unmixing.recommended_components)
     chromophores: tuple[str, ...] | None = None

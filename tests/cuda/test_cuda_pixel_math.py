@@ -222,7 +222,7 @@ def test_overlay_matches_post_overlay(shim, alpha):
 
 def test_params_reject_what_the_kernels_cannot_do():
     s = make_scene(1, 1, 25, seed=13)
-    with pytest.raises(ConfigError, match=r"sg_window: the CUDA kernels support windows up to 5, got 7"):
+    with pytest.raises(ConfigError, match=r"sg_window: the compiled kernels \(cuda, native\) support windows up to 5, got 7"):
         chain_params(s.wl, s.unmixer, s.calibration, IndexParams(sg_window=7))
     with pytest.raises(ConfigError, match=r"pack.maps: unknown map\(s\) \['foo'\]"):
         chain_params(s.wl, s.unmixer, s.calibration, IndexParams(), PackSpec(maps=("foo",)))
@@ -230,7 +230,7 @@ def test_params_reject_what_the_kernels_cannot_do():
         chain_params(s.wl, s.unmixer, s.calibration, IndexParams(),
                      PackSpec(spectra_bands=(0, 25)))
     wl = np.linspace(400, 1000, MAX_BANDS + 1)
-    with pytest.raises(ConfigError, match=r"bands: the CUDA kernels support 1-256 bands, got 257"):
+    with pytest.raises(ConfigError, match=r"bands: the compiled kernels \(cuda, native\) support 1-256 bands, got 257"):
         chain_params(wl, s.unmixer, s.calibration, IndexParams())
 
 

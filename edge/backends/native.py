@@ -1,0 +1,207 @@
+"""The native backend: the fused per-pixel chain compiled for the CPU it runs on.
+
+``cuda_kernels/cpu_chain.cpp`` runs calibrate -> absorbance -> unmixing -> StO2 -> indices ->
+pack in one pass over memory, vectorised across each pixel's bands and split over the cores,
+with the per-pixel rules shared with the CUDA kernels (``pixel_math.cuh``) and the parameter
+block of the CUDA backend (:func:`edge.backends.cuda_params.chain_params`).  It exists because
+NumPy cannot reach the memory floor on a CPU: its float32 log alone costs about three floors on
+an AVX2 machine, and every NumPy step writes its intermediate to memory (README, Performance).
+
+Results match :class:`~edge.backends.numpy_backend.NumpyBackend` to float32 rounding (the
+flat-field reflectance bit for bit; maps within the tolerances of ``tests/native``): the log is
+a vectorised fdlibm/FreeBSD logf (within 1 ulp of glibc's), and the unmixing sums run in
+another order than OpenBLAS's sgemm.
+
+Needs a C++ compiler at first use (built once per compiler and CPU, cached:
+:mod:`edge.backends.native_build`); without one, :class:`~edge.errors.BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from edge.backends.base import Backend, ChainResult, PackSpec
+from edge.backends.cuda_params import chain_params
+from edge.backends.native_build import load_library
+from edge.errors import CalibrationError, ConfigError, DataFormatError, HsiEdgeError
+from edge.processing.indices import IndexParams
+
+__all__ = ["NativeBackend", "native_available", "default_threads"]
+
+log = logging.getLogger(__name__)
+MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")   # HsiMapId order
+_OUT_KIND = {None: 0, "float32": 1, "float16": 2}
+#: Output sets kept for reuse.
+_POOL_SIZE = 3
+
+
+def _max_refs(arrays: tuple) -> int:
+    """Largest reference count among ``arrays`` (None entries skipped)."""
+    top = 0
+    for a in arrays:
+        if a is not None:
+            top = max(top, sys.getrefcount(a))
+    return top
+
+
+#: What _max_refs reports for a set only the pool holds (measured, not assumed: the count of
+#: the loop variable and of getrefcount's argument differs between CPython versions).
+_POOL_REFS = _max_refs([(np.empty(1), None)][0])
+
+
+def default_threads() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def native_available() -> str | None:
+    """None when the native backend can be built and loaded here, otherwise the reason."""
+    try:
+        load_library()
+    except HsiEdgeError as exc:
+        return str(exc)
+    return None
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+class NativeBackend(Backend):
+    """Fused per-pixel chain on the CPU (see module docstring).
+
+    Parameters
+    ----------
+    wavelengths_nm, flatfield, chromophores, baseline, fwhm_nm, eps, index_params, pack,
+    calibration
+        As :class:`~edge.backends.numpy_backend.NumpyBackend`.
+    threads : int or None
+        Worker threads (OpenMP); None: every CPU this process may use.
+    cache_dir : path or None
+        Build cache (default :func:`edge.backends.native_build.default_cache_dir`).
+
+    Raises
+    ------
+    BackendUnavailable
+        No C++ compiler, or the build failed (the message names the compiler and the error).
+    ConfigError
+        A configuration beyond the shared kernels' limits (bands, components, table), or
+        ``eps`` below the smallest normal float32.
+    """
+
+    name = "native"
+
+    def __init__(self, wavelengths_nm, *, flatfield=None,
+                 chromophores: Sequence[str] | None = None,
+                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
+                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
+                 pack: PackSpec | None = None, calibration=None, threads: int | None = None,
+                 cache_dir=None):
+        from edge.backends.numpy_backend import NumpyBackend
+
+        if not (np.isfinite(eps) and eps >= np.finfo(np.float32).tiny):
+            raise ConfigError(f"eps: the native backend needs a reflectance floor >= "
+                              f"{np.finfo(np.float32).tiny:.3g} (smallest normal float32), "
+                              f"got {eps!r}")
+        if threads is not None and (not isinstance(threads, (int, np.integer))
+                                    or isinstance(threads, bool) or threads < 1):
+            raise ConfigError(f"threads: expected an integer >= 1 or None, got {threads!r}")
+        self._lib, self.openmp = load_library(cache_dir)
+        # The reference backend validates the configuration and builds the shared objects.
+        self._ref = NumpyBackend(wavelengths_nm, flatfield=flatfield, chromophores=chromophores,
+                                 baseline=baseline, fwhm_nm=fwhm_nm, eps=eps,
+                                 index_params=index_params, pack=pack, calibration=calibration)
+        if pack is not None and pack.dtype == "float16" and not self._lib.hsi_cpu_has_f16():
+            raise ConfigError("pack.dtype: float16 needs a compiler with _Float16 (GCC >= 12, "
+                              "clang >= 15); got float16 with an older one: use float32")
+        self.flatfield, self.pack = flatfield, pack
+        self.wavelengths = self._ref.wavelengths
+        self.params = chain_params(
+            self.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
+            saturation=flatfield.saturation if flatfield is not None else np.inf)
+        self.threads = int(threads) if threads is not None else default_threads()
+        self._pool: list[tuple[np.ndarray, ...]] = []
+        if not self.openmp and self.threads > 1:
+            log.warning("native backend: built without OpenMP, running on one thread")
+            self.threads = 1
+
+    def copy(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """``dst[...] = src`` with the backend's threads (for a copy bandwidth measured the way
+        the chain runs: ``hsi-edge bench``)."""
+        if src.nbytes != dst.nbytes or not (src.flags.c_contiguous and dst.flags.c_contiguous):
+            raise DataFormatError("copy: src and dst must be C-contiguous with equal byte sizes")
+        self._lib.hsi_cpu_copy(src.ctypes.data, dst.ctypes.data, src.nbytes, self.threads)
+
+    def _outputs(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
+        """Output arrays (maps, flags, reflectance, packed) for one run.
+
+        A set from an earlier run is reused only when nothing outside this pool still refers
+        to any of its arrays (CPython reference counts: the caller has dropped that
+        ChainResult and every view of it), so a result the caller keeps is never
+        overwritten. Reuse saves the page faults of ~160 MB of fresh memory per 480x640x100
+        frame (the kernel zeroes every new page: ~20 % of the chain's time).
+        """
+        for arrays in self._pool:
+            if arrays[2].shape == shape and _max_refs(arrays) <= _POOL_REFS:
+                return arrays
+        rows, cols, _ = shape
+        spec = self.pack
+        arrays = (np.empty((len(MAP_NAMES), rows, cols), np.float32),
+                  np.empty((rows, cols), np.uint8), np.empty(shape, np.float32),
+                  None if spec is None else np.empty((1, spec.channels, rows, cols),
+                                                     spec.dtype))
+        self._pool = [a for a in self._pool if a[2].shape == shape][-(_POOL_SIZE - 1):]
+        self._pool.append(arrays)
+        return arrays
+
+    def close(self) -> None:
+        self._pool = []
+
+    def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        """The NumPy reference chain on the same configuration (for checks)."""
+        return self._ref.run_reference(raw, exposure_us=exposure_us)
+
+    def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
+        raw = self._ref.check_raw(raw)
+        if not raw.dtype.isnative:          # e.g. big-endian '>u2': the C code reads native
+            raw = raw.astype(raw.dtype.newbyteorder("="))
+        ff = self.flatfield
+        f32 = raw.dtype == np.float32
+        if not f32 and raw.dtype != np.uint16:
+            raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, got "
+                                  f"{raw.dtype}")
+        if ff is not None and not f32 and raw.shape != ff.shape:
+            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
+                                   f"calibration reference shape {ff.shape}")
+        rows, cols, bands = raw.shape
+        factor = self._ref.exposure_factor(raw, exposure_us)
+        raw = np.ascontiguousarray(raw)
+        npix = rows * cols
+        spec = self.pack
+        maps, flags, refl, packed = self._outputs(raw.shape)
+        use_ff = ff is not None and not f32
+        dark = np.ascontiguousarray(ff.dark, np.float32) if use_ff else None
+        scale = np.ascontiguousarray(ff.scale, np.float32) if use_ff else None
+        sflags = np.ascontiguousarray(ff.static_flags, np.uint8) if use_ff else None
+        t0 = time.monotonic_ns()
+        rc = self._lib.hsi_cpu_chain(
+            self.params.ctypes.data, raw.ctypes.data, 1 if f32 else 0, _ptr(dark), _ptr(scale),
+            _ptr(sflags), npix, ctypes.c_float(factor), maps.ctypes.data, flags.ctypes.data,
+            _ptr(packed), _OUT_KIND[None if spec is None else spec.dtype], refl.ctypes.data,
+            self.threads)
+        elapsed = (time.monotonic_ns() - t0) / 1e6
+        if rc != 0:
+            raise DataFormatError(f"native chain: rejected its inputs (code {rc}: "
+                                  f"{'parameter block out of range' if rc == 1 else 'kind'})")
+        return ChainResult(maps=dict(zip(MAP_NAMES, maps)), flags=flags, input=packed,
+                           reflectance=refl, timings_ms={"chain": elapsed})

@@ -1,0 +1,206 @@
+"""Build and load the native CPU chain (``cuda_kernels/cpu_chain.cpp``) with the host's C++
+compiler, the way PyCUDA builds kernels with nvcc: compiled once, cached, loaded with ctypes.
+
+The shared library is tuned for the machine it is built on (``-march=native`` /
+``-mcpu=native``), so the cache key covers everything that makes a build valid here: the
+source bytes, the compiler's identity (``--version``), the flags, the machine architecture and
+the CPU (model name and feature flags from ``/proc/cpuinfo``).  A cache shared between hosts
+therefore never hands one CPU another CPU's instructions.  Builds are written to a temporary
+file and renamed into place, so a crash or a concurrent build never leaves a truncated
+library.
+
+Cache folder: ``$HSI_EDGE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/hsi-edge/native``
+(``~/.cache``).  Compiler: ``$CXX``, else the first of ``g++``, ``c++``, ``clang++`` on PATH.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from edge.errors import BackendUnavailable
+
+__all__ = ["SOURCES", "find_compiler", "default_cache_dir", "build_flags", "library_path",
+           "load_library"]
+
+log = logging.getLogger(__name__)
+
+KERNELS = Path(__file__).resolve().parents[2] / "cuda_kernels"
+#: Files whose bytes make up the build (the .cpp and the headers it includes).
+SOURCES = ("cpu_chain.cpp", "pixel_math.cuh", "common.cuh")
+_BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off",
+               "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas")
+_P = ctypes.c_void_p
+_SIGNATURES = {
+    "hsi_cpu_params_size": ([], ctypes.c_longlong),
+    "hsi_cpu_has_f16": ([], ctypes.c_int),
+    "hsi_cpu_log": ([_P, ctypes.c_longlong, _P], None),
+    "hsi_cpu_copy": ([_P, _P, ctypes.c_longlong, ctypes.c_int], None),
+    "hsi_cpu_chain": ([_P, _P, ctypes.c_int, _P, _P, _P, ctypes.c_longlong, ctypes.c_float,
+                       _P, _P, _P, ctypes.c_int, _P, ctypes.c_int], ctypes.c_int),
+}
+
+
+def find_compiler() -> str:
+    """Path of the C++ compiler: ``$CXX`` or the first of g++, c++, clang++ on PATH.
+
+    Raises
+    ------
+    BackendUnavailable
+        If none is found (the message says what was looked for).
+    """
+    env = os.environ.get("CXX")
+    if env:
+        path = shutil.which(env)
+        if path is None:
+            raise BackendUnavailable(f"native backend: CXX={env!r} is not an executable on "
+                                     f"PATH; set CXX to a C++ compiler or unset it")
+        return path
+    for name in ("g++", "c++", "clang++"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise BackendUnavailable("native backend: no C++ compiler found (looked for $CXX, g++, "
+                             "c++, clang++); install one (Debian/Ubuntu: apt install g++) or "
+                             "use --backend numpy")
+
+
+def default_cache_dir() -> Path:
+    """``$HSI_EDGE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/hsi-edge/native`` (``~/.cache``)."""
+    env = os.environ.get("HSI_EDGE_NATIVE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hsi-edge" / "native"
+
+
+def build_flags(openmp: bool = True) -> list[str]:
+    """Compiler flags: the base set, the native CPU target and OpenMP (or OpenMP SIMD only)."""
+    machine = platform.machine().lower()
+    target = ["-mcpu=native"] if machine in ("aarch64", "arm64") else ["-march=native"]
+    return [*_BASE_FLAGS, *target, "-fopenmp" if openmp else "-fopenmp-simd"]
+
+
+def _cpu_signature() -> str:
+    """Model name and feature flags of the first CPU (what ``-march=native`` depends on)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor()
+    keep = []
+    for line in text.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("model name", "flags", "features", "cpu part", "cpu implementer") \
+                and key not in {k for k, _ in keep}:
+            keep.append((key, line.split(":", 1)[-1].strip()))
+    return "\n".join(f"{k}={v}" for k, v in keep)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiler_version(cxx: str) -> str:
+    try:
+        proc = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendUnavailable(f"native backend: cannot run {cxx} --version: {exc}") from None
+    return proc.stdout.strip()
+
+
+def library_path(cxx: str, openmp: bool, cache_dir: Path) -> Path:
+    """Cache path of the build for this source, compiler, flag set and CPU."""
+    h = hashlib.sha256()
+    for name in SOURCES:
+        h.update(name.encode() + b"\0" + (KERNELS / name).read_bytes() + b"\0")
+    for part in (_compiler_version(cxx), " ".join(build_flags(openmp)), platform.machine(),
+                 _cpu_signature()):
+        h.update(part.encode() + b"\0")
+    return cache_dir / f"cpu_chain-{h.hexdigest()[:20]}.so"
+
+
+def _compile(cxx: str, flags: list[str], out: Path) -> subprocess.CompletedProcess:
+    fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    cmd = [cxx, *flags, "-I", str(KERNELS), str(KERNELS / "cpu_chain.cpp"), "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            os.replace(tmp, out)          # atomic: readers see the old file or the whole new one
+        return proc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _build(cxx: str, cache_dir: Path) -> tuple[Path, bool]:
+    """Compile (or find) the library; OpenMP first, single-threaded SIMD if that fails."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendUnavailable(f"native backend: cannot create the build cache {cache_dir} "
+                                 f"({exc.strerror}); set HSI_EDGE_NATIVE_CACHE to a writable "
+                                 f"folder") from None
+    errors = []
+    for openmp in (True, False):
+        path = library_path(cxx, openmp, cache_dir)
+        if path.exists():
+            return path, openmp
+        t0 = time.monotonic()
+        log.info("native backend: compiling cpu_chain.cpp with %s (once per compiler and CPU)",
+                 cxx)
+        proc = _compile(cxx, build_flags(openmp), path)
+        if proc.returncode == 0:
+            log.info("native backend: built %s in %.1f s%s", path.name, time.monotonic() - t0,
+                     "" if openmp else " (no OpenMP: one thread)")
+            return path, openmp
+        errors.append(proc.stderr.strip())
+        log.debug("native backend: compile with %s failed:\n%s", build_flags(openmp)[-1],
+                  proc.stderr)
+    first = next((ln for ln in errors[-1].splitlines() if "error" in ln), errors[-1][:300])
+    raise BackendUnavailable(f"native backend: {cxx} could not compile cpu_chain.cpp: {first}")
+
+
+def load_library(cache_dir: Path | None = None) -> tuple[ctypes.CDLL, bool]:
+    """Build if needed and load the native chain; returns the library and whether it uses
+    OpenMP threads.  ``$CXX`` and ``$HSI_EDGE_NATIVE_CACHE`` are read on every call; a
+    library already loaded for the same compiler and folder is returned from memory.
+
+    Raises
+    ------
+    BackendUnavailable
+        No compiler, an unwritable cache folder, a failed compile, or a library whose
+        parameter block does not match :data:`edge.backends.cuda_params.CHAIN_PARAMS_DTYPE`.
+    """
+    return _load(find_compiler(), Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+@functools.lru_cache(maxsize=8)
+def _load(cxx: str, cache_dir: Path) -> tuple[ctypes.CDLL, bool]:
+    from edge.backends.cuda_params import CHAIN_PARAMS_DTYPE
+
+    path, openmp = _build(cxx, cache_dir)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise BackendUnavailable(f"native backend: cannot load {path}: {exc}; delete it to "
+                                 f"rebuild") from None
+    for name, (args, res) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, res
+    size = lib.hsi_cpu_params_size()
+    if size != CHAIN_PARAMS_DTYPE.itemsize:
+        raise BackendUnavailable(f"native backend: {path.name} has a {size}-byte parameter "
+                                 f"block, edge.backends.cuda_params expects "
+                                 f"{CHAIN_PARAMS_DTYPE.itemsize}")
+    return lib, openmp
+
+
+#: Forget the libraries loaded in this process (tests; a rebuilt cache folder).
+load_library.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
