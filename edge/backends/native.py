@@ -22,6 +22,7 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -130,7 +131,8 @@ class NativeBackend(Backend):
             self.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
             saturation=flatfield.saturation if flatfield is not None else np.inf)
         self.threads = int(threads) if threads is not None else default_threads()
-        self._pool: list[tuple[np.ndarray, ...]] = []
+        self._pool: list[list] = []       # [(maps, flags, refl, packed), busy]
+        self._pool_lock = threading.Lock()
         if not self.openmp and self.threads > 1:
             log.warning("native backend: built without OpenMP, running on one thread")
             self.threads = 1
@@ -142,27 +144,33 @@ class NativeBackend(Backend):
             raise DataFormatError("copy: src and dst must be C-contiguous with equal byte sizes")
         self._lib.hsi_cpu_copy(src.ctypes.data, dst.ctypes.data, src.nbytes, self.threads)
 
-    def _outputs(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
-        """Output arrays (maps, flags, reflectance, packed) for one run.
+    def _outputs(self, shape: tuple[int, int, int]) -> list:
+        """A pool entry ``[(maps, flags, reflectance, packed), busy]`` for one run.
 
         A set from an earlier run is reused only when nothing outside this pool still refers
         to any of its arrays (CPython reference counts: the caller has dropped that
         ChainResult and every view of it), so a result the caller keeps is never
         overwritten. Reuse saves the page faults of ~160 MB of fresh memory per 480x640x100
-        frame (the kernel zeroes every new page: ~20 % of the chain's time).
+        frame (the kernel zeroes every new page: ~20 % of the chain's time). An entry is
+        marked busy from here until ``run`` has built its ChainResult, so a concurrent run
+        cannot take it in between.
         """
-        for arrays in self._pool:
-            if arrays[2].shape == shape and _max_refs(arrays) <= _POOL_REFS:
-                return arrays
-        rows, cols, _ = shape
-        spec = self.pack
-        arrays = (np.empty((len(MAP_NAMES), rows, cols), np.float32),
-                  np.empty((rows, cols), np.uint8), np.empty(shape, np.float32),
-                  None if spec is None else np.empty((1, spec.channels, rows, cols),
-                                                     spec.dtype))
-        self._pool = [a for a in self._pool if a[2].shape == shape][-(_POOL_SIZE - 1):]
-        self._pool.append(arrays)
-        return arrays
+        with self._pool_lock:
+            for entry in self._pool:
+                arrays, busy = entry
+                if not busy and arrays[2].shape == shape and _max_refs(arrays) <= _POOL_REFS:
+                    entry[1] = True         # until run() has handed it to its ChainResult
+                    return entry
+            rows, cols, _ = shape
+            spec = self.pack
+            arrays = (np.empty((len(MAP_NAMES), rows, cols), np.float32),
+                      np.empty((rows, cols), np.uint8), np.empty(shape, np.float32),
+                      None if spec is None else np.empty((1, spec.channels, rows, cols),
+                                                         spec.dtype))
+            self._pool = [e for e in self._pool if e[0][2].shape == shape][-(_POOL_SIZE - 1):]
+            entry = [arrays, True]
+            self._pool.append(entry)
+            return entry
 
     def close(self) -> None:
         self._pool = []
@@ -183,12 +191,19 @@ class NativeBackend(Backend):
         if ff is not None and not f32 and raw.shape != ff.shape:
             raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
                                    f"calibration reference shape {ff.shape}")
-        rows, cols, bands = raw.shape
         factor = self._ref.exposure_factor(raw, exposure_us)
         raw = np.ascontiguousarray(raw)
-        npix = rows * cols
-        spec = self.pack
-        maps, flags, refl, packed = self._outputs(raw.shape)
+        entry = self._outputs(raw.shape)
+        try:
+            return self._run(raw, f32, factor, entry[0])
+        finally:
+            with self._pool_lock:
+                entry[1] = False
+
+    def _run(self, raw, f32: bool, factor: float, arrays: tuple) -> ChainResult:
+        maps, flags, refl, packed = arrays
+        ff, spec = self.flatfield, self.pack
+        npix = raw.shape[0] * raw.shape[1]
         use_ff = ff is not None and not f32
         dark = np.ascontiguousarray(ff.dark, np.float32) if use_ff else None
         scale = np.ascontiguousarray(ff.scale, np.float32) if use_ff else None

@@ -7,7 +7,8 @@ source bytes, the compiler's identity (``--version``), the flags, the machine ar
 the CPU (model name and feature flags from ``/proc/cpuinfo``).  A cache shared between hosts
 therefore never hands one CPU another CPU's instructions.  Builds are written to a temporary
 file and renamed into place, so a crash or a concurrent build never leaves a truncated
-library.
+library, and a sha256 written beside each library is checked before it is loaded (a damaged
+file is rebuilt, never mapped).
 
 Cache folder: ``$HSI_EDGE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/hsi-edge/native``
 (``~/.cache``).  Compiler: ``$CXX``, else the first of ``g++``, ``c++``, ``clang++`` on PATH.
@@ -27,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge.core.fileio import atomic_write_bytes, sha256_file
 from edge.errors import BackendUnavailable
 
 __all__ = ["SOURCES", "find_compiler", "default_cache_dir", "build_flags", "library_path",
@@ -125,6 +127,20 @@ def library_path(cxx: str, openmp: bool, cache_dir: Path) -> Path:
     return cache_dir / f"cpu_chain-{h.hexdigest()[:20]}.so"
 
 
+def _checksum_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _intact(lib: Path) -> bool:
+    """The library matches the sha256 written beside it after its build.  A damaged shared
+    library must never reach dlopen: a truncated one is mapped anyway and crashes the process
+    (SIGBUS) on first use instead of failing to load."""
+    try:
+        return _checksum_path(lib).read_text().strip() == sha256_file(lib)
+    except OSError:
+        return False
+
+
 def _compile(cxx: str, flags: list[str], out: Path) -> subprocess.CompletedProcess:
     fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -132,7 +148,9 @@ def _compile(cxx: str, flags: list[str], out: Path) -> subprocess.CompletedProce
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode == 0:
+            digest = sha256_file(tmp)
             os.replace(tmp, out)          # atomic: readers see the old file or the whole new one
+            atomic_write_bytes(_checksum_path(out), (digest + "\n").encode())
         return proc
     finally:
         if os.path.exists(tmp):
@@ -151,7 +169,15 @@ def _build(cxx: str, cache_dir: Path) -> tuple[Path, bool]:
     for openmp in (True, False):
         path = library_path(cxx, openmp, cache_dir)
         if path.exists():
-            return path, openmp
+            if _intact(path):
+                return path, openmp
+            log.warning("native backend: cached %s does not match its checksum (damaged or "
+                        "interrupted build); rebuilding", path.name)
+            for p in (path, _checksum_path(path)):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
         t0 = time.monotonic()
         log.info("native backend: compiling cpu_chain.cpp with %s (once per compiler and CPU)",
                  cxx)
@@ -189,8 +215,7 @@ def _load(cxx: str, cache_dir: Path) -> tuple[ctypes.CDLL, bool]:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
-        raise BackendUnavailable(f"native backend: cannot load {path}: {exc}; delete it to "
-                                 f"rebuild") from None
+        raise BackendUnavailable(f"native backend: cannot load {path}: {exc}") from None
     for name, (args, res) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, res

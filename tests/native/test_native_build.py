@@ -104,8 +104,8 @@ def test_second_load_uses_the_cached_library(native, caplog):
     assert openmp == native.openmp and lib.hsi_cpu_params_size() > 0
     assert libs[0].stat().st_mtime_ns == mtime
     assert not any("compiling" in r.getMessage() for r in caplog.records)
-    # no temporary files next to it
-    assert sorted(os.listdir(native.cache_dir)) == [libs[0].name]
+    # no temporary files next to it, only its checksum
+    assert sorted(os.listdir(native.cache_dir)) == [libs[0].name, libs[0].name + ".sha256"]
 
 
 def test_library_path_keys(native, tmp_path):
@@ -135,7 +135,8 @@ exec {real} "$@"
     cache = tmp_path / "cache"
     lib, openmp = load_library(cache)
     assert openmp is False
-    assert sorted(os.listdir(cache)) == [library_path(str(cxx), False, cache).name]
+    name = library_path(str(cxx), False, cache).name
+    assert sorted(os.listdir(cache)) == [name, name + ".sha256"]
     s = make_scene(5, 6, 31, seed=3)
     kw = dict(flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
               baseline=s.unmixer.baseline, calibration=s.calibration)
@@ -167,3 +168,42 @@ def test_native_available(native, monkeypatch):
 def test_compiler_found_on_path_is_an_absolute_path(native):
     path = find_compiler()
     assert os.path.isabs(path) and shutil.which(path) == path
+
+
+def test_corrupt_cached_library_is_rebuilt(native, tmp_path, caplog):
+    """A damaged cached library (truncated by a full disk) is rebuilt, never loaded: dlopen
+    maps a truncated ELF and the process dies of SIGBUS on first use."""
+    cache = tmp_path / "cache"
+    shutil.copytree(native.cache_dir, cache)
+    (lib_path,) = [p for p in cache.iterdir() if p.suffix == ".so"]
+    lib_path.write_bytes(lib_path.read_bytes()[:1000])          # truncated ELF
+    load_library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge.backends.native_build"):
+            lib, _ = load_library(cache)
+        assert lib.hsi_cpu_params_size() > 0
+        assert lib_path.stat().st_size > 1000
+        assert any("does not match its checksum" in r.getMessage()
+                   and "rebuilding" in r.getMessage() for r in caplog.records)
+    finally:
+        load_library.cache_clear()
+
+
+def test_kernels_cpu_cli_reports_the_build(native, capsys):
+    from edge.cli import main
+
+    assert main(["kernels", "cpu", "--cache", str(native.cache_dir)]) == 0
+    out = capsys.readouterr().out
+    (lib_path,) = [p for p in native.cache_dir.iterdir() if p.suffix == ".so"]
+    assert f"native CPU chain: {lib_path}" in out
+    assert "-march=native" in out or "-mcpu=native" in out
+    assert "threads:" in out
+
+
+def test_kernels_cpu_cli_without_compiler_is_one_line(monkeypatch, capsys):
+    from edge.cli import main
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    assert main(["kernels", "cpu"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CXX='/nonexistent/c++' is not an executable" in err[0]
