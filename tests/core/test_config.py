@@ -77,5 +77,5 @@ def test_app_config_defaults_and_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"run.yaml: camera.preset: expected one of 'tivita'"):
         load_app_config(str(p))
     p.write_text("processing:\n  backend: opencl\n")
-    with pytest.raises(ConfigError, match=r"processing.backend: expected one of 'auto', 'numpy', 'cuda', got 'opencl'"):
+    with pytest.raises(ConfigError, match=r"processing.backend: expected one of 'auto', 'numpy', 'native', 'cuda', got 'opencl'"):
         load_app_config(str(p))
