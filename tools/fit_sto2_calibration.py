@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             "edge.processing.Unmixer, isotonic regression of true vs raw StO2, 256-knot table "
             "(moving average of 9 knots), clipped to [0, 1].",
             f"Grid: {wl.size} bands, {wl[0]:g}-{wl[-1]:g} nm (np.linspace), FWHM {fwhm:g} nm.",
+            f"Basis: {cal.meta['basis']} (edge.processing.unmixing.recommended_basis), "
+            f"components {cal.meta['chromophores']} + {cal.meta['baseline']}.",
             f"Parameter ranges (uniform): {json.dumps(dataclasses.asdict(ranges))}",
             f"Held-out evaluation (seed {EVAL_SEED}, n {args.eval_n}), percentage points: "
             + ", ".join(f"{k} {v:.3f}" for k, v in ev.items()),

@@ -34,7 +34,7 @@ import numpy as np
 
 from edge.core.frame import validate_wavelengths
 from edge.errors import CalibrationError
-from edge.processing.unmixing import Unmixer, recommended_components
+from edge.processing.unmixing import Unmixer, recommended_basis, recommended_components
 
 __all__ = ["SimulationRanges", "Sto2Calibration", "simulate_spectra", "isotonic_regression",
            "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION"]
@@ -122,11 +122,14 @@ def _components(wl: np.ndarray, chromophores, baseline) -> tuple[tuple, tuple]:
             tuple(rec_b if baseline is None else baseline))
 
 
-def _key(wl: np.ndarray, fwhm_nm, chromophores, baseline, eps: float) -> str:
+def _key(wl: np.ndarray, fwhm_nm, chromophores, baseline, eps: float,
+         basis: str = "extinction") -> str:
     spec = {"wl": [round(float(v), 6) for v in wl],
             "fwhm_nm": None if fwhm_nm is None else round(float(fwhm_nm), 6),
             "chromophores": list(chromophores), "baseline": list(baseline),
             "eps": float(eps), "version": CALIBRATION_VERSION}
+    if basis != "extinction":       # keys of tables made before the basis kinds stay valid
+        spec["basis"] = basis
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -195,14 +198,16 @@ class Sto2Calibration:
             chromophores: Sequence[str] | None = None,
             baseline: Sequence[str] | None = None, eps: float = 1e-4,
             n: int = 4000, seed: int = 0,
-            ranges: SimulationRanges = SimulationRanges()) -> "Sto2Calibration":
+            ranges: SimulationRanges = SimulationRanges(),
+            basis: str | None = None) -> "Sto2Calibration":
         """Fit a table on ``n`` simulated spectra (see module docstring).
 
-        ``chromophores``/``baseline`` None: :func:`recommended_components` of the grid.
+        ``chromophores``/``baseline`` None: :func:`recommended_components` of the grid;
+        ``basis`` None: :func:`~edge.processing.unmixing.recommended_basis`.
         """
         wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
         chromophores, baseline = _components(wl, chromophores, baseline)
-        unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps)
+        unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps, basis=basis)
         refl, truth = simulate_spectra(wl, n, seed, ranges=ranges, fwhm_nm=fwhm_nm)
         raw = unmixer.maps(refl)["sto2_raw"].astype(np.float64)
         ok = np.isfinite(raw)
@@ -231,7 +236,9 @@ class Sto2Calibration:
                 "baseline": " ".join(unmixer.baseline), "eps": repr(float(eps)),
                 "ranges": json.dumps(dataclasses.asdict(ranges)),
                 "bands": str(wl.size), "range_nm": f"{wl[0]:g}-{wl[-1]:g}",
-                "key": _key(wl, fwhm_nm, unmixer.chromophores, unmixer.baseline, eps)}
+                "basis": unmixer.basis_kind,
+                "key": _key(wl, fwhm_nm, unmixer.chromophores, unmixer.baseline, eps,
+                            unmixer.basis_kind)}
         return cls(x, y, meta)
 
     # ---- files -------------------------------------------------------------------------
@@ -278,7 +285,7 @@ class Sto2Calibration:
     def for_grid(cls, wavelengths_nm, *, fwhm_nm: float | None = None,
                  chromophores: Sequence[str] | None = None,
                  baseline: Sequence[str] | None = None,
-                 eps: float = 1e-4) -> "Sto2Calibration":
+                 eps: float = 1e-4, basis: str | None = None) -> "Sto2Calibration":
         """The table for this grid and unmixer: shipped if one matches, else fitted and cached.
 
         On-demand fits use 4000 spectra (seed 0, default ranges), about a second, and log a
@@ -286,7 +293,8 @@ class Sto2Calibration:
         """
         wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
         chromophores, baseline = _components(wl, chromophores, baseline)
-        key = _key(wl, fwhm_nm, chromophores, baseline, eps)
+        basis = recommended_basis(wl) if basis is None else basis
+        key = _key(wl, fwhm_nm, chromophores, baseline, eps, basis)
         if key not in cls._cache:
             for cal in cls.shipped().values():
                 cls._cache.setdefault(cal.meta.get("key", ""), cal)
@@ -295,13 +303,14 @@ class Sto2Calibration:
                         "fwhm %s nm, key %s); fitting one on simulated spectra",
                         wl.size, wl[0], wl[-1], fwhm_nm, key)
             cls._cache[key] = cls.fit(wl, fwhm_nm=fwhm_nm, chromophores=chromophores,
-                                      baseline=baseline, eps=eps)
+                                      baseline=baseline, eps=eps, basis=basis)
         return cls._cache[key]
 
 
 def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | None = None,
                   chromophores: Sequence[str] | None = None,
-                  baseline: Sequence[str] | None = None) -> np.ndarray:
+                  baseline: Sequence[str] | None = None,
+                  basis: str | None = None) -> np.ndarray:
     """Calibrated StO2 from reflectance.
 
     Parameters
@@ -310,7 +319,9 @@ def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | N
     wavelengths_nm : ndarray (bands,)
     fwhm_nm : float, optional -- band FWHM (must match the shipped table to use it)
     chromophores, baseline : sequence of str, optional
-        Unmixing basis; None: ``recommended_components(wavelengths_nm)``.
+        Unmixing components; None: ``recommended_components(wavelengths_nm)``.
+    basis : {"extinction", "pathlength"} or None
+        Kind of chromophore columns; None: ``recommended_basis(wavelengths_nm)``.
 
     Returns
     -------
@@ -318,9 +329,10 @@ def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | N
     """
     wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
     chromophores, baseline = _components(wl, chromophores, baseline)
-    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm)
+    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, basis=basis)
     cal = Sto2Calibration.for_grid(unmixer.wavelengths, fwhm_nm=fwhm_nm,
-                                   chromophores=chromophores, baseline=baseline)
+                                   chromophores=chromophores, baseline=baseline,
+                                   basis=unmixer.basis_kind)
     return cal.apply(unmixer.maps(reflectance)["sto2_raw"])
 
 
@@ -328,7 +340,8 @@ def evaluate_sto2(wavelengths_nm, calibration: Sto2Calibration | None = None, *,
                   fwhm_nm: float | None = None,
                   chromophores: Sequence[str] | None = None,
                   baseline: Sequence[str] | None = None, n: int = 4000, seed: int = 12345,
-                  ranges: SimulationRanges = SimulationRanges()) -> dict[str, float]:
+                  ranges: SimulationRanges = SimulationRanges(),
+                  basis: str | None = None) -> dict[str, float]:
     """Accuracy of calibrated StO2 on fresh simulated spectra (seed differs from the fit's).
 
     Returns
@@ -339,10 +352,11 @@ def evaluate_sto2(wavelengths_nm, calibration: Sto2Calibration | None = None, *,
     """
     wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
     chromophores, baseline = _components(wl, chromophores, baseline)
-    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm)
+    unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, basis=basis)
     if calibration is None:
         calibration = Sto2Calibration.for_grid(unmixer.wavelengths, fwhm_nm=fwhm_nm,
-                                               chromophores=chromophores, baseline=baseline)
+                                               chromophores=chromophores, baseline=baseline,
+                                               basis=unmixer.basis_kind)
     refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, ranges=ranges, fwhm_nm=fwhm_nm)
     raw = unmixer.maps(refl)["sto2_raw"]
     est = calibration.apply(raw).astype(np.float64)

@@ -35,12 +35,13 @@ def test_shipped_tables_monotone_uniform(name):
     assert cal.meta["seed"] == "0" and cal.meta["version"] == "1"
 
 
-# Target (brief): MAE <= 3 points on spectra not used for fitting. snapshot25 (665-960 nm, no
-# visible bands) reaches ~3.3 points: the test states the measured level it guards.
+# Target (issue 3): MAE <= 3 points on spectra not used for fitting, for every camera preset.
+# snapshot25 (665-960 nm, no visible bands) reaches it with the "pathlength" basis (2.2
+# points; 3.3 with the extinction basis, checked below).
 @pytest.mark.parametrize("wl, fwhm, mae_max", [
     (TIVITA, 10.0, 3.0),
     (np.linspace(460, 600, 16), 15.0, 3.0),
-    (np.linspace(665, 960, 25), 20.0, 4.0),
+    (np.linspace(665, 960, 25), 20.0, 3.0),
 ])
 def test_mae_on_held_out_spectra(wl, fwhm, mae_max):
     ev = evaluate_sto2(wl, fwhm_nm=fwhm, n=2000, seed=777)
@@ -100,3 +101,15 @@ def test_preset_grids_use_shipped_tables():
     for wl, fwhm in ((TIVITA, 10.0), (np.linspace(460, 600, 16), 15.0),
                      (np.linspace(665, 960, 25), 20.0)):
         assert Sto2Calibration.for_grid(wl, fwhm_nm=fwhm).meta["n_spectra"] == "20000"
+
+
+def test_nir_grid_calibrates_better_with_the_pathlength_basis():
+    """Why recommended_basis picks "pathlength" on a near-infrared-only grid: on the same
+    held-out spectra the extinction basis (its best components) misses the 3-point target."""
+    wl = np.linspace(665, 960, 25)
+    common = dict(fwhm_nm=20.0, n=2000, seed=778)
+    path = evaluate_sto2(wl, **common)
+    ext = evaluate_sto2(wl, chromophores=("HbO2", "Hb", "water"), baseline=("scatter",),
+                        basis="extinction", **common)
+    assert path["mae"] <= 3.0 < ext["mae"], (path, ext)
+    assert Sto2Calibration.shipped()["snapshot25"].meta["basis"] == "pathlength"

@@ -142,3 +142,43 @@ def test_from_basis():
     np.testing.assert_allclose(u.unmix(np.exp(-a)), [0.2, 0.1], atol=1e-6)
     with pytest.raises(DataFormatError, match="basis: expected shape"):
         Unmixer.from_basis([500, 600], e, ("HbO2", "Hb"))
+
+
+# ---- the "pathlength" basis (linearised diffusion model) -----------------------------------
+def test_recommended_basis_by_grid():
+    from edge.processing.unmixing import recommended_basis, recommended_components
+
+    assert recommended_basis(np.linspace(665, 960, 25)) == "pathlength"
+    assert recommended_basis(np.linspace(500, 1000, 100)) == "extinction"
+    assert recommended_basis(np.linspace(460, 600, 16)) == "extinction"
+    assert recommended_components(np.linspace(665, 960, 25)) == (
+        ("HbO2", "Hb", "water", "fat"), ("constant", "scatter"))
+    assert Unmixer(np.linspace(665, 960, 25), ("HbO2", "Hb"), ()).basis_kind == "pathlength"
+    assert Unmixer(np.linspace(500, 1000, 100)).basis_kind == "extinction"
+
+
+def test_pathlength_basis_recovers_blood_near_the_reference_tissue():
+    """The columns are dA/dc of the forward model at REFERENCE_TISSUE: diffusion-model
+    spectra close to it unmix to the true oxygenated/deoxygenated blood volume fractions
+    (first-order accurate: the error shrinks with the distance squared)."""
+    from edge.physics import tissue_reflectance
+    from edge.processing.unmixing import REFERENCE_TISSUE
+
+    wl = np.linspace(665, 960, 25)
+    um = Unmixer(wl, ("HbO2", "Hb", "water", "fat"), (), fwhm_nm=20.0, basis="pathlength")
+    ref = dict(REFERENCE_TISSUE)
+    c_ref = um.unmix(tissue_reflectance(wl, fwhm_nm=20.0, **ref).astype(np.float64))
+    errs = []
+    for d in (0.004, 0.002):
+        p = {**ref, "blood_volume": ref["blood_volume"] + d}
+        c = um.unmix(tissue_reflectance(wl, fwhm_nm=20.0, **p).astype(np.float64))
+        true_oxy, true_deoxy = d * ref["sto2"], d * (1 - ref["sto2"])
+        errs.append(abs((c[0] - c_ref[0]) - true_oxy) + abs((c[1] - c_ref[1]) - true_deoxy))
+        assert errs[-1] < 0.1 * d, (d, c - c_ref)
+    assert errs[1] < 0.5 * errs[0]            # second-order error: halving d quarters it
+
+
+def test_bad_basis_kind_names_the_choices():
+    with pytest.raises(DataFormatError, match=r"basis: expected one of extinction, pathlength "
+                                              r"or None, got 'mbll'"):
+        Unmixer(np.linspace(500, 1000, 100), basis="mbll")
