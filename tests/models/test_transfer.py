@@ -120,7 +120,10 @@ def test_pair_features_uses_patch_pixels_by_organ():
 
 def test_maps_fitted_on_simulated_pig_predict_held_out_malperfusion():
     """On the real data path: the fitted maps explain the perfused→malperfused change of an
-    unseen scene much better than 'no change' (relative error at least 3x smaller)."""
+    unseen scene much better than 'no change', channel group by channel group: the L1 spectra
+    at least 3x smaller relative error, each physiology map at least 2x (measured, 27 Nov
+    2026, snapshot25 pathlength basis: fat spectra 5x, thb 9.6x, sto2 2.7x -- fat's StO2 is
+    the noisiest: little blood)."""
     from edge.models.train.transfer import TransferConfig, _render, fit_xeno_maps
     from edge.models.train.demo import _card_object, demo_card
     from drivers.presets import get_preset
@@ -137,12 +140,18 @@ def test_maps_fitted_on_simulated_pig_predict_held_out_malperfusion():
                          _render(cfg, "pig", test_seeds, pack), malperfused_class=MAL,
                          min_pairs=20)
     checked = 0
+    n_spec = len(pack.spectra_bands)
+    groups = [("spectra", slice(0, n_spec), 3.0)] + [
+        (name, slice(n_spec + j, n_spec + j + 1), 2.0) for j, name in enumerate(pack.maps)]
     for cid, (x, y) in held.items():
         if cid not in maps:
             continue
-        err_map = np.linalg.norm(maps[cid](x) - y) / np.linalg.norm(y)
-        err_none = np.linalg.norm(x - y) / np.linalg.norm(y)
-        assert err_map < err_none / 3, (SCENE_CLASSES[cid], err_map, err_none)
+        pred = maps[cid](x)
+        for name, sl, factor in groups:
+            ref = np.linalg.norm(y[:, sl])
+            err_map = np.linalg.norm(pred[:, sl] - y[:, sl]) / ref
+            err_none = np.linalg.norm(x[:, sl] - y[:, sl]) / ref
+            assert err_map < err_none / factor, (SCENE_CLASSES[cid], name, err_map, err_none)
         checked += 1
     assert checked >= 1
 
