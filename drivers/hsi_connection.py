@@ -1,8 +1,9 @@
 """Connection to the hsi-edge trigger/illumination controller (protocol: ``drivers/PROTOCOL.md``).
 
-:class:`HsiConnection` is the connection object: one method per wire command, sequence numbers,
-optional CRC, echo checks, retries of idempotent requests, state re-read after a failed write,
-reconnect and resync, device events, heartbeat.  The devices on top of it are
+:class:`HsiConnection` is the connection object: sequence numbers, optional CRC, echo checks,
+retries of idempotent requests, state re-read after a failed write, reconnect and resync,
+device events, heartbeat; one method per wire command comes from
+:class:`drivers.hsi_commands.HsiCommands`.  The devices on top of it are
 :class:`drivers.trigger.TriggerController` and :class:`drivers.illumination.HsiIllumination`
 (both can share one connection, as :class:`drivers.bench.SimulatedBench` does).
 
@@ -20,9 +21,10 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 from drivers import protocol as P
+from drivers.hsi_commands import HsiCommands
 from drivers.serial_link import Connection, LinkLost, SerialLink
 from edge.errors import DeviceError, DeviceFault, DeviceProtocolError, DeviceTimeout
 
@@ -42,7 +44,7 @@ class _NotExecuted(DeviceError):
     """The device refused the command without executing it (busy, CRC); safe to resend."""
 
 
-class HsiConnection(Connection):
+class HsiConnection(HsiCommands, Connection):
     """Connection to an hsi-edge controller (see :class:`drivers.serial_link.Connection`).
 
     Parameters
@@ -426,92 +428,6 @@ class HsiConnection(Connection):
         self.write("SET", cmd, *full,
                    verify=lambda: self._get(cmd, *getargs) == full)
         self._config[(cmd, key)] = full
-
-    # -- wire commands --------------------------------------------------------------------
-    def set_led(self, ch: int, on: bool) -> None:
-        self.write("SET", "LED", ch, int(on), verify=lambda: self._get("LED", ch)[1] == str(
-            int(on)))
-        self.led_on[ch] = bool(on)
-
-    def set_int(self, ch: int, value: int) -> None:
-        self._set("INT", str(ch), int(value))
-        self.intensity[ch] = int(value)
-
-    def get_armed(self) -> bool:
-        """``GET ARMED``; refreshes the cache (the device disarms itself after its pulse count
-        or a fault, which the cached flag would not show)."""
-        self.armed = self.query("ARMED")[0] == "1"
-        return self.armed
-
-    def get_leds(self) -> tuple[list[bool], list[int]]:
-        """``GET LEDS`` -> (on flags, intensities); refreshes the cache."""
-        v = self.query("LEDS")
-        mask, ints = int(v[0]), [int(x) for x in v[1:]]
-        self.led_on = [bool(mask >> i & 1) for i in range(len(ints))]
-        self.intensity = ints
-        return list(self.led_on), list(ints)
-
-    def set_max_on(self, ch: int, ms: int) -> None:
-        self._set("MAXON", str(ch), int(ms))
-
-    def set_trigger(self, cmd: str, value: object) -> None:
-        """``SET TSRC|TPER|TWID|TDLY|TCNT value``."""
-        self._set(cmd, None, value)
-
-    def set_sequence(self, steps: Sequence[Sequence[int]]) -> None:
-        tokens = ["+".join(str(c) for c in s) if s else "-" for s in steps]
-        self._set("SEQ", None, *tokens) if tokens else self._set("SEQ", None, "OFF")
-
-    def set_sequence_enabled(self, on: bool) -> None:
-        self._set("SEQEN", None, int(on))
-
-    def arm(self, on: bool = True) -> None:
-        self.write("DO", "ARM" if on else "DISARM",
-                   verify=lambda: self._get("ARMED")[0] == str(int(on)))
-        self.armed = on
-
-    def fire(self) -> int:
-        """``DO FIRE``: one software pulse; returns the 32-bit trigger counter after it."""
-        with self._lock:
-            before = int(self.query("TCTR")[0]) if self.counter is None else self.counter
-            fired = []
-
-            def verify() -> bool:
-                now = int(self._get("TCTR")[0])
-                fired.append(now)
-                return now != before
-
-            reply = self.write("DO", "FIRE", verify=verify)
-            self.counter = int(reply.values[0]) if reply is not None else fired[-1]
-            return self.counter
-
-    def reset_counter(self) -> None:
-        self.write("SET", "TCTR", 0, verify=lambda: self._get("TCTR")[0] == "0")
-        self.counter = 0
-
-    def status(self) -> dict:
-        """``GET STAT`` and ``GET TEMP`` decoded (see PROTOCOL.md)."""
-        flags = int(self.query("STAT")[0])
-        temp = float(self.query("TEMP")[0])
-        return {"flags": [name for bit, name in P.STATUS_FLAGS.items() if flags & bit],
-                "temperature_c": temp, "serial": self.serial_number,
-                "firmware": self.identity[3] if len(self.identity) > 3 else "?",
-                "port": self.port, "reconnects": self.stats["reconnects"]}
-
-    def heartbeat_once(self) -> None:
-        self._transact("DO", "HB", (), idempotent=True)
-
-    def safe(self) -> None:
-        """``DO SAFE`` (idempotent): LEDs off, disarmed, sequence off."""
-        with self._lock:
-            # the cache changes only once the device confirmed: after a failed SAFE the LEDs
-            # may still be on, and state() must not claim otherwise
-            self._transact("DO", "SAFE", (), idempotent=True)
-            self.led_on = [False] * len(self.led_on)
-            self.armed = False
-
-    def clear_faults(self) -> None:
-        self._transact("DO", "CLR", (), idempotent=True)
 
     def poll_events(self) -> list[P.Reply]:
         """Read events that arrived while idle; returns the ones seen by this call."""
