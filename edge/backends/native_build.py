@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 KERNELS = Path(__file__).resolve().parents[2] / "cuda_kernels"
 #: Files whose bytes make up the build (the .cpp and the headers it includes).
 SOURCES = ("cpu_chain.cpp", "pixel_math.cuh", "common.cuh")
-_BASE_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off",
+_BASE_FLAGS = ("-O3", "-g", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off",
                "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas")
 _P = ctypes.c_void_p
 _SIGNATURES = {
