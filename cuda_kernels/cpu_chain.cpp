@@ -326,12 +326,13 @@ void hsi_cpu_log(const float* x, long long n, float* out) {
 // reflectance (dark/scale ignored). out_kind 0: no packed input; 1: float32; 2: float16.
 // maps: (6, npix) float32 in MAP_* order; flags (npix) uint8; packed (channels, npix);
 // refl (npix, nb) float32 or NULL. Returns 0, or 1 for a parameter block out of range, 2 for
-// an unsupported raw/out kind.
+// an unsupported raw/out kind (or uint16 counts without dark/scale).
 int hsi_cpu_chain(const ChainParams* P, const void* raw, int raw_kind, const float* dark,
                   const float* scale, const unsigned char* static_flags, long long npix,
                   float factor, float* maps, unsigned char* flags, void* packed, int out_kind,
                   float* refl, int nthreads) {
     if (nthreads < 1) nthreads = 1;
+    if (raw_kind == 0 && (!dark || !scale)) return 2;   // counts need a flat field
     if (raw_kind == 0) {
         const uint16_t* r = (const uint16_t*)raw;
         if (out_kind == 0)

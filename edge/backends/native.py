@@ -126,6 +126,12 @@ class NativeBackend(Backend):
             raise ConfigError("pack.dtype: float16 needs a compiler with _Float16 (GCC >= 12, "
                               "clang >= 15); got float16 with an older one: use float32")
         self.flatfield, self.pack = flatfield, pack
+        # Contiguous float32 / uint8 views of the references, made once (copies only if the
+        # flat field holds other layouts): nothing of this size is touched per frame.
+        self._refs = (None, None, None) if flatfield is None else (
+            np.ascontiguousarray(flatfield.dark, np.float32),
+            np.ascontiguousarray(flatfield.scale, np.float32),
+            np.ascontiguousarray(flatfield.static_flags, np.uint8))
         self.wavelengths = self._ref.wavelengths
         self.params = chain_params(
             self.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
@@ -202,12 +208,9 @@ class NativeBackend(Backend):
 
     def _run(self, raw, f32: bool, factor: float, arrays: tuple) -> ChainResult:
         maps, flags, refl, packed = arrays
-        ff, spec = self.flatfield, self.pack
+        spec = self.pack
         npix = raw.shape[0] * raw.shape[1]
-        use_ff = ff is not None and not f32
-        dark = np.ascontiguousarray(ff.dark, np.float32) if use_ff else None
-        scale = np.ascontiguousarray(ff.scale, np.float32) if use_ff else None
-        sflags = np.ascontiguousarray(ff.static_flags, np.uint8) if use_ff else None
+        dark, scale, sflags = (None, None, None) if f32 else self._refs
         t0 = time.monotonic_ns()
         rc = self._lib.hsi_cpu_chain(
             self.params.ctypes.data, raw.ctypes.data, 1 if f32 else 0, _ptr(dark), _ptr(scale),
@@ -217,6 +220,6 @@ class NativeBackend(Backend):
         elapsed = (time.monotonic_ns() - t0) / 1e6
         if rc != 0:
             raise DataFormatError(f"native chain: rejected its inputs (code {rc}: "
-                                  f"{'parameter block out of range' if rc == 1 else 'kind'})")
+                                  f"{'parameter block out of range' if rc == 1 else 'input/output kinds'})")
         return ChainResult(maps=dict(zip(MAP_NAMES, maps)), flags=flags, input=packed,
                            reflectance=refl, timings_ms={"chain": elapsed})
