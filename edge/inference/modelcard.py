@@ -5,7 +5,8 @@ A card is a YAML file next to the ONNX file::
     format: hsi-edge-model-card/1
     name: demo-unet
     onnx: demo.onnx                  # path relative to the card
-    sha256: 3f5c...                  # optional; checked at load when present
+    sha256: 3f5c...                  # optional; checked at load when present (.onnx bytes
+                                     # plus external-data files: onnx_hash)
     input:
       name: input
       layout: NCHW
@@ -188,7 +189,11 @@ def load_model_card(path: str | os.PathLike, *, verify_hash: bool = True) -> Mod
     if not card.onnx_path.is_file():
         raise EngineError(f"{p}: onnx: model file {card.onnx_path} not found")
     if verify_hash and card.sha256:
-        got = sha256_file(card.onnx_path)
+        # The model's content: the .onnx bytes plus any external-data weight files (equal to
+        # the file's sha256 for a self-contained model), so replaced weights are caught too.
+        from edge.inference.onnx_hash import onnx_content_sha256
+
+        got = onnx_content_sha256(card.onnx_path)
         if got != card.sha256.lower():
             raise EngineError(f"{card.onnx_path}: sha256 {got[:12]}... does not match the model "
                               f"card ({card.sha256[:12]}...); the file is corrupt or replaced")

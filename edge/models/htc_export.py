@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import yaml
 
 from edge.errors import BackendUnavailable, ConfigError, EngineError
+from edge.inference.onnx_hash import onnx_content_sha256
 from edge.models.classes import htc_class_list
 
 __all__ = ["HTC_ENCODER", "build_htc_unet", "load_state_dict", "load_htc_model",
@@ -284,8 +285,8 @@ def main_export(checkpoints: Sequence[str | os.PathLike], classes: int,
     name = name or f"htc-unet-{classes}cls" + (f"-{len(folds)}folds" if len(folds) > 1 else "")
     onnx_path = export_onnx(model, out / f"{name}.onnx", channels=100, height=height,
                             width=width, output_name=output_name, opset=opset)
-    card = _card(name, onnx_path.name, _sha(onnx_path), classes=classes, height=height,
-                 width=width, kind=kind, output_name=output_name, checkpoints=paths)
+    card = _card(name, onnx_path.name, onnx_content_sha256(onnx_path), classes=classes,
+                 height=height, width=width, kind=kind, output_name=output_name, checkpoints=paths)
     card_path = out / f"{name}.yaml"
     card_path.write_text(yaml.safe_dump(card, sort_keys=False))
     log.info("exported %s (%d fold(s), %s) -> %s", name, len(folds), kind, card_path)

@@ -81,6 +81,32 @@ def test_sha256_mismatch(tmp_path):
         load_model_card(path)
 
 
+def test_sha256_covers_external_weight_files(tmp_path):
+    """A card's sha256 is the model's content (.onnx plus external-data files): weights
+    replaced in the external file, with the .onnx bytes unchanged, fail at load."""
+    import onnx
+
+    from edge.inference.onnx_hash import onnx_content_sha256
+
+    path, _, _ = write_pixel_classifier(tmp_path, maps=("sto2",))
+    onnx_file = tmp_path / "model.onnx"
+    onnx.save_model(onnx.load(str(onnx_file)), str(onnx_file), save_as_external_data=True,
+                    location="weights.bin", size_threshold=0)
+    card = yaml.safe_load(path.read_text())
+    card["sha256"] = onnx_content_sha256(onnx_file)
+    path.write_text(yaml.safe_dump(card))
+    load_model_card(path)                                   # matches as written
+    onnx_bytes = onnx_file.read_bytes()
+    weights = tmp_path / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[0] ^= 0x01                                         # one flipped bit in a weight
+    weights.write_bytes(bytes(data))
+    assert onnx_file.read_bytes() == onnx_bytes
+    with pytest.raises(EngineError, match=r"model.onnx: sha256 [0-9a-f]{12}\.\.\. does not "
+                                          r"match the model card"):
+        load_model_card(path)
+
+
 def test_missing_onnx_file(tmp_path):
     path, _, _ = write_pixel_classifier(tmp_path, maps=("sto2",))
     (tmp_path / "model.onnx").unlink()

@@ -236,7 +236,7 @@ def train_demo(cfg: TrainConfig, out_dir: str | Path, *, name: str | None = None
 
     from drivers.presets import get_preset
     from drivers.scene import SCENE_CLASSES
-    from edge.core.fileio import sha256_file
+    from edge.inference.onnx_hash import onnx_content_sha256
     from edge.models.htc_export import export_onnx
     from edge.models.train.dataset import render_samples
 
@@ -298,7 +298,7 @@ def train_demo(cfg: TrainConfig, out_dir: str | Path, *, name: str | None = None
     }
     card_dict = demo_card(cfg.preset, name=name, onnx=onnx_path.name, rows=preset.rows,
                           cols=preset.cols, provenance=provenance,
-                          sha256=sha256_file(onnx_path))
+                          sha256=onnx_content_sha256(onnx_path))
     card_path = out / f"{name}.yaml"
     card_path.write_text(yaml.safe_dump(card_dict, sort_keys=False))
     log.info("demo model %s: mIoU %.3f, malperfusion sens %.3f spec %.3f, %.0f s", name,
