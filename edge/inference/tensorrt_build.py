@@ -1,5 +1,6 @@
 """TensorRT engine building: network from ONNX, builder configuration per version, profiles,
-timing cache, progress, and the engine-cache key.  Used by
+timing cache and the engine-cache key (the logger and the build progress bars are in
+:mod:`edge.inference.tensorrt_logging`).  Used by
 :class:`edge.inference.tensorrt_runtime.TensorRTRuntime` and ``hsi-edge engine build``.
 
 TensorRT and PyCUDA are imported only inside functions (:func:`import_tensorrt`), so importing
@@ -25,6 +26,7 @@ from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
 from edge.inference.onnx_hash import onnx_content_sha256
+from edge.inference.tensorrt_logging import _logger, _make_progress  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is imported lazily
     import tensorrt as trt  # noqa: F401
@@ -133,99 +135,6 @@ def engine_key(card: ModelCard, *, onnx_path: Path, trt_version: str, gpu: tuple
                      trt_version=trt_version, gpu_name=gpu[0], compute_capability=gpu[1],
                      precision=precision, typing=typing, shapes=profile_shapes(card),
                      build=build or {})
-
-
-_LOGGERS: dict[int, Any] = {}
-
-
-def _logger(trt):
-    """The one process-wide logger for this ``tensorrt`` module, created on first use.
-
-    TensorRT keeps a single logger pointer while any Builder/Runtime exists and ignores a
-    different logger passed later (warning "The logger passed into createInferRuntime differs
-    from one already provided", NVIDIA/TensorRT#1475); a fresh Python logger per call would be
-    ignored and could be garbage-collected while TensorRT still calls the first one.
-    """
-    lg = _LOGGERS.get(id(trt))
-    if lg is None:
-        lg = _LOGGERS[id(trt)] = _make_logger(trt)
-    return lg
-
-
-def _make_logger(trt):
-    """A ``trt.ILogger`` that forwards TensorRT messages to :mod:`logging`."""
-    sev = trt.ILogger.Severity
-    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR,
-              sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
-
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)  # pybind11 trampolines need the explicit base init
-
-        def log(self, severity, msg):
-            try:  # called from C++ noexcept code: an escaping exception would abort
-                log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
-            except Exception:  # pragma: no cover - logging itself failed
-                pass
-
-    return _Logger()
-
-
-def _make_progress(trt, **tqdm_kw):
-    """A ``trt.IProgressMonitor`` that shows build phases as tqdm bars on stderr.
-
-    TensorRT may call it from several builder threads ("must be thread-safe"), from noexcept
-    C++ (a Python exception escaping would abort the process, so callbacks swallow them), and
-    it must outlive the build (the caller holds the reference and calls ``close()`` after).
-    ``step`` is 0-based (``[0, num_steps)``), so ``step + 1`` steps are done.
-    """
-    import threading
-
-    from tqdm import tqdm
-
-    class _Progress(trt.IProgressMonitor):
-        def __init__(self):
-            trt.IProgressMonitor.__init__(self)  # pybind11 trampolines need the base init
-            self.bars: dict[str, Any] = {}
-            self._lock = threading.Lock()
-
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            try:
-                with self._lock:
-                    depth = len(self.bars)  # nested phases stack below their parents
-                    self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name,
-                                                 position=depth, leave=depth == 0,
-                                                 unit="step", **tqdm_kw)
-            except Exception:  # pragma: no cover - a display problem must not abort a build
-                log.debug("progress: phase_start failed", exc_info=True)
-
-        def step_complete(self, phase_name, step):
-            try:
-                with self._lock:
-                    bar = self.bars.get(phase_name)
-                    if bar is not None:
-                        bar.update(max(0, step + 1 - bar.n))
-            except Exception:  # pragma: no cover
-                log.debug("progress: step_complete failed", exc_info=True)
-            return True  # False would cancel the build
-
-        def phase_finish(self, phase_name):
-            try:
-                with self._lock:
-                    bar = self.bars.pop(phase_name, None)
-                    if bar is not None:
-                        bar.close()
-            except Exception:  # pragma: no cover
-                log.debug("progress: phase_finish failed", exc_info=True)
-
-        def close(self):
-            """Close bars of phases TensorRT never finished (a failed build)."""
-            with self._lock:
-                for bar in self.bars.values():
-                    bar.close()
-                self.bars.clear()
-
-    return _Progress()
 
 
 def _apply_weak_precision_v10(trt, config: "trt.IBuilderConfig", precision: str) -> None:

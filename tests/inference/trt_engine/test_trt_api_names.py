@@ -23,6 +23,7 @@ from trt_api_check import MODULE, check_table, check_uses, collect_uses, load_st
 REPO = Path(__file__).resolve().parents[3]
 #: The modules that call TensorRT (it is imported lazily, so they are listed, not detected).
 TRT_SRCS = (REPO / "edge" / "inference" / "tensorrt_build.py",
+            REPO / "edge" / "inference" / "tensorrt_logging.py",
             REPO / "edge" / "inference" / "tensorrt_runtime.py")
 
 
