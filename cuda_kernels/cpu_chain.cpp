@@ -34,29 +34,44 @@
 #endif
 
 // (Global namespace: an explicit specialization must live in the template's namespace.)
-// Absorbance accessor of the CPU chain: a[] padded with zeros to a multiple of 8 bands.
+// Absorbance accessor of the CPU chain: a[] padded with zeros to a multiple of 8 bands, and
+// the Savitzky-Golay taps transposed per tap (taps[j][b] = d2_w[b][j], made once per call).
 struct AbsCPU {
     const float* a;
+    const float (*taps)[HSI_MAX_BANDS];
     float operator()(int b, float) const { return a[b]; }
     bool above_floor(int, float) const { return true; }   // band_loop decides the domain
 };
 
 // d2_min for AbsCPU: the same 5-tap sums in the same order as pixel_math.cuh's (fused where
 // the CPU has FMA), but every band's derivative computed independently (vectorised over the
-// bands, with gathers) before the minimum, instead of one dependent chain per band. Taps
-// past the last band have weight 0 and read a[]'s zero padding: d2_start <= max(nb - 5, 0),
-// so s + j <= max(nb - 1, 4) < nb8.
+// bands) before the minimum, instead of one dependent chain per band. Where the range is
+// interior (d2_start[b] = b - 2 throughout, as chain_params sets it away from the grid
+// edges) tap j of consecutive bands is a contiguous run of a[] and of taps[j]: plain vector
+// loads; elsewhere gathers. Taps past the last band have weight 0 and read a[]'s zero
+// padding: d2_start <= max(nb - 5, 0), so s + j <= max(nb - 1, 4) < nb8.
 template <>
 inline float d2_min<AbsCPU>(const AbsCPU& A, const ChainParams& P, int lo, int hi) {
-    float d[HSI_MAX_BANDS];
-#pragma omp simd
-    for (int b = lo; b < hi; ++b) {
-        const int s = P.d2_start[b];
-        float v = 0.0f;
-        for (int j = 0; j < HSI_D2_TAPS; ++j) v = HSI_FMA(P.d2_w[b * HSI_D2_TAPS + j], A.a[s + j], v);
-        d[b] = v;
-    }
     if (hi <= lo) return hsi_nan();
+    float d[HSI_MAX_BANDS];
+    constexpr int half = HSI_D2_TAPS / 2;
+    if (P.d2_start[lo] == lo - half && P.d2_start[hi - 1] == hi - 1 - half) {
+        const float* base = A.a - half;
+#pragma omp simd
+        for (int b = lo; b < hi; ++b) {
+            float v = 0.0f;
+            for (int j = 0; j < HSI_D2_TAPS; ++j) v = HSI_FMA(A.taps[j][b], base[b + j], v);
+            d[b] = v;
+        }
+    } else {
+#pragma omp simd
+        for (int b = lo; b < hi; ++b) {
+            const int s = P.d2_start[b];
+            float v = 0.0f;
+            for (int j = 0; j < HSI_D2_TAPS; ++j) v = HSI_FMA(A.taps[j][b], A.a[s + j], v);
+            d[b] = v;
+        }
+    }
     float m = d[lo];                 // then m stays NaN if d[lo] is NaN, like the generic loop
     for (int b = lo + 1; b < hi; ++b) m = d[b] < m ? d[b] : m;
     return m;
@@ -134,6 +149,19 @@ inline unsigned stage<float>(const float* raw, const float*, const float*, long 
     return f | (bad ? HSI_FLAG_NONFINITE : 0u);
 }
 
+// Sum of 8 floats as ((v0+v4)+(v2+v6))+((v1+v5)+(v3+v7)) (one 256-bit tree where AVX is).
+inline float hsum8(const float* v) {
+#if defined(__AVX__)
+    const __m256 x = _mm256_loadu_ps(v);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+#else
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+#endif
+}
+
 // c[k] = sum_b pinv[k][b] * a[b] for NK components at once: NK independent 8-lane
 // accumulators (one pass over a[], no dependency chain through one sum); nb8 is the band
 // count rounded up to 8 -- pinv's padding is zero (chain_params) and a[] is padded with 0.
@@ -146,19 +174,28 @@ inline void unmix_dots(const float* a, const ChainParams& P, int nb8, float* con
             for (int l = 0; l < 8; ++l) acc[k][l] = HSI_FMA(pk[l], a[b + l], acc[k][l]);
         }
     }
-    for (int k = 0; k < HSI_MAX_COMPONENTS; ++k) {
-        float c = 0.0f;
-        if (k < NK) {
-            for (int l = 0; l < 8; ++l) c += acc[k < NK ? k : 0][l];
-        }
-        conc[k] = c;
-    }
+    for (int k = 0; k < HSI_MAX_COMPONENTS; ++k) conc[k] = k < NK ? hsum8(acc[k < NK ? k : 0]) : 0.0f;
+}
+
+// Per-call tables of the CPU chain (read-only, shared by the threads): index-window masks
+// (1 inside [mean_lo, mean_hi), else 0) and the Savitzky-Golay taps per tap.
+struct CpuTables {
+    float win[6][HSI_MAX_BANDS + 8];
+    float taps[HSI_D2_TAPS][HSI_MAX_BANDS];
+};
+
+inline void make_tables(const ChainParams& P, CpuTables& t) {
+    for (int w = 0; w < 6; ++w)
+        for (int b = 0; b < HSI_MAX_BANDS + 8; ++b)
+            t.win[w][b] = (b >= P.mean_lo[w] && b < P.mean_hi[w]) ? 1.0f : 0.0f;
+    for (int j = 0; j < HSI_D2_TAPS; ++j)
+        for (int b = 0; b < HSI_MAX_BANDS; ++b) t.taps[j][b] = P.d2_w[b * HSI_D2_TAPS + j];
 }
 
 // The band loop: absorbance, domain test, unmixing dot products, index window sums.
 // row[] holds nb reflectances followed by 1.0 up to nb8 (log 1 = 0: no effect on the sums).
-inline bool band_loop(const float* row, const ChainParams& P, int nb8, float* a, float* conc,
-                      float* msum) {
+inline bool band_loop(const float* row, const ChainParams& P, const CpuTables& T, int nb8,
+                      float* a, float* conc, float* msum) {
     const float eps = P.eps;
     float rmin = INFINITY;
     int nonfinite = 0;
@@ -180,11 +217,14 @@ inline bool band_loop(const float* row, const ChainParams& P, int nb8, float* a,
         case 7: unmix_dots<7>(a, P, nb8, conc); break;
         default: unmix_dots<8>(a, P, nb8, conc); break;
     }
+    // Window sums over whole 8-band chunks with a 0/1 mask (a[] is padded to nb8 with 0):
+    // a few vector operations per window instead of a peeled scalar/vector loop.
     for (int w = 0; w < 6; ++w) {
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int b = P.mean_lo[w]; b < P.mean_hi[w]; ++b) s += a[b];
-        msum[w] = s;
+        float acc[8] = {};
+        const int lo = P.mean_lo[w] & ~7, hi = P.mean_hi[w];
+        for (int b = lo; b < hi; b += 8)
+            for (int l = 0; l < 8; ++l) acc[l] = HSI_FMA(T.win[w][b + l], a[b + l], acc[l]);
+        msum[w] = hsum8(acc);
     }
     // Out of the unmixing domain: a band at the reflectance floor (R <= eps) or a
     // non-finite absorbance (unmix_pixel's verdict).
@@ -197,24 +237,25 @@ inline bool band_loop(const float* row, const ChainParams& P, int nb8, float* a,
 // NumPy's within tolerances, not bit for bit). Scalar loads: the bands are few (a vector
 // gather per 8 of them was slower on Zen 3).
 inline float l1_inverse_cpu(const float* r, const ChainParams& P, bool zero) {
+    if (zero) return 0.0f;
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    bool finite = true;
+    int bad = 0;
     const int n = P.n_spec;
     int i = 0;
     for (; i + 4 <= n; i += 4) {
         for (int u = 0; u < 4; ++u) {
             const float x = r[P.spec_bands[i + u]];
-            finite = finite && hsi_isfinite(x);
+            bad |= (int)(x - x != 0.0f);
             s[u] += fabsf(x);
         }
     }
     for (; i < n; ++i) {
         const float x = r[P.spec_bands[i]];
-        finite = finite && hsi_isfinite(x);
+        bad |= (int)(x - x != 0.0f);
         s[0] += fabsf(x);
     }
     const float sum = (s[0] + s[1]) + (s[2] + s[3]);
-    return (zero || !finite || !(sum > 0.0f)) ? 0.0f : 1.0f / sum;
+    return (bad || !(sum > 0.0f)) ? 0.0f : 1.0f / sum;
 }
 
 // Reflectance row out: streaming stores where the row is 16-byte aligned (x86 SSE), so the
@@ -223,7 +264,15 @@ inline float l1_inverse_cpu(const float* r, const ChainParams& P, bool zero) {
 inline void write_row(float* dst, const float* row, int nb) {
 #if defined(__SSE__)
     if ((nb & 3) == 0 && ((uintptr_t)dst & 15u) == 0) {
-        for (int b = 0; b < nb; b += 4) _mm_stream_ps(dst + b, _mm_load_ps(row + b));
+        int b = 0;
+#if defined(__AVX__)
+        if (((uintptr_t)dst & 31u) != 0) {          // one 16-byte store to reach 32-byte
+            _mm_stream_ps(dst, _mm_load_ps(row));
+            b = 4;
+        }
+        for (; b + 8 <= nb; b += 8) _mm256_stream_ps(dst + b, _mm256_loadu_ps(row + b));
+#endif
+        for (; b < nb; b += 4) _mm_stream_ps(dst + b, _mm_loadu_ps(row + b));
         return;
     }
 #endif
@@ -245,6 +294,8 @@ int run_chain(const ChainParams* Pp, const T* raw, const float* dark, const floa
     if (nb < 1 || nb > HSI_MAX_BANDS || P.nk < 1 || P.nk > HSI_MAX_COMPONENTS ||
         P.n_spec < 0 || P.n_maps < 0 || P.n_spec + P.n_maps > HSI_MAX_BANDS + 8)
         return 1;
+    CpuTables tables;
+    make_tables(P, tables);
     const int nch = packed ? P.n_spec + P.n_maps : 0;
     const int nb8 = (nb + 7) & ~7;
     const long long ntiles = (npix + kTile - 1) / kTile;
@@ -266,8 +317,8 @@ int run_chain(const ChainParams* Pp, const T* raw, const float* dark, const floa
                 for (int b = 0; b < nb; ++b) row[b] = hsi_nan();
             }
             if (refl) write_row(refl + p * nb, row, nb);
-            const bool in_domain = f == 0u && band_loop(row, P, nb8, a, conc, msum);
-            f = chain_finish(AbsCPU{a}, f, in_domain, conc, msum, P, m);
+            const bool in_domain = f == 0u && band_loop(row, P, tables, nb8, a, conc, msum);
+            f = chain_finish(AbsCPU{a, tables.taps}, f, in_domain, conc, msum, P, m);
             flags[p] = (unsigned char)f;
             for (int j = 0; j < HSI_N_MAPS; ++j) mt[j][q] = m[j];
             if (!nch) continue;
