@@ -18,16 +18,9 @@
 
 __constant__ ChainParams c_params;
 
-__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
+// (Declared before chain_tail.cuh: its template finds this overload at instantiation.)
 __device__ __forceinline__ void store_out(__half* p, float v) { *p = __float2half_rn(v); }
-
-// m[id] with compile-time indexing: a run-time index would put m[] in local memory.
-__device__ __forceinline__ float select_map(const float* m, int id) {
-    float v = 0.0f;
-#pragma unroll
-    for (int j = 0; j < HSI_N_MAPS; ++j) v = (id == j) ? m[j] : v;
-    return v;
-}
+#include "chain_tail.cuh"
 
 template <class T, class OutT>
 __device__ __forceinline__ void chain_impl(
@@ -48,21 +41,8 @@ __device__ __forceinline__ void chain_impl(
     __syncthreads();
     if (refl) write_reflectance(tile, sflags, p0, np, nb, stride, refl);
     if ((int)threadIdx.x >= np) return;
-    const long long p = p0 + threadIdx.x;
-    const float* row = tile + threadIdx.x * stride;
-    float m[HSI_N_MAPS];
-    const unsigned f = chain_pixel(AbsFromR{row}, sflags[threadIdx.x], P, m);
-    flags[p] = (unsigned char)f;
-#pragma unroll
-    for (int j = 0; j < HSI_N_MAPS; ++j) maps[j * npix + p] = m[j];
-    if (!packed) return;
-    const bool zero = P.zero_flagged && pack_zeroed(f);
-    const float inv = P.n_spec > 0 ? l1_inverse(row, P, zero) : 0.0f;
-    for (int i = 0; i < P.n_spec; ++i)
-        store_out(packed + i * npix + p, pack_spec_value(row[P.spec_bands[i]], inv));
-    for (int j = 0; j < P.n_maps; ++j)
-        store_out(packed + (P.n_spec + j) * npix + p,
-                  zero ? 0.0f : pack_map_value(select_map(m, P.map_ids[j])));
+    chain_thread(tile + threadIdx.x * stride, sflags[threadIdx.x], p0 + threadIdx.x, npix, P,
+                 maps, flags, packed);
 }
 
 #define HSI_CHAIN_KERNEL(NAME, T, OUT)                                                        \

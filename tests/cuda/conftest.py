@@ -10,7 +10,7 @@ import ctypes
 
 import pytest
 
-from host_shim_build import build_host_shim
+from host_shim_build import build_host_emulation, build_host_shim
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,9 @@ def shim(tmp_path_factory) -> ctypes.CDLL:
     # -ffp-contract=off: no FMA contraction, so the shim rounds like NumPy does.
     return build_host_shim(tmp_path_factory.mktemp("shim") / "libhsi_shim.so",
                            ["-ffp-contract=off"])
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory) -> ctypes.CDLL:
+    """The host emulation of chain.cu (staging + tail, block by block), built once."""
+    return build_host_emulation(tmp_path_factory.mktemp("emu") / "libhsi_emu.so")

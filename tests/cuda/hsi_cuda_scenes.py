@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.backends.base import PackSpec
+from edge.backends.cuda_params import chain_params
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams
 from edge.processing.sto2 import Sto2Calibration
@@ -95,3 +96,9 @@ def make_scene(rows: int, cols: int, bands: int, seed: int,
         refl_in.reshape(-1, bands)[rng.integers(0, n), 0] = np.inf
     spec = PackSpec(spectra_bands=tuple(range(bands)), maps=("sto2", "thi"), dtype="float32")
     return Scene(wl, um, synthetic_calibration(), IndexParams(), ff, raw, refl_in, spec)
+
+
+def params_for(scene, pack=None, zero_flagged=True):
+    """The kernels' parameter block for a scene (the backends' own chain_params)."""
+    return chain_params(scene.wl, scene.unmixer, scene.calibration, scene.index_params, pack,
+                        saturation=scene.flatfield.saturation, zero_flagged=zero_flagged)

@@ -22,14 +22,9 @@ from edge.processing.indices import IndexParams, tivita_indices
 from edge.processing.pack import pack_input
 from edge.processing.unmixing import absorbance
 
-from hsi_cuda_scenes import make_scene, ptr, rel_err
+from hsi_cuda_scenes import make_scene, params_for, ptr, rel_err
 
 TOL = 1e-5
-
-
-def params_for(scene, pack=None, zero_flagged=True):
-    return chain_params(scene.wl, scene.unmixer, scene.calibration, scene.index_params, pack,
-                        saturation=scene.flatfield.saturation, zero_flagged=zero_flagged)
 
 
 def test_params_layout_matches_header(shim):
