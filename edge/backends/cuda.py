@@ -34,7 +34,7 @@ from cuda_kernels import DEFAULT_PREBUILT_DIR, arch_of
 from edge.backends.base import Backend, ChainResult, PackSpec
 from edge.backends.cuda_ops import CudaOps, load_module, tile_launch
 from edge.backends.cuda_params import MAP_NAMES, chain_params
-from edge.errors import BackendUnavailable, DataFormatError
+from edge.errors import BackendUnavailable
 from edge.processing.indices import IndexParams
 
 __all__ = ["CudaBackend", "import_pycuda", "INSTALL_HINT"]
@@ -207,16 +207,9 @@ class CudaBackend(Backend):
 
     # ---- per frame ----------------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self._ref.check_raw(raw)
+        raw = self._ref.check_frame(raw, compiled=True)
         ff = self.flatfield
         calibrated = ff is not None and raw.dtype != np.float32
-        if calibrated and raw.shape != ff.shape:
-            from edge.errors import CalibrationError
-            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
-                                   f"calibration reference shape {ff.shape}")
-        if raw.dtype not in (np.uint16, np.float32):
-            raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, got "
-                                  f"{raw.dtype}")
         factor = np.float32(self._ref.exposure_factor(raw, exposure_us))
         cuda, s, ev = self._cuda, self.stream, self._events
         with self._active():

@@ -29,15 +29,14 @@ from typing import Sequence
 import numpy as np
 
 from edge.backends.base import Backend, ChainResult, PackSpec
-from edge.backends.cuda_params import chain_params
+from edge.backends.cuda_params import MAP_NAMES, chain_params
 from edge.backends.native_build import load_library
-from edge.errors import CalibrationError, ConfigError, DataFormatError, HsiEdgeError
+from edge.errors import ConfigError, DataFormatError, HsiEdgeError
 from edge.processing.indices import IndexParams
 
 __all__ = ["NativeBackend", "native_available", "default_threads"]
 
 log = logging.getLogger(__name__)
-MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")   # HsiMapId order
 _OUT_KIND = {None: 0, "float32": 1, "float16": 2}
 #: Output sets kept for reuse.
 _POOL_SIZE = 3
@@ -186,17 +185,8 @@ class NativeBackend(Backend):
         return self._ref.run_reference(raw, exposure_us=exposure_us)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self._ref.check_raw(raw)
-        if not raw.dtype.isnative:          # e.g. big-endian '>u2': the C code reads native
-            raw = raw.astype(raw.dtype.newbyteorder("="))
-        ff = self.flatfield
+        raw = self._ref.check_frame(raw, compiled=True)
         f32 = raw.dtype == np.float32
-        if not f32 and raw.dtype != np.uint16:
-            raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, got "
-                                  f"{raw.dtype}")
-        if ff is not None and not f32 and raw.shape != ff.shape:
-            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
-                                   f"calibration reference shape {ff.shape}")
         factor = self._ref.exposure_factor(raw, exposure_us)
         raw = np.ascontiguousarray(raw)
         entry = self._outputs(raw.shape)

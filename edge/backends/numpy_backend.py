@@ -165,6 +165,25 @@ class NumpyBackend(Backend):
                                   f"reflectance, got {raw.dtype}")
         return raw
 
+    def check_frame(self, raw: np.ndarray, *, compiled: bool = False) -> np.ndarray:
+        """:meth:`check_raw` plus the checks every backend's ``run`` makes on a frame: counts
+        must have the calibration reference's shape; ``compiled`` (the native and CUDA
+        kernels) also needs uint16 counts or float32 reflectance in native byte order (a
+        big-endian ``>u2`` frame is converted, not read byte-swapped).
+        """
+        raw = self.check_raw(raw)
+        ff = self.flatfield
+        if ff is not None and raw.dtype != np.float32 and raw.shape != ff.shape:
+            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
+                                   f"calibration reference shape {ff.shape}")
+        if compiled:
+            if not raw.dtype.isnative:
+                raw = raw.astype(raw.dtype.newbyteorder("="))
+            if raw.dtype not in (np.uint16, np.float32):
+                raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, "
+                                      f"got {raw.dtype}")
+        return raw
+
     def _calibrate(self, raw: np.ndarray, exposure_us: float):
         raw = self.check_raw(raw)
         if self.flatfield is None:
@@ -189,11 +208,7 @@ class NumpyBackend(Backend):
         return ff.exposure_us / float(exposure_us)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self.check_raw(raw)
-        if self.flatfield is not None and raw.dtype != np.float32 \
-                and raw.shape != self.flatfield.shape:
-            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
-                                   f"calibration reference shape {self.flatfield.shape}")
+        raw = self.check_frame(raw)
         rows, cols, bands = raw.shape
         factor = np.float32(self.exposure_factor(raw, exposure_us))
         step = self.block_rows or max(1, _BLOCK_BYTES // max(1, cols * bands * 4))

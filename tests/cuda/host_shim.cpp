@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 #include "pixel_math.cuh"
+#include "chain_tail.cuh"
 
 extern "C" {
 
@@ -97,7 +98,8 @@ void shim_pack(const ChainParams* P, const float* refl, const float* maps,
     }
 }
 
-// chain.cu (float32 packed output; packed/refl may be NULL)
+// chain.cu (float32 packed output; packed/refl may be NULL): the per-pixel staging of the
+// kernel without its tile, then the kernel's own per-thread tail (chain_tail.cuh)
 void shim_chain(const ChainParams* P, const float* raw, const float* dark, const float* scale,
                 const unsigned char* static_flags, long long npix, float factor, float* maps,
                 unsigned char* flags, float* packed, float* refl) {
@@ -116,17 +118,7 @@ void shim_chain(const ChainParams* P, const float* raw, const float* dark, const
             }
         }
         if (refl) for (int b = 0; b < nb; ++b) refl[p * nb + b] = f ? hsi_nan() : row[b];
-        float m[HSI_N_MAPS];
-        f = chain_pixel(AbsFromR{row.data()}, f, *P, m);
-        flags[p] = (unsigned char)f;
-        for (int j = 0; j < HSI_N_MAPS; ++j) maps[j * npix + p] = m[j];
-        if (!packed) continue;
-        const bool zero = P->zero_flagged && pack_zeroed(f);
-        const float inv = P->n_spec > 0 ? l1_inverse(row.data(), *P, zero) : 0.0f;
-        for (int i = 0; i < P->n_spec; ++i)
-            packed[i * npix + p] = pack_spec_value(row[P->spec_bands[i]], inv);
-        for (int j = 0; j < P->n_maps; ++j)
-            packed[(P->n_spec + j) * npix + p] = zero ? 0.0f : pack_map_value(m[P->map_ids[j]]);
+        chain_thread(row.data(), f, p, npix, *P, maps, flags, packed);   // chain.cu's tail
     }
 }
 
