@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hsi-edge`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_global_flags_first(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -89,6 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"hsi-edge {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+#: Options of the top-level parser that may also be given after the subcommand
+#: (``hsi-edge run --debug``): they are moved in front of it before parsing.
+GLOBAL_FLAGS = ("--debug", "-v", "--verbose")
+
+
+def _global_flags_first(argv: list[str]) -> list[str]:
+    """``argv`` with :data:`GLOBAL_FLAGS` moved before the subcommand (not after ``--``)."""
+    try:
+        end = argv.index("--")
+    except ValueError:
+        end = len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[end:]
 
 
 def one_line(message: str) -> str:
