@@ -25,7 +25,7 @@ HSI_HD float hsi_nan() {
 // a * b + c into one fused multiply-add by default (--fmad=true), which rounds once instead of
 // twice and so differs from NumPy in the last bit; the outputs the tests compare exactly (StO2
 // table, overlay) use these. On the host a volatile store forces the rounding even when g++
-// contracts (-ffp-contract=fast -mfma: tests/gpu/test_gpu_rounding.py emulates the GPU so).
+// contracts (-ffp-contract=fast -mfma: tests/gpu/test_gpu_run_prep.py builds the host shim so).
 HSI_HD float mul_rn(float a, float b) {
 #ifdef __CUDA_ARCH__
     return __fmul_rn(a, b);
