@@ -197,8 +197,10 @@ class TruthScorer(Sink):
     name = "truth"
 
     def __init__(self) -> None:
-        self.abs_err: list[float] = []
-        self.err: list[float] = []
+        # running sums, not one float per frame: a live run may last hours (issue 15 item 10)
+        self.frames = 0
+        self.sum_abs_err = 0.0
+        self.sum_err = 0.0
 
     def write(self, frame) -> None:
         truth, est = frame.truth, frame.products.get("sto2")
@@ -207,14 +209,15 @@ class TruthScorer(Sink):
         ok = np.isfinite(truth["sto2"]) & np.isfinite(est)
         if ok.any():
             d = (est[ok] - truth["sto2"][ok]).astype(np.float64)
-            self.err.append(float(d.mean()))
-            self.abs_err.append(float(np.abs(d).mean()))
+            self.frames += 1
+            self.sum_err += float(d.mean())
+            self.sum_abs_err += float(np.abs(d).mean())
 
     def summary(self) -> dict[str, float] | None:
-        if not self.abs_err:
+        if not self.frames:
             return None
-        return {"sto2_mae_pp": 100 * float(np.mean(self.abs_err)),
-                "sto2_bias_pp": 100 * float(np.mean(self.err))}
+        return {"sto2_mae_pp": 100 * self.sum_abs_err / self.frames,
+                "sto2_bias_pp": 100 * self.sum_err / self.frames}
 
 
 def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
