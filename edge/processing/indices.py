@@ -5,7 +5,7 @@ These are APPROXIMATIONS of proprietary formulas, after Holmer et al. 2018 (Biom
 unverified (FACTS.md, "TIVITA-style indices") and therefore live in :class:`IndexParams`.
 
 With ``A = -ln(max(R, eps))`` and ``A''`` its Savitzky-Golay 2nd derivative along bands
-(window 5, order 3, per band step)::
+(window 5, order 3, per band step; coefficients from SciPy, applied as per-band taps)::
 
     sto2_index = (r1/s1) / (r1/s1 + r2/s2),  r1 = min A'' in 570-590 nm, r2 = min A'' in 740-780
     nir        = (mean A 825-925 / mean A 655-735) / 1.9
@@ -34,7 +34,7 @@ from edge.core.config import setting
 from edge.core.frame import validate_wavelengths
 from edge.errors import DataFormatError
 
-__all__ = ["IndexParams", "tivita_indices", "savgol_coeffs", "savgol_matrix",
+__all__ = ["IndexParams", "tivita_indices", "savgol_coeffs", "savgol_taps", "savgol_matrix",
            "index_linear_terms", "indices_from_terms", "INDEX_NAMES"]
 
 log = logging.getLogger(__name__)
@@ -79,38 +79,61 @@ class IndexParams:
 
 def savgol_coeffs(window: int = 5, order: int = 3, deriv: int = 2,
                   pos: int | None = None) -> np.ndarray:
-    """Savitzky-Golay coefficients by least-squares polynomial fit (Savitzky & Golay 1964).
+    """Savitzky-Golay coefficients (Savitzky & Golay 1964), from ``scipy.signal.savgol_coeffs``.
 
-    Fits ``p(x) = sum_j c_j x^j`` (j <= order) to ``window`` samples at offsets
-    ``x = 0..window-1`` minus ``pos`` by least squares (``pinv`` of the Vandermonde matrix) and
-    returns the weights that give ``p^(deriv)(0)`` from the samples, per unit sample spacing.
+    The weights of a least-squares polynomial of degree ``order`` fitted to ``window``
+    samples that give its ``deriv``-th derivative at sample ``pos`` (default: the centre),
+    per unit sample spacing, in sample order (SciPy's ``use="dot"``).
 
     Returns
     -------
     ndarray of shape (window,), float64. For (5, 3, 2) at the centre: ``[2,-1,-2,-1,2]/7``.
     """
+    from scipy.signal import savgol_coeffs as _coeffs   # SciPy is imported on use
+
     pos = window // 2 if pos is None else pos
-    x = np.arange(window, dtype=np.float64) - pos
-    vander = x[:, None] ** np.arange(order + 1)[None, :]       # (window, order+1)
-    fit = np.linalg.pinv(vander)                               # coefficients from samples
-    return fit[deriv] * math.factorial(deriv)
+    return np.asarray(_coeffs(window, order, deriv=deriv, pos=pos, use="dot"), dtype=np.float64)
 
 
-def savgol_matrix(bands: int, window: int = 5, order: int = 3, deriv: int = 2) -> np.ndarray:
-    """Matrix ``D`` (bands, bands) with ``A'' = A @ D`` along the last axis.
+def savgol_taps(bands: int, window: int = 5, order: int = 3, deriv: int = 2
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The Savitzky-Golay filter along ``bands`` samples as per-band taps (a convolution).
 
-    Interior bands use the centred window.  The first/last ``window//2`` bands use the
-    polynomial fitted to the first/last ``window`` bands, evaluated at their own position
-    (scipy's ``mode="interp"``), so the output has no padding artefacts.
+    ``A''[..., i] = sum_j taps[i, j] * A[..., starts[i] + j]``.  Interior bands use the
+    centred window.  The first/last ``window//2`` bands use the polynomial fitted to the
+    first/last ``window`` bands, evaluated at their own position (scipy's ``mode="interp"``),
+    so the output has no padding artefacts.  Memory is ``bands x window``: a dense
+    bands x bands operator is never built (a header claiming 60,000 bands once asked for
+    26.8 GiB).
+
+    Returns
+    -------
+    starts : ndarray of shape (bands,), intp -- first band of each band's window
+    taps : ndarray of shape (bands, window), float64
     """
     if bands < window:
         raise DataFormatError(f"bands: the Savitzky-Golay window {window} needs at least "
                               f"{window} bands, got {bands}")
     half = window // 2
+    starts = np.clip(np.arange(bands) - half, 0, bands - window)
+    taps = np.empty((bands, window), dtype=np.float64)
+    centre = savgol_coeffs(window, order, deriv)
+    for i in range(bands):
+        pos = i - int(starts[i])
+        taps[i] = centre if pos == half else savgol_coeffs(window, order, deriv, pos=pos)
+    return starts, taps
+
+
+def savgol_matrix(bands: int, window: int = 5, order: int = 3, deriv: int = 2) -> np.ndarray:
+    """Matrix ``D`` (bands, bands) with ``A'' = A @ D`` along the last axis.
+
+    The taps of :func:`savgol_taps` laid out densely, for the compiled kernels' tap tables on
+    their bounded grids (at most 256 bands); the reference path never builds it.
+    """
+    starts, taps = savgol_taps(bands, window, order, deriv)
     d = np.zeros((bands, bands), dtype=np.float64)
     for i in range(bands):
-        start = min(max(i - half, 0), bands - window)
-        d[start:start + window, i] = savgol_coeffs(window, order, deriv, pos=i - start)
+        d[starts[i]:starts[i] + window, i] = taps[i]
     return d
 
 
@@ -131,13 +154,14 @@ def index_linear_terms(wavelengths_nm: np.ndarray, params: IndexParams = IndexPa
     cols: list[np.ndarray] = []
     layout: dict[str, slice] = {}
     if wl.size >= params.sg_window:
-        d = savgol_matrix(wl.size, params.sg_window, params.sg_order, 2)
-    else:
-        d = np.zeros((wl.size, wl.size))
+        starts, taps = savgol_taps(wl.size, params.sg_window, params.sg_order, 2)
     for name, rng in (("r1", params.sto2_r1_nm), ("r2", params.sto2_r2_nm)):
         idx = _window(wl, rng) if wl.size >= params.sg_window else np.array([], int)
         layout[name] = slice(len(cols), len(cols) + idx.size)
-        cols.extend(d[:, i] for i in idx)
+        for i in idx:   # column i of the filter: band i's taps at their bands
+            c = np.zeros(wl.size)
+            c[starts[i]:starts[i] + params.sg_window] = taps[i]
+            cols.append(c)
     for name in ("nir_num", "nir_den", "thi_num", "thi_den", "twi_num", "twi_den"):
         idx = _window(wl, getattr(params, name + "_nm"))
         if idx.size:

@@ -7,7 +7,7 @@ spectra with the physics forward model (``edge.physics.tissue_reflectance``: Jac
 absorption mix, power-law scattering, Farrell 1992 diffuse reflectance, band-integrated with
 the camera's Gaussian FWHM) over the physiological ranges of :class:`SimulationRanges`,
 unmix them, fit true-vs-raw with isotonic regression (pool-adjacent-violators, Ayer et al.
-1955 / Barlow et al. 1972) and turn the step function into a smooth monotone table of 256
+1955 / Barlow et al. 1972; SciPy's implementation) and turn the step function into a smooth monotone table of 256
 knots on a uniform ``sto2_raw`` grid (moving average of the interpolated step function, which
 keeps monotonicity), clipped to [0, 1].
 
@@ -89,7 +89,12 @@ def simulate_spectra(wavelengths_nm, n: int, seed: int, *,
 
 
 def isotonic_regression(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Non-decreasing least-squares fit to ``y`` (already ordered by x): pool adjacent violators.
+    """Non-decreasing least-squares fit to ``y`` (already ordered by x).
+
+    SciPy's pool-adjacent-violators (``scipy.optimize.isotonic_regression``, SciPy >= 1.12).
+    It replaced a Python PAVA loop: on the shipped tables' fits (20,000 spectra per preset)
+    the two differ by at most 4.4e-16 with the same blocks, and the refitted tables are
+    identical to the shipped ones.
 
     Parameters
     ----------
@@ -100,19 +105,15 @@ def isotonic_regression(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarra
     -------
     ndarray (n,), float64, non-decreasing, minimising ``sum w (y - fit)^2``.
     """
+    from scipy.optimize import isotonic_regression as _pava   # SciPy is imported on use
+
     y = np.asarray(y, dtype=np.float64)
-    w = np.ones_like(y) if w is None else np.asarray(w, dtype=np.float64)
-    # Stack of blocks (mean, weight, length); merge while the last two violate the order.
-    means, weights, lengths = [], [], []
-    for yi, wi in zip(y.tolist(), w.tolist()):
-        means.append(yi); weights.append(wi); lengths.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            wt = weights[-2] + weights[-1]
-            means[-2] = (means[-2] * weights[-2] + means[-1] * weights[-1]) / wt
-            weights[-2] = wt
-            lengths[-2] += lengths[-1]
-            del means[-1], weights[-1], lengths[-1]
-    return np.repeat(np.asarray(means), lengths)
+    if w is not None:
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != y.shape or not np.all(np.isfinite(w) & (w > 0)):
+            raise CalibrationError(f"w: expected {y.size} finite weights > 0, got shape "
+                                   f"{w.shape}")
+    return np.asarray(_pava(y, weights=w, increasing=True).x, dtype=np.float64)
 
 
 def _components(wl: np.ndarray, chromophores, baseline) -> tuple[tuple, tuple]:
