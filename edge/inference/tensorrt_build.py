@@ -19,6 +19,8 @@ parameters feed that check's type inference).
 from __future__ import annotations
 
 import logging
+import re
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +35,14 @@ if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is importe
 
 __all__ = ["import_tensorrt", "trt_major", "engine_key", "build_engine",
            "build_serialized_engine", "profile_shapes", "gpu_identity", "gpu_sm_count",
-           "build_settings", "TRT11", "OPT_LEVEL"]
+           "build_settings", "TRT11", "TRT_FLOOR", "OPT_LEVEL"]
 
 log = logging.getLogger(__name__)
 
 TRT11 = 11  #: first major version without weak typing (FP16 builder flag removed)
+#: Oldest TensorRT supported: the 10.x API (explicit batch by default, IProgressMonitor) as
+#: JetPack 6.1 ships it.
+TRT_FLOOR = (10, 3)
 OPT_LEVEL = 3  #: builder optimization level (TensorRT's documented default), set explicitly
 _INSTALL_HINT = ("pip install 'hsi-edge[tensorrt]' (tensorrt>=10.3) on a desktop GPU; on "
                  "Jetson it comes with JetPack (apt install python3-libnvinfer, or use the "
@@ -58,7 +63,39 @@ def import_tensorrt():
         raise BackendUnavailable(f"the tensorrt runtime needs the 'tensorrt' Python package; "
                                  f"'import tensorrt' found {where}, which is not TensorRT "
                                  f"(stubs or a stray folder?); {_INSTALL_HINT}")
+    version = str(getattr(trt, "__version__", "?"))
+    if _major_minor(version) < TRT_FLOOR:
+        # 8.6: create_network(0) is an implicit-batch network the ONNX parser rejects ("cannot
+        # parse the ONNX model"), and trt.IProgressMonitor does not exist (tensorrt_review.md).
+        raise BackendUnavailable(
+            f"the tensorrt runtime needs TensorRT >= {TRT_FLOOR[0]}.{TRT_FLOOR[1]}, found "
+            f"{version} (JetPack 6.1+ ships 10.3); {_INSTALL_HINT}")
+    _init_plugins(trt)
     return trt
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)(?:\.(\d+))?", version)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else (0, 0)
+
+
+_PLUGINS_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # tensorrt modules initialised
+
+
+def _init_plugins(trt) -> None:
+    """Register TensorRT's standard plugins once per process (per ``tensorrt`` module).
+
+    The ONNX parser registers them only inside its own import, so an engine with plugin
+    layers builds but does not deserialize in a fresh process that loads it from the cache;
+    Polygraphy and NVIDIA's samples call ``init_libnvinfer_plugins`` before parsing and
+    before deserializing (tensorrt_review.md, item 3).
+    """
+    if trt in _PLUGINS_READY:
+        return
+    if not trt.init_libnvinfer_plugins(_logger(trt), ""):
+        log.warning("TensorRT: init_libnvinfer_plugins failed; engines with plugin layers "
+                    "will not load")
+    _PLUGINS_READY.add(trt)
 
 
 def _import_cuda():
@@ -168,7 +205,8 @@ def _profile_inputs(network: "trt.INetworkDefinition", shapes, onnx_name: str) -
     ``IOptimizationProfile.set_shape`` is required for inputs with dynamic (-1) dimensions and
     allowed for static ones only when min = opt = max = the static shape; a static input that
     disagrees with the card, an input the card does not name, or a missing one is reported
-    here by name instead of as a ValueError or a failed build.
+    here by name instead of as the binding's RuntimeError ("Shape provided for min is
+    inconsistent ...", TensorRT 10.3 pyCore.cpp) or a failed build.
     """
     have = {}
     for i in range(network.num_inputs):

@@ -7,7 +7,9 @@ TensorRT 10.x Python API documents (tensorrt-stubs 10.13 docstrings):
   trampolines raise ``TypeError: ... __init__() must be called`` otherwise; modelled by a flag
   the builder checks).
 - ``IOptimizationProfile.set_shape`` on a static input is allowed only with min=opt=max=the
-  static shape, else ``ValueError``.
+  static shape, else ``RuntimeError`` (the binding's check, TensorRT 10.3 ``pyCore.cpp``).
+- ``init_libnvinfer_plugins(logger, namespace)`` registers the standard plugins (recorded
+  in ``events``) and returns True.
 - ``IBuilderConfig.create_timing_cache(b"")`` makes an empty cache; ``set_timing_cache``
   returns False for a cache from another device when ``ignore_mismatch`` is False.
 - ``nptype`` raises ``TypeError`` for types without a numpy equivalent (BF16).
@@ -37,7 +39,7 @@ def _enum(cls: str, *names: str) -> type:
 
 
 def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("FLOAT",),
-                  parse_errors=(), build_ok: bool = True):
+                  parse_errors=(), build_ok: bool = True, version: str | None = None):
     """A fake ``tensorrt`` module.
 
     Parameters
@@ -49,10 +51,13 @@ def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("
         Non-empty: ``OnnxParser.parse`` fails with these errors.
     build_ok : bool
         False: ``build_serialized_network`` starts a phase, then returns None.
+    version : str, optional
+        ``__version__`` (default ``"<major>.3.0.30"``).
     """
     inputs = dict(inputs or {"input": ((1, 4, 8, 12), "FLOAT")})
     outputs = dict(outputs or {"logits": ((1, 3, 8, 12), "FLOAT")})
-    trt = types.SimpleNamespace(__version__=f"{major}.3.0.30", events=[])
+    trt = types.ModuleType("tensorrt")  # a module, as the real one: weak-referenceable
+    trt.__version__, trt.events = version or f"{major}.3.0.30", []
     flags = ["TF32"] + (["FP16"] if major < 11 else [])
     trt.BuilderFlag = _enum("BuilderFlag", *flags)
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
@@ -85,6 +90,13 @@ def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("
             raise TypeError(f"{what}.__init__() must be called when overriding __init__")
 
     trt.ILogger, trt.IProgressMonitor = ILogger, IProgressMonitor
+
+    def init_libnvinfer_plugins(logger, namespace):
+        _require_init(logger, "ILogger")
+        trt.events.append(("init_plugins", namespace))
+        return True
+
+    trt.init_libnvinfer_plugins = init_libnvinfer_plugins
 
     class Tensor:
         def __init__(self, name, shape, dt):
@@ -138,7 +150,8 @@ def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("
             real = {t.name: t.shape for t in Network(0)._inputs}[name]
             for r, a, o, h in zip(real, lo, opt, hi):
                 if r >= 0 and not a == o == h == r:
-                    raise ValueError("profile does not match a static dimension")
+                    raise RuntimeError("Shape provided for min is inconsistent with other "
+                                       "shapes.")
             self.shapes[name] = (lo, opt, hi)
 
     class TimingCache:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import sys
 
 import pytest
 
@@ -194,3 +196,32 @@ def test_undeserializable_plan_says_how_to_recover(tmp_path):
                         gpu=("Orin", "8.7"), precision="fp16", typing="weak")
     with pytest.raises(EngineError, match=r"could not deserialize .*engine clear"):
         rt._deserialize(make_fake_trt(10), b"garbage")
+
+
+# ---- versions and plugins (issue 20, items 11, 12, 18) ---------------------------------------
+@pytest.mark.parametrize("version", ["8.6.1.6", "10.0.1", "10.2.0.19"])
+def test_tensorrt_below_10_3_is_refused_in_one_line(monkeypatch, version):
+    from edge.errors import BackendUnavailable
+    from edge.inference.tensorrt_build import import_tensorrt
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(10, version=version))
+    with pytest.raises(BackendUnavailable, match=rf"needs TensorRT >= 10\.3, found "
+                                                 rf"{re.escape(version)} \(JetPack 6\.1\+"):
+        import_tensorrt()
+
+
+@pytest.mark.parametrize("version", ["10.3.0.30", "10.13.2.6", "11.1.0.4"])
+def test_supported_tensorrt_registers_plugins_once_per_process(monkeypatch, version):
+    from edge.inference.tensorrt_build import import_tensorrt
+    trt = make_fake_trt(int(version.split(".")[0]), version=version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    assert import_tensorrt() is trt
+    assert import_tensorrt() is trt
+    assert [e for e in trt.events if e[0] == "init_plugins"] == [("init_plugins", "")]
+
+
+def test_profile_on_a_mismatched_static_input_raises_what_the_binding_raises():
+    """The real binding raises RuntimeError (TensorRT 10.3 pyCore.cpp), not ValueError."""
+    trt = make_fake_trt(10)
+    profile = trt.Builder(_logger(trt)).create_optimization_profile()
+    with pytest.raises(RuntimeError, match="Shape provided for min is inconsistent"):
+        profile.set_shape("input", (1, 4, 8, 16), (1, 4, 8, 16), (1, 4, 8, 16))
