@@ -71,13 +71,17 @@ TABLE = [
 #: Python API removed in TensorRT 11 (hand-kept; source: NVIDIA TensorRT migration guide,
 #: "Removed Python APIs and Replacements",
 #: https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html).
+#: Checked against the release/11.1 binding source (``python/src/infer/pyCore.cpp``,
+#: BuilderFlag enum at lines 1599-1623; research/tensorrt_review.md item 9): ``DIRECT_IO`` is
+#: still there, ``Builder.platform_has_tf32`` and ``REJECT_EMPTY_ALGORITHMS`` are gone.
 #: Our code may use these only inside functions named ``*_v10`` called under ``major < TRT11``.
 TRT11_REMOVED = {
     ("BuilderFlag", "FP16"), ("BuilderFlag", "BF16"), ("BuilderFlag", "INT8"),
     ("BuilderFlag", "FP8"), ("BuilderFlag", "INT4"), ("BuilderFlag", "FP4"),
     ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS"),
-    ("BuilderFlag", "PREFER_PRECISION_CONSTRAINTS"), ("BuilderFlag", "DIRECT_IO"),
+    ("BuilderFlag", "PREFER_PRECISION_CONSTRAINTS"), ("BuilderFlag", "REJECT_EMPTY_ALGORITHMS"),
     ("Builder", "platform_has_fast_fp16"), ("Builder", "platform_has_fast_int8"),
+    ("Builder", "platform_has_tf32"),
     ("IBuilderConfig", "int8_calibrator"), ("ICudaEngine", "device_memory_size"),
 }
 
@@ -234,3 +238,11 @@ def test_version_guard_check_catches_an_unguarded_call():
     tree = ast.parse("def f(trt, c):\n    _apply_weak_precision_v10(trt, c, 'fp16')\n")
     assert _calls_guarded(tree, "_v10", "< TRT11") == [
         "line 2: _apply_weak_precision_v10 called outside 'if ...< TRT11'"]
+
+
+def test_trt11_removed_list_matches_the_11_1_bindings(api):
+    """The facts the list was corrected with (TensorRT release/11.1 pyCore.cpp)."""
+    assert ("BuilderFlag", "DIRECT_IO") not in TRT11_REMOVED        # still in 11.1
+    assert {("Builder", "platform_has_tf32"),
+            ("BuilderFlag", "REJECT_EMPTY_ALGORITHMS")} <= TRT11_REMOVED   # gone in 11.x
+    assert check_table(sorted(TRT11_REMOVED), api) == []   # every entry exists in 10.x
