@@ -1,7 +1,7 @@
 """``SimulatedCamera``: a physically based spectral camera without hardware.
 
-It renders a synthetic surgical scene (:mod:`drivers.scene`) through the tissue model of
-:mod:`edge.physics` and a sensor model (:mod:`drivers.sensor`), and implements the
+It renders a synthetic surgical scene (:mod:`drivers.sim.scene`) through the tissue model of
+:mod:`edge.physics` and a sensor model (:mod:`drivers.sim.sensor`), and implements the
 :class:`drivers.camera.Camera` contract in all three trigger modes::
 
     with SimulatedCamera("snapshot25", rows=64, cols=80, seed=1) as cam:
@@ -17,7 +17,7 @@ Hooks for the trigger/illumination simulator
     still busy with the previous exposure) shows as a gap in ``meta.frame_id``.
 ``set_led_state({channel: intensity})``
     The light state at the next exposures; channels are those of
-    :data:`drivers.sensor.LED_CHANNELS` (``white`` broadband halogen-like, ``blue`` 470 nm,
+    :data:`drivers.sim.sensor.LED_CHANNELS` (``white`` broadband halogen-like, ``blue`` 470 nm,
     ``green`` 530, ``amber`` 595, ``red`` 660, ``nir740``, ``nir850``, ``nir940``), intensities
     0-1, channels not named are off.  All off -> a dark frame.  Before any call the camera is
     lit by ``{"white": 1.0}``.
@@ -27,7 +27,7 @@ Calibration targets: ``camera.target = "white"`` fills the view with a 99 % whit
 through the normal ``read`` path.
 
 Ground truth in ``frame.truth``: ``classes`` (rows, cols) uint8 ids of
-:data:`drivers.scene.SCENE_CLASSES`, ``sto2`` and ``blood_volume`` float32 maps (NaN off
+:data:`drivers.sim.scene.SCENE_CLASSES`, ``sto2`` and ``blood_volume`` float32 maps (NaN off
 tissue), ``reflectance`` (rows, cols, bands) float32 noise-free reflectance, and ``dark`` /
 ``white`` float32 mean counts (rows, cols, bands) the sensor model implies for this exposure,
 gain and illumination (white = 99 % tile).  ``dark``/``white`` are read-only arrays shared by
@@ -48,9 +48,8 @@ from typing import Mapping, NamedTuple
 import numpy as np
 
 from drivers.camera import Camera
-from drivers.presets import CameraPreset, get_preset
-from drivers.scene import SCENE_CLASSES, SurgicalScene, get_species
-from drivers.sensor import LED_CHANNELS, SensorModel, led_illumination
+from drivers.sim import (LED_CHANNELS, SCENE_CLASSES, CameraPreset, SensorModel, SurgicalScene,
+                         get_preset, get_species, led_illumination)
 from edge.core.frame import Frame, FrameMeta
 from edge.errors import ConfigError, DeviceTimeout
 
@@ -62,7 +61,7 @@ log = logging.getLogger(__name__)
 TARGETS: tuple[str, ...] = ("scene", "white", "dark")
 #: Reflectance of the simulated white tile (Spectralon SRS-99, FACTS.md).
 WHITE_TILE_REFLECTANCE = 0.99
-#: Keyword arguments of :class:`drivers.scene.SurgicalScene` that ``scene_options`` may set.
+#: Keyword arguments of :class:`drivers.sim.scene.SurgicalScene` that ``scene_options`` may set.
 _SCENE_OPTIONS = ("species", "malperfused_patch", "breathing_amplitude_px",
                   "breathing_period_s", "malperfusion", "n")
 
@@ -84,7 +83,7 @@ class SimulatedCamera(Camera):
     Parameters
     ----------
     preset : str
-        ``"tivita"``, ``"snapshot16"`` or ``"snapshot25"`` (:mod:`drivers.presets`).
+        ``"tivita"``, ``"snapshot16"`` or ``"snapshot25"`` (:mod:`drivers.sim.presets`).
     rows, cols : int, optional
         Override the preset frame size.
     seed : int
@@ -104,13 +103,13 @@ class SimulatedCamera(Camera):
     serial : str, optional
         Serial number in ``meta.serials["camera"]``.
     scene_options : mapping, optional
-        Passed to :class:`drivers.scene.SurgicalScene`: ``species`` (tissue-optics preset name
-        of :data:`drivers.scene.SPECIES` or a :class:`drivers.scene.Species`; default
+        Passed to :class:`drivers.sim.scene.SurgicalScene`: ``species`` (tissue-optics preset name
+        of :data:`drivers.sim.scene.SPECIES` or a :class:`drivers.sim.scene.Species`; default
         ``"pig"``, the reference optics), ``malperfused_patch`` (False: the same view without
         the patch), ``breathing_amplitude_px``, ``breathing_period_s``, ``malperfusion``,
         ``n``.  Names and the species are checked here; the values when the scene is built.
     **sensor_options
-        Passed to :class:`drivers.sensor.SensorModel` (``read_noise_e``, ``vignetting``, ...).
+        Passed to :class:`drivers.sim.sensor.SensorModel` (``read_noise_e``, ``vignetting``, ...).
     """
 
     def __init__(self, preset: str = "tivita", *, rows: int | None = None,

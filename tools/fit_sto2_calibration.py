@@ -14,9 +14,9 @@ Usage::
 
     python tools/fit_sto2_calibration.py [--out edge/processing/data] [--n 20000] [--seed 0]
 
-Preset grids/FWHM (keep in sync with ``drivers/presets.py``): tivita 100 bands
+Preset grids/FWHM (keep in sync with ``drivers/sim/presets.py``): tivita 100 bands
 ``np.linspace(500, 1000, 100)`` (FACTS.md), FWHM 10 nm; snapshot16 16 bands 460-600 nm,
-FWHM 15 nm; snapshot25 25 bands 665-960 nm, FWHM 20 nm (read from drivers.presets).
+FWHM 15 nm; snapshot25 25 bands 665-960 nm, FWHM 20 nm (read from drivers.sim.presets).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ EVAL_SEED = 12345
 
 
 def preset_grid(name: str) -> tuple[np.ndarray, float]:
-    """Grid and FWHM of a preset: from ``drivers.presets`` (the source of truth), else PRESETS."""
+    """Grid and FWHM of a preset: from ``drivers.sim.presets`` (the source of truth), else
+    PRESETS."""
     try:
-        from drivers.presets import get_preset
+        from drivers.sim import get_preset
     except ImportError:
         return PRESETS[name]
     p = get_preset(name)

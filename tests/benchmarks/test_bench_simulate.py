@@ -39,8 +39,8 @@ def test_bench_sensor_expose_tivita(benchmark, camera):
 @pytest.mark.benchmark(group="simulate")
 def test_bench_scene_build_tivita(benchmark):
     """First-frame cost: building the 480x640x100 scene (done once per camera)."""
-    from drivers.presets import PRESETS
-    from drivers.scene import SurgicalScene
+    from drivers.sim.presets import PRESETS
+    from drivers.sim.scene import SurgicalScene
     p = PRESETS["tivita"]
     scene = benchmark.pedantic(SurgicalScene, args=(p.wavelength_array(), 480, 640),
                                kwargs=dict(fwhm_nm=p.fwhm_nm, seed=1), rounds=1, iterations=1)

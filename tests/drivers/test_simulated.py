@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from drivers.presets import PRESETS, get_preset
-from drivers.scene import SCENE_CLASSES, SurgicalScene
-from drivers.sensor import LED_CHANNELS, SensorModel
+from drivers.sim.presets import PRESETS, get_preset
+from drivers.sim.scene import SCENE_CLASSES, SurgicalScene
+from drivers.sim.sensor import LED_CHANNELS, SensorModel
 from drivers.simulated import SimulatedCamera
 from edge.errors import ConfigError, DeviceError, DeviceTimeout
 from edge.physics import tissue_reflectance

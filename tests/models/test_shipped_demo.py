@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.presets import get_preset
+from drivers.sim.presets import get_preset
 from edge.errors import ConfigError, EngineError
 from edge.inference import load_model_card, open_runtime
 from edge.models import DEMO_MODELS, demo_card_path

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from drivers.scene import SCENE_CLASSES
+from drivers.sim.scene import SCENE_CLASSES
 from edge.errors import ConfigError
 from edge.models.train.dataset import FrameSample
 from edge.models.train.xeno import (AffineMap, XenoAugment, fit_affine, l1_normalise,
@@ -126,7 +126,7 @@ def test_maps_fitted_on_simulated_pig_predict_held_out_malperfusion():
     the noisiest: little blood)."""
     from edge.models.train.transfer import TransferConfig, _render, fit_xeno_maps
     from edge.models.train.demo import _card_object, demo_card
-    from drivers.presets import get_preset
+    from drivers.sim.presets import get_preset
 
     cfg = TransferConfig(rows=48, cols=64, frames_per_scene=1)
     p = get_preset(cfg.preset, rows=cfg.rows, cols=cfg.cols)

@@ -5,7 +5,7 @@ sensor noise), flat-field calibrated with the frame's dark/white references and 
 :class:`edge.backends.numpy_backend.NumpyBackend` with the model card's
 :class:`~edge.backends.base.PackSpec` -- exactly what the pipeline does at inference, so the
 network is trained on the features it will be served (no train/serve skew).  Labels are the
-simulator's ground-truth class ids (:data:`drivers.scene.SCENE_CLASSES`).
+simulator's ground-truth class ids (:data:`drivers.sim.scene.SCENE_CLASSES`).
 
 References: the camera reports the mean dark and white-tile counts its sensor model implies
 (``frame.truth["dark"]``/``["white"]``); they stand in for captured references averaged over
@@ -13,7 +13,7 @@ many frames (FACTS.md, "Calibration practice": ~100 dark frames).
 
 Scene time: a camera built with ``fps = 1 / dt`` delivers frame ``k`` at scene time ``k·dt``,
 so reading frames 0, 1, ... samples the malperfused patch at StO2 falling from 0.55 towards
-0.25 (:class:`drivers.scene.SurgicalScene`).
+0.25 (:class:`drivers.sim.scene.SurgicalScene`).
 """
 
 from __future__ import annotations

@@ -72,8 +72,7 @@ class TrainConfig:
 def demo_card(preset: str, *, name: str, onnx: str, rows: int, cols: int,
               provenance: dict | None = None, sha256: str | None = None) -> dict:
     """The card mapping (format ``hsi-edge-model-card/1``) of a demo model."""
-    from drivers.presets import get_preset
-    from drivers.scene import SCENE_CLASSES
+    from drivers.sim import SCENE_CLASSES, get_preset
     from edge.inference.modelcard import CARD_FORMAT
 
     if preset not in FEATURES:
@@ -234,8 +233,7 @@ def train_demo(cfg: TrainConfig, out_dir: str | Path, *, name: str | None = None
     """Render data, train, evaluate, export ONNX + card into ``out_dir``; returns a report."""
     import torch
 
-    from drivers.presets import get_preset
-    from drivers.scene import SCENE_CLASSES
+    from drivers.sim import SCENE_CLASSES, get_preset
     from edge.inference.onnx_hash import onnx_content_sha256
     from edge.models.htc_export import export_onnx
     from edge.models.train.dataset import render_samples

@@ -1,7 +1,7 @@
 """Species transfer study (issue 7, as in the DKFZ xeno-learning work; FACTS.md).
 
 Train the demo network on simulated scenes of one species' tissue optics
-(:data:`drivers.scene.SPECIES`), test it on the same species (reference) and on another one,
+(:data:`drivers.sim.scene.SPECIES`), test it on the same species (reference) and on another one,
 for input variants that differ in what the network sees:
 
 =========================== ==========================================================
@@ -120,7 +120,7 @@ class TransferConfig:
 
     def check(self) -> None:
         """Raise :class:`~edge.errors.ConfigError` for an unusable setting."""
-        from drivers.scene import get_species
+        from drivers.sim import get_species
         from edge.errors import ConfigError
 
         get_species(self.source)
@@ -240,8 +240,7 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = False) -> dict:
         (class -> pairs), ``scene_seeds`` (:func:`scene_seeds`), ``seconds`` (render,
         train, total).
     """
-    from drivers.presets import get_preset
-    from drivers.scene import SCENE_CLASSES
+    from drivers.sim import SCENE_CLASSES, get_preset
     from edge.errors import ConfigError
     from edge.models.train.demo import _card_object, demo_card
 

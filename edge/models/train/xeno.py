@@ -8,7 +8,7 @@ network then sees malperfusion as a *change* of an organ's spectrum, which trans
 species better than the absolute spectra of the few malperfused examples.
 
 Here the maps are fitted on pixel pairs: the same simulated view rendered without and with
-the malperfused patch (:class:`drivers.scene.SurgicalScene` ``malperfused_patch=False``: the
+the malperfused patch (:class:`drivers.sim.scene.SurgicalScene` ``malperfused_patch=False``: the
 "before clamping" recording), same seed, frame and sensor noise, so pixel ``(r, c)`` of the
 two renders is the same tissue.  The fit is ridge-regularised least squares (solved with
 ``lstsq`` on an augmented system, never an explicit inverse) shrinking ``W`` towards the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import drivers
-from drivers.sensor import LED_CHANNELS
+from drivers.sim.sensor import LED_CHANNELS
 from drivers.sim import DEFAULT_CHANNELS
 from edge.errors import DeviceError
 from _serial_helpers import FAST

@@ -25,18 +25,16 @@ with the listed centre/FWHM (typical catalogue values, not a specific product).
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping
 
 import numpy as np
 
+from drivers.sim.workers import worker_pool
 from edge.errors import ConfigError
 from edge.physics import band_integrate
 
-__all__ = ["LED_CHANNELS", "SensorModel", "halogen_spectrum", "led_illumination",
-           "quantum_efficiency"]
+__all__ = ["LED_CHANNELS", "NOISE_MODES", "REFERENCE_EXPOSURE_US", "SensorModel",
+           "halogen_spectrum", "led_illumination", "quantum_efficiency"]
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +329,7 @@ class SensorModel:
                 np.clip(m, 0, top, out=m)
                 out[r] = m  # truncation of (x + 0.5) >= 0 == rounding
 
-        list(_pool().map(work, range(_N_CHUNKS)))
+        list(worker_pool().map(work, range(_N_CHUNKS)))
         return out
 
     def _noise_pool(self) -> np.ndarray:
@@ -342,17 +340,3 @@ class SensorModel:
                 n, dtype=np.float32)
         return self._pool_noise
 
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """One shared worker pool for all simulated sensors (NumPy releases the GIL in ufuncs,
-    so row chunks run in parallel on the available cores)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, min(_N_CHUNKS, os.cpu_count() or 1)),
-                                       thread_name_prefix="sim-sensor")
-        return _POOL

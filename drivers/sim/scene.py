@@ -46,9 +46,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.sensor import _pool
-from drivers.tissue_classes import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT,
-                                    SCENE_CLASSES, SPECIES, Species, get_species)
+from drivers.sim.tissue_classes import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT,
+                                        SCENE_CLASSES, SPECIES, Species, get_species)
+from drivers.sim.workers import worker_pool
 from edge.errors import ConfigError
 from edge.physics import band_integrate, chromophore_range, chromophore_spectra
 from edge.physics.reflectance import FWHM_TO_SIGMA, internal_reflection_A
@@ -251,7 +251,7 @@ class SurgicalScene:
         def work(i: int) -> None:
             out[i:i + _BLOCK] = self._diffuse_block(p[:, i:i + _BLOCK])
 
-        list(_pool().map(work, starts))
+        list(worker_pool().map(work, starts))
         return out
 
     def _diffuse_block(self, p: np.ndarray) -> np.ndarray:

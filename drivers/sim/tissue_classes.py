@@ -1,6 +1,7 @@
-"""Tissue classes and species optics of the simulated surgical scenes (:mod:`drivers.scene`,
-whose module docstring describes both): the class ids and mean tissue parameters, and the
-species presets of the xeno-learning study with the per-class melanin weights.
+"""Tissue classes and species optics of the simulated surgical scenes
+(:mod:`drivers.sim.scene`, whose module docstring describes both): the class ids and mean
+tissue parameters, and the species presets of the xeno-learning study with the per-class
+melanin weights.
 """
 
 from __future__ import annotations

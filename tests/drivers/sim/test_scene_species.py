@@ -1,9 +1,9 @@
-"""Species tissue optics in the scene generator (drivers.scene SPECIES / Species).
+"""Species tissue optics in the scene generator (drivers.sim.scene SPECIES / Species).
 
-The reference file ``data/scene_reference_v1.npz`` was rendered with drivers/scene.py *before*
-species existed (tivita 10x12 seed 3 and snapshot25 12x16 seed 7, scene times 0 and 20 s;
-keys ``<tiv|snap>_t<0|20>_<refl|classes|sto2|blood>``); the default species must reproduce
-it bit for bit.
+The reference file ``data/scene_reference_v1.npz`` was rendered with the scene generator
+(then drivers/scene.py) *before* species existed (tivita 10x12 seed 3 and snapshot25 12x16
+seed 7, scene times 0 and 20 s; keys ``<tiv|snap>_t<0|20>_<refl|classes|sto2|blood>``); the
+default species must reproduce it bit for bit.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.presets import get_preset
-from drivers.scene import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT, SCENE_CLASSES, SPECIES,
-                           Species, SurgicalScene, get_species)
+from drivers.sim.presets import get_preset
+from drivers.sim.scene import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT, SCENE_CLASSES,
+                               SPECIES, Species, SurgicalScene, get_species)
 from drivers.simulated import SimulatedCamera
 from edge.errors import ConfigError
 
