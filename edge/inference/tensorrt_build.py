@@ -280,8 +280,14 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
     network = builder.create_network(flags)
     _parse_onnx(trt, network, logger, onnx_path)
     dynamic = _profile_inputs(network, shapes, onnx_path.name)
+    graph = _graph_precision(trt, network)
+    if typing == "weak" and graph == "fp16" and precision == "fp32":
+        # Weak typing lets the builder run the graph's fp16 layers as they are: the engine
+        # would be keyed and gated as fp32 while computing in fp16.
+        raise EngineError(
+            f"{onnx_path.name}: the ONNX graph is fp16 but precision='fp32' was requested; "
+            f"build from the fp32 ONNX, or ask for precision fp16")
     if typing == "strong":
-        graph = _graph_precision(trt, network)
         if graph != precision:
             raise EngineError(
                 f"{onnx_path.name}: a strongly typed build takes its precision from the ONNX "

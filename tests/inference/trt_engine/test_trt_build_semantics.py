@@ -225,3 +225,13 @@ def test_profile_on_a_mismatched_static_input_raises_what_the_binding_raises():
     profile = trt.Builder(_logger(trt)).create_optimization_profile()
     with pytest.raises(RuntimeError, match="Shape provided for min is inconsistent"):
         profile.set_shape("input", (1, 4, 8, 16), (1, 4, 8, 16), (1, 4, 8, 16))
+
+
+def test_weak_fp32_build_of_an_fp16_graph_is_refused(tmp_path):
+    """Keyed and gated as fp32 while running the graph's fp16 layers: refused (item 17)."""
+    trt = make_fake_trt(10, layer_dtypes=("FLOAT", "HALF"))
+    with pytest.raises(EngineError, match=r"m\.onnx: the ONNX graph is fp16 but "
+                                          r"precision='fp32' was requested"):
+        _build(trt, tmp_path, precision="fp32", typing="weak")
+    plan, _ = _build(trt, tmp_path, precision="fp16", typing="weak")   # fp16 is what it is
+    assert plan == b"PLAN"
