@@ -6,9 +6,17 @@ The shared library is tuned for the machine it is built on (``-march=native`` /
 source bytes, the compiler's identity (``--version``), the flags, the machine architecture and
 the CPU (model name and feature flags from ``/proc/cpuinfo``).  A cache shared between hosts
 therefore never hands one CPU another CPU's instructions.  Builds are written to a temporary
-file and renamed into place, so a crash or a concurrent build never leaves a truncated
-library, and a sha256 written beside each library is checked before it is loaded (a damaged
-file is rebuilt, never mapped).
+file and renamed into place, so a crash never leaves a truncated library.
+
+The library is dlopen'ed into the process, so the cache follows the rules of
+:mod:`edge.core.private_cache`: the folder is created ``0o700`` and refused (one line) unless
+it is owned by this user and not writable by group/others; a build record
+``<library>.record`` beside each library holds the full build key (sources, compiler, flags,
+CPU), the library's sha256 and an HMAC of both under a per-user secret, and a library is loaded
+only if all three match -- a damaged file, a file from an interrupted build, or one placed
+there by anyone else (with any checksum) is deleted and rebuilt, never mapped.  Checking and
+building hold an exclusive lock on ``.lock`` in the folder, so concurrent processes build once
+and never delete each other's library.
 
 Cache folder: ``$HSI_EDGE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/hsi-edge/native``
 (``~/.cache``).  Compiler: ``$CXX``, else the first of ``g++``, ``c++``, ``clang++`` on PATH.
@@ -19,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -28,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge.core import private_cache
 from edge.core.fileio import atomic_write_bytes, sha256_file
 from edge.errors import BackendUnavailable
 
@@ -118,30 +128,58 @@ def _compiler_version(cxx: str) -> str:
 
 def library_path(cxx: str, openmp: bool, cache_dir: Path) -> Path:
     """Cache path of the build for this source, compiler, flag set and CPU."""
+    return cache_dir / f"cpu_chain-{build_key(cxx, openmp)[:20]}.so"
+
+
+def build_key(cxx: str, openmp: bool) -> str:
+    """Hex sha256 of everything that makes a build valid: source bytes, compiler identity,
+    flags, machine and CPU (the library's file name holds its first 20 digits)."""
     h = hashlib.sha256()
     for name in SOURCES:
         h.update(name.encode() + b"\0" + (KERNELS / name).read_bytes() + b"\0")
     for part in (_compiler_version(cxx), " ".join(build_flags(openmp)), platform.machine(),
                  _cpu_signature()):
         h.update(part.encode() + b"\0")
-    return cache_dir / f"cpu_chain-{h.hexdigest()[:20]}.so"
+    return h.hexdigest()
 
 
-def _checksum_path(lib: Path) -> Path:
-    return lib.with_name(lib.name + ".sha256")
+_RECORD_FORMAT = "hsi-edge-native-build/1"
+_SIGN_CONTEXT = "hsi-edge native library"
 
 
-def _intact(lib: Path) -> bool:
-    """The library matches the sha256 written beside it after its build.  A damaged shared
-    library must never reach dlopen: a truncated one is mapped anyway and crashes the process
-    (SIGBUS) on first use instead of failing to load."""
+def _record_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".record")
+
+
+def _untrusted(lib: Path, key: str, secret: bytes) -> str | None:
+    """Why the cached ``lib`` must not be loaded (None: this user built it, intact).
+
+    A damaged shared library must never reach dlopen (a truncated one is mapped anyway and
+    crashes the process with SIGBUS on first use), and a library this user did not build must
+    never run in-process, whatever checksum comes with it.
+    """
+    problem = private_cache.file_problem(lib)
+    if problem:
+        return problem
     try:
-        return _checksum_path(lib).read_text().strip() == sha256_file(lib)
-    except OSError:
-        return False
+        record = json.loads(_record_path(lib).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no build record of this user (a file from an older version or placed there)"
+    except (OSError, ValueError):
+        return "has an unreadable build record"
+    if not isinstance(record, dict) or record.get("format") != _RECORD_FORMAT \
+            or record.get("build_key") != key:
+        return "has a build record of another build"
+    digest = sha256_file(lib)
+    if record.get("sha256") != digest:
+        return "does not match its build record (damaged or interrupted build)"
+    if not private_cache.verify(secret, record.get("hmac"), _SIGN_CONTEXT, key, digest):
+        return "was not built by this user (its build record's signature does not match)"
+    return None
 
 
-def _compile(cxx: str, flags: list[str], out: Path) -> subprocess.CompletedProcess:
+def _compile(cxx: str, flags: list[str], out: Path, key: str, secret: bytes
+             ) -> subprocess.CompletedProcess:
     fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
     cmd = [cxx, *flags, "-I", str(KERNELS), str(KERNELS / "cpu_chain.cpp"), "-o", tmp]
@@ -149,31 +187,53 @@ def _compile(cxx: str, flags: list[str], out: Path) -> subprocess.CompletedProce
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode == 0:
             digest = sha256_file(tmp)
+            os.chmod(tmp, 0o700)
             os.replace(tmp, out)          # atomic: readers see the old file or the whole new one
-            atomic_write_bytes(_checksum_path(out), (digest + "\n").encode())
+            record = {"format": _RECORD_FORMAT, "build_key": key, "sha256": digest,
+                      "hmac": private_cache.sign(secret, _SIGN_CONTEXT, key, digest),
+                      "compiler": cxx, "flags": flags}
+            atomic_write_bytes(_record_path(out), json.dumps(record, indent=1).encode())
         return proc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _private_cache(cache_dir: Path) -> bytes:
+    """Create/check the cache folder (module docstring); return this user's signing key."""
+    hint = "set HSI_EDGE_NATIVE_CACHE to a private folder"
+    if not cache_dir.exists():
+        try:
+            cache_dir.parent.mkdir(parents=True, exist_ok=True)
+            cache_dir.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(f"native backend: cannot create the build cache "
+                                     f"{cache_dir} ({exc.strerror}); set HSI_EDGE_NATIVE_CACHE "
+                                     f"to a writable folder") from None
+    private_cache.ensure_private_dir(cache_dir, what="native backend: build cache",
+                                     error=BackendUnavailable, hint=hint)
+    return private_cache.user_key(cache_dir, error=BackendUnavailable)
+
+
 def _build(cxx: str, cache_dir: Path) -> tuple[Path, bool]:
     """Compile (or find) the library; OpenMP first, single-threaded SIMD if that fails."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BackendUnavailable(f"native backend: cannot create the build cache {cache_dir} "
-                                 f"({exc.strerror}); set HSI_EDGE_NATIVE_CACHE to a writable "
-                                 f"folder") from None
+    secret = _private_cache(cache_dir)
+    with private_cache.locked(cache_dir):
+        return _build_locked(cxx, cache_dir, secret)
+
+
+def _build_locked(cxx: str, cache_dir: Path, secret: bytes) -> tuple[Path, bool]:
     errors = []
     for openmp in (True, False):
+        key = build_key(cxx, openmp)
         path = library_path(cxx, openmp, cache_dir)
-        if path.exists():
-            if _intact(path):
+        if path.exists() or path.is_symlink():
+            problem = _untrusted(path, key, secret)
+            if problem is None:
                 return path, openmp
-            log.warning("native backend: cached %s does not match its checksum (damaged or "
-                        "interrupted build); rebuilding", path.name)
-            for p in (path, _checksum_path(path)):
+            log.warning("native backend: cached %s %s; deleting it and rebuilding", path.name,
+                        problem)
+            for p in (path, _record_path(path), path.with_name(path.name + ".sha256")):
                 try:
                     p.unlink()
                 except FileNotFoundError:
@@ -181,7 +241,7 @@ def _build(cxx: str, cache_dir: Path) -> tuple[Path, bool]:
         t0 = time.monotonic()
         log.info("native backend: compiling cpu_chain.cpp with %s (once per compiler and CPU)",
                  cxx)
-        proc = _compile(cxx, build_flags(openmp), path)
+        proc = _compile(cxx, build_flags(openmp), path, key, secret)
         if proc.returncode == 0:
             log.info("native backend: built %s in %.1f s%s", path.name, time.monotonic() - t0,
                      "" if openmp else " (no OpenMP: one thread)")
@@ -201,7 +261,8 @@ def load_library(cache_dir: Path | None = None) -> tuple[ctypes.CDLL, bool]:
     Raises
     ------
     BackendUnavailable
-        No compiler, an unwritable cache folder, a failed compile, or a library whose
+        No compiler, an unwritable cache folder, one owned by another user or writable by
+        group/others (refused: code is loaded from it), a failed compile, or a library whose
         parameter block does not match :data:`edge.backends.cuda_params.CHAIN_PARAMS_DTYPE`.
     """
     return _load(find_compiler(), Path(cache_dir) if cache_dir else default_cache_dir())

@@ -73,7 +73,7 @@ def test_failing_compiler_reports_its_error_and_leaves_nothing(monkeypatch, tmp_
     # both attempts (OpenMP, then OpenMP SIMD only) failed; their keys differ, neither exists
     with_omp, without = library_path(str(cxx), True, cache), library_path(str(cxx), False, cache)
     assert with_omp != without and with_omp.parent == without.parent == cache
-    assert sorted(os.listdir(cache)) == [], "a failed build left files in the cache"
+    assert sorted(os.listdir(cache)) == [".lock"], "a failed build left files in the cache"
 
 
 def test_unwritable_cache_dir_names_the_variable(native, monkeypatch, tmp_path):
@@ -104,8 +104,9 @@ def test_second_load_uses_the_cached_library(native, caplog):
     assert openmp == native.openmp and lib.hsi_cpu_params_size() > 0
     assert libs[0].stat().st_mtime_ns == mtime
     assert not any("compiling" in r.getMessage() for r in caplog.records)
-    # no temporary files next to it, only its checksum
-    assert sorted(os.listdir(native.cache_dir)) == [libs[0].name, libs[0].name + ".sha256"]
+    # no temporary files next to it, only its build record and the build lock
+    assert sorted(os.listdir(native.cache_dir)) == [".lock", libs[0].name,
+                                                    libs[0].name + ".record"]
 
 
 def test_library_path_keys(native, tmp_path):
@@ -136,7 +137,7 @@ exec {real} "$@"
     lib, openmp = load_library(cache)
     assert openmp is False
     name = library_path(str(cxx), False, cache).name
-    assert sorted(os.listdir(cache)) == [name, name + ".sha256"]
+    assert sorted(os.listdir(cache)) == [".lock", name, name + ".record"]
     s = make_scene(5, 6, 31, seed=3)
     kw = dict(flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
               baseline=s.unmixer.baseline, calibration=s.calibration)
@@ -183,7 +184,7 @@ def test_corrupt_cached_library_is_rebuilt(native, tmp_path, caplog):
             lib, _ = load_library(cache)
         assert lib.hsi_cpu_params_size() > 0
         assert lib_path.stat().st_size > 1000
-        assert any("does not match its checksum" in r.getMessage()
+        assert any("does not match its build record" in r.getMessage()
                    and "rebuilding" in r.getMessage() for r in caplog.records)
     finally:
         load_library.cache_clear()
