@@ -14,7 +14,8 @@ File format (one file per key, ``<model>-<digest16>.engine``)::
     b"HSIENGINE\\n"                       magic (10 bytes)
     uint32 big-endian                     length L of the JSON header
     L bytes UTF-8 JSON                    {"format", "key", "key_digest", "payload_bytes",
-                                           "payload_sha256", "created_utc", "build_seconds"}
+                                           "payload_sha256", "created_utc", "build_seconds",
+                                           "hmac"}
     payload                               the serialized engine (TensorRT plan)
 
 The payload sha256 catches truncation and bit rot; the key inside the header catches a file
@@ -22,6 +23,14 @@ copied in from another device or renamed.  Writes are atomic: a temporary file i
 directory, ``fsync``, ``os.replace``, then ``fsync`` of the directory, so a crash leaves either
 the old file or the new one, never a partial engine.  Temporary files (``.*.tmp``) are never
 read and are removed by :meth:`EngineCache.clear`.
+
+An engine is deserialised by TensorRT -- code-like input -- so the folder follows the rules of
+:mod:`edge.core.private_cache`: created ``0o700``; refused (one line) unless it is owned by this
+user and not writable by group/others; the header carries ``hmac``, an HMAC-SHA256 of the key
+digest and payload sha256 under a per-user secret, and an engine without a valid one (written
+by an older version, or placed there by anyone else with a consistent header) is rebuilt,
+never loaded.  :meth:`EngineCache.get_or_build` holds an exclusive lock on ``.lock`` in the
+folder, so two processes build an engine once.
 
 The parity gate (:mod:`edge.inference.parity`) records its verdict in a sidecar
 ``<engine>.parity.json`` tied to the payload sha256: an engine is *verified* only if the last
@@ -45,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from edge.core import private_cache
 from edge.core.fileio import atomic_open
 from edge.errors import ConfigError, EngineError
 
@@ -217,6 +227,33 @@ class EngineCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
+    # -- safety (module docstring) -------------------------------------------------------
+    _HINT = "set HSI_EDGE_ENGINE_CACHE to a private folder"
+    _SIGN_CONTEXT = "hsi-edge TensorRT engine"
+
+    def _private_root(self) -> bytes:
+        """Create (0o700) or check the folder; return this user's signing key.
+
+        Raises
+        ------
+        EngineError
+            The folder is not yours or is writable by group/others (one line, how to fix).
+        """
+        private_cache.ensure_private_dir(self.root, what="engine cache", error=EngineError,
+                                         hint=self._HINT)
+        return private_cache.user_key(self.root, error=EngineError)
+
+    def _signature_problem(self, path: Path, header: dict[str, Any]) -> str | None:
+        problem = private_cache.file_problem(path)
+        if problem:
+            return problem
+        if not private_cache.verify(self._private_root(), header.get("hmac"),
+                                    self._SIGN_CONTEXT, str(header.get("key_digest")),
+                                    str(header.get("payload_sha256"))):
+            return ("not signed by this user (an engine from an older version, or placed "
+                    "there by someone else)")
+        return None
+
     # -- paths ---------------------------------------------------------------------------
     def path_for(self, key: EngineKey) -> Path:
         name = _NAME_OK.sub("_", key.model).strip("._") or "model"
@@ -258,6 +295,9 @@ class EngineCache:
             return None, f"payload is {len(payload)} bytes, header says {want} (truncated?)"
         if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
             return None, "payload sha256 does not match the header (corrupt)"
+        problem = self._signature_problem(path, header)
+        if problem:
+            return None, problem
         return payload, None
 
     def store(self, key: EngineKey, payload: bytes, *, build_seconds: float | None = None
@@ -265,9 +305,12 @@ class EngineCache:
         """Write ``payload`` atomically under ``key``; drops any earlier parity verdict."""
         if not payload:
             raise EngineError(f"engine for {key.model!r}: refusing to cache an empty engine")
+        secret = self._private_root()
+        sha = hashlib.sha256(payload).hexdigest()
         header = {"format": HEADER_FORMAT, "model": key.model, "key": key.validity(),
                   "key_digest": key.digest(), "payload_bytes": len(payload),
-                  "payload_sha256": hashlib.sha256(payload).hexdigest(),
+                  "payload_sha256": sha,
+                  "hmac": private_cache.sign(secret, self._SIGN_CONTEXT, key.digest(), sha),
                   "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "build_seconds": None if build_seconds is None else round(build_seconds, 3)}
         blob = json.dumps(header, sort_keys=True).encode()
@@ -280,8 +323,15 @@ class EngineCache:
         """Return ``(payload, built)``: the cached engine, or a fresh one from ``build()``.
 
         ``build`` is any callable returning the serialized engine (the TensorRT builder in
-        production; a plain function in tests).  Its duration is logged and stored.
+        production; a plain function in tests).  Its duration is logged and stored.  The
+        folder's lock is held throughout, so a concurrent process waits and then finds the
+        engine instead of building it again.
         """
+        self._private_root()
+        with private_cache.locked(self.root):
+            return self._get_or_build(key, build)
+
+    def _get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> tuple[bytes, bool]:
         payload = self.load(key)
         if payload is not None:
             log.info("engine cache: hit %s", self.path_for(key).name)
@@ -316,7 +366,14 @@ class EngineCache:
     def load_timing_cache(self, key: EngineKey) -> bytes:
         """Serialized timing cache for this TensorRT/GPU, or ``b""`` if there is none."""
         p = self.timing_cache_path(key)
-        return p.read_bytes() if p.is_file() else b""
+        if not p.is_file():
+            return b""
+        self._private_root()                    # TensorRT parses it: only from a safe folder
+        problem = private_cache.file_problem(p)
+        if problem:
+            log.warning("engine cache: ignoring timing cache %s: it %s", p.name, problem)
+            return b""
+        return p.read_bytes()
 
     def save_timing_cache(self, key: EngineKey, blob: bytes) -> None:
         if blob:
