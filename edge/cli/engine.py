@@ -36,6 +36,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
                         "'hsi-edge model convert-fp16')")
     p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
     p.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no build progress bars (never drawn off a terminal or under systemd)")
     _cache_arg(p)
 
 
@@ -100,7 +102,7 @@ def _build(args) -> int:
     key, payload, built = build_engine(
         card, cache=cache, precision=args.precision, strongly_typed=args.strongly_typed,
         workspace_mib=args.workspace_mib, onnx_path=args.onnx, device=args.device,
-        force=args.force)
+        force=args.force, progress=not args.no_progress)
     state = "built" if built else "cached"
     print(f"{state} {cache.path_for(key)} ({len(payload) / 1e6:.1f} MB, TensorRT "
           f"{key.trt_version}, {key.gpu_name} sm_{key.compute_capability.replace('.', '')}, "
@@ -167,7 +169,7 @@ def _check(args) -> int:
     candidate = TensorRTRuntime(card, cache_dir=args.cache, precision=args.precision,
                                 strongly_typed=args.strongly_typed,
                                 workspace_mib=args.workspace_mib, onnx_path=args.onnx,
-                                device=args.device)
+                                device=args.device, progress=not args.no_progress)
     with candidate, OnnxRuntimeRuntime(card) as reference:
         result = gate_engine(candidate.cache, candidate.key, reference, candidate, inputs,
                              output_name=card.output.name, config=config)

@@ -28,7 +28,8 @@ from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
 from edge.inference.onnx_hash import onnx_content_sha256
-from edge.inference.tensorrt_logging import _logger, _make_progress  # noqa: F401 (re-exported)
+from edge.inference.tensorrt_logging import (  # noqa: F401 (re-exported)
+    _logger, _make_progress, progress_wanted)
 
 if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is imported lazily
     import tensorrt as trt  # noqa: F401
@@ -327,9 +328,12 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
 
 def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16",
                  strongly_typed: bool | None = None, workspace_mib: int = 1024,
-                 onnx_path: str | Path | None = None, device: int = 0, force: bool = False
-                 ) -> tuple[EngineKey, bytes, bool]:
+                 onnx_path: str | Path | None = None, device: int = 0, force: bool = False,
+                 progress: bool = True) -> tuple[EngineKey, bytes, bool]:
     """Return ``(key, serialized engine, built)``, building (and caching) when needed.
+
+    ``progress``: draw the builder's progress bars (only on a terminal and never under
+    systemd, :func:`~edge.inference.tensorrt_logging.progress_wanted`).
 
     The build runs in ``device``'s primary context (pushed here), so TensorRT's CUDA runtime
     calls use the GPU the key names even when the caller (``hsi-edge engine build``) has no
@@ -354,7 +358,8 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
     def build() -> bytes:
         plan, timing = build_serialized_engine(
             trt, onnx_file, shapes=key.shapes, precision=precision, typing=typing,
-            workspace_bytes=workspace_mib << 20, timing_cache=cache.load_timing_cache(key))
+            workspace_bytes=workspace_mib << 20, timing_cache=cache.load_timing_cache(key),
+            progress=progress_wanted(progress))
         cache.save_timing_cache(key, timing)
         return plan
 

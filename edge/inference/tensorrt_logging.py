@@ -10,12 +10,14 @@ Every TensorRT name used here is checked against ``tensorrt-stubs`` in
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # names for annotations only; the module is passed in at run time
     import tensorrt as trt  # noqa: F401
 
-__all__ = ["_logger", "_make_logger", "_make_progress"]
+__all__ = ["_logger", "_make_logger", "_make_progress", "progress_wanted"]
 
 log = logging.getLogger("edge.inference.tensorrt_build")   # the name users already filter on
 
@@ -53,6 +55,19 @@ def _make_logger(trt):
                 pass
 
     return _Logger()
+
+
+def progress_wanted(progress: bool, stream=None) -> bool:
+    """Whether a build should draw progress bars: asked for, and stderr is a terminal that is
+    not a systemd service's (``INVOCATION_ID``/``JOURNAL_STREAM`` are set for services; their
+    stderr goes to the journal, where tqdm's redraws are noise)."""
+    stream = sys.stderr if stream is None else stream
+    if not progress or os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
 
 
 def _make_progress(trt, **tqdm_kw):

@@ -90,6 +90,9 @@ class TensorRTRuntime(Runtime):
         CUDA device ordinal.
     threads : int, optional
         Accepted for interface compatibility with ONNX Runtime; unused.
+    progress : bool
+        Progress bars while an engine builds (``hsi-edge run --no-progress``: False; never on
+        a non-terminal or under systemd).
     """
 
     name = "tensorrt"
@@ -97,7 +100,7 @@ class TensorRTRuntime(Runtime):
     def __init__(self, card: ModelCard, *, cuda_backend: Any = None, cache_dir=None,
                  precision: str = "fp16", strongly_typed: bool | None = None,
                  workspace_mib: int = 1024, onnx_path=None, require_verified: bool = False,
-                 device: int = 0, threads: int | None = None):
+                 device: int = 0, threads: int | None = None, progress: bool = True):
         super().__init__(card)
         if precision not in ("fp16", "fp32"):
             raise ConfigError(f"precision: expected fp16 or fp32, got {precision!r}")
@@ -106,6 +109,7 @@ class TensorRTRuntime(Runtime):
         self.precision, self.strongly_typed = precision, strongly_typed
         self.workspace_mib, self.onnx_path = workspace_mib, onnx_path
         self.require_verified, self.device = require_verified, device
+        self.progress = bool(progress)
         self.key: EngineKey | None = None
         self._trt = self._cuda = self._ctx = self._runtime = None
         self._engine = self._context = self._stream = None
@@ -135,7 +139,7 @@ class TensorRTRuntime(Runtime):
             self.key, plan, _ = build_engine(
                 self.card, cache=self.cache, precision=self.precision,
                 strongly_typed=self.strongly_typed, workspace_mib=self.workspace_mib,
-                onnx_path=self.onnx_path, device=self.device)
+                onnx_path=self.onnx_path, device=self.device, progress=self.progress)
             verified = self.cache.is_verified(self.key)
             if self.require_verified and not verified:
                 raise EngineError(f"engine {self.cache.path_for(self.key).name} has not passed "
