@@ -10,7 +10,7 @@ shows as a gap in frame ids) and its emitted LED state calls ``SimulatedCamera.s
         bench.illumination.set_state({"white": 1.0})
         bench.trigger.configure(source="software")
         bench.trigger.arm()
-        bench.trigger.fire()
+        bench.trigger.trigger()
         frame = bench.camera.read(timeout=2.0)
 """
 

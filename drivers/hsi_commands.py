@@ -3,7 +3,8 @@
 :class:`HsiCommands` is a mixin of :class:`drivers.hsi_connection.HsiConnection`, kept in its
 own module so the connection module holds the transport (sequence numbers, CRC, retries,
 reconnect and resync, events, heartbeat) and this one the command vocabulary.  Every method
-goes through the connection's ``query`` / ``write`` / ``_set`` / ``_transact``, so the retry
+goes through the connection's ``query`` / ``write`` / ``read_back`` / ``transact`` (the
+templates of :class:`drivers.serial_link.Connection`) or ``_set``, so the retry
 policy of the module docstring of :mod:`drivers.hsi_connection` applies to all of them, and
 updates the connection's cached state (``led_on``, ``intensity``, ``armed``, ``counter``) only
 after the device confirmed.
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from drivers import protocol as P
+from drivers.serial_link import reply_flag, reply_float, reply_int
+from edge.errors import DeviceProtocolError
 
 __all__ = ["HsiCommands"]
 
@@ -22,8 +25,8 @@ class HsiCommands:
     """Wire commands; needs the attributes and transaction methods of ``HsiConnection``."""
 
     def set_led(self, ch: int, on: bool) -> None:
-        self.write("SET", "LED", ch, int(on), verify=lambda: self._get("LED", ch)[1] == str(
-            int(on)))
+        self.write("SET", "LED", ch, int(on),
+                   verify=lambda: reply_flag("LED", self.read_back("LED", ch), 1) == bool(on))
         self.led_on[ch] = bool(on)
 
     def set_int(self, ch: int, value: int) -> None:
@@ -33,13 +36,17 @@ class HsiCommands:
     def get_armed(self) -> bool:
         """``GET ARMED``; refreshes the cache (the device disarms itself after its pulse count
         or a fault, which the cached flag would not show)."""
-        self.armed = self.query("ARMED")[0] == "1"
+        self.armed = reply_flag("ARMED", self.query("ARMED"))
         return self.armed
 
     def get_leds(self) -> tuple[list[bool], list[int]]:
         """``GET LEDS`` -> (on flags, intensities); refreshes the cache."""
         v = self.query("LEDS")
-        mask, ints = int(v[0]), [int(x) for x in v[1:]]
+        if len(v) != len(self.channels) + 1:
+            raise DeviceProtocolError(f"malformed reply {' '.join(('LEDS', *v))!r}: expected "
+                                      f"a mask and {len(self.channels)} intensities")
+        mask = reply_int("LEDS", v, 0, hi=2**len(self.channels) - 1)
+        ints = [reply_int("LEDS", v, i, hi=self.max_intensity) for i in range(1, len(v))]
         self.led_on = [bool(mask >> i & 1) for i in range(len(ints))]
         self.intensity = ints
         return list(self.led_on), list(ints)
@@ -60,48 +67,50 @@ class HsiCommands:
 
     def arm(self, on: bool = True) -> None:
         self.write("DO", "ARM" if on else "DISARM",
-                   verify=lambda: self._get("ARMED")[0] == str(int(on)))
+                   verify=lambda: reply_flag("ARMED", self.read_back("ARMED")) == bool(on))
         self.armed = on
 
     def fire(self) -> int:
         """``DO FIRE``: one software pulse; returns the 32-bit trigger counter after it."""
         with self._lock:
-            before = int(self.query("TCTR")[0]) if self.counter is None else self.counter
+            before = self.get_counter() if self.counter is None else self.counter
             fired = []
 
             def verify() -> bool:
-                now = int(self._get("TCTR")[0])
+                now = reply_int("TCTR", self.read_back("TCTR"))
                 fired.append(now)
                 return now != before
 
             reply = self.write("DO", "FIRE", verify=verify)
-            self.counter = int(reply.values[0]) if reply is not None else fired[-1]
+            self.counter = (reply_int("FIRE", reply.values) if reply is not None
+                            else fired[-1])
             return self.counter
 
     def reset_counter(self) -> None:
-        self.write("SET", "TCTR", 0, verify=lambda: self._get("TCTR")[0] == "0")
+        self.write("SET", "TCTR", 0, verify=lambda: self.read_back("TCTR")[:1] == ("0",))
         self.counter = 0
 
     def status(self) -> dict:
         """``GET STAT`` and ``GET TEMP`` decoded (see PROTOCOL.md)."""
-        flags = int(self.query("STAT")[0])
-        temp = float(self.query("TEMP")[0])
+        flags = reply_int("STAT", self.query("STAT"), hi=255)
+        temp = reply_float("TEMP", self.query("TEMP"))
         return {"flags": [name for bit, name in P.STATUS_FLAGS.items() if flags & bit],
                 "temperature_c": temp, "serial": self.serial_number,
                 "firmware": self.identity[3] if len(self.identity) > 3 else "?",
                 "port": self.port, "reconnects": self.stats["reconnects"]}
 
+    def get_counter(self) -> int:
+        """``GET TCTR``: the 32-bit trigger counter; refreshes the cache."""
+        self.counter = reply_int("TCTR", self.query("TCTR"))
+        return self.counter
+
     def heartbeat_once(self) -> None:
-        self._transact("DO", "HB", (), idempotent=True)
+        self.transact("DO", "HB", (), idempotent=True)
 
     def safe(self) -> None:
         """``DO SAFE`` (idempotent): LEDs off, disarmed, sequence off."""
         with self._lock:
-            # the cache changes only once the device confirmed: after a failed SAFE the LEDs
-            # may still be on, and state() must not claim otherwise
-            self._transact("DO", "SAFE", (), idempotent=True)
-            self.led_on = [False] * len(self.led_on)
-            self.armed = False
+            self._do_safe()
 
     def clear_faults(self) -> None:
-        self._transact("DO", "CLR", (), idempotent=True)
+        self.transact("DO", "CLR", (), idempotent=True)

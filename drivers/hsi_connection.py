@@ -25,7 +25,8 @@ from typing import Callable
 
 from drivers import protocol as P
 from drivers.hsi_commands import HsiCommands
-from drivers.serial_link import Connection, LinkLost, SerialLink
+from drivers.serial_link import (Connection, Interrupted, LinkLost, NotExecuted, SerialLink,
+                                 reply_int, reply_names)
 from edge.errors import DeviceError, DeviceFault, DeviceProtocolError, DeviceTimeout
 
 __all__ = ["HsiConnection", "TRIGGER_SOURCES"]
@@ -34,14 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Trigger sources: driver name -> wire token.
 TRIGGER_SOURCES = {"internal": "INT", "external": "EXT", "software": "SW"}
-
-
-class _Interrupted(DeviceError):
-    """The transaction was cut by a device reset or reconnect; its effect is unknown."""
-
-
-class _NotExecuted(DeviceError):
-    """The device refused the command without executing it (busy, CRC); safe to resend."""
 
 
 class HsiConnection(HsiCommands, Connection):
@@ -68,7 +61,7 @@ class HsiConnection(HsiCommands, Connection):
     device_kind = "hsi-edge trigger controller"
 
     def __init__(self, url: str, *, crc: bool = True, watchdog_s: float = 2.0,
-                 heartbeat: bool = True, busy_retries: int = 3, **options) -> None:
+                 heartbeat: bool = True, **options) -> None:
         super().__init__(url, **options)
         if not isinstance(watchdog_s, (int, float)) or not (watchdog_s == 0
                                                              or 0.05 <= watchdog_s <= 60):
@@ -76,7 +69,6 @@ class HsiConnection(HsiCommands, Connection):
         self.crc = bool(crc)
         self.watchdog_s = float(watchdog_s)
         self.heartbeat = bool(heartbeat)
-        self.busy_retries = int(busy_retries)
         self.channels: tuple[str, ...] = ()
         self.max_intensity = 1000
         self.led_on: list[bool] = []
@@ -88,7 +80,6 @@ class HsiConnection(HsiCommands, Connection):
         self._config: dict[tuple[str, str | None], tuple] = {}
         self._crc_on = False
         self._seq = 0
-        self._in_resync = False
         self._hb_stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
 
@@ -112,14 +103,11 @@ class HsiConnection(HsiCommands, Connection):
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=2.0)
             self._hb_thread = None
-        with self._lock:
-            if self.is_open and self._link is not None:
-                try:
-                    self._transact("DO", "SAFE", (), idempotent=True)
-                    self._transact("SET", "WDT", ("0",), idempotent=True)
-                except DeviceError as exc:
-                    log.warning("close(): could not switch %s off: %s", self.url, exc)
-            super().close()
+        super().close()
+
+    def _do_close(self) -> None:
+        self.transact("DO", "SAFE", (), idempotent=True)
+        self.transact("SET", "WDT", ("0",), idempotent=True)
 
     def _beat(self, stop: threading.Event) -> None:
         interval = self.watchdog_s / 3
@@ -133,7 +121,7 @@ class HsiConnection(HsiCommands, Connection):
                 with self._lock:
                     if self._closed or self._link is None:
                         continue
-                    self._transact("DO", "HB", (), idempotent=True, reconnect=False)
+                    self.transact("DO", "HB", (), idempotent=True, reconnect=False)
                 lost = False
             except LinkLost as exc:
                 if not lost:
@@ -185,42 +173,49 @@ class HsiConnection(HsiCommands, Connection):
                     f"needs major version {P.PROTOCOL_VERSION}; update the firmware or driver")
             return vals, vals[2]
 
-    def _initial_sync(self) -> None:
-        try:
-            self._resync()
-        except (LinkLost, _Interrupted) as exc:
-            self._recover(exc)
+    def _do_resync(self) -> None:
+        """Known state after open/reconnect/reset: CRC mode, identity re-checked under CRC,
+        LEDs off, cached config re-sent, counter re-read."""
+        self._crc_on = False
+        self.transact("SET", "CRC", ("1" if self.crc else "0",), idempotent=True,
+                      send_crc=True)
+        self._crc_on = self.crc
+        if self._crc_on:
+            # GET IDN's first answers carried no CRC; now one does: a serial number damaged
+            # on the line and agreed twice by chance is caught here, never kept
+            idn = self.transact("GET", "IDN", (), idempotent=True).values
+            if idn[2:3] != (self.serial_number,):
+                raise DeviceProtocolError(
+                    f"{self.device_kind} on {self.port}: GET IDN under CRC answered "
+                    f"{' '.join(idn)!r}, serial {self.serial_number!r} expected")
+        self.transact("DO", "SAFE", (), idempotent=True)
+        caps = dict(v.split("=", 1) for v in
+                    self.transact("GET", "CAPS", (), idempotent=True).values if "=" in v)
+        count = reply_int("CAPS", (caps["NCH"],), lo=1, hi=64) if "NCH" in caps else None
+        self.channels = reply_names("CHMAP", self.transact("GET", "CHMAP", (),
+                                                           idempotent=True).values, count=count)
+        self.max_intensity = reply_int("CAPS", (caps.get("MAXINT", "1000"),), lo=1,
+                                       hi=1_000_000)
+        n = len(self.channels)
+        self.led_on = [False] * n
+        self.armed = False
+        self.intensity = [0] * n
+        for (cmd, _), args in list(self._config.items()):
+            self.transact("SET", cmd, args, idempotent=True)
+        self.transact("SET", "WDT", (str(round(self.watchdog_s * 1000)),), idempotent=True)
+        for ch in range(n):
+            self.intensity[ch] = reply_int(
+                "INT", self.transact("GET", "INT", (ch,), idempotent=True).values, 1,
+                hi=self.max_intensity)
+        # a reset or power cycle restarts the 32-bit counter: re-read, never assume
+        self.counter = reply_int("TCTR", self.transact("GET", "TCTR", (), idempotent=True).values)
 
-    def _resync(self) -> None:
-        """Known state after open/reconnect/reset: CRC mode, LEDs off, cached config re-sent."""
-        with self._lock:
-            self._in_resync = True
-            try:
-                self._crc_on = False
-                self._transact("SET", "CRC", ("1" if self.crc else "0",), idempotent=True,
-                               send_crc=True)
-                self._crc_on = self.crc
-                self._transact("DO", "SAFE", (), idempotent=True)
-                self.channels = self._transact("GET", "CHMAP", (), idempotent=True).values
-                caps = dict(v.split("=", 1) for v in
-                            self._transact("GET", "CAPS", (), idempotent=True).values if "=" in v)
-                self.max_intensity = int(caps.get("MAXINT", 1000))
-                n = len(self.channels)
-                self.led_on = [False] * n
-                self.armed = False
-                self.intensity = [0] * n
-                for (cmd, _), args in list(self._config.items()):
-                    self._transact("SET", cmd, args, idempotent=True)
-                self._transact("SET", "WDT", (str(round(self.watchdog_s * 1000)),),
-                               idempotent=True)
-                for ch in range(n):
-                    self.intensity[ch] = int(self._transact(
-                        "GET", "INT", (str(ch),), idempotent=True).values[1])
-                # a reset or power cycle restarts the 32-bit counter: re-read, never assume
-                self.counter = int(self._transact("GET", "TCTR", (), idempotent=True).values[0])
-                self.stats["resyncs"] += 1
-            finally:
-                self._in_resync = False
+    def _do_safe(self) -> None:
+        # the cache changes only once the device confirmed: after a failed SAFE the LEDs may
+        # still be on, and state() must not claim otherwise
+        self.transact("DO", "SAFE", (), idempotent=True)
+        self.led_on = [False] * len(self.led_on)
+        self.armed = False
 
     # -- transactions ---------------------------------------------------------------------
     def _handle_event(self, ev: P.Reply) -> None:
@@ -262,11 +257,12 @@ class HsiConnection(HsiCommands, Connection):
             r = P.parse_line(line)
             if r.kind == "!" or r.seq != seq:
                 return False
-            return self._exchange("GET", "CRC", (), True, probe=True).values[:1] == ("0",)
+            return self._exchange("GET", "CRC", (), send_crc=True,
+                                  probe=True).values[:1] == ("0",)
         except DeviceError:
             return False
 
-    def _exchange(self, verb: str, cmd: str, args: tuple, send_crc: bool,
+    def _exchange(self, verb: str, cmd: str, args: tuple[str, ...], *, send_crc: bool = False,
                   probe: bool = False) -> P.Reply:
         link = self._require_link()
         self._drain(link)
@@ -286,14 +282,14 @@ class HsiConnection(HsiCommands, Connection):
             except DeviceProtocolError:
                 if self._crc_on and not probe and b"*" not in line and self._crc_mode_lost(
                         line, seq):
-                    raise _Interrupted(
+                    raise Interrupted(
                         f"{self.device_kind} answered {verb} {cmd} without CRC although CRC "
                         f"mode was on: it was reset and its ! BOOT banner was lost") from None
                 raise
             if r.kind == "!":
                 self._handle_event(r)
                 if r.cmd == "BOOT":
-                    raise _Interrupted(f"{self.device_kind} reset during {verb} {cmd}")
+                    raise Interrupted(f"{self.device_kind} reset during {verb} {cmd}")
                 continue
             if r.seq != seq:
                 self.stats["stale"] += 1
@@ -303,7 +299,7 @@ class HsiConnection(HsiCommands, Connection):
             if r.kind == "E":
                 code, text = r.code, f"{verb} {cmd} {' '.join(args)}: {r.text} (E{r.code})"
                 if code in (P.E_BUSY, P.E_CRC, P.E_CRC_REQUIRED):
-                    raise _NotExecuted(text)
+                    raise NotExecuted(text)
                 if code in (P.E_INTERLOCK, P.E_OVERTEMP):
                     self.led_on = [False] * len(self.led_on)
                     raise DeviceFault(f"{self.device_kind} refused {text}")
@@ -313,120 +309,12 @@ class HsiConnection(HsiCommands, Connection):
                     f"reply to SET {cmd} {' '.join(args)} echoes {' '.join(r.values)!r}")
             return r
 
-    def _transact(self, verb: str, cmd: str, args: tuple = (), *, idempotent: bool,
-                  send_crc: bool = False, reconnect: bool = True) -> P.Reply:
-        """One request/reply with retries per the policy in the module docstring; with
-        ``reconnect=False`` a lost port raises LinkLost instead of reconnecting (a device reset
-        is still resynchronised)."""
-        with self._lock:
-            attempt = busy = 0
-            while True:
-                self.stats["transactions"] += 1
-                try:
-                    return self._exchange(verb, cmd, args, send_crc)
-                except (LinkLost, _Interrupted) as exc:
-                    if self._in_resync or (isinstance(exc, LinkLost) and not reconnect):
-                        raise
-                    self._recover(exc, reconnect)
-                    err: DeviceError = _Interrupted(f"{verb} {cmd} interrupted by a device "
-                                                    f"reset or reconnect ({exc})")
-                except _NotExecuted as exc:
-                    busy += 1
-                    self.stats["busy"] += 1
-                    if busy > self.busy_retries:
-                        raise DeviceError(f"{exc}; gave up after {self.busy_retries} "
-                                          "re-sends") from None
-                    time.sleep(0.02 * 2 ** (busy - 1))
-                    continue
-                except DeviceTimeout as exc:
-                    self.stats["timeouts"] += 1
-                    err = exc
-                except DeviceProtocolError as exc:
-                    self.stats["protocol_errors"] += 1
-                    err = exc
-                if not idempotent or attempt >= self.retries:
-                    raise err
-                attempt += 1
-                self.stats["retries"] += 1
-
-    def _recover(self, exc: DeviceError, reconnect: bool = True) -> None:
-        """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
-        for _ in range(3):
-            if isinstance(exc, LinkLost) and not reconnect:
-                raise exc
-            try:
-                if isinstance(exc, LinkLost):
-                    self._reconnect(exc)
-                else:
-                    self._resync()
-                return
-            except (LinkLost, _Interrupted) as again:
-                exc = again
-        raise DeviceError(f"{self.device_kind} {self.serial_number}: could not resynchronise "
-                          f"after repeated resets/disconnects ({exc})")
-
-    def _fail_safe(self, exc: DeviceError) -> None:
-        """LEDs off after an error that reached the caller (best effort, one attempt)."""
-        if self._in_resync or self._link is None or self._closed:
-            return
-        try:
-            self._transact("DO", "SAFE", (), idempotent=True)
-            self.led_on = [False] * len(self.led_on)
-            self.armed = False
-        except DeviceError as second:
-            log.error("could not switch %s to SAFE after %s: %s", self.url, exc, second)
-
-    def _get(self, cmd: str, *args: object) -> tuple[str, ...]:
-        return self._transact("GET", cmd, tuple(map(str, args)), idempotent=True).values
-
-    def query(self, cmd: str, *args: object) -> tuple[str, ...]:
-        """``GET cmd args`` (retried); returns the reply values."""
-        with self._lock:
-            try:
-                return self._transact("GET", cmd, tuple(map(str, args)), idempotent=True).values
-            except DeviceError as exc:
-                self._fail_safe(exc)
-                raise
-
-    def write(self, verb: str, cmd: str, *args: object,
-              verify: Callable[[], bool] | None = None, resend: bool = True) -> P.Reply | None:
-        """Send a write; after a failure re-read state with ``verify()`` (see module docs).
-
-        Returns the reply, or None when the write was confirmed by re-reading.
-        """
-        sargs = tuple(map(str, args))
-        with self._lock:
-            attempt = 0
-            while True:
-                try:
-                    return self._transact(verb, cmd, sargs, idempotent=False)
-                except (DeviceTimeout, DeviceProtocolError, _Interrupted) as exc:
-                    if verify is None:
-                        self._fail_safe(exc)
-                        raise
-                    try:
-                        done = verify()
-                    except DeviceError as exc2:
-                        self._fail_safe(exc2)
-                        raise exc2 from exc
-                    if done:
-                        self.stats["recovered_writes"] = self.stats.get("recovered_writes", 0) + 1
-                        return None
-                    if not resend or attempt >= self.retries:
-                        self._fail_safe(exc)
-                        raise
-                    attempt += 1
-                    self.stats["retries"] += 1
-                except DeviceError as exc:
-                    self._fail_safe(exc)
-                    raise
-
     def _set(self, cmd: str, key: str | None, *args: object) -> None:
         """Absolute ``SET cmd [key] args``: verified by ``GET cmd [key]``, cached for resync."""
         full = ((key,) if key is not None else ()) + tuple(str(a) for a in args)
         getargs = (key,) if key is not None else ()
         self.write("SET", cmd, *full,
-                   verify=lambda: self._get(cmd, *getargs) == full)
+                   verify=lambda: self.read_back(cmd, *getargs) == full)
         self._config[(cmd, key)] = full
 
     def poll_events(self) -> list[P.Reply]:

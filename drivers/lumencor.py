@@ -8,7 +8,8 @@ failed; the first command after power-up may fail, so an empty line is sent firs
 The protocol has no sequence numbers and no checksum: a stale reply is recognised only by its
 command name and channel argument, and a corrupted digit cannot be detected.  Use the hsi-edge
 controller protocol (CRC) where integrity matters.  Writes are verified by re-reading
-(``GET CHACT``, ``GET CHINT``) after a failure, as in :mod:`drivers.trigger`.
+(``GET CHACT``, ``GET CHINT``) after a failure, by the same template
+(:meth:`drivers.serial_link.Connection.write`) as the hsi-edge controller's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 from typing import Sequence
 
 from drivers.illumination import Illumination
-from drivers.serial_link import Connection, LinkLost, SerialLink
+from drivers.serial_link import (Connection, Refused, SerialLink, reply_flag, reply_float,
+                                 reply_int, reply_names)
 from edge.errors import DeviceError, DeviceFault, DeviceProtocolError, DeviceTimeout
 
 __all__ = ["LumencorConnection", "LumencorIllumination", "STAT_CODES"]
@@ -92,55 +94,42 @@ class LumencorConnection(Connection):
             values.append(" ".join(vals))
         return tuple(values), values[1]
 
-    def _resync(self) -> None:
-        self.channels = self._transact("GET", "CHMAP", (), idempotent=True)
-        self.max_intensity = int(self._transact("GET", "MAXINT", (), idempotent=True)[0])
+    def _do_resync(self) -> None:
+        self.channels = reply_names("CHMAP", self.transact("GET", "CHMAP", idempotent=True))
+        self.max_intensity = reply_int("MAXINT", self.transact("GET", "MAXINT", idempotent=True),
+                                       lo=1, hi=1_000_000)
         n = len(self.channels)
         for ch in range(n):
-            self._transact("SET", "CH", (str(ch), "0"), idempotent=True)
+            self.transact("SET", "CH", (ch, 0), idempotent=True)
         for (cmd, _), args in list(self._config.items()):
-            self._transact("SET", cmd, args, idempotent=True)
+            self.transact("SET", cmd, args, idempotent=True)
         self.active = [False] * n
-        self.intensity = [int(self._transact("GET", "CHINT", (str(ch),), idempotent=True)[1])
-                          for ch in range(n)]
-        self.stats["resyncs"] += 1
+        self.intensity = [reply_int("CHINT", self.transact("GET", "CHINT", (ch,),
+                                                           idempotent=True), 1,
+                                    hi=self.max_intensity) for ch in range(n)]
 
-    def _transact(self, verb: str, cmd: str, args: tuple, *, idempotent: bool) -> tuple:
-        with self._lock:
-            text = " ".join((verb, cmd) + tuple(args))
-            first = args[0] if args and cmd in ("CHACT", "CHINT", "CH") else None
-            for attempt in range(self.retries + 1 if idempotent else 1):
-                self.stats["transactions"] += 1
-                try:
-                    link = self._require_link()
-                    link.discard_input()
-                    kind, values = self._line(link, text, cmd, first,
-                                              time.monotonic() + self.reply_timeout)
-                except LinkLost as exc:
-                    self._reconnect(exc)
-                    err: DeviceError = DeviceTimeout(f"{text}: interrupted by a reconnect")
-                    continue
-                except DeviceTimeout as exc:
-                    self.stats["timeouts"] += 1
-                    err = DeviceTimeout(f"{self.device_kind}: no reply to {text!r} within "
-                                        f"{self.reply_timeout * 1000:.0f} ms ({exc})")
-                    continue
-                except DeviceProtocolError as exc:
-                    self.stats["protocol_errors"] += 1
-                    err = exc
-                    continue
-                if kind == "E":
-                    raise self._explain(text, values)
-                return values
-            raise err
+    def _exchange(self, verb: str, cmd: str, args: tuple[str, ...]) -> tuple[str, ...]:
+        text = " ".join((verb, cmd) + args)
+        first = args[0] if args and cmd in ("CHACT", "CHINT", "CH") else None
+        link = self._require_link()
+        link.discard_input()
+        try:
+            kind, values = self._line(link, text, cmd, first,
+                                      time.monotonic() + self.reply_timeout)
+        except DeviceTimeout as exc:
+            raise DeviceTimeout(f"{self.device_kind}: no reply to {text!r} within "
+                                f"{self.reply_timeout * 1000:.0f} ms ({exc})") from None
+        if kind == "E":
+            raise Refused(self._explain(text, values))
+        return values
 
     def _explain(self, text: str, values: tuple) -> DeviceError:
         code = values[0] if values else "?"
         stat = 0
         if not text.startswith("GET STAT"):  # explaining a refused GET STAT by GET STAT recursed
             try:
-                stat = int(self._transact("GET", "STAT", (), idempotent=True)[0])
-            except (DeviceError, ValueError, IndexError):
+                stat = reply_int("STAT", self.transact("GET", "STAT", idempotent=True), hi=255)
+            except DeviceError:
                 stat = 0
         if stat in (2, 4):
             self.active = [False] * len(self.active)
@@ -150,36 +139,49 @@ class LumencorConnection(Connection):
             return DeviceError(f"{self.device_kind} refused {text!r}: invalid channel (E 51)")
         return DeviceProtocolError(f"{self.device_kind} refused {text!r}: error code {code}")
 
-    def write(self, cmd: str, args: tuple, verify_cmd: str) -> None:
-        """``SET cmd args``; after a failure re-read with ``GET verify_cmd ch`` and resend."""
-        with self._lock:
-            for attempt in range(self.retries + 1):
-                try:
-                    self._transact("SET", cmd, args, idempotent=False)
-                    return
-                except (DeviceTimeout, DeviceProtocolError) as exc:
-                    err = exc
-                    if self._transact("GET", verify_cmd, args[:1], idempotent=True)[1:2] == \
-                            args[1:2]:
-                        self.stats["recovered_writes"] = self.stats.get("recovered_writes", 0) + 1
-                        return
-                    self.stats["retries"] += 1
-            raise err
-
-    def all_off(self) -> None:
-        """``SET CH <ch> 0`` for every channel (raises DeviceError if that fails)."""
+    def _do_safe(self) -> None:
         for ch in range(len(self.channels)):
-            self._transact("SET", "CH", (str(ch), "0"), idempotent=True)
+            self.transact("SET", "CH", (ch, 0), idempotent=True)
         self.active = [False] * len(self.channels)
 
-    def close(self) -> None:
+    # -- wire commands (verified writes, parsed queries) -------------------------------------
+    def all_off(self) -> None:
+        """``SET CH <ch> 0`` for every channel (raises DeviceError if that fails)."""
         with self._lock:
-            if self.is_open and self._link is not None:
-                try:
-                    self.all_off()
-                except DeviceError as exc:
-                    log.warning("close(): could not switch %s off: %s", self.url, exc)
-            super().close()
+            self._do_safe()
+
+    def set_active(self, ch: int, on: bool) -> None:
+        """``SET CH <ch> 0|1``, verified by ``GET CHACT`` after a failure."""
+        self.write("SET", "CH", ch, int(on), verify=lambda: self._read_active(ch) == bool(on))
+        self.active[ch] = bool(on)
+
+    def set_intensity(self, ch: int, value: int) -> None:
+        """``SET CHINT <ch> <0..MAXINT>``, verified by ``GET CHINT``; cached for resync."""
+        self.write("SET", "CHINT", ch, int(value),
+                   verify=lambda: self._read_intensity(ch) == int(value))
+        self.intensity[ch] = int(value)
+        self._config[("CHINT", str(ch))] = (str(ch), str(int(value)))
+
+    def get_active(self, ch: int) -> bool:
+        """``GET CHACT <ch>``; refreshes the cache."""
+        self.active[ch] = reply_flag("CHACT", self.query("CHACT", ch), 1)
+        return self.active[ch]
+
+    def get_intensity(self, ch: int) -> int:
+        """``GET CHINT <ch>``; refreshes the cache."""
+        self.intensity[ch] = reply_int("CHINT", self.query("CHINT", ch), 1, hi=self.max_intensity)
+        return self.intensity[ch]
+
+    def get_status(self) -> tuple[int, float]:
+        """``GET STAT`` and ``GET TEMP``: (status code, °C)."""
+        return (reply_int("STAT", self.query("STAT"), hi=255),
+                reply_float("TEMP", self.query("TEMP")))
+
+    def _read_active(self, ch: int) -> bool:
+        return reply_flag("CHACT", self.read_back("CHACT", ch), 1)
+
+    def _read_intensity(self, ch: int) -> int:
+        return reply_int("CHINT", self.read_back("CHINT", ch), 1, hi=self.max_intensity)
 
 
 class LumencorIllumination(Illumination):
@@ -205,45 +207,23 @@ class LumencorIllumination(Illumination):
     def serial_number(self) -> str:
         return self.connection.serial_number or "?"
 
-    def _guard(self, fn, *args):
-        try:
-            return fn(*args)
-        except DeviceError:
-            if self.connection._link is None or not self.connection.is_open:
-                # the port is gone and reconnecting just failed: trying again here would double
-                # the caller's wait, and a reconnect switches every channel off anyway (_resync)
-                raise
-            try:  # LEDs off after an error that reaches the caller (best effort)
-                self.connection.all_off()
-            except DeviceError as second:
-                log.error("could not switch %s off after an error: %s", self.connection.url,
-                          second)
-            raise
-
     def _do_set_on(self, ch: int, on: bool) -> None:
-        self._guard(self.connection.write, "CH", (str(ch), str(int(on))), "CHACT")
-        self.connection.active[ch] = on
+        self.connection.set_active(ch, on)
 
     def _do_set_intensity(self, ch: int, fraction: float) -> None:
-        value = round(fraction * self.connection.max_intensity)
-        self._guard(self.connection.write, "CHINT", (str(ch), str(value)), "CHINT")
-        self.connection.intensity[ch] = value
-        self.connection._config[("CHINT", str(ch))] = (str(ch), str(value))
+        self.connection.set_intensity(ch, round(fraction * self.connection.max_intensity))
 
     def _do_state(self, refresh: bool) -> tuple[Sequence[bool], Sequence[float]]:
         conn = self.connection
         if refresh:
             for ch in range(len(conn.channels)):
-                conn.active[ch] = conn._transact("GET", "CHACT", (str(ch),),
-                                                 idempotent=True)[1] == "1"
-                conn.intensity[ch] = int(
-                    conn._transact("GET", "CHINT", (str(ch),), idempotent=True)[1])
+                conn.get_active(ch)
+                conn.get_intensity(ch)
         return list(conn.active), [v / conn.max_intensity for v in conn.intensity]
 
     def status(self) -> dict:
         conn = self.connection
-        stat = int(conn._transact("GET", "STAT", (), idempotent=True)[0])
-        temp = float(conn._transact("GET", "TEMP", (), idempotent=True)[0])
+        stat, temp = conn.get_status()
         flags = [] if stat == 0 else [STAT_CODES.get(stat, f"stat_{stat}")]
         return {"flags": flags, "temperature_c": temp, "serial": self.serial_number,
                 "model": conn.identity[0] if conn.identity else "?", "port": conn.port,

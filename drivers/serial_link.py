@@ -2,170 +2,70 @@
 
 :class:`SerialLink` wraps one pyserial port opened with ``serial.serial_for_url`` (a device path,
 a ``/dev/serial/by-id/...`` link, ``socket://host:port``, ...) and reads terminated lines
-against monotonic deadlines.  :class:`Connection` adds what every serial device needs
-(DESIGN.md, "Drivers and simulators"; FACTS.md, "Serial hardware"):
+against monotonic deadlines.  :class:`Connection` is the transaction engine every serial device
+shares (DESIGN.md, "Drivers and simulators"; FACTS.md, "Serial hardware"), as template
+methods: verified identity on open, one lock per transaction, bounded retries, verified
+writes, the fail-safe, reconnect and resync.
 
-- exclusive open and an identity check (subclass hook :meth:`Connection._identify`);
-- one lock per transaction (an ``RLock``: a resync may run inside a transaction);
-- reconnect with back-off when the port disappears, on the same path or on any path matching
-  the ``search`` globs, accepting only the device with the same serial number, followed by the
-  subclass's :meth:`Connection._resync` (LEDs off, cached configuration re-applied).
-
-Protocol details (framing, sequence numbers, CRC, what may be retried) live in the
-subclasses: :class:`drivers.trigger.HsiConnection`, :class:`drivers.lumencor.LumencorConnection`.
+Protocol details (framing, sequence numbers, CRC, echo checks) live in the subclasses' hooks
+(``_identify``, ``_exchange``, ``_do_resync``, ``_do_safe``): :class:`drivers.trigger.HsiConnection`, :class:`drivers.lumencor.LumencorConnection`.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import logging
 import threading
 import time
 from typing import Callable, Sequence
 
-import serial
-
-try:  # tcdrain/tcsetattr raise termios.error, which is not an OSError
-    from termios import error as _TermiosError
-except ImportError:  # pragma: no cover - Windows
-    _TermiosError = OSError
-
-#: What pyserial lets escape when a port vanishes.
-_PORT_ERRORS = (serial.SerialException, OSError, _TermiosError)
+from drivers.serial_port import LinkLost, SerialLink
 from edge.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 
-__all__ = ["SerialLink", "Connection", "LinkLost"]
+__all__ = ["SerialLink", "Connection", "LinkLost", "Interrupted", "NotExecuted", "Refused",
+           "reply_int", "reply_float", "reply_flag", "reply_names"]
 
 log = logging.getLogger(__name__)
 
-#: pyserial read timeout: the granularity at which a deadline is checked (seconds).
-_POLL_S = 0.01
+
+class Interrupted(DeviceError):
+    """The exchange was cut by a device reset or reconnect; its effect is unknown."""
 
 
-class LinkLost(DeviceError):
-    """The port went away (unplugged, simulator disconnected); the connection may reconnect."""
+class NotExecuted(DeviceError):
+    """The device refused the command without executing it (busy, CRC); safe to resend."""
 
 
-class SerialLink:
-    """One open pyserial port with line reads bounded by a deadline.
+class Refused(Exception):
+    """Raised by :meth:`Connection._exchange` for a device error reply: ``error`` (a
+    :class:`DeviceError`) reaches the caller as is, never retried."""
 
-    Parameters
-    ----------
-    url : str
-        Anything ``serial.serial_for_url`` accepts.
-    baudrate : int
-        Line rate (ignored by ``socket://``).
-    exclusive : bool
-        Lock the port (``flock``) so no second process can use it.
-    max_line : int
-        Longest accepted line in bytes; a longer run without terminator is a protocol error.
-    """
-
-    def __init__(self, url: str, *, baudrate: int = 115200, exclusive: bool = True,
-                 max_line: int = 256) -> None:
-        self.url = url
-        self.max_line = max_line
-        self._buf = bytearray()
-        #: Set after an overlong line: drop bytes up to the next terminator (PROTOCOL.md, Link).
-        self._skip_to_terminator = False
-        try:
-            kwargs = {"baudrate": baudrate, "timeout": _POLL_S, "write_timeout": 1.0}
-            if not url.startswith(("socket://", "loop://", "rfc2217://")):
-                kwargs["exclusive"] = exclusive
-            self._port = serial.serial_for_url(url, **kwargs)
-        except (*_PORT_ERRORS, ValueError) as exc:
-            text = str(exc)
-            if "exclusive" in text.lower() or "lock" in text.lower():
-                raise DeviceError(f"port {url!r} is in use by another program ({text})") from exc
-            raise LinkLost(f"cannot open port {url!r}: {text}") from exc
-
-    def close(self) -> None:
-        try:
-            self._port.close()
-        except _PORT_ERRORS:  # already gone: nothing to release
-            pass
-
-    def discard_input(self) -> bytes:
-        """Drop buffered input (stale replies) and return what was dropped."""
-        dropped = bytes(self._buf)
-        self._buf.clear()
-        try:
-            # loop: socket:// reports in_waiting as 0/1 (readable or not), not a byte count
-            while len(dropped) < 65536:
-                waiting = self._port.in_waiting
-                if not waiting:
-                    break
-                dropped += self._port.read(waiting)
-        except _PORT_ERRORS as exc:
-            raise LinkLost(f"port {self.url!r} went away: {exc}") from exc
-        if self._skip_to_terminator and b"\n" in dropped:
-            self._skip_to_terminator = False  # the overlong line ended inside what was dropped
-        return dropped
-
-    def write(self, data: bytes) -> None:
-        try:
-            # No flush(): it is tcdrain(), which has no timeout and blocks for as long as a
-            # stalled USB device refuses data.  write() already hands every byte to the kernel
-            # (bounded by write_timeout), and a reply deadline follows every write.
-            self._port.write(data)
-        except _PORT_ERRORS as exc:
-            raise LinkLost(f"port {self.url!r} went away while writing: {exc}") from exc
-
-    def read_line(self, deadline: float, terminator: bytes = b"\n") -> bytes:
-        """Return the next line including its terminator.
-
-        Raises
-        ------
-        DeviceTimeout
-            If no complete line arrives before ``deadline`` (``time.monotonic()``); the
-            message shows any partial data (pyserial returns partial data without raising).
-        DeviceProtocolError
-            If a line is longer than ``max_line`` bytes (terminator included); the rest of
-            that line, up to its terminator, is discarded as it arrives.
-        LinkLost
-            If the port disappears.
-        """
-        while True:
-            end = self._buf.find(terminator)
-            if self._skip_to_terminator:
-                if end < 0:
-                    self._buf.clear()
-                else:
-                    del self._buf[:end + len(terminator)]
-                    self._skip_to_terminator = False
-                    continue
-            elif end >= 0:
-                size = end + len(terminator)
-                line = bytes(self._buf[:size])
-                del self._buf[:size]
-                if size > self.max_line:
-                    raise DeviceProtocolError(
-                        f"line of {size} bytes from {self.url} exceeds max_line={self.max_line}: "
-                        f"{line[:40]!r}...")
-                return line
-            elif len(self._buf) >= self.max_line:
-                # Checked whatever the chunking: without this a long line could pass or fail
-                # depending on how many bytes one read() happened to return.
-                junk = bytes(self._buf)
-                self._buf.clear()
-                self._skip_to_terminator = True
-                raise DeviceProtocolError(
-                    f"{len(junk)} bytes without line terminator {terminator!r} from {self.url} "
-                    f"(max_line={self.max_line}): {junk[:40]!r}...")
-            if time.monotonic() >= deadline:
-                raise DeviceTimeout(
-                    f"no complete reply from {self.url} before the deadline"
-                    + (f" (partial data {bytes(self._buf)!r}, missing terminator)"
-                       if self._buf else ""))
-            try:
-                chunk = self._port.read(max(1, self._port.in_waiting))
-            except _PORT_ERRORS as exc:
-                raise LinkLost(f"port {self.url!r} went away while reading: {exc}") from exc
-            self._buf += chunk
+    def __init__(self, error: DeviceError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Connection:
-    """Base of a line-protocol serial connection: lock, deadlines, reconnect.
+    """Base of a line-protocol serial connection: the transaction engine of every protocol.
+
+    A protocol subclass implements only its exchange (framing and parsing) and its state:
+
+    - :meth:`_identify` -- one identity query on a fresh link;
+    - :meth:`_exchange` -- send one request, return the parsed reply (or raise
+      DeviceTimeout / DeviceProtocolError, which are retried for idempotent requests,
+      :class:`Interrupted`, :class:`NotExecuted`, :class:`LinkLost` or :class:`Refused`);
+    - :meth:`_do_resync` -- bring a (re)connected device to a known state;
+    - :meth:`_do_safe` -- switch every LED off (the fail-safe).
+
+    Everything else is here, once (DESIGN.md "Drivers and simulators"; FACTS.md "Serial
+    hardware"): exclusive open and a verified identity (two reads that agree, a bounded number
+    of tries); one lock per transaction (an ``RLock``: a resync may run inside a transaction);
+    bounded retries on monotonic deadlines (:meth:`transact`); verified writes
+    (:meth:`write`: a failed write is re-read, and re-sent only when it did not take effect);
+    the fail-safe after an error that reaches the caller (:meth:`fail_safe`); reconnect with
+    back-off when the port disappears, on the same path or on any path matching the ``search``
+    globs, accepting only the device with the same serial number, followed by a resync.
 
     Parameters
     ----------
@@ -176,7 +76,8 @@ class Connection:
     reply_timeout : float
         Seconds to wait for one reply.
     retries : int
-        Extra attempts for idempotent requests after a timeout or protocol error.
+        Extra attempts for idempotent requests after a timeout or protocol error (also the
+        extra identity reads and first-resync attempts on open).
     reconnect_timeout : float
         Seconds to keep trying to find the device again after the port disappears; 0 disables
         reconnecting.
@@ -184,6 +85,10 @@ class Connection:
         Glob patterns of other paths the device may reappear under (e.g.
         ``"/dev/serial/by-id/usb-HSIEDGE*"``); only a device with the same serial number is
         accepted.
+    exclusive : bool
+        Lock the port against other programs (default True).
+    busy_retries : int
+        Re-sends after a "not executed" reply (busy, CRC), with 20 ms, 40 ms, ... back-off.
     """
 
     #: Human name used in messages ("trigger controller", "Lumencor light engine").
@@ -192,17 +97,20 @@ class Connection:
 
     def __init__(self, url: str, *, baudrate: int = 115200, reply_timeout: float = 0.25,
                  retries: int = 2, reconnect_timeout: float = 3.0,
-                 search: Sequence[str] = (), exclusive: bool = True) -> None:
+                 search: Sequence[str] = (), exclusive: bool = True,
+                 busy_retries: int = 3) -> None:
         for name, value, lo in (("reply_timeout", reply_timeout, 0.001),
                                 ("reconnect_timeout", reconnect_timeout, 0.0)):
             if not isinstance(value, (int, float)) or not value >= lo or value > 600:
                 raise DeviceError(f"{name}: expected seconds in [{lo:g}, 600], got {value!r}")
-        if not isinstance(retries, int) or not 0 <= retries <= 10:
-            raise DeviceError(f"retries: expected an integer 0-10, got {retries!r}")
+        for name, value in (("retries", retries), ("busy_retries", busy_retries)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+                raise DeviceError(f"{name}: expected an integer 0-10, got {value!r}")
         self.url = url
         self.baudrate = baudrate
         self.reply_timeout = float(reply_timeout)
         self.retries = retries
+        self.busy_retries = busy_retries
         self.reconnect_timeout = float(reconnect_timeout)
         self.search = tuple(search)
         self.exclusive = exclusive
@@ -210,11 +118,13 @@ class Connection:
         self.identity: tuple[str, ...] = ()
         #: Counters for diagnostics and the soak test.
         self.stats = {"transactions": 0, "retries": 0, "timeouts": 0, "protocol_errors": 0,
-                      "reconnects": 0, "resyncs": 0, "stale": 0, "busy": 0, "events": 0}
+                      "reconnects": 0, "resyncs": 0, "stale": 0, "busy": 0, "events": 0,
+                      "recovered_writes": 0, "identity_reads": 0}
         self.on_reconnect: Callable[[], None] | None = None
         self._lock = threading.RLock()
         self._link: SerialLink | None = None
         self._closed = True
+        self._in_resync = False
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -222,18 +132,38 @@ class Connection:
         return not self._closed
 
     @property
+    def connected(self) -> bool:
+        """Open and holding a port (False while the port is lost and not yet reconnected)."""
+        return not self._closed and self._link is not None
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The transaction lock: hold it to make several calls one unit."""
+        return self._lock
+
+    @property
     def port(self) -> str | None:
         """The path currently open (may differ from ``url`` after a reconnect)."""
         return self._link.url if self._link else None
 
     def open(self) -> "Connection":
-        """Open the port, check the device's identity and resynchronise (idempotent)."""
+        """Open the port, verify the device's identity and resynchronise (idempotent).
+
+        The identity is read until two reads agree (identity replies may carry no CRC, so one
+        damaged read must never be stored) and the first resync is retried, each at most
+        ``retries + 2`` times.
+
+        Raises
+        ------
+        DeviceTimeout, DeviceProtocolError
+            If no such device answers consistently; DeviceError if the port is in use.
+        """
         with self._lock:
             if not self._closed:
                 return self
             link = SerialLink(self.url, baudrate=self.baudrate, exclusive=self.exclusive)
             try:
-                self.identity, self.serial_number = self._identify(link)
+                self.identity, self.serial_number = self._verified_identity(link)
             except BaseException:
                 link.close()
                 raise
@@ -248,30 +178,105 @@ class Connection:
             return self
 
     def close(self) -> None:
-        """Release the port (idempotent; subclasses switch LEDs off first)."""
+        """Switch LEDs off (best effort) and release the port (idempotent, never raises)."""
         with self._lock:
+            if self.connected:
+                try:
+                    self._do_close()
+                except DeviceError as exc:
+                    log.warning("close(): could not switch %s off: %s", self.url, exc)
             self._closed = True
             if self._link is not None:
                 self._link.close()
                 self._link = None
 
-    # -- hooks ----------------------------------------------------------------------------
+    def __enter__(self) -> "Connection":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- protocol hooks -------------------------------------------------------------------
     def _identify(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
-        """Query identity on a freshly opened link; return (identity fields, serial number).
+        """Query identity once on a freshly opened link; return (identity fields, serial).
 
         Raise DeviceProtocolError if another kind of device answers, DeviceTimeout if nothing
         does.
         """
         raise NotImplementedError
 
-    def _initial_sync(self) -> None:
-        """First resync after open (subclasses may retry it after a reset)."""
-        self._resync()
+    def _exchange(self, verb: str, cmd: str, args: tuple[str, ...], **options):
+        """Send one request on the current link and return the parsed reply (no retries)."""
+        raise NotImplementedError
 
-    def _resync(self) -> None:
+    def _do_resync(self) -> None:
         """Bring a (re)connected device to a known state: LEDs off, cached config applied."""
 
-    # -- helpers for subclasses -----------------------------------------------------------
+    def _do_safe(self) -> None:
+        """Every LED off (one transaction each, no fail-safe of its own)."""
+
+    def _do_close(self) -> None:
+        """What ``close`` sends before releasing the port (default: the fail-safe)."""
+        self._do_safe()
+
+    # -- identity ---------------------------------------------------------------------------
+    def _verified_identity(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
+        """Identity read until two consecutive reads agree, at most ``retries + 2`` reads.
+
+        Identity replies may carry no CRC (``GET IDN`` is sent before CRC mode is known), so
+        a reply that lost or flipped a byte would otherwise be stored as the serial number
+        and make every later reconnect refuse the real device.
+        """
+        previous: tuple | None = None
+        errors: list[DeviceError] = []
+        for _ in range(self.retries + 2):
+            self.stats["identity_reads"] += 1
+            try:
+                identity = self._identify(link)
+            except (DeviceTimeout, DeviceProtocolError) as exc:
+                previous = None
+                if errors and str(errors[-1]) == str(exc):
+                    errors.append(exc)
+                    break  # the same refusal twice: an answer, not noise
+                errors.append(exc)
+                continue
+            if identity == previous:
+                return identity
+            previous = identity
+        if not errors or previous is not None:
+            raise DeviceProtocolError(
+                f"{self.device_kind} on {link.url}: no two identity replies agreed in "
+                f"{self.retries + 2} reads (last {previous!r})")
+        last = errors[-1]
+        text = str(last) if str(errors[0]) == str(last) else (
+            f"{last}; first attempt: {errors[0]}")
+        raise type(last)(text)
+
+    def _initial_sync(self) -> None:
+        """First resync after open, retried ``retries + 1`` times (a reset or a damaged reply
+        during the open must not fail it)."""
+        for attempt in range(self.retries + 2):
+            try:
+                try:
+                    self._resync()
+                except (LinkLost, Interrupted) as exc:
+                    self._recover(exc)
+                return
+            except (DeviceTimeout, DeviceProtocolError, Interrupted) as exc:
+                if attempt == self.retries + 1:
+                    raise
+                log.info("%s: first resync failed (%s); again", self.device_kind, exc)
+
+    def _resync(self) -> None:
+        with self._lock:
+            self._in_resync = True
+            try:
+                self._do_resync()
+                self.stats["resyncs"] += 1
+            finally:
+                self._in_resync = False
+
+    # -- transactions -----------------------------------------------------------------------
     def _require_link(self) -> SerialLink:
         if self._closed:
             raise DeviceError(f"{self.device_kind} on {self.url} is closed")
@@ -280,6 +285,136 @@ class Connection:
         assert self._link is not None
         return self._link
 
+    def transact(self, verb: str, cmd: str, args: Sequence[object] = (), *,
+                 idempotent: bool, reconnect: bool = True, **options):
+        """One request/reply under the lock, with the retry policy.
+
+        Timeouts and protocol errors are retried ``retries`` times when ``idempotent``; a
+        "not executed" reply is re-sent with back-off (``busy_retries``); a lost port is
+        reconnected (unless ``reconnect=False``: LinkLost is raised) and a device reset
+        resynchronised, after which an idempotent request is sent again and any other raises
+        :class:`Interrupted`.  No fail-safe here (see :meth:`query`, :meth:`write`).
+        """
+        sargs = tuple(str(a) for a in args)
+        with self._lock:
+            attempt = busy = 0
+            while True:
+                self.stats["transactions"] += 1
+                try:
+                    return self._exchange(verb, cmd, sargs, **options)
+                except Refused as exc:
+                    raise exc.error from None
+                except (LinkLost, Interrupted) as exc:
+                    if self._in_resync or (isinstance(exc, LinkLost) and not reconnect):
+                        raise
+                    self._recover(exc)
+                    err: DeviceError = Interrupted(f"{verb} {cmd} interrupted by a device "
+                                                   f"reset or reconnect ({exc})")
+                except NotExecuted as exc:
+                    busy += 1
+                    self.stats["busy"] += 1
+                    if busy > self.busy_retries:
+                        raise DeviceError(f"{exc}; gave up after {self.busy_retries} "
+                                          "re-sends") from None
+                    time.sleep(0.02 * 2 ** (busy - 1))
+                    continue
+                except DeviceTimeout as exc:
+                    self.stats["timeouts"] += 1
+                    err = exc
+                except DeviceProtocolError as exc:
+                    self.stats["protocol_errors"] += 1
+                    err = exc
+                if not idempotent or attempt >= self.retries:
+                    raise err
+                attempt += 1
+                self.stats["retries"] += 1
+
+    def query(self, cmd: str, *args: object) -> tuple[str, ...]:
+        """``GET cmd args`` (retried); returns the reply values; the fail-safe runs if it
+        fails."""
+        with self._lock:
+            try:
+                return self._values(self.transact("GET", cmd, args, idempotent=True))
+            except DeviceError as exc:
+                self.fail_safe(exc)
+                raise
+
+    def write(self, verb: str, cmd: str, *args: object,
+              verify: Callable[[], bool] | None = None, resend: bool = True):
+        """Send a write that is never re-sent blindly.
+
+        After a timeout, protocol error or interruption ``verify()`` re-reads the state: if the
+        write took effect it is done (returns None), else it is re-sent (``resend``, at most
+        ``retries`` times).  Without ``verify`` the error is raised.  Any error that reaches
+        the caller runs the fail-safe first.
+
+        Returns
+        -------
+        The reply, or None when the write was confirmed by re-reading.
+        """
+        with self._lock:
+            attempt = 0
+            while True:
+                try:
+                    return self.transact(verb, cmd, args, idempotent=False)
+                except (DeviceTimeout, DeviceProtocolError, Interrupted) as exc:
+                    if verify is None:
+                        self.fail_safe(exc)
+                        raise
+                    try:
+                        done = verify()
+                    except DeviceError as exc2:
+                        self.fail_safe(exc2)
+                        raise exc2 from exc
+                    if done:
+                        self.stats["recovered_writes"] += 1
+                        return None
+                    if not resend or attempt >= self.retries:
+                        self.fail_safe(exc)
+                        raise
+                    attempt += 1
+                    self.stats["retries"] += 1
+                except DeviceError as exc:
+                    self.fail_safe(exc)
+                    raise
+
+    def read_back(self, cmd: str, *args: object) -> tuple[str, ...]:
+        """``GET cmd args`` for a ``verify`` of :meth:`write` (retried, no fail-safe)."""
+        return self._values(self.transact("GET", cmd, args, idempotent=True))
+
+    def fail_safe(self, exc: BaseException | None = None) -> None:
+        """LEDs off after an error that reached the caller (best effort, never raises); not
+        while resyncing, closed or without a port (a reconnect switches them off anyway)."""
+        if self._in_resync or not self.connected:
+            return
+        try:
+            with self._lock:
+                self._do_safe()
+        except DeviceError as second:
+            log.error("could not switch %s off after %s: %s", self.url, exc, second)
+
+    @staticmethod
+    def _values(reply) -> tuple[str, ...]:
+        """Values of what :meth:`_exchange` returned: a values tuple or a reply object."""
+        return reply if isinstance(reply, tuple) else reply.values
+
+    def _recover(self, exc: DeviceError, reconnect: bool = True) -> None:
+        """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
+        for _ in range(3):
+            if isinstance(exc, LinkLost) and not reconnect:
+                raise exc
+            try:
+                if isinstance(exc, LinkLost):
+                    self._reconnect(exc)
+                else:
+                    self._resync()
+                return
+            except (LinkLost, Interrupted) as again:
+                exc = again
+        raise DeviceError(f"{self.device_kind} {self.serial_number}: could not resynchronise "
+                          f"after repeated resets/disconnects ({exc})")
+
+    # -- reconnect --------------------------------------------------------------------------
     def _candidates(self) -> list[str]:
         paths = [self.url]
         for pattern in self.search:
@@ -344,3 +479,60 @@ class Connection:
             # the next back-off would overshoot stopped searching up to 40 % early.
             time.sleep(min(backoff, remaining))
             backoff = min(backoff * 2, 0.5)
+
+
+# -- parsing device data: every malformed value is a DeviceProtocolError naming the reply ----
+def _shown(cmd: str, values: Sequence[str]) -> str:
+    return " ".join((cmd, *values))
+
+
+def reply_int(cmd: str, values: Sequence[str], index: int = 0, *, lo: int = 0,
+              hi: int = 2**32 - 1) -> int:
+    """``values[index]`` of the reply to ``cmd`` as an integer in ``[lo, hi]``.
+
+    Raises
+    ------
+    DeviceProtocolError
+        If the value is missing, not a decimal integer or out of range (names the reply).
+    """
+    if index >= len(values):
+        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value "
+                                  f"{index + 1} missing (expected an integer {lo}-{hi})")
+    token = values[index]
+    text = token[1:] if token.startswith("-") else token
+    if not (text.isascii() and text.isdigit()) or not lo <= int(token) <= hi:
+        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value "
+                                  f"{index + 1} is {token!r}, expected an integer {lo}-{hi}")
+    return int(token)
+
+
+def reply_float(cmd: str, values: Sequence[str], index: int = 0) -> float:
+    """``values[index]`` of the reply to ``cmd`` as a finite float (DeviceProtocolError
+    naming the reply otherwise)."""
+    try:
+        value = float(values[index])
+        if not math.isfinite(value):
+            raise ValueError
+    except (IndexError, ValueError):
+        got = repr(values[index]) if index < len(values) else "missing"
+        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value {index + 1} "
+                                  f"is {got}, expected a number") from None
+    return value
+
+
+def reply_flag(cmd: str, values: Sequence[str], index: int = 0) -> bool:
+    """``values[index]`` of the reply to ``cmd`` as ``0``/``1`` -> bool."""
+    return bool(reply_int(cmd, values, index, lo=0, hi=1))
+
+
+def reply_names(cmd: str, values: Sequence[str], *, count: int | None = None) -> tuple[str, ...]:
+    """Channel names of a ``CHMAP`` reply: at least one, unique (case-insensitively), and
+    ``count`` of them when the device said how many."""
+    names = tuple(values)
+    folded = [n.casefold() for n in names]
+    if not names or len(set(folded)) != len(folded) or (count is not None
+                                                         and len(names) != count):
+        want = f"{count} unique channel names" if count is not None else \
+            "at least one channel name, all different"
+        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: expected {want}")
+    return names

@@ -113,9 +113,9 @@ def _call(light, trig, op, ch, value, on) -> DeviceError | None:
         elif op == "status":
             light.status()
         else:
-            if not trig.armed:
+            if not trig.is_armed:
                 trig.arm()
-            trig.fire()
+            trig.trigger()
     except DeviceError as exc:
         return exc
     return None

@@ -25,7 +25,7 @@ def test_pulses_make_frames_and_leds_light_them(bench):
     bench.trigger.arm()
     ids, means = [], []
     for _ in range(3):
-        bench.trigger.fire()
+        bench.trigger.trigger()
         frame = bench.camera.read(timeout=5.0)
         ids.append(frame.meta.frame_id)
         means.append(_mean(frame))
@@ -33,7 +33,7 @@ def test_pulses_make_frames_and_leds_light_them(bench):
     assert bench.trigger.counter == 3
     bench.illumination.safe()  # all LEDs off -> dark frame
     bench.trigger.arm()
-    bench.trigger.fire()
+    bench.trigger.trigger()
     dark = bench.camera.read(timeout=5.0)
     assert _mean(dark) < 0.2 * min(means)
     with pytest.raises(DeviceTimeout):
@@ -44,15 +44,15 @@ def test_missed_pulse_shows_as_gap(bench):
     bench.illumination.set_state({"white": 1.0})
     bench.trigger.configure(source="software")
     bench.trigger.arm()
-    bench.trigger.fire()
+    bench.trigger.trigger()
     first = bench.camera.read(timeout=5.0).meta.frame_id
     bench.camera.disarm()
     bench.camera.arm()
     bench.camera.max_queue = 1
-    bench.trigger.fire()
-    bench.trigger.fire()  # the camera's one-slot queue is full: this pulse is missed
-    bench.trigger.fire()
+    bench.trigger.trigger()
+    bench.trigger.trigger()  # the camera's one-slot queue is full: this pulse is missed
+    bench.trigger.trigger()
     got = [bench.camera.read(timeout=5.0).meta.frame_id]
     assert got[0] == first + 1
-    bench.trigger.fire()
+    bench.trigger.trigger()
     assert bench.camera.read(timeout=5.0).meta.frame_id == first + 4  # ids 2, 3 missed

@@ -114,13 +114,13 @@ def test_trigger_software_fire_and_counter(trigger_target):
         trig.reset_counter()
         assert trig.counter == 0
         trig.arm()
-        assert trig.armed
-        assert [trig.fire() for _ in range(3)] == [1, 2, 3]
+        assert trig.is_armed
+        assert [trig.trigger() for _ in range(3)] == [1, 2, 3]
         assert trig.counter == 3
         trig.disarm()
-        assert not trig.armed
-        with pytest.raises(DeviceError, match=r"fire\(\): trigger is not armed"):
-            trig.fire()
+        assert not trig.is_armed
+        with pytest.raises(DeviceError, match=r"trigger\(\): trigger is not armed"):
+            trig.trigger()
         trig.configure(source="internal")
         # past the host check (which reads ARMED from the device): the device refuses too
         with pytest.raises(DeviceError, match="rejected DO FIRE.*E33"):

@@ -350,7 +350,7 @@ def test_lumencor_refused_stat_does_not_recurse(sim_only):
             with pytest.raises(DeviceProtocolError, match="refused 'GET STAT': error code 52"):
                 light.status()
             with pytest.raises(DeviceError, match=r"invalid channel \(E 51\)"):
-                light.connection.write("CH", ("42", "1"), "CHACT")
+                light.connection.set_active(42, True)
     finally:
         server.stop()
 
@@ -400,9 +400,9 @@ def test_armed_is_read_from_the_device_after_it_disarms_itself():
             trig.configure(source="internal", period_us=1000, width_us=100, count=3)
             trig.arm()
             deadline = _time.monotonic() + 2.0
-            while trig.armed and _time.monotonic() < deadline:
+            while trig.is_armed and _time.monotonic() < deadline:
                 _time.sleep(0.01)
-            assert not trig.armed
+            assert not trig.is_armed
             trig.configure(period_us=2000)  # allowed again: no stale "armed" refusal
     finally:
         server.stop()

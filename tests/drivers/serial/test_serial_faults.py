@@ -220,6 +220,6 @@ def test_led_sequence_steps_with_trigger_edges(controller):
         trig.enable_sequence(True)
         trig.arm()
         for _ in range(4):
-            trig.fire()
+            trig.trigger()
     lit = [sorted(k for k, v in s.items() if v > 0) for s in seen]
     assert lit == [["blue"], ["green", "red"], [], ["blue"]]

@@ -80,4 +80,4 @@ def test_lumencor_silent_reports_timeout(lumencor):
 def test_lumencor_bad_channel_from_device(lumencor):
     with _open(lumencor) as light:
         with pytest.raises(DeviceError, match="invalid channel \\(E 51\\)"):
-            light.connection.write("CH", ("42", "1"), "CHACT")
+            light.connection.set_active(42, True)
