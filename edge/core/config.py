@@ -9,6 +9,12 @@ line naming the file, the key path, what was expected and what was found, e.g.::
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``typing.Literal[...]``,
 ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]`` and nested dataclasses.
 Ranges are declared with :func:`setting` (``field(metadata={"range": (lo, hi)})``).
+
+:func:`load_yaml` is the one YAML reader of every hsi-edge file (configs, model cards,
+calibration records): safe (no code execution), it refuses duplicate keys (YAML would silently
+keep the last one) and nesting deeper than :data:`MAX_DEPTH`, and its errors name the file, line
+and column but never echo the file's contents (a path pointed at the wrong file must not print
+that file).
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ import yaml
 
 from edge.errors import ConfigError
 
-__all__ = ["setting", "from_mapping", "load_yaml", "load_config", "to_mapping"]
+__all__ = ["setting", "from_mapping", "load_yaml", "load_config", "to_mapping", "MAX_DEPTH"]
+
+#: Deepest nesting of lists/mappings accepted in a YAML file (real files use fewer than 10).
+MAX_DEPTH = 64
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -151,7 +160,9 @@ def _build(cls: type[T], data: Any, path: str) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _Fail(path or "<top>", f"expected a mapping, got {_got(data)}")
+        # at the top level the "value" is the whole file: name its type, never its contents
+        got = _got(data) if path else f"a {type(data).__name__} (is it the right file?)"
+        raise _Fail(path or "<top>", f"expected a mapping, got {got}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)
@@ -197,22 +208,89 @@ def from_mapping(cls: type[T], data: Any, *, source: str = "<config>", path: str
         raise ConfigError(f"{source}: {exc.path}: {exc.message}") from None
 
 
-def load_yaml(path: str | os.PathLike) -> Any:
-    """Read a YAML file safely (no code execution), with one-line errors."""
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any, first: Any):
+        super().__init__()
+        self.problem = (f"duplicate key {_got(key)} (first at line {first.line + 1}); each "
+                        f"key may appear once")
+        self.problem_mark = mark
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (merge keys ``<<`` allowed)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark, seen[key])
+                    seen[key] = key_node.start_mark
+                except TypeError:           # unhashable key: SafeLoader reports it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of lists/mappings (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def load_yaml(path: str | os.PathLike, *, what: str = "config file") -> Any:
+    """Read a YAML file safely (no code execution), with one-line errors.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file is, for messages (``"model card"``, ``"calibration record"``).
+
+    Raises
+    ------
+    ConfigError
+        Missing or unreadable file, invalid YAML, a duplicate key or nesting deeper than
+        :data:`MAX_DEPTH` -- with file, line and column where known, never file contents.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config file: {exc}") from None
+        raise ConfigError(f"{p}: {what} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: cannot read {what}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read {what}: {exc.strerror or exc}") from None
+    too_deep = ConfigError(f"{p}: not valid as a {what}: lists/mappings nested deeper than "
+                           f"{MAX_DEPTH} levels")
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise too_deep from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise too_deep
+    return data
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None) -> T:

@@ -79,3 +79,42 @@ def test_app_config_defaults_and_errors(tmp_path):
     p.write_text("processing:\n  backend: opencl\n")
     with pytest.raises(ConfigError, match=r"processing.backend: expected one of 'auto', 'numpy', 'native', 'cuda', got 'opencl'"):
         load_app_config(str(p))
+
+
+# -- the shared YAML reader: duplicate keys, depth, no echo of file contents (issue 15) ------
+
+def test_duplicate_keys_are_refused_with_line(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("inner:\n  count: 2\n  mode: a\n  count: 3\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: not valid YAML at line 4, column 3: "
+                                          r"duplicate key 'count' \(first at line 2\)"):
+        load_config(Outer, p)
+    top = tmp_path / "top.yaml"
+    top.write_text("required: a\nrequired: b\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'required'"):
+        load_config(Outer, top)
+    # a merge key is not a duplicate: explicit keys override merged ones, as YAML says
+    merge = tmp_path / "merge.yaml"
+    merge.write_text("base: &b {count: 2, mode: a}\ninner:\n  <<: *b\n  count: 4\n")
+    from edge.core.config import load_yaml
+    assert load_yaml(merge)["inner"] == {"count": 4, "mode": "a"}
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, "a:\n" + "".join(
+    " " * i + "a:\n" for i in range(1, 3000)), "x: " + "[" * 70 + "]" * 70])
+def test_deeply_nested_yaml_is_one_line_error(tmp_path, text):
+    p = tmp_path / "deep.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"deep.yaml: not valid as a config file: lists/"
+                                          r"mappings nested deeper than 64 levels"):
+        load_config(Outer, p)
+
+
+def test_wrong_file_is_not_echoed(tmp_path):
+    """A config key pointed at the wrong file (say /etc/passwd) must not print its lines."""
+    p = tmp_path / "passwd"
+    p.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/bin/sh\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, p)
+    assert "root:x" not in str(info.value) and "daemon" not in str(info.value)
+    assert "expected a mapping, got a str (is it the right file?)" in str(info.value)
