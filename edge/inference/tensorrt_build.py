@@ -28,6 +28,7 @@ from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
 from edge.inference.onnx_hash import onnx_content_sha256
+from edge.inference.tensorrt_timing import TimingStore, merge_timing_cache
 from edge.inference.tensorrt_logging import (  # noqa: F401 (re-exported)
     _logger, _make_progress, progress_wanted)
 
@@ -253,7 +254,7 @@ def _timing_cache(trt, config: "trt.IBuilderConfig", blob: bytes):
 
 def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typing: str,
                             workspace_bytes: int, timing_cache: bytes = b"",
-                            progress: bool = True) -> tuple[bytes, bytes]:
+                            progress: bool = True, timing_store=None) -> tuple[bytes, bytes]:
     """Build an engine; return ``(serialized engine, serialized timing cache)``.
 
     Parameters
@@ -268,6 +269,10 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
         ``MemoryPoolType.WORKSPACE`` limit.
     timing_cache : bytes
         Earlier timing cache for this TensorRT/GPU (``b""``: start empty).
+    timing_store : TimingStore, optional
+        Where the timing cache lives: after the build, what is on disk then is combined into
+        the build's cache and saved under a lock
+        (:func:`edge.inference.tensorrt_timing.merge_timing_cache`).
 
     The settings made here are the ones :func:`build_settings` puts into the cache key.
     """
@@ -322,8 +327,9 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
     if plan is None:
         raise EngineError(f"{onnx_path.name}: TensorRT {trt.__version__} failed to build the "
                           f"engine (see the TensorRT messages above; try --debug)")
-    new_cache = cache.serialize()
-    return bytes(plan), bytes(new_cache)
+    if timing_store is not None:
+        return bytes(plan), merge_timing_cache(config, cache, timing_store)
+    return bytes(plan), bytes(cache.serialize())
 
 
 def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16",
@@ -359,8 +365,7 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
         plan, timing = build_serialized_engine(
             trt, onnx_file, shapes=key.shapes, precision=precision, typing=typing,
             workspace_bytes=workspace_mib << 20, timing_cache=cache.load_timing_cache(key),
-            progress=progress_wanted(progress))
-        cache.save_timing_cache(key, timing)
+            progress=progress_wanted(progress), timing_store=TimingStore(cache, key))
         return plan
 
     ctx = _import_cuda().Device(device).retain_primary_context()

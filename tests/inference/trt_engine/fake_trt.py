@@ -11,7 +11,8 @@ TensorRT 10.x Python API documents (tensorrt-stubs 10.13 docstrings):
 - ``init_libnvinfer_plugins(logger, namespace)`` registers the standard plugins (recorded
   in ``events``) and returns True.
 - ``IBuilderConfig.create_timing_cache(b"")`` makes an empty cache; ``set_timing_cache``
-  returns False for a cache from another device when ``ignore_mismatch`` is False.
+  and ``ITimingCache.combine`` return False for a cache from another device when
+  ``ignore_mismatch`` is False (a serialized cache shows what was combined as ``&<blob>``).
 - ``nptype`` raises ``TypeError`` for types without a numpy equivalent (BF16).
 - ``major=11`` removes ``BuilderFlag.FP16`` (TensorRT 10->11 migration guide), so a use of it
   on the 11.x path fails with AttributeError as it would there.
@@ -156,10 +157,17 @@ def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("
 
     class TimingCache:
         def __init__(self, blob):
-            self.blob = bytes(blob)
+            self.blob, self.combined = bytes(blob), []
+
+        def combine(self, other, ignore_mismatch):
+            if other.blob.startswith(b"foreign") and not ignore_mismatch:
+                return False
+            self.combined.append(other.blob)
+            return True
 
         def serialize(self):
-            return memoryview(b"TIMING:" + self.blob.split(b":")[-1] + b"+new")
+            return memoryview(b"TIMING:" + self.blob.split(b":")[-1] + b"+new"
+                              + b"".join(b"&" + c for c in self.combined))
 
     class Config:
         def __init__(self):

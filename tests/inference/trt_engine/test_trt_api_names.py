@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 #: The modules that call TensorRT (it is imported lazily, so they are listed, not detected).
 TRT_SRCS = (REPO / "edge" / "inference" / "tensorrt_build.py",
             REPO / "edge" / "inference" / "tensorrt_logging.py",
+            REPO / "edge" / "inference" / "tensorrt_timing.py",
             REPO / "edge" / "inference" / "tensorrt_runtime.py")
 
 
@@ -44,6 +45,7 @@ TABLE = [
     ("IBuilderConfig", "set_timing_cache"), ("IBuilderConfig", "clear_flag"),
     ("IBuilderConfig", "builder_optimization_level"),
     ("IBuilderConfig", "progress_monitor"), ("ITimingCache", "serialize"),
+    ("ITimingCache", "combine"),
     ("IOptimizationProfile", "set_shape"),
     ("INetworkDefinition", "num_layers"), ("INetworkDefinition", "get_layer"),
     ("INetworkDefinition", "num_inputs"), ("INetworkDefinition", "get_input"),

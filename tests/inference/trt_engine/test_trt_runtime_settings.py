@@ -75,3 +75,67 @@ def test_runtime_build_passes_the_progress_setting(fake_gpu, card, tmp_path, mon
         assert (trt.last_config.progress_monitor is not None) is bars
     finally:
         rt.close()
+
+
+# ---- timing cache merged under a lock (item 15) --------------------------------------------
+class _Store:
+    """In-memory TimingStore whose disk content changes while the build runs (another
+    process saved its timings meanwhile); records the order of lock/load/save."""
+
+    def __init__(self, on_disk: bytes):
+        self.on_disk, self.log = on_disk, []
+
+    def load(self):
+        self.log.append("load")
+        return self.on_disk
+
+    def save(self, blob):
+        self.log.append("save")
+        self.on_disk = blob
+
+    def locked(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            self.log.append("lock")
+            yield
+            self.log.append("unlock")
+        return cm()
+
+
+@pytest.mark.parametrize("disk,saved,warned", [
+    (b"", b"TIMING:old+new", None),
+    (b"TIMING:other", b"TIMING:old+new&TIMING:other", None),      # both builds' timings kept
+    (b"corrupt", b"TIMING:old+new", "unreadable"),
+    (b"foreign:x", b"TIMING:old+new", "another device"),
+])
+def test_timing_cache_is_combined_with_the_one_on_disk_under_the_lock(tmp_path, caplog, disk,
+                                                                      saved, warned):
+    import logging
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"onnx")
+    shape = (1, 4, 8, 12)
+    store = _Store(disk)
+    with caplog.at_level(logging.WARNING):
+        _, timing = tb.build_serialized_engine(
+            make_fake_trt(10), onnx, shapes=(("input", shape, shape, shape),), precision="fp16",
+            typing="weak", workspace_bytes=64 << 20, timing_cache=b"old", progress=False,
+            timing_store=store)
+    assert timing == saved == store.on_disk
+    assert store.log == ["lock", "load", "save", "unlock"]
+    if warned:
+        assert warned in caplog.text
+
+
+def test_timing_store_saves_beside_the_engines_with_a_lock_file(fake_gpu, card, tmp_path):
+    trt = fake_gpu(10)
+    cache = EngineCache(tmp_path / "c")
+    key, _, built = tb.build_engine(card, cache=cache, progress=False)
+    assert built
+    assert cache.load_timing_cache(key) == b"TIMING:+new"
+    assert cache.timing_cache_path(key).with_name(
+        cache.timing_cache_path(key).name + ".lock").is_file()
+    tb.build_engine(card, cache=cache, progress=False, force=True)   # merges with its own
+    assert cache.load_timing_cache(key) == b"TIMING:+new+new&TIMING:+new"
+    assert trt.last_config.timing.blob == b"TIMING:+new"
