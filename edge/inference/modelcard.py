@@ -4,9 +4,12 @@ A card is a YAML file next to the ONNX file::
 
     format: hsi-edge-model-card/1
     name: demo-unet
-    onnx: demo.onnx                  # path relative to the card
-    sha256: 3f5c...                  # optional; checked at load when present (.onnx bytes
-                                     # plus external-data files: onnx_hash)
+    onnx: demo.onnx                  # path relative to the card, inside its folder
+    sha256: 3f5c...                  # checked at load (.onnx bytes plus external-data
+                                     # files: onnx_hash); a card without one loads with a
+                                     # warning ("hsi-edge model card-hash CARD --write")
+    onnx_fp16: demo.fp16.onnx        # optional: the fp16 model ('hsi-edge model convert-fp16'),
+                                     # built by strongly typed TensorRT (11.x) for fp16
     input:
       name: input
       layout: NCHW
@@ -27,10 +30,16 @@ A card is a YAML file next to the ONNX file::
 The pipeline builds its pack stage from the card: channel ``c`` of the input is the L1
 spectrum at the camera band closest to ``wavelengths_nm[c]`` (which must lie within
 ``band_tolerance_nm``), then the maps in order.
+
+``onnx:`` is confined like ONNX external data (:func:`edge.inference.onnx_hash.confined_path`):
+absolute paths, ``..`` and symbolic links leading out of the card's folder are refused, so a
+card cannot make the loader open (or report on) any other file.  Class colours are RGB
+integers 0-255.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +54,8 @@ from edge.errors import ConfigError, EngineError
 
 __all__ = ["ModelCard", "InputSpec", "OutputSpec", "ClassSpec", "load_model_card",
            "MAP_FEATURES", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 #: Per-pixel maps a model may ask for (produced by every backend).
 MAP_FEATURES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
@@ -90,7 +101,7 @@ class InputSpec:
 class ClassSpec:
     id: int = setting(range=(0, 255))
     name: str = ""
-    color: tuple[int, int, int] = (0, 0, 0)
+    color: tuple[int, int, int] = setting((0, 0, 0), range=(0, 255))
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class ModelCard:
     input: InputSpec
     output: OutputSpec
     sha256: str | None = None
+    onnx_fp16: str | None = None
     description: str = ""
     provenance: dict[str, Any] | None = None
     path: str = ""
@@ -117,6 +129,11 @@ class ModelCard:
     @property
     def onnx_path(self) -> Path:
         return (Path(self.path).parent / self.onnx).resolve()
+
+    @property
+    def onnx_fp16_path(self) -> Path | None:
+        """The card's fp16 model (``onnx_fp16``), or None when it declares none."""
+        return (Path(self.path).parent / self.onnx_fp16).resolve() if self.onnx_fp16 else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -186,9 +203,23 @@ def load_model_card(path: str | os.PathLike, *, verify_hash: bool = True) -> Mod
         grid = card.input.spectra.grid()
         if grid.size > 1 and not np.all(np.diff(grid) > 0):
             raise ConfigError(f"{p}: input.spectra.wavelengths_nm: must be strictly ascending")
+    from edge.inference.onnx_hash import confined_path
+
+    onnx, problem = confined_path(p, card.onnx, "the card's folder")
+    if onnx is None:
+        raise ConfigError(f"{p}: onnx: {card.onnx!r} {problem}")
     if not card.onnx_path.is_file():
         raise EngineError(f"{p}: onnx: model file {card.onnx_path} not found")
-    if verify_hash and card.sha256:
+    if card.onnx_fp16 is not None:
+        fp16, problem = confined_path(p, card.onnx_fp16, "the card's folder")
+        if fp16 is None:
+            raise ConfigError(f"{p}: onnx_fp16: {card.onnx_fp16!r} {problem}")
+        if not card.onnx_fp16_path.is_file():
+            raise EngineError(f"{p}: onnx_fp16: model file {card.onnx_fp16_path} not found")
+    if not card.sha256:
+        log.warning("%s: the card has no sha256, so a damaged or replaced %s cannot be "
+                    "detected; add it with 'hsi-edge model card-hash %s --write'", p, card.onnx, p)
+    elif verify_hash:
         # The model's content: the .onnx bytes plus any external-data weight files (equal to
         # the file's sha256 for a self-contained model), so replaced weights are caught too.
         from edge.inference.onnx_hash import onnx_content_sha256

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 from edge.errors import BackendUnavailable, DataFormatError
 
-__all__ = ["onnx_content_sha256", "external_data_locations"]
+__all__ = ["onnx_content_sha256", "external_data_locations", "confined_path"]
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +103,41 @@ def _model_tensors(model: Any) -> Iterator[Any]:
             yield from _node_tensors(node)
 
 
-def _check_location(model_path: Path, location: str) -> Path:
-    """The file ``location`` names, refusing names that leave the model's folder."""
+def confined_path(owner: Path, location: str, folder: str = "the model's folder"
+                  ) -> tuple[Path | None, str]:
+    """``location`` as a path inside the folder of the file ``owner``, or why it is not.
+
+    Refused: an empty name, absolute paths (POSIX or Windows, drive letters), any ``..``
+    component, and names that resolve outside the folder through a symbolic link.  Used for
+    ONNX external data and a model card's ``onnx:`` file.
+
+    Returns
+    -------
+    (path, problem) : (Path or None, str)
+        The path (not resolved) when allowed, else None and a reason for the message.
+    """
+    if not isinstance(location, str):
+        return None, "expected a file name (a string)"
     parts = PurePosixPath(location.replace("\\", "/")).parts
     if (not location or PurePosixPath(location).is_absolute()
             or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive
             or ".." in parts):
-        raise DataFormatError(
-            f"{model_path}: external data location {location!r} is not allowed: expected a "
-            f"path relative to the model's folder {str(model_path.parent)!r} without '..'")
-    base = model_path.parent.resolve()
-    target = (model_path.parent / location).resolve()
+        return None, (f"is not allowed: expected a path relative to {folder} "
+                      f"{str(owner.parent)!r} without '..'")
+    base = owner.parent.resolve()
+    target = (owner.parent / location).resolve()
     if target != base and base not in target.parents:
         # a symbolic link inside the folder that points elsewhere
-        raise DataFormatError(
-            f"{model_path}: external data location {location!r} resolves to {str(target)!r}, "
-            f"outside the model's folder {str(base)!r}")
+        return None, f"resolves to {str(target)!r}, outside {folder} {str(base)!r}"
+    return owner.parent / location, ""
+
+
+def _check_location(model_path: Path, location: str) -> Path:
+    """The file ``location`` names, refusing names that leave the model's folder."""
+    path, problem = confined_path(model_path, location)
+    if path is None:
+        raise DataFormatError(f"{model_path}: external data location {location!r} {problem}")
+    target = path.resolve()
     if not target.is_file():
         raise DataFormatError(
             f"{model_path}: external data file {location!r} not found (looked for "
