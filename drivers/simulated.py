@@ -24,7 +24,12 @@ Hooks for the trigger/illumination simulator
 
 Calibration targets: ``camera.target = "white"`` fills the view with a 99 % white tile,
 ``"dark"`` caps the lens, ``"scene"`` (default) shows the scene; references are captured
-through the normal ``read`` path.
+through the normal ``read`` path.  The QA targets of :mod:`drivers.sim.targets` (certified
+``grey_tile``, ``colour_tile``, ``wavelength_std``, ``slanted_edge``) fill the view the same
+way; ``camera.placement = k`` re-places a tile (seeded small geometry change).  Faults with
+magnitudes (:class:`drivers.sim.faults_optical.OpticalFaults`: wavelength shift, lamp dimming
+and colour, warm-up drift, dirty tile, non-linearity, ambient light, hot pixels, defocus,
+light leak) apply while ``camera.faults`` is set.
 
 Ground truth in ``frame.truth``: ``classes`` (rows, cols) uint8 ids of
 :data:`drivers.sim.scene.SCENE_CLASSES`, ``sto2`` and ``blood_volume`` float32 maps (NaN off
@@ -50,6 +55,8 @@ import numpy as np
 from drivers.camera import Camera
 from drivers.sim import (LED_CHANNELS, SCENE_CLASSES, CameraPreset, SensorModel, SurgicalScene,
                          get_preset, get_species, led_illumination)
+from drivers.sim.faults_optical import OpticalFaults
+from drivers.sim.targets import TILE_TARGETS, render_target
 from edge.core.frame import Frame, FrameMeta
 from edge.errors import ConfigError, DeviceTimeout
 
@@ -58,7 +65,8 @@ __all__ = ["SimulatedCamera", "TARGETS", "WHITE_TILE_REFLECTANCE"]
 log = logging.getLogger(__name__)
 
 #: Values of :attr:`SimulatedCamera.target`.
-TARGETS: tuple[str, ...] = ("scene", "white", "dark")
+TARGETS: tuple[str, ...] = ("scene", "white", "dark",
+                             *(t for t in TILE_TARGETS if t != "white"))
 #: Reflectance of the simulated white tile (Spectralon SRS-99, FACTS.md).
 WHITE_TILE_REFLECTANCE = 0.99
 #: Keyword arguments of :class:`drivers.sim.scene.SurgicalScene` that ``scene_options`` may set.
@@ -149,6 +157,9 @@ class SimulatedCamera(Camera):
         if "species" in self._scene_options:
             self._scene_options["species"] = get_species(self._scene_options["species"])
         self._target = "scene"
+        self._faults: OpticalFaults | None = None
+        self._ambient: np.ndarray | None = None
+        self._placement = 0
         self._led_state: dict[str, float] = {"white": 1.0}
         self._light = self._sensor.illumination
         if isinstance(illumination, Mapping):
@@ -173,6 +184,30 @@ class SimulatedCamera(Camera):
         if value not in TARGETS:
             raise ConfigError(f"target: expected one of {', '.join(TARGETS)}, got {value!r}")
         self._target = value
+
+    @property
+    def faults(self) -> OpticalFaults | None:
+        """Injected optical/sensor faults (:class:`OpticalFaults`), or None (healthy)."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: OpticalFaults | None) -> None:
+        if value is not None and not isinstance(value, OpticalFaults):
+            raise ConfigError(f"faults: expected an OpticalFaults or None, got {value!r}")
+        self._faults = value
+        self._ambient = None if value is None else value.ambient_light(
+            self._wavelengths, self._fwhm_nm, self._sensor.default_illumination())
+
+    @property
+    def placement(self) -> int:
+        """How often the current tile was placed again (0: first placement)."""
+        return self._placement
+
+    @placement.setter
+    def placement(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ConfigError(f"placement: expected an integer >= 0, got {value!r}")
+        self._placement = int(value)
 
     @property
     def led_state(self) -> dict[str, float]:
@@ -331,14 +366,37 @@ class SimulatedCamera(Camera):
             refl, classes = sample.reflectance, sample.classes
             sto2, blood = sample.sto2, sample.blood_volume
         else:
-            # "dark" renders reflectance 0: no light reaches the sensor, only dark signal.
-            value = WHITE_TILE_REFLECTANCE if self._target == "white" else 0.0
-            refl = np.full(self._shape, value, dtype=np.float32)
+            faults = self._faults
+            if self._target == "dark" or (self._target == "white" and faults is None
+                                          and self._placement == 0):
+                # "dark" renders reflectance 0: no light reaches the sensor, only dark signal.
+                value = WHITE_TILE_REFLECTANCE if self._target == "white" else 0.0
+                refl = np.full(self._shape, value, dtype=np.float32)
+            else:
+                refl = render_target(self._target, self._wavelengths, rows, cols, p.fwhm_nm,
+                                     shift_map=None if faults is None
+                                     else faults.shift_map(rows, cols),
+                                     placement=self._placement, seed=self.seed)
+                dirt = None if faults is None or self._target != "white" \
+                    else faults.tile_map(rows, cols)
+                if dirt is not None:
+                    refl = (refl * dirt[:, :, None]).astype(np.float32)
             classes = np.zeros((rows, cols), dtype=np.uint8)
             sto2 = np.full((rows, cols), np.nan, dtype=np.float32)
             blood = sto2.copy()
         dark, _, white = self._sensor.response(exp.exposure_us, exp.gain, exp.light)
-        raw = self._sensor.expose(refl, exp.exposure_us, exp.gain, exp.frame_id, exp.light)
+        faults = self._faults
+        if faults is None:
+            raw = self._sensor.expose(refl, exp.exposure_us, exp.gain, exp.frame_id, exp.light)
+        else:
+            light = faults.light(exp.light, self._wavelengths, exp.frame_id / p.fps)
+            if self._ambient is not None and self._target != "dark":
+                light = light + self._ambient  # room light reaches all but a capped lens
+            raw = self._sensor.expose(faults.blur(refl), exp.exposure_us, exp.gain,
+                                      exp.frame_id, light)
+            raw = faults.apply_raw(raw, black_level=self._sensor.black_level,
+                                   full_scale=self._sensor.full_scale,
+                                   exposure_us=exp.exposure_us)
         meta = FrameMeta(frame_id=int(exp.frame_id), timestamp_ns=int(exp.timestamp_ns),
                          exposure_us=exp.exposure_us, gain=exp.gain,
                          illumination=exp.led_state, serials={"camera": self._serial},

@@ -27,7 +27,9 @@ def _cache_arg(p: argparse.ArgumentParser) -> None:
 
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("card", help="model card (YAML)")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    p.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
+                   help="auto (default): fp16 where this TensorRT can build it from the card "
+                        "(FP16 flag on 10.x; the card's onnx_fp16 on 11.x), else fp32")
     p.add_argument("--strongly-typed", action="store_true", default=None,
                    help="strongly typed build (precision from the ONNX graph); always on with "
                         "TensorRT 11")
@@ -156,10 +158,6 @@ def _check(args) -> int:
     from edge.inference.tensorrt_runtime import TensorRTRuntime
 
     card = load_model_card(args.card)
-    base = ParityConfig.for_precision(args.precision).default
-    default = Tolerance(base.atol if args.atol is None else args.atol,
-                        base.rtol if args.rtol is None else args.rtol)
-    config = ParityConfig(default=default, min_argmax_agreement=args.min_argmax_agreement)
     if args.inputs:
         inputs = load_recorded_inputs(args.inputs, card)
     else:
@@ -171,6 +169,11 @@ def _check(args) -> int:
                                 workspace_mib=args.workspace_mib, onnx_path=args.onnx,
                                 device=args.device, progress=not args.no_progress)
     with candidate, OnnxRuntimeRuntime(card) as reference:
+        # Tolerances of the precision the engine was built with ('auto' resolved at load).
+        base = ParityConfig.for_precision(candidate.key.precision).default
+        default = Tolerance(base.atol if args.atol is None else args.atol,
+                            base.rtol if args.rtol is None else args.rtol)
+        config = ParityConfig(default=default, min_argmax_agreement=args.min_argmax_agreement)
         result = gate_engine(candidate.cache, candidate.key, reference, candidate, inputs,
                              output_name=card.output.name, config=config)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from edge.errors import BackendUnavailable, ConfigError, EngineError
 
-__all__ = ["convert_fp16", "Fp16Report", "METADATA_KEY"]
+__all__ = ["convert_fp16", "Fp16Report", "METADATA_KEY", "graph_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,33 @@ def _restore_output_types(onnx, source, converted) -> None:
             if attr.name == "to":
                 attr.i = tp.FLOAT
         tt.elem_type = tp.FLOAT
+
+
+def graph_precision(path: str | Path) -> str:
+    """``"fp16"`` if the ONNX model computes in float16 (any float16 initializer, graph
+    input/output or value_info), else ``"fp32"``: what a strongly typed TensorRT build of it
+    would run.  External data is not read (only the graph).
+
+    Raises
+    ------
+    BackendUnavailable
+        ``onnx`` not installed.
+    EngineError
+        Unreadable model.
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("reading an ONNX graph's precision needs onnx: pip install "
+                                 "'hsi-edge[tensorrt]'") from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # OSError, protobuf DecodeError, ...
+        raise EngineError(f"{path}: cannot read ONNX model: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                          ) from None
+    f16, g = onnx.TensorProto.FLOAT16, model.graph
+    if any(t.data_type == f16 for t in g.initializer):
+        return "fp16"
+    tensors = list(g.input) + list(g.output) + list(g.value_info)
+    return "fp16" if any(v.type.tensor_type.elem_type == f16 for v in tensors) else "fp32"

@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is importe
 
 __all__ = ["import_tensorrt", "trt_major", "engine_key", "build_engine",
            "build_serialized_engine", "profile_shapes", "gpu_identity", "gpu_sm_count",
-           "build_settings", "TRT11", "TRT_FLOOR", "OPT_LEVEL"]
+           "build_settings", "resolve_precision", "PRECISIONS", "TRT11", "TRT_FLOOR",
+           "OPT_LEVEL"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,50 @@ def resolve_typing(major: int, strongly_typed: bool | None) -> str:
                               f"networks, got strongly_typed=False")
         return "strong"
     return "strong" if strongly_typed else "weak"
+
+
+PRECISIONS = ("auto", "fp16", "fp32")
+
+
+def resolve_precision(major: int, precision: str, typing: str, card: ModelCard,
+                      onnx_path: str | Path | None = None) -> tuple[str, Path]:
+    """``(precision, ONNX file)`` of a build, from the request and the TensorRT version.
+
+    - ``fp32``: the card's ONNX (or ``onnx_path``).
+    - ``fp16``: weak typing (10.x default) sets the FP16 flag on the card's fp32 ONNX; a
+      strongly typed build (always on 11.x) needs an fp16 graph: ``onnx_path`` or the card's
+      ``onnx_fp16``, else the card's ONNX and the build refuses it with the convert command.
+    - ``auto``: fp16 where this TensorRT can build it from what the card declares -- weak
+      typing, or a strong build with an fp16 graph -- else fp32 with a warning (TensorRT 11
+      has no FP16 builder flag, tensorrt_review.md item 1), instead of failing at load.
+
+    Raises
+    ------
+    ConfigError
+        An unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
+    if onnx_path:
+        src = Path(onnx_path)
+    elif precision != "fp32" and typing == "strong" and card.onnx_fp16_path is not None:
+        src = card.onnx_fp16_path
+    else:
+        src = card.onnx_path
+    if precision != "auto":
+        return precision, src
+    if typing == "weak":
+        return "fp16", src
+    from edge.inference.fp16 import graph_precision
+
+    got = graph_precision(src)
+    if got == "fp32":
+        log.warning("precision auto: TensorRT %d.x builds strongly typed and %s is an fp32 "
+                    "graph (the card declares no onnx_fp16), so the engine is fp32; for fp16 "
+                    "run 'hsi-edge model convert-fp16' and add onnx_fp16: to the card", major,
+                    src.name)
+    return got, src
 
 
 def engine_key(card: ModelCard, *, onnx_path: Path, trt_version: str, gpu: tuple[str, str],
@@ -332,13 +377,14 @@ def build_serialized_engine(trt, onnx_path: Path, *, shapes, precision: str, typ
     return bytes(plan), bytes(cache.serialize())
 
 
-def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16",
+def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "auto",
                  strongly_typed: bool | None = None, workspace_mib: int = 1024,
                  onnx_path: str | Path | None = None, device: int = 0, force: bool = False,
                  progress: bool = True) -> tuple[EngineKey, bytes, bool]:
     """Return ``(key, serialized engine, built)``, building (and caching) when needed.
 
-    ``progress``: draw the builder's progress bars (only on a terminal and never under
+    ``precision`` and ``onnx_path`` are resolved by :func:`resolve_precision`; the key holds
+    the resolved precision.  ``progress``: draw the builder's progress bars (only on a terminal and never under
     systemd, :func:`~edge.inference.tensorrt_logging.progress_wanted`).
 
     The build runs in ``device``'s primary context (pushed here), so TensorRT's CUDA runtime
@@ -346,14 +392,16 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "fp16"
     context of its own.  ``force`` rebuilds this key's engine only.
     """
     trt = import_tensorrt()
-    if precision not in ("fp16", "fp32"):
-        raise ConfigError(f"precision: expected fp16 or fp32, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
     if workspace_mib < 16:
         raise ConfigError(f"workspace_mib: expected at least 16 MiB, got {workspace_mib}")
-    onnx_file = Path(onnx_path) if onnx_path else card.onnx_path
-    if not onnx_file.is_file():
-        raise EngineError(f"onnx_path: model file {onnx_file} not found")
-    typing = resolve_typing(trt_major(trt.__version__), strongly_typed)
+    if onnx_path and not Path(onnx_path).is_file():
+        raise EngineError(f"onnx_path: model file {onnx_path} not found")
+    major = trt_major(trt.__version__)
+    typing = resolve_typing(major, strongly_typed)
+    precision, onnx_file = resolve_precision(major, precision, typing, card, onnx_path)
     key = engine_key(card, onnx_path=onnx_file, trt_version=trt.__version__,
                      gpu=gpu_identity(device), precision=precision, typing=typing,
                      build=build_settings(precision, workspace_mib=workspace_mib,

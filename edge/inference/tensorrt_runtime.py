@@ -9,8 +9,10 @@ Versions (FACTS.md, "GPU, Jetson and TensorRT"):
   ``BuilderFlag.FP16`` on the fp32 ONNX.  ``strongly_typed=True`` instead builds a strongly
   typed network whose precision is the ONNX graph's own (use ``hsi-edge model convert-fp16``).
 - **11.x**: the FP16/INT8 builder flags are gone and every network is strongly typed, so
-  ``precision="fp16"`` needs an fp16 ONNX (``onnx_path=`` the converted file); the graph's
-  types are checked against the requested precision before building.  Code that only 10.x
+  ``precision="fp16"`` needs an fp16 ONNX (``onnx_path=`` the converted file, or the card's
+  ``onnx_fp16``); the graph's types are checked against the requested precision before
+  building.  ``precision="auto"`` (the default) builds fp32 there when the card declares no
+  fp16 model, with a warning.  Code that only 10.x
   has lives in functions named ``*_v10`` and is called only under ``major < TRT11``.
 
 Building (versions, profiles, timing cache, cache key) is in
@@ -43,7 +45,7 @@ from edge.inference.base import Runtime, TensorInfo
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
 from edge.inference.tensorrt_build import (  # noqa: F401  (re-exported)
-    OPT_LEVEL, TRT11, _import_cuda, _logger, build_engine, build_serialized_engine,
+    OPT_LEVEL, PRECISIONS, TRT11, _import_cuda, _logger, build_engine, build_serialized_engine,
     build_settings, engine_key, gpu_identity, gpu_sm_count, import_tensorrt, profile_shapes,
     trt_major)
 
@@ -77,7 +79,10 @@ class TensorRTRuntime(Runtime):
         ``set_logits_buffer(ptr, shape, dtype)`` for the zero-copy path (:meth:`enqueue`).
     cache_dir : path, optional
         Engine cache directory (default :func:`edge.inference.engine_cache.default_cache_dir`).
-    precision : {"fp16", "fp32"}
+    precision : {"auto", "fp16", "fp32"}
+        ``auto``: fp16 where this TensorRT can build it from the card (the FP16 flag on 10.x,
+        the card's ``onnx_fp16`` on 11.x), else fp32
+        (:func:`~edge.inference.tensorrt_build.resolve_precision`).
     strongly_typed : bool, optional
         Default: weak on 10.x, strong on 11.x (the only option there).
     workspace_mib : int
@@ -98,12 +103,13 @@ class TensorRTRuntime(Runtime):
     name = "tensorrt"
 
     def __init__(self, card: ModelCard, *, cuda_backend: Any = None, cache_dir=None,
-                 precision: str = "fp16", strongly_typed: bool | None = None,
+                 precision: str = "auto", strongly_typed: bool | None = None,
                  workspace_mib: int = 1024, onnx_path=None, require_verified: bool = False,
                  device: int = 0, threads: int | None = None, progress: bool = True):
         super().__init__(card)
-        if precision not in ("fp16", "fp32"):
-            raise ConfigError(f"precision: expected fp16 or fp32, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
+                              f"{precision!r}")
         self.backend = cuda_backend
         self.cache = EngineCache(cache_dir)
         self.precision, self.strongly_typed = precision, strongly_typed

@@ -26,6 +26,9 @@ Example (every key optional; these are the defaults)::
     model:
       card: demo               # demo | none | path to a model card YAML
       runtime: auto            # auto | onnxruntime | tensorrt
+      precision: auto          # TensorRT: auto | fp16 | fp32 (auto: fp16 where this TensorRT
+                               # can build it from the card -- FP16 flag on 10.x, the card's
+                               # onnx_fp16 on 11.x -- else fp32)
       threads: null
     pipeline:
       queue_size: 2
@@ -84,6 +87,7 @@ class ProcessingSettings:
 class ModelSettings:
     card: str = "demo"
     runtime: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    precision: Literal["auto", "fp16", "fp32"] = "auto"
     threads: int | None = setting(None, range=(1, 256))
 
 

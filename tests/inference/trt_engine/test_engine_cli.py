@@ -114,7 +114,7 @@ def test_runtime_without_tensorrt_raises_backend_unavailable(tmp_path):
 
 def test_runtime_rejects_bad_precision(tmp_path):
     card = load_model_card(write_pixel_classifier(tmp_path, maps=("sto2",))[0])
-    with pytest.raises(ConfigError, match=r"precision: expected fp16 or fp32, got 'int8'"):
+    with pytest.raises(ConfigError, match=r"precision: expected one of auto, fp16, fp32, got 'int8'"):
         open_runtime("tensorrt", card, precision="int8")
 
 

@@ -139,3 +139,69 @@ def test_timing_store_saves_beside_the_engines_with_a_lock_file(fake_gpu, card, 
     tb.build_engine(card, cache=cache, progress=False, force=True)   # merges with its own
     assert cache.load_timing_cache(key) == b"TIMING:+new+new&TIMING:+new"
     assert trt.last_config.timing.blob == b"TIMING:+new"
+
+
+# ---- precision per TensorRT major version (item 10) ----------------------------------------
+def _card_with_fp16(tmp_path):
+    import yaml
+
+    from edge.inference.fp16 import convert_fp16
+    card_path = write_pixel_classifier(tmp_path / "m16", wavelengths=[500, 600, 700],
+                                       maps=("sto2",))[0]
+    convert_fp16(card_path.parent / "model.onnx", card_path.parent / "model.fp16.onnx")
+    data = yaml.safe_load(card_path.read_text())
+    data["onnx_fp16"] = "model.fp16.onnx"
+    card_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_model_card(card_path)
+
+
+def test_resolve_precision_per_major_and_card(card, tmp_path, caplog):
+    import logging
+    c16 = _card_with_fp16(tmp_path)
+    # 10.x weak: the FP16 flag on the fp32 ONNX, whatever the card declares
+    assert tb.resolve_precision(10, "auto", "weak", c16) == ("fp16", c16.onnx_path)
+    assert tb.resolve_precision(10, "fp32", "weak", c16) == ("fp32", c16.onnx_path)
+    # strong (11.x): fp16 needs an fp16 graph -- the card's onnx_fp16
+    assert tb.resolve_precision(11, "auto", "strong", c16) == ("fp16", c16.onnx_fp16_path)
+    assert tb.resolve_precision(11, "fp16", "strong", c16) == ("fp16", c16.onnx_fp16_path)
+    assert tb.resolve_precision(11, "fp32", "strong", c16) == ("fp32", c16.onnx_path)
+    # no fp16 model declared: auto is fp32 on 11.x, with a warning saying how to get fp16
+    with caplog.at_level(logging.WARNING):
+        assert tb.resolve_precision(11, "auto", "strong", card) == ("fp32", card.onnx_path)
+    assert "model.onnx is an fp32 graph (the card declares no onnx_fp16)" in caplog.text
+    with pytest.raises(tb.ConfigError, match=r"precision: expected one of auto, fp16, fp32, "
+                                             r"got 'int8'"):
+        tb.resolve_precision(10, "int8", "weak", card)
+
+
+def test_default_runtime_on_trt11_builds_fp32_from_an_fp32_card(fake_gpu, card, tmp_path):
+    """TensorRT 11 has no FP16 flag: the default used to fail at load for every fp32 card."""
+    trt = fake_gpu(11, layer_dtypes=("FLOAT",))
+    with tr.TensorRTRuntime(card, cache_dir=tmp_path / "c", progress=False) as rt:
+        assert (rt.key.precision, rt.key.typing) == ("fp32", "strong")
+    assert trt.last_config.flags == set()            # fp32: TF32 off, no FP16 flag on 11.x
+    assert ("parse", str(card.onnx_path)) in trt.events
+
+
+def test_trt11_fp16_builds_the_card_declared_fp16_onnx(fake_gpu, tmp_path):
+    c16 = _card_with_fp16(tmp_path)
+    trt = fake_gpu(11, layer_dtypes=("HALF", "FLOAT"))
+    with tr.TensorRTRuntime(c16, cache_dir=tmp_path / "c", progress=False) as rt:
+        assert (rt.key.precision, rt.key.typing) == ("fp16", "strong")
+    assert ("parse", str(c16.onnx_fp16_path)) in trt.events
+
+
+def test_trt11_fp16_without_an_fp16_model_says_how_to_make_one(fake_gpu, card, tmp_path):
+    fake_gpu(11, layer_dtypes=("FLOAT",))
+    rt = tr.TensorRTRuntime(card, cache_dir=tmp_path / "c", precision="fp16", progress=False)
+    with pytest.raises(tb.EngineError, match=r"graph, which is fp32, but precision='fp16'.*"
+                                             r"convert-fp16"):
+        rt.load()
+
+
+def test_card_fp16_model_must_exist(tmp_path):
+    from edge.errors import EngineError
+    card_path = write_pixel_classifier(tmp_path / "m", maps=("sto2",),
+                                       card_overrides={"onnx_fp16": "missing.onnx"})[0]
+    with pytest.raises(EngineError, match=r"onnx_fp16: model file .*missing\.onnx not found"):
+        load_model_card(card_path)
