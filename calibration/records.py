@@ -12,9 +12,13 @@ A record is a directory::
 
 Saving never loses calibration data: the record is written into a temporary sibling directory
 and renamed into place; an existing record is refused unless ``overwrite=True``, and then it is
-renamed to ``<dir>.backup-<UTC timestamp>`` rather than deleted.  Loading verifies every
-checksum, so a corrupt or truncated file is reported by name instead of producing wrong
-reflectance.
+renamed to ``<dir>.backup-<UTC timestamp>`` rather than deleted.  A save killed at any point is
+finished or rolled back by the next save or load, with a warning (:mod:`calibration._replace`),
+and its temporary folders are removed.  Loading verifies every checksum -- the array files'
+and ``record_sha256``, the sha256 of record.yaml's own metadata (a record written before it
+existed loads with a warning) -- and refuses physically impossible references (non-finite,
+outside the sensor's range, white not above dark on most pixels), so a corrupt, truncated or
+edited record is reported by name instead of producing wrong reflectance.
 """
 
 from __future__ import annotations
@@ -31,14 +35,18 @@ from typing import Any
 import numpy as np
 import yaml
 
+from calibration import _replace
+from calibration._checks import META_CHECKSUM_KEY, check_references, meta_checksum, meta_count
 from calibration._checks import check_rho as _check_rho
 from calibration._checks import meta_number as _num
 from calibration._checks import meta_shape as _meta_shape
+from calibration._checks import meta_temperature
 from calibration._checks import meta_wavelengths as _wavelengths
 from calibration.references import DarkReference, WhiteReference
 from edge import __version__
+from edge.core.config import load_yaml
 from edge.core.fileio import fsync_dir, sha256_file
-from edge.errors import CalibrationError
+from edge.errors import CalibrationError, ConfigError
 from edge.processing.flatfield import FlatField
 
 __all__ = ["CalibrationRecord", "RECORD_FILE", "MASK_NAMES"]
@@ -251,36 +259,53 @@ class CalibrationRecord:
             record is then untouched), or it is a file.
         """
         target = Path(directory)
-        occupied = self.check_target(target, overwrite=overwrite)
+        self.check_target(target, overwrite=overwrite)
+        with _replace.parent_lock(target):
+            _replace.recover(target, self._problem)
+            self._save_locked(target, self.check_target(target, overwrite=overwrite))
+        self.path = target
+        log.info("calibration record saved to %s", target)
+        return target
+
+    def _save_locked(self, target: Path, occupied: bool) -> None:
+        """The steps of a save (see :mod:`calibration._replace`), with the parent locked."""
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=_replace.tmp_prefix(target), dir=target.parent))
         except OSError as exc:
             raise CalibrationError(
                 f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
+        backup = None
+        if occupied:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            backup = target.with_name(f"{target.name}.backup-{stamp}")
         try:
             self._write_into(tmp)
-            if occupied:
-                stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-                backup = target.with_name(f"{target.name}.backup-{stamp}")
+            _replace.crash_point("written")
+            _replace.write_journal(target, tmp, backup)
+            _replace.crash_point("journal")
+            if backup is not None:
                 os.rename(target, backup)
                 log.warning("calibration: previous record kept as %s", backup)
+                _replace.crash_point("backup")
             elif target.is_dir():
                 target.rmdir()  # empty directory: nothing to keep
             os.rename(tmp, target)
+            _replace.crash_point("renamed")
+            _replace.journal_path(target).unlink()
         except OSError as exc:
-            # Disk full or read-only: the old record (if any) is untouched or already in its
-            # backup, the half-written one is removed.
+            # Disk full or read-only: the old record is put back if it was moved, the
+            # half-written one is removed.
+            if backup is not None and backup.is_dir() and not target.exists():
+                os.rename(backup, target)
             shutil.rmtree(tmp, ignore_errors=True)
+            _replace.journal_path(target).unlink(missing_ok=True)
             raise CalibrationError(
                 f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            _replace.journal_path(target).unlink(missing_ok=True)
             raise
         fsync_dir(target.parent)
-        self.path = target
-        log.info("calibration record saved to %s", target)
-        return target
 
     def _write_into(self, d: Path) -> None:
         arrays = {"dark.npz": {"mean": self.dark, "std": self.dark_std},
@@ -298,8 +323,10 @@ class CalibrationRecord:
                 fh.flush()
                 os.fsync(fh.fileno())
             files[name] = sha256_file(path)
+            _replace.crash_point("writing")
         meta = self.metadata()
         meta["files"] = files
+        meta[META_CHECKSUM_KEY] = meta_checksum(meta)
         with open(d / RECORD_FILE, "w", encoding="utf-8") as fh:
             fh.write("# hsi-edge calibration record (see calibration/records.py)\n")
             yaml.safe_dump(meta, fh, sort_keys=False)
@@ -317,24 +344,35 @@ class CalibrationRecord:
             corrupt or truncated array file (named), or arrays that do not match the metadata.
         """
         d = Path(directory)
+        with _replace.parent_lock(d):
+            _replace.recover(d, cls._problem)
+        return cls._load(d)
+
+    @classmethod
+    def _problem(cls, directory: Path) -> str | None:
+        """Why the record in ``directory`` does not load (None: complete and verified)."""
+        try:
+            cls._load(directory, quiet=True)
+        except CalibrationError as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def _load(cls, d: Path, quiet: bool = False) -> "CalibrationRecord":
         meta_path = d / RECORD_FILE
         if not meta_path.is_file():
             raise CalibrationError(f"{d}: not a calibration record ({RECORD_FILE} missing)")
         try:
-            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CalibrationError(f"{meta_path}: cannot read record metadata: {exc}") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise CalibrationError(f"{meta_path}: cannot read record metadata: not valid YAML{where}: "
-                                   f"{problem}") from None
+            meta = load_yaml(meta_path, what="calibration record")
+        except ConfigError as exc:
+            detail = str(exc).removeprefix(f"{meta_path}: ")
+            raise CalibrationError(f"{meta_path}: cannot read record metadata: {detail}") from None
         if not isinstance(meta, dict):
             raise CalibrationError(f"{meta_path}: expected a mapping of metadata keys")
         missing = [k for k in _REQUIRED if k not in meta]
         if missing:
             raise CalibrationError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+
         files = meta["files"]
         if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in files.items())):
@@ -377,11 +415,11 @@ class CalibrationRecord:
                       wavelengths=_wavelengths(meta_path, meta["wavelengths"]),
                       white_dark=None if wd is None else wd["mean"],
                       white_dark_std=None if wd is None else wd["std"],
-                      rho_ref=meta["rho_ref"], temperature_c=meta.get("temperature_c"),
+                      rho_ref=meta["rho_ref"], temperature_c=meta_temperature(meta_path, meta),
                       created=str(meta["created"]),
                       software_version=str(meta.get("software_version", "unknown")),
-                      n_dark=int(_num(meta_path, meta, "n_dark", int, 0)),
-                      n_white=int(_num(meta_path, meta, "n_white", int, 0)),
+                      n_dark=meta_count(meta_path, meta, "n_dark"),
+                      n_white=meta_count(meta_path, meta, "n_white"),
                       path=d)
         except KeyError as exc:
             raise CalibrationError(f"{d}: calibration array {exc} missing") from exc
@@ -410,5 +448,22 @@ class CalibrationRecord:
             raise CalibrationError(
                 f"{meta_path}: wavelengths: expected {shape[2]} finite values (one per band), "
                 f"got {rec.wavelengths.size}")
+        # Saturated/under-exposed pixels are usable information (a too-bright white is a
+        # capture mistake, said at capture); hot and dead pixels and no light are not.
+        unusable = rec.masks["hot"] | rec.masks["dead"]
+        check_references(d, {"dark": rec.dark, "dark_std": rec.dark_std, "white": rec.white,
+                             "white_std": rec.white_std, "white_dark": rec.white_dark,
+                             "white_dark_std": rec.white_dark_std}, rec.bit_depth, unusable)
+        # Last, so that a bad value is named; an edit that leaves every value plausible (a
+        # changed exposure, serial or rho_ref) is caught here.
+        if META_CHECKSUM_KEY not in meta:
+            if not quiet:
+                log.warning("%s: no %s (written by an older version): its metadata cannot be "
+                            "verified; save the record again to add one", meta_path,
+                            META_CHECKSUM_KEY)
+        elif meta[META_CHECKSUM_KEY] != meta_checksum(meta):
+            raise CalibrationError(
+                f"{meta_path}: {META_CHECKSUM_KEY}: the metadata does not match its checksum "
+                f"(edited or corrupt); restore the record from its backup or capture a new one")
         return rec
 
