@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -166,8 +167,8 @@ def build(archs: Iterable[str] = DEFAULT_ARCHS, out_dir: Path | str | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     hashes = source_hashes()
     ptx_arch = min(archs, key=lambda a: int(_ARCH_RE.match(a).group(1)))
-    tmp = Path(os.path.join(out_dir, f".build-{os.getpid()}"))
-    tmp.mkdir(exist_ok=True)
+    # A fresh 0o700 folder (never a predictable name that a planted link could redirect).
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
     jobs_list = [(m, a, False) for m in MODULES for a in archs] + [(m, ptx_arch, True)
                                                                     for m in MODULES]
 
