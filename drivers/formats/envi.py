@@ -12,18 +12,29 @@ are kept as strings.  Header keys follow the ENVI header specification
 next to the header as ``NAME``, ``NAME.img``, ``NAME.raw``, ``NAME.dat`` or ``NAME.<interleave>``.
 
 The reader returns ``(rows, cols, bands)`` in the stored data type and native byte order.
+
+Spectral Python (SPy, ``spectral.io``) does the binary layout (its BSQ/BIL/BIP memory maps
+read the cube, ``interleave_transpose`` lays it out for writing) and formats the header
+(``write_envi_header``).  hsi-edge keeps its own header parser, because SPy's reads a header
+with a byte-order mark as "not ENVI", silently takes the last of two different values of a
+key, requires ``byte order`` and raises errors that do not name the key; and it adds the checks
+on top: exact file size before reading, at most ``checks.MAX_BANDS`` bands, finite
+wavelengths and FWHM, atomic writes (data first, header last) and a header offset on writing.
+ENVI files carry no checksum: a flipped bit in the data cannot be detected.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from drivers.formats._io import atomic_open
+from drivers.formats.checks import check_band_count
 from edge.errors import DataFormatError
 
 __all__ = ["read_envi", "read_envi_header", "write_envi", "envi_data_file", "envi_header_file",
@@ -116,7 +127,12 @@ def read_envi_header(path: str | os.PathLike) -> dict[str, Any]:
         raise DataFormatError(
             f"{path}: ENVI key 'interleave': expected one of bsq, bil, bip, got {interleave!r}")
     hdr["interleave"] = interleave
+    check_band_count(hdr["bands"], str(path), "ENVI key 'bands'")
     hdr["wavelength"] = _parse_band_list(path, raw, "wavelength", hdr["bands"])
+    if hdr["wavelength"] is not None and not np.all(np.isfinite(hdr["wavelength"])):
+        i = int(np.flatnonzero(~np.isfinite(hdr["wavelength"]))[0])
+        raise DataFormatError(f"{path}: ENVI key 'wavelength': expected finite band centres, "
+                              f"got {hdr['wavelength'][i]:g} for band {i}")
     hdr["fwhm"] = _parse_band_list(path, raw, "fwhm", hdr["bands"])
     if hdr["fwhm"] is not None:
         bad = np.flatnonzero(~(np.isfinite(hdr["fwhm"]) & (hdr["fwhm"] > 0)))
@@ -225,12 +241,31 @@ def read_envi(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
             f"{data_path}: {what} ENVI data file: header {header_path.name} ({rows} lines x "
             f"{cols} samples x {bands} bands, {base}, offset {hdr['header offset']}) needs "
             f"{expected} bytes, file has {size} bytes")
-    flat = np.fromfile(data_path, dtype=dtype, offset=hdr["header offset"])
-    order = {"bsq": ((bands, rows, cols), (1, 2, 0)),
-             "bil": ((rows, bands, cols), (0, 2, 1)),
-             "bip": ((rows, cols, bands), (0, 1, 2))}[hdr["interleave"]]
-    cube = flat.reshape(order[0]).transpose(order[1])
-    return np.ascontiguousarray(cube, dtype=base), hdr["wavelength"]
+    from spectral.io.bilfile import BilFile
+    from spectral.io.bipfile import BipFile
+    from spectral.io.bsqfile import BsqFile
+
+    params = _SpyParams(rows, cols, bands, hdr["header offset"], hdr["byte order"], dtype.str,
+                        str(data_path))
+    spy = {"bsq": BsqFile, "bil": BilFile, "bip": BipFile}[hdr["interleave"]](params, {})
+    try:
+        view = spy.open_memmap(interleave="bip")            # (rows, cols, bands)
+        if view is None:
+            raise DataFormatError(f"{data_path}: cannot map the ENVI data file")
+        cube = np.array(view, dtype=base, order="C")        # a copy: the file may change
+    finally:
+        spy.fid.close()
+    return cube, hdr["wavelength"]
+
+
+class _SpyParams:
+    """The ``params`` object SPy's BSQ/BIL/BIP file classes take (fields of ``gen_params``)."""
+
+    def __init__(self, rows: int, cols: int, bands: int, offset: int, byte_order: int,
+                 dtype: str, filename: str) -> None:
+        self.nrows, self.ncols, self.nbands = rows, cols, bands
+        self.offset, self.byte_order, self.dtype, self.filename = (offset, byte_order, dtype,
+                                                                    filename)
 
 
 def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = None, *,
@@ -275,31 +310,38 @@ def write_envi(path: str | os.PathLike, cube: np.ndarray, wavelengths: Any = Non
     if header_path.suffix.lower() != ".hdr":
         raise DataFormatError(f"path: expected a '.hdr' file name, got {str(path)!r}")
     data_path = header_path.with_suffix(".img")
+    from spectral.io.envi import write_envi_header
+    from spectral.io.spyfile import interleave_transpose
+
     rows, cols, bands = cube.shape
-    axes = {"bsq": (2, 0, 1), "bil": (0, 2, 1), "bip": (0, 1, 2)}[interleave]
-    stored = cube.transpose(axes).astype(base.newbyteorder(">" if byte_order else "<"), order="C")
-    lines = ["ENVI", f"description = {{{description}}}", f"samples = {cols}", f"lines = {rows}",
-             f"bands = {bands}", f"header offset = {header_offset}", "file type = ENVI Standard",
-             f"data type = {_CODE_OF[base]}", f"interleave = {interleave}",
-             f"byte order = {byte_order}"]
+    check_band_count(bands, "cube", "bands")
+    # SPy's own writer transposes only between different interleaves ((1, 1, 1) otherwise)
+    laid = cube if interleave == "bip" else cube.transpose(interleave_transpose("bip", interleave))
+    stored = laid.astype(base.newbyteorder(">" if byte_order else "<"), order="C")
+    header: dict[str, Any] = {
+        "description": description, "samples": cols, "lines": rows, "bands": bands,
+        "header offset": header_offset, "file type": "ENVI Standard",
+        "data type": _CODE_OF[base], "interleave": interleave, "byte order": byte_order}
     if wavelengths is not None or fwhm is not None:
         # fwhm shares the wavelength unit (ENVI spec), so write the unit for either key.
-        lines.append("wavelength units = Nanometers")
+        header["wavelength units"] = "Nanometers"
     if wavelengths is not None:
         wl = np.asarray(wavelengths, dtype=np.float64)
         if wl.shape != (bands,):
             raise DataFormatError(
                 f"wavelengths: expected {bands} values (one per band), got shape {wl.shape}")
-        # repr() of a Python float round-trips exactly.
-        lines.append("wavelength = {" + ", ".join(repr(float(v)) for v in wl) + "}")
+        # str() of a Python float is its repr: it round-trips exactly.
+        header["wavelength"] = [float(v) for v in wl]
     if fwhm is not None:
-        fw = _writer_fwhm(fwhm, bands)
-        lines.append("fwhm = {" + ", ".join(repr(float(v)) for v in fw) + "}")
+        header["fwhm"] = [float(v) for v in _writer_fwhm(fwhm, bands)]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_envi_header(os.path.join(tmp, "h.hdr"), header)
+        text = Path(tmp, "h.hdr").read_bytes()
     with atomic_open(data_path) as fh:
         fh.write(b"\0" * header_offset)
         fh.write(stored.tobytes())
     with atomic_open(header_path) as fh:
-        fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+        fh.write(text)
     return data_path
 
 

@@ -26,10 +26,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from drivers.formats._io import atomic_open
+from drivers.formats.checks import check_band_count, check_cube, check_meta
 from edge.errors import DataFormatError
 
 __all__ = ["read_npz_frame", "write_npz_frame", "read_npy_stack", "find_wavelength_sidecar",
-           "TRUTH_PREFIX"]
+           "read_npz_arrays", "TRUTH_PREFIX"]
 
 TRUTH_PREFIX = "truth_"
 
@@ -73,9 +74,14 @@ def read_npz_frame(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
     Raises
     ------
     DataFormatError
-        If the file is not a readable NPZ, has no ``cube`` array, or ``meta`` is not JSON.
+        If the file is not a readable NPZ (zip), holds object arrays, has no ``cube`` array of
+        shape (rows, cols, bands), or ``meta`` is not a JSON object of FrameMeta fields with
+        the right types.
     """
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # numpy would try to unpickle it and answer with advice to allow pickles
+        raise DataFormatError(f"{path}: cannot read NPZ frame: not an NPZ (zip) file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -87,16 +93,42 @@ def read_npz_frame(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
             meta_text = str(npz["meta"]) if "meta" in keys else None
             truth = {k[len(TRUTH_PREFIX):]: npz[k] for k in keys if k.startswith(TRUTH_PREFIX)}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataFormatError(f"{path}: cannot read NPZ frame: {exc}") from exc
+        raise DataFormatError(f"{path}: cannot read NPZ frame: {_why(exc)}") from exc
+    check_cube(cube, f"{path}: NPZ key 'cube'")
     meta = None
     if meta_text is not None:
         try:
             meta = json.loads(meta_text)
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{path}: NPZ key 'meta': expected a JSON object: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise DataFormatError(f"{path}: NPZ key 'meta': expected a JSON object, got {meta!r}")
+        check_meta(meta, f"{path}: NPZ key 'meta'")
     return cube, wl, meta, (truth or None)
+
+
+def _why(exc: BaseException) -> str:
+    """numpy's reason, without its advice to load pickles (never safe on foreign files)."""
+    text = str(exc)
+    if "allow_pickle" in text or "pickle" in text.lower():
+        return "holds object (pickled) arrays, which hsi-edge never loads"
+    return text
+
+
+def read_npz_arrays(path: str | os.PathLike, what: str = "NPZ file") -> dict[str, np.ndarray]:
+    """All arrays of an NPZ file (e.g. ``<base>.truth.npz``), loaded without pickles.
+
+    Raises
+    ------
+    DataFormatError
+        Not a zip file, corrupt, or holding object arrays; names the file.
+    """
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            raise DataFormatError(f"{path}: cannot read {what}: not an NPZ (zip) file")
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise DataFormatError(f"{path}: cannot read {what}: {_why(exc)}") from exc
 
 
 def find_wavelength_sidecar(path: str | os.PathLike) -> Path | None:
@@ -124,20 +156,29 @@ def read_npy_stack(path: str | os.PathLike, wavelengths: Any = None
     Raises
     ------
     DataFormatError
-        Unreadable file, wrong number of dimensions, or no wavelengths (neither given nor in a
-        sidecar).
+        Unreadable file, wrong number of dimensions, no frames, too many bands, or no
+        wavelengths (neither given nor in a sidecar).
     """
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY":
+            raise DataFormatError(f"{path}: cannot read NPY stack: not an NPY file")
         stack = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{path}: cannot read NPY stack: {exc}") from exc
+        raise DataFormatError(f"{path}: cannot read NPY stack: {_why(exc)}") from exc
     if stack.ndim == 3:
         stack = stack[np.newaxis]
     if stack.ndim != 4:
         raise DataFormatError(
             f"{path}: NPY stack: expected shape (n, rows, cols, bands) or (rows, cols, bands), "
             f"got {stack.shape}")
+    if stack.shape[0] == 0 or min(stack.shape[1:]) < 1:
+        raise DataFormatError(
+            f"{path}: NPY stack: expected at least one frame with every dimension >= 1, got "
+            f"shape {stack.shape}")
+    check_band_count(stack.shape[3], f"{path}: NPY stack", "bands")
     if wavelengths is None:
         sidecar = find_wavelength_sidecar(path)
         if sidecar is None:

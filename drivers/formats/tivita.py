@@ -12,9 +12,15 @@ Layout (FACTS.md, "TIVITA cube files", from htc ``htc/tivita/hsi.py``):
   are possible and are *not* rejected here: :class:`drivers.replay.ReplayCamera` flags them);
 - wavelengths are ``np.linspace(500, 1000, bands)`` (5.0505 nm spacing, not 5 nm).
 
-Header shapes other than (640, 480, 100) are accepted when every dimension is >= 1 and the file
-size is exactly ``12 + width*height*bands*4`` bytes (cropped or binned exports, small test
-cubes); the wavelength grid then still spans 500-1000 nm over ``bands`` bands.
+Header shapes other than (640, 480, 100) are accepted when every dimension is >= 1, ``bands``
+is at most :data:`TIVITA_MAX_BANDS` (501: one band per nm on the format's fixed 500-1000 nm
+grid) and the file size is exactly ``12 + width*height*bands*4`` bytes (cropped or binned
+exports, small test cubes); the wavelength grid then still spans 500-1000 nm over ``bands``
+bands.  Both are checked from the header before anything is allocated.
+
+The format has no checksum: a flipped bit in the payload cannot be detected.  The reader refuses
+what cannot be reflectance at all (finite values beyond +-100, see
+:mod:`drivers.formats.checks`).
 """
 
 from __future__ import annotations
@@ -25,16 +31,19 @@ from pathlib import Path
 import numpy as np
 
 from drivers.formats._io import atomic_open
+from drivers.formats.checks import check_values
 from edge.errors import DataFormatError
 
-__all__ = ["TIVITA_SHAPE", "read_tivita_cube", "write_tivita_cube", "tivita_wavelengths",
-           "read_tivita_header"]
+__all__ = ["TIVITA_SHAPE", "TIVITA_MAX_BANDS", "read_tivita_cube", "write_tivita_cube",
+           "tivita_wavelengths", "read_tivita_header"]
 
 #: ``(rows, cols, bands)`` of a full TIVITA cube.
 TIVITA_SHAPE = (480, 640, 100)
 _HEADER = np.dtype(">i4")
 _PAYLOAD = np.dtype(">f4")
 _HEADER_BYTES = 3 * _HEADER.itemsize
+#: Most bands of a TIVITA cube: one per nm over its fixed 500-1000 nm grid.
+TIVITA_MAX_BANDS = 501
 
 
 def tivita_wavelengths(bands: int = 100) -> np.ndarray:
@@ -68,6 +77,10 @@ def read_tivita_header(path: str | os.PathLike) -> tuple[int, int, int]:
         raise DataFormatError(
             f"{path}: bad TIVITA header: stored shape (width, height, bands) must be >= 1 each,"
             f" got ({width}, {height}, {bands}); expected (640, 480, 100)")
+    if bands > TIVITA_MAX_BANDS:
+        raise DataFormatError(
+            f"{path}: bad TIVITA header: bands: expected 1-{TIVITA_MAX_BANDS} (one per nm over "
+            f"the format's 500-1000 nm grid at most), got {bands}")
     expected = _HEADER_BYTES + width * height * bands * _PAYLOAD.itemsize
     if size != expected:
         what = "truncated" if size < expected else "oversized"
@@ -95,14 +108,17 @@ def read_tivita_cube(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     DataFormatError
-        Bad header, truncated or oversized file (see :func:`read_tivita_header`).
+        Bad header, truncated or oversized file (see :func:`read_tivita_header`), or finite
+        values that cannot be reflectance (:func:`drivers.formats.checks.check_values`).
     """
     rows, cols, bands = read_tivita_header(path)
     stored = np.fromfile(path, dtype=_PAYLOAD, offset=_HEADER_BYTES)
     stored = stored.reshape(cols, rows, bands)
     # Stored (width, height, bands) with the image upside down: flip height, then transpose.
     cube = np.flip(stored, axis=1).swapaxes(0, 1)
-    return np.ascontiguousarray(cube, dtype=np.float32), tivita_wavelengths(bands)
+    cube = np.ascontiguousarray(cube, dtype=np.float32)
+    check_values(cube, str(path))
+    return cube, tivita_wavelengths(bands)
 
 
 def write_tivita_cube(path: str | os.PathLike, cube: np.ndarray) -> None:
