@@ -2,16 +2,27 @@
 
 Layout of a recording directory::
 
-    recording.json                  manifest: format, software version, creation time
+    recording.json                  manifest: format, software, creation time, camera, frames,
+                                    completion mark (see drivers.formats.sequence)
     frame_000000.npz                format "npz": cube, wavelengths, meta (JSON), truth_<name>
     frame_000000.hdr/.img + .json   format "envi": ENVI cube + sidecar (meta, wavelengths)
     frame_000000_SpecCube.dat + .json   format "tivita" (float32 cubes only)
     frame_000000.truth.npz          ground truth for "envi"/"tivita" frames that have any
 
 Every file is written to a temporary name and renamed into place (``os.replace``), sidecars
-before the cube file (and ENVI data before its header), so an interrupted recording never leaves a corrupt frame: the last
-frame is either complete or absent.  A directory that already holds a recording is never
-overwritten unless ``overwrite=True`` (then only the recording's own files are removed).
+before the cube file (and ENVI data before its header), so an interrupted recording never
+leaves a corrupt frame: the last frame is either complete or absent.  ``recording.json`` is
+written at the start with ``"complete": false`` and again by :meth:`Recorder.close` with the
+frame count and ``"complete": true`` (only when no exception ended the recording and, if
+``expected_frames`` was given, every expected frame was written), so a replay tells an
+interrupted recording from a finished one.
+
+A directory that already holds a recording is never overwritten unless ``overwrite=True``;
+then the new recording is written into a temporary folder beside it and swapped in only when
+it is complete (``close``): until then the old recording stays untouched, and an interrupted
+new one leaves it as it was.  Files in the directory that belong to neither recording are
+carried over; ``companions`` names further files of a recording (previews, a calibration
+record) that are replaced with it.
 The round trip is bit-exact: cube, wavelengths, truth and every FrameMeta field come back
 unchanged (``timestamp_ns`` with ``ReplayCamera(..., original_timestamps=True)``).
 """
@@ -20,12 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import fnmatch
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -35,6 +49,7 @@ from drivers.formats.npyseq import write_npz_frame
 from drivers.formats.sequence import MANIFEST
 from drivers.formats.tivita import write_tivita_cube
 from edge import __version__
+from edge.core.fileio import fsync_dir
 from edge.core.frame import Frame
 from edge.errors import DataFormatError
 
@@ -76,8 +91,25 @@ class Recorder:
     envi_interleave : {"bsq", "bil", "bip"}
         Interleave of ENVI frames.
     fwhm_nm : float, optional
-        Band width of the camera (``camera.fwhm_nm``); written as the ENVI ``fwhm`` header key
-        (the same value for every band) so a replay gets it back.  Other formats ignore it.
+        Band width of the camera (``camera.fwhm_nm``); written into ``recording.json`` and as
+        the ENVI ``fwhm`` header key (the same value for every band) so a replay gets it back.
+    preset : str, optional
+        Camera preset that made the frames (``recording.json`` ``camera.preset``), so a
+        replay picks the same processing (model, band layout) without being told.
+    expected_frames : int, optional
+        Frames the recording should hold; ``close`` marks it complete only when all came.
+    companions : sequence of str
+        File-name patterns (``fnmatch``) in ``out_dir`` that belong to a recording besides
+        the recorder's own files (e.g. ``"calibration"``, ``"frame_*.png"``): replaced with
+        it on ``overwrite``.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The recording's directory.
+    work_dir : Path
+        Where files go while recording: ``out_dir``, or the temporary folder beside it when an
+        old recording is being replaced.  Companions are written here too.
 
     Raises
     ------
@@ -88,7 +120,8 @@ class Recorder:
 
     def __init__(self, out_dir: str | os.PathLike, format: str = "npz", *,  # noqa: A002
                  overwrite: bool = False, envi_interleave: str = "bsq",
-                 fwhm_nm: float | None = None) -> None:
+                 fwhm_nm: float | None = None, preset: str | None = None,
+                 expected_frames: int | None = None, companions: Sequence[str] = ()) -> None:
         if format not in RECORD_FORMATS:
             raise DataFormatError(
                 f"format: expected one of {', '.join(RECORD_FORMATS)}, got {format!r}")
@@ -100,34 +133,63 @@ class Recorder:
                                         and np.isfinite(fwhm_nm) and fwhm_nm > 0):
             raise DataFormatError(
                 f"fwhm_nm: expected a band width in nm > 0 or None, got {fwhm_nm!r}")
+        if expected_frames is not None and not (isinstance(expected_frames, int)
+                                                and expected_frames >= 0):
+            raise DataFormatError(
+                f"expected_frames: expected an integer >= 0 or None, got {expected_frames!r}")
         self.fwhm_nm = None if fwhm_nm is None else float(fwhm_nm)
+        self.preset = preset
+        self.expected_frames = expected_frames
+        self.companions = tuple(companions)
         self.out_dir = Path(out_dir)
         self.format = format
         self.envi_interleave = envi_interleave
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise DataFormatError(f"out_dir: {str(self.out_dir)!r} exists and is not a directory")
         existing = self._own_files()
+        self._staging: Path | None = None
+        if existing and not overwrite:
+            raise DataFormatError(
+                f"out_dir: {str(self.out_dir)!r} already holds a recording "
+                f"({len(existing)} file(s)); choose a new directory or pass overwrite=True")
         if existing:
-            if not overwrite:
-                raise DataFormatError(
-                    f"out_dir: {str(self.out_dir)!r} already holds a recording "
-                    f"({len(existing)} file(s)); choose a new directory or pass overwrite=True")
-            for p in existing:
-                p.unlink()
-            log.warning("recorder: removed %d file(s) of the previous recording in %s",
-                        len(existing), self.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": format, "software": f"hsi-edge {__version__}",
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        with atomic_open(self.out_dir / MANIFEST) as fh:
-            fh.write(json.dumps(manifest, indent=1).encode("utf-8"))
+            # The old recording stays until the new one is complete (close swaps them).
+            self._staging = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-",
+                                                  dir=self.out_dir.parent))
+        else:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir = self._staging or self.out_dir
+        self._first: Frame | None = None
         self.count = 0
         self._closed = False
+        self._write_manifest(complete=False)
 
     def _own_files(self) -> list[Path]:
         if not self.out_dir.is_dir():
             return []
         return sorted(p for p in self.out_dir.iterdir() if _OWN_FILE.match(p.name))
+
+    def _belongs(self, name: str) -> bool:
+        return bool(_OWN_FILE.match(name)) or any(fnmatch.fnmatchcase(name, pat)
+                                                  for pat in self.companions)
+
+    def _write_manifest(self, complete: bool) -> None:
+        camera: dict[str, Any] = {"preset": self.preset, "fwhm_nm": self.fwhm_nm}
+        doc: dict[str, Any] = {
+            "format": self.format, "software": f"hsi-edge {__version__}",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "frames_expected": self.expected_frames, "complete": complete, "camera": camera}
+        if complete:
+            doc["frames"] = self.count
+        if self._first is not None:
+            m = self._first.meta
+            camera.update(serial=dict(m.serials).get("camera"), bit_depth=int(m.bit_depth),
+                          exposure_us=float(m.exposure_us), gain=float(m.gain),
+                          shape=[int(n) for n in self._first.cube.shape],
+                          dtype=str(self._first.cube.dtype))
+            doc["wavelengths"] = [float(v) for v in self._first.wavelengths]
+        with atomic_open(self.work_dir / MANIFEST) as fh:
+            fh.write(json.dumps(doc, indent=1).encode("utf-8"))
 
     def write(self, frame: Frame) -> Path:
         """Append one frame; returns the path of its main file.
@@ -141,7 +203,7 @@ class Recorder:
             raise DataFormatError("recorder: write() after close()")
         if not isinstance(frame, Frame):
             raise DataFormatError(f"frame: expected a Frame, got {type(frame).__name__}")
-        base = self.out_dir / f"frame_{self.count:06d}"
+        base = self.work_dir / f"frame_{self.count:06d}"
         meta = meta_to_dict(frame.meta)
         truth = frame.truth or {}
         if self.format == "npz":
@@ -167,17 +229,61 @@ class Recorder:
                 path = base.with_name(base.name + ".hdr")
                 write_envi(path, frame.cube, frame.wavelengths, fwhm=self.fwhm_nm,
                            interleave=self.envi_interleave)
+        if self._first is None:
+            self._first = frame
         self.count += 1
         return path
 
     def close(self) -> None:
-        """Finish the recording (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            log.info("recorder: %d frame(s) in %s", self.count, self.out_dir)
+        """Finish the recording: mark it complete and swap it in (idempotent).
+
+        A recording with fewer frames than ``expected_frames`` is left marked incomplete (a
+        replay refuses it); when it replaces an old one, the old one is kept instead.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.expected_frames is not None and self.count != self.expected_frames:
+            log.warning("recorder: %d of %d expected frame(s) written; the recording stays "
+                        "marked incomplete", self.count, self.expected_frames)
+            self._abort()
+            return
+        self._write_manifest(complete=True)
+        if self._staging is not None:
+            self._swap_in()
+        log.info("recorder: %d frame(s) in %s", self.count, self.out_dir)
+
+    def _abort(self) -> None:
+        """Leave an old recording as it was (drop the unfinished replacement)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            log.warning("recorder: the new recording was not completed; %s keeps the previous "
+                        "one", self.out_dir)
+
+    def _swap_in(self) -> None:
+        """Replace the old recording by the complete new one (two renames, then clean-up)."""
+        assert self._staging is not None
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        old = self.out_dir.with_name(f".{self.out_dir.name}.old-{stamp}")
+        os.rename(self.out_dir, old)
+        os.rename(self._staging, self.out_dir)
+        fsync_dir(self.out_dir.parent)
+        # files that belong to neither recording stay in the directory
+        for entry in sorted(old.iterdir()):
+            if not self._belongs(entry.name) and not (self.out_dir / entry.name).exists():
+                os.rename(entry, self.out_dir / entry.name)
+        shutil.rmtree(old, ignore_errors=True)
+        self.work_dir = self.out_dir
+        self._staging = None
+        log.warning("recorder: replaced the previous recording in %s", self.out_dir)
 
     def __enter__(self) -> "Recorder":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif not self._closed:
+            # an exception ended the recording: it stays marked incomplete
+            self._closed = True
+            self._abort()

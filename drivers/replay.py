@@ -15,7 +15,13 @@ input.  At the end of the recording :meth:`read` raises :class:`~edge.errors.Dev
 saying the recording ended, unless ``loop=True``.
 
 Metadata: taken from the recording (NPZ ``meta`` or the recorder's JSON sidecar) when present,
-else from the camera settings.  ``timestamp_ns`` is the replay time (``time.monotonic_ns()`` at
+else from the camera settings.  A recording made by :class:`drivers.recorder.Recorder` says in
+``recording.json`` which camera preset made it and its band width (FWHM): replay takes both
+(:attr:`ReplayCamera.preset_name`, :attr:`~drivers.camera.Camera.fwhm_nm`) unless told, and an
+explicit value that disagrees with the recording is refused (one line), so the frames are
+processed as they were recorded.  An interrupted recording is refused (see
+:mod:`drivers.formats.sequence`).  Values no sensor can deliver (counts above the recorded
+bit depth, reflectance beyond +-100) are refused (:mod:`drivers.formats.checks`).  ``timestamp_ns`` is the replay time (``time.monotonic_ns()`` at
 the trigger) so end-to-end latency is measured on this machine, unless
 ``original_timestamps=True``; with ``fps`` set, a trigger that comes before the frame's slot
 counts from the slot (the pacing wait is not latency).  Frames with NaN/inf are passed on with ``"nonfinite"`` in
@@ -34,13 +40,14 @@ from typing import Any
 import numpy as np
 
 from drivers.camera import Camera
+from drivers.formats.checks import check_values
 from drivers.formats.envi import envi_header_file, read_envi_header
 from drivers.formats.envi import read_envi, write_envi  # noqa: F401  (re-exported)
 from drivers.formats.npyseq import read_npz_frame, write_npz_frame  # noqa: F401
 from drivers.formats.sequence import FrameSequence, LoadedFrame, open_sequence
 from drivers.formats.tivita import read_tivita_cube, write_tivita_cube  # noqa: F401
 from edge.core.frame import Frame, FrameMeta, validate_wavelengths
-from edge.errors import DataFormatError, DeviceError, DeviceTimeout
+from edge.errors import ConfigError, DataFormatError, DeviceError, DeviceTimeout
 
 __all__ = ["ReplayCamera", "read_tivita_cube", "write_tivita_cube", "read_envi", "write_envi",
            "read_npz_frame", "write_npz_frame", "to_frame_dtype", "meta_from_dict",
@@ -135,8 +142,13 @@ class ReplayCamera(Camera):
         Band centres (nm) overriding those of the recording; required when the recording has
         none (ENVI without ``wavelength``, ``.npy`` without a sidecar).
     fwhm_nm : float, optional
-        Band full width at half maximum (nm).  Always wins; when None, an ENVI recording's
-        ``fwhm`` header key gives it (see :func:`single_fwhm_nm`), else it stays unknown.
+        Band full width at half maximum (nm).  When None: the recording's (``recording.json``
+        ``camera.fwhm_nm``, else an ENVI recording's ``fwhm`` header key, see
+        :func:`single_fwhm_nm`), else it stays unknown.  Given, it must agree with
+        ``recording.json`` (it wins over a hand-written ENVI ``fwhm``).
+    preset : str, optional
+        Camera preset the caller expects; must agree with ``recording.json`` ``camera.preset``
+        when the recording names one.
     original_timestamps : bool
         Keep ``timestamp_ns`` from the recorded metadata instead of the replay time.
     cache : bool
@@ -150,11 +162,14 @@ class ReplayCamera(Camera):
         that is malformed or gives a width >= 500 nm.
     DeviceError
         ``fps`` not a positive finite number, or ``fwhm_nm`` outside (0, 500) nm.
+    ConfigError
+        ``fwhm_nm`` or ``preset`` given and different from what ``recording.json`` records.
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: float | None = None, loop: bool = False,
                  wavelengths: Any = None, original_timestamps: bool = False,
-                 cache: bool = False, fwhm_nm: float | None = None) -> None:
+                 cache: bool = False, fwhm_nm: float | None = None,
+                 preset: str | None = None) -> None:
         super().__init__()
         if fwhm_nm is not None and not (isinstance(fwhm_nm, (int, float)) and 0 < fwhm_nm < 500):
             raise DeviceError(f"fwhm_nm: expected a band width in nm (0-500) or None, got "
@@ -171,10 +186,11 @@ class ReplayCamera(Camera):
         self._seq: FrameSequence = open_sequence(path, wavelengths)
         self._override_wl = None if wavelengths is None else np.asarray(wavelengths, np.float64)
         first = self._seq.load(0)
-        cube = to_frame_dtype(first.cube, first.source)
+        cube = self._checked(first)
         self._shape = tuple(int(n) for n in cube.shape)  # type: ignore[assignment]
         self._wavelengths = self._frame_wavelengths(first, cube.shape[2])
         self._dtype = cube.dtype
+        self._take_recorded_camera(preset)
         if self._fwhm_nm is None and self._seq.kind == "envi":
             self._fwhm_nm = self._envi_fwhm(self._seq.items[0])
         self._cached: tuple[int, LoadedFrame] | None = (0, first)
@@ -228,6 +244,33 @@ class ReplayCamera(Camera):
                 f"{loaded.source}: the recording has no wavelengths; pass wavelengths= "
                 "(nm, one per band)")
         return validate_wavelengths(wl, bands=bands, name=f"{loaded.source}: wavelengths")
+
+    def _take_recorded_camera(self, preset: str | None) -> None:
+        """Preset and band width from ``recording.json``; refuse explicit ones that differ."""
+        recorded = (self._seq.manifest or {}).get("camera", {})
+        where = f"{self.path}/recording.json" if self._seq.manifest is not None else self.path
+        rec_fwhm, rec_preset = recorded.get("fwhm_nm"), recorded.get("preset")
+        if rec_fwhm is not None:
+            if self._fwhm_nm is None:
+                self._fwhm_nm = float(rec_fwhm)
+            elif not np.isclose(self._fwhm_nm, rec_fwhm, rtol=1e-9, atol=0):
+                raise ConfigError(
+                    f"fwhm_nm: {self._fwhm_nm:g} nm given, but {where} records band widths of "
+                    f"{rec_fwhm:g} nm; leave it unset to use the recording's, or make them agree")
+        if preset is not None and rec_preset is not None and preset != rec_preset:
+            raise ConfigError(
+                f"preset: {preset!r} given, but {where} was made by a {rec_preset!r} camera; "
+                "leave it unset to use the recording's, or make them agree")
+        #: Camera preset that made the recording (recording.json), else the one given, or None
+        self.preset_name: str | None = rec_preset if rec_preset is not None else preset
+
+    def _checked(self, loaded: LoadedFrame) -> np.ndarray:
+        """The cube in a Frame dtype, refused if it holds values no sensor can deliver."""
+        cube = to_frame_dtype(loaded.cube, loaded.source)
+        if self._seq.kind != "tivita":   # the TIVITA reader checks its own values
+            depth = (loaded.meta or {}).get("bit_depth")   # only a bit depth the file states
+            check_values(cube, loaded.source, bit_depth=depth)
+        return cube
 
     @staticmethod
     def _envi_fwhm(item: os.PathLike) -> float | None:
@@ -304,12 +347,14 @@ class ReplayCamera(Camera):
     def _build_frame(self, index: int, stamp_ns: int) -> Frame:
         if self._memory is not None and index in self._memory:
             loaded = self._memory[index]
+            cube = loaded.cube
         elif self._cached is not None and self._cached[0] == index:
-            loaded = self._cached[1]
+            loaded = self._cached[1]      # checked when the camera was opened
+            cube = to_frame_dtype(loaded.cube, loaded.source)
         else:
             loaded = self._seq.load(index)
+            cube = self._checked(loaded)
         self._cached = None  # the first frame is kept only until it is served once
-        cube = to_frame_dtype(loaded.cube, loaded.source)
         if self._memory is not None and index not in self._memory:
             cube.flags.writeable = False  # shared by every pass: nobody may modify it
             loaded.cube = cube

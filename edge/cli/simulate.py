@@ -6,11 +6,16 @@ Output in ``--out DIR`` (a recording that ``hsi-edge run`` can replay, see the R
 - ``frame_000000.npz`` ... : written by :class:`drivers.recorder.Recorder` (``cube`` uint16 raw
   counts (rows, cols, bands), ``wavelengths``, ``meta``) with the ground truth as
   ``truth_classes`` (uint8), ``truth_sto2``, ``truth_blood_volume`` (float32, NaN off tissue)
-  and ``truth_reflectance`` (float32 noise-free reflectance); ``recording.json`` manifest.
+  and ``truth_reflectance`` (float32 noise-free reflectance); ``recording.json`` manifest
+  with the camera preset, band FWHM, bit depth, exposure and gain, so a replay is processed
+  exactly as recorded without being told, and a completion mark written last.
 - ``frame_000000.png`` ... : sRGB preview (named like the frame file it shows) of the ground-truth reflectance
   (:func:`edge.physics.cube_to_rgb`, a true-colour rendering from the spectra).
 - ``calibration/``: a calibration record (dark with the lens capped, white tile) captured
   through the same camera, so raw frames can be calibrated when replayed.
+
+With ``--overwrite`` the new recording is written into a temporary folder beside ``--out``
+and swapped in only when complete: an interrupted run leaves the old recording as it was.
 
 Throughput (acquisition, and total including writing) goes to stdout; the progress bar to
 stderr.
@@ -31,6 +36,7 @@ from edge.errors import ConfigError
 __all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
+_PREVIEWS = "frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
     CalibrationRecord.check_target(out / "calibration", overwrite=args.overwrite,
                                    overwrite_hint="--overwrite")
     cam = SimulatedCamera(args.preset, rows=args.rows, cols=args.cols, seed=args.seed)
-    with cam, Recorder(out, "npz", overwrite=args.overwrite, fwhm_nm=cam.fwhm_nm) as recorder:
+    # With --overwrite and an old recording, everything goes to recorder.work_dir (a folder
+    # beside --out) and replaces the old recording, previews and calibration at close only.
+    with cam, Recorder(out, "npz", overwrite=args.overwrite, fwhm_nm=cam.fwhm_nm,
+                       preset=cam.preset.name, expected_frames=args.frames,
+                       companions=("calibration", _PREVIEWS)) as recorder:
+        work = recorder.work_dir
         if args.overwrite:
-            # previews of the replaced recording would otherwise stay beside the new frames
-            for old in out.glob("frame_[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            # previews of a replaced recording would otherwise stay beside the new frames
+            for old in work.glob(_PREVIEWS):
                 old.unlink()
         cam.configure(exposure_us=args.exposure_us, gain=args.gain, trigger_mode="software")
         cam.target = "dark"
@@ -89,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         cam.target = "white"
         white = capture_white(cam, args.calibration_frames, dark=dark)
         cam.target = "scene"
-        CalibrationRecord.from_references(dark, white).save(out / "calibration",
+        CalibrationRecord.from_references(dark, white).save(work / "calibration",
                                                             overwrite=args.overwrite)
         cam.arm()
         acquire_s = first_s = 0.0
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 buf = io.BytesIO()
                 Image.fromarray(cube_to_rgb(truth["reflectance"], frame.wavelengths)).save(
                     buf, format="PNG")
-                atomic_write_bytes(out / f"frame_{index:06d}.png", buf.getvalue())
+                atomic_write_bytes(work / f"frame_{index:06d}.png", buf.getvalue())
         total_s = time.perf_counter() - t_start
     n = args.frames
     rows, cols, bands = cam.shape

@@ -78,3 +78,56 @@ def test_simulate_bad_arguments_one_line_errors(tmp_path, capsys):
     f.write_text("x")
     rc = main(["simulate", "--frames", "1", "--out", str(f), "--rows", "4", "--cols", "4"])
     assert rc == 2 and "exists and is not a directory" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_the_old_recording_when_the_new_one_fails(tmp_path, capsys):
+    """--overwrite writes beside --out and swaps at the end (issue 15 item 5): a run that
+    fails after the recorder opened leaves the old frames, previews and calibration."""
+    out = tmp_path / "sim"
+    assert main(["simulate", "--frames", "2", "--out", str(out), "--rows", "8", "--cols", "10",
+                 "--calibration-frames", "2"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # the exposure is refused by the camera inside the run, after the recorder was created
+    rc = main(["simulate", "--frames", "3", "--out", str(out), "--rows", "8", "--cols", "10",
+               "--overwrite", "--exposure-us", "1e9"])
+    assert rc == 2 and "exposure_us" in capsys.readouterr().err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]   # no temporary left
+    assert main(["simulate", "--frames", "1", "--out", str(out), "--rows", "8", "--cols", "10",
+                 "--calibration-frames", "2", "--overwrite", "--seed", "3"]) == 0
+    assert sorted(p.name for p in out.glob("frame_*")) == ["frame_000000.npz",
+                                                           "frame_000000.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
+
+
+def test_snapshot25_recording_replays_without_preset_or_fwhm(tmp_path):
+    """The recording names its preset and FWHM (issue 15 item 23, issue 14): a replay config
+    with neither picks the snapshot25 demo model and the recorded 20 nm bands."""
+    import json
+
+    import yaml
+
+    from drivers.replay import ReplayCamera
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "--frames", "1", "--out", str(out), "--preset", "snapshot25",
+                 "--calibration-frames", "1", "--no-preview"]) == 0
+    manifest = json.loads((out / "recording.json").read_text())
+    assert manifest["camera"]["preset"] == "snapshot25" and manifest["camera"]["fwhm_nm"] == 20.0
+    assert manifest["complete"] is True and manifest["frames"] == 1
+    assert ReplayCamera(out).fwhm_nm == 20.0
+    cfg = tmp_path / "replay.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "camera": {"source": "replay", "replay_path": str(out)},
+        "calibration": {"record": str(out / "calibration")}, "sinks": {"png_every": 0,
+                                                                       "npz_every": 0}}))
+    res = tmp_path / "res"
+    assert main(["run", "--config", str(cfg), "--frames", "1", "--out", str(res),
+                 "--no-progress"]) == 0
+    m = json.loads((res / "metrics.json").read_text())
+    assert m["camera"]["preset"] == "snapshot25" and m["model"] == "demo-snapshot25"
+    cfg.write_text(yaml.safe_dump({"camera": {"source": "replay", "replay_path": str(out),
+                                              "preset": "tivita"}}))
+    assert main(["run", "--config", str(cfg), "--frames", "1", "--out", str(tmp_path / "r2"),
+                 "--no-progress"]) == 2

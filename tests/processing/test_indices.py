@@ -80,3 +80,23 @@ def test_errors():
         IndexParams(sg_window=4)
     with pytest.raises(DataFormatError, match="nir_num_nm: expected \\(lo, hi\\)"):
         IndexParams(nir_num_nm=(925.0, 825.0))
+
+
+def test_index_terms_never_build_a_dense_bands_by_bands_matrix():
+    """Issue 15 item 17: the filter is per-band taps; 3000 bands once took a 72 MB matrix."""
+    import tracemalloc
+
+    from edge.processing.indices import index_linear_terms, savgol_taps
+
+    wl = np.linspace(400.0, 1000.0, 3000)
+    tracemalloc.start()
+    mat, layout = index_linear_terms(wl)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    n_d2 = layout["r2"].stop
+    assert peak < 3000 * (n_d2 + 8) * 8 * 4      # a few copies of the result, not 3000 x 3000
+    # the taps give exactly the columns of the dense operator on a small grid
+    starts, taps = savgol_taps(12)
+    dense = savgol_matrix(12)
+    for i in range(12):
+        np.testing.assert_array_equal(dense[starts[i]:starts[i] + 5, i], taps[i])
