@@ -15,6 +15,11 @@ Drop policy (stated, never silent):
     For recordings and benchmarks: acquisition waits for room; nothing is dropped.
 
 A gap in the camera's frame ids (a missed trigger) is counted in ``frames_missed``.
+
+Statistics are kept in bounded memory (:class:`~edge.pipeline.metrics.StreamingHistogram`), so
+``run(None)`` may last hours.  Per-frame records are not kept here: ``on_record`` hands one
+small dict per processed frame to the caller (``edge.latency`` collects them for regression
+runs); see :meth:`Pipeline.run`.
 Shutdown is clean on Ctrl-C/SIGTERM (the CLI turns SIGTERM into KeyboardInterrupt): the
 acquisition thread is stopped and joined, the camera, stages and sinks are closed, and the
 metrics of the frames processed so far are returned.  While the run shuts down (at most the
@@ -37,7 +42,7 @@ from typing import Any, Iterator, Sequence
 
 from edge.core.frame import Frame
 from edge.errors import DeviceError, DeviceTimeout, HsiEdgeError
-from edge.pipeline.metrics import LatencyStats, summarise_ms
+from edge.pipeline.metrics import LatencyStats, StreamingHistogram
 from edge.pipeline.sinks import Sink
 from edge.pipeline.stages import Stage
 
@@ -98,10 +103,20 @@ class Pipeline:
     read_timeout_s : float
         Deadline of each camera read; a camera that stays silent longer fails the run with
         DeviceTimeout instead of hanging.
+    on_record : callable, optional
+        Called in the processing thread with one dict per processed frame, all times
+        ``time.monotonic_ns()``: ``seq`` (camera frame id), ``trigger_ns`` and ``exposure_us``
+        (from the frame metadata), ``arrival_ns`` (camera read returned), ``dequeue_ns``,
+        ``queue_depth`` (frames still waiting at dequeue), ``stages``: list of
+        ``(name, start_ns, end_ns)`` in order, the sinks last as ``"sink"``,
+        ``overlay_ready_ns`` (end of the last stage, before the sinks) and ``done_ns`` (sinks
+        done), ``sub_ms``: the stages' finer timings (:meth:`Stage.sub_timings_ms`; a GPU stage
+        reports its CUDA-event times there).  It must be quick; an error it raises ends the run.
     """
 
     def __init__(self, camera, stages: Sequence[Stage], sinks: Sequence[Sink] = (), *,
-                 queue_size: int = 2, drop_policy: str = "block", read_timeout_s: float = 5.0):
+                 queue_size: int = 2, drop_policy: str = "block", read_timeout_s: float = 5.0,
+                 on_record=None):
         if drop_policy not in DROP_POLICIES:
             raise HsiEdgeError(f"drop_policy: expected one of {', '.join(DROP_POLICIES)}, "
                                f"got {drop_policy!r}")
@@ -113,6 +128,7 @@ class Pipeline:
         self.queue_size = int(queue_size)
         self.drop_policy = drop_policy
         self.read_timeout_s = float(read_timeout_s)
+        self.on_record = on_record
 
     # -- acquisition thread -----------------------------------------------------------------
     def _acquire(self, q: queue.Queue, stop: threading.Event, limit: int | None,
@@ -133,14 +149,16 @@ class Pipeline:
                     raise
                 if stop.is_set():
                     break  # read finished after the run ended: not delivered, not counted
-                state["acquire_ns"].append(time.monotonic_ns() - t0)
+                t_arrival = time.monotonic_ns()
+                if state["acquire_cap"] is None or produced < state["acquire_cap"]:
+                    state["acquire"].add(t_arrival - t0)
                 fid = frame.meta.frame_id
                 if last_id is not None and fid > last_id + 1:
                     state["missed"] += fid - last_id - 1
                 last_id = fid
                 produced += 1
                 state["produced"] = produced
-                self._put(q, frame, stop, state)
+                self._put(q, (frame, t_arrival), stop, state)
         except BaseException as exc:  # handed to the processing thread
             if stop.is_set():
                 # The run is already over (frames reached, error or Ctrl-C in the processing
@@ -192,9 +210,11 @@ class Pipeline:
         if frames is not None and int(frames) < 1:
             raise HsiEdgeError(f"frames: expected an integer >= 1, got {frames!r}")
         stats = LatencyStats()
-        e2e: list[int] = []
+        e2e = StreamingHistogram()
         result = RunResult()
-        state: dict[str, Any] = {"produced": 0, "missed": 0, "acquire_ns": [], "error": None,
+        # acquire times of the frames asked for only (not of frames read ahead and discarded)
+        state: dict[str, Any] = {"produced": 0, "missed": 0, "acquire": StreamingHistogram(),
+                                 "acquire_cap": frames, "error": None,
                                  "dropped": 0, "leftover": 0,
                                  "end_of_stream": False}
         q: queue.Queue = queue.Queue(maxsize=self.queue_size)
@@ -219,9 +239,13 @@ class Pipeline:
                 if item is _END:
                     break
                 in_process = 1
-                frame = self._process(item, stats)
+                t_dequeue = time.monotonic_ns()
+                spans: list[tuple[str, int, int]] = []
+                frame = self._process(item[0], stats, spans)
                 in_process = 0
-                e2e.append(time.monotonic_ns() - frame.meta.timestamp_ns)
+                e2e.add(spans[-1][2] - frame.meta.timestamp_ns)
+                if self.on_record is not None:
+                    self.on_record(self._record(frame, item[1], t_dequeue, q.qsize(), spans))
                 result.frames_processed += 1
                 result.frames_flagged += bool(frame.flags)
                 result.last_frame = frame
@@ -263,10 +287,9 @@ class Pipeline:
         result.end_of_stream = state["end_of_stream"]
         if result.end_of_stream and frames is not None and result.frames_processed < frames:
             log.warning("source ended after %d of %d frames", result.frames_processed, frames)
-        result.stages = {"acquire": summarise_ms(state["acquire_ns"][:max(
-            result.frames_processed, 1)])}
+        result.stages = {"acquire": state["acquire"].summary_ms()}
         result.stages.update(stats.summary())
-        result.end_to_end = summarise_ms(e2e)
+        result.end_to_end = e2e.summary_ms()
         if error is not None:
             # The frames processed before the failure keep their figures: callers (hsi-edge
             # run) write them next to the error.
@@ -274,18 +297,36 @@ class Pipeline:
             raise error
         return result
 
-    def _process(self, frame: Frame, stats: LatencyStats) -> Frame:
+    def _process(self, frame: Frame, stats: LatencyStats,
+                 spans: list[tuple[str, int, int]]) -> Frame:
+        """Run stages and sinks on ``frame``; appends ``(name, start_ns, end_ns)`` to ``spans``."""
         for stage in self.stages:
             t0 = time.monotonic_ns()
             frame = stage.process(frame)
-            stats.add(stage.name, time.monotonic_ns() - t0)
+            t1 = time.monotonic_ns()
+            stats.add(stage.name, t1 - t0)
+            spans.append((stage.name, t0, t1))
             for sub, ms in stage.sub_timings_ms().items():
                 stats.add(sub, int(ms * 1e6))
         t0 = time.monotonic_ns()
         for sink in self.sinks:
             sink.write(frame)
-        stats.add("sink", time.monotonic_ns() - t0)
+        t1 = time.monotonic_ns()
+        stats.add("sink", t1 - t0)
+        spans.append(("sink", t0, t1))
         return frame
+
+    def _record(self, frame: Frame, arrival_ns: int, dequeue_ns: int, depth: int,
+                spans: list[tuple[str, int, int]]) -> dict[str, Any]:
+        """The per-frame record handed to ``on_record`` (see the class docstring)."""
+        sub: dict[str, float] = {}
+        for stage in self.stages:
+            sub.update(stage.sub_timings_ms())
+        return {"seq": int(frame.meta.frame_id), "trigger_ns": int(frame.meta.timestamp_ns),
+                "exposure_us": float(frame.meta.exposure_us), "arrival_ns": arrival_ns,
+                "dequeue_ns": dequeue_ns, "queue_depth": depth, "stages": spans,
+                "overlay_ready_ns": spans[-2][2] if len(spans) > 1 else spans[-1][1],
+                "done_ns": spans[-1][2], "sub_ms": sub, "flags": sorted(frame.flags)}
 
     @staticmethod
     def _drain(q: queue.Queue) -> int:
