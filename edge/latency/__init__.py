@@ -1,0 +1,17 @@
+"""Latency regression testing: per-frame records, statistics, the A/B gate, reports.
+
+Sits above the pipeline (DESIGN.md, layering): it runs :class:`edge.pipeline.Pipeline` with
+its ``on_record`` hook and never the other way round.
+
+Modules
+-------
+records      per-frame records (collector for the pipeline hook, NPZ save/load)
+stats        summaries per stage and end to end (percentiles, jitter, deadline misses with a
+             Clopper-Pearson interval, latency in frame periods, drops)
+fingerprint  the unit's fingerprint and the hardware key derived from it
+gate         the paired round-based A/B gate (Wilcoxon, bootstrap, Holm) and its thresholds
+slow         a test-only stage wrapper that slows a named stage by a set amount
+session      a paced measurement session (camera at its frame rate, rounds)
+store        results on disk, baselines per hardware key and their history
+report       the self-contained HTML report (matplotlib, optional extra ``report``)
+"""

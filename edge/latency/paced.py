@@ -1,0 +1,85 @@
+"""A paced load: triggers at the camera's frame rate, as on a unit.
+
+:class:`PacedCamera` wraps a software-triggered camera and fires its trigger on a fixed grid
+``t0 + k / fps`` of the monotonic clock, whatever the consumer does.  When the acquisition
+thread comes late for a slot (the pipeline is busy, the machine stalls), the slots it missed
+are skipped, and ``frame_id`` is the slot number, so skipped slots show as gaps (counted as
+missed frames by the pipeline and as "not shown" by the latency statistics) exactly as a
+camera triggered by a hardware clock would drop them.  The frame's ``timestamp_ns`` stays the
+inner camera's trigger time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+from edge.core.frame import Frame
+from edge.errors import ConfigError
+
+__all__ = ["PacedCamera"]
+
+
+class PacedCamera:
+    """Delegates to ``inner`` (opened, software trigger) and paces :meth:`trigger`.
+
+    Parameters
+    ----------
+    inner : drivers.camera.Camera
+    fps : float
+        Trigger rate (> 0).
+    clock_ns, sleep : callables, optional
+        The monotonic clock and sleep used for the grid (tests give a scripted clock).
+    """
+
+    def __init__(self, inner, fps: float, *, clock_ns=time.monotonic_ns, sleep=time.sleep):
+        if not fps or fps <= 0:
+            raise ConfigError(f"camera.fps: a paced latency run needs a frame rate > 0, got "
+                              f"{fps!r}")
+        if inner.trigger_mode != "software":
+            raise ConfigError(f"camera trigger mode: PacedCamera needs 'software', got "
+                              f"{inner.trigger_mode!r}")
+        self.inner = inner
+        self.fps = float(fps)
+        self.period_ns = int(round(1e9 / self.fps))
+        self._clock, self._sleep = clock_ns, sleep
+        self._t0 = 0
+        self._next = 0
+        self._slots: collections.deque[int] = collections.deque()
+        self.slots_skipped = 0
+
+    def __getattr__(self, name):  # everything not paced is the inner camera's
+        return getattr(self.inner, name)
+
+    @property
+    def trigger_mode(self) -> str:
+        return "software"
+
+    def arm(self) -> None:
+        self.inner.arm()
+        self._slots.clear()
+        self._next = 0
+        self._t0 = self._clock() + self.period_ns
+
+    def disarm(self) -> None:
+        self.inner.disarm()
+
+    def trigger(self) -> None:
+        """Wait for the next free slot of the grid and trigger; late slots are skipped."""
+        now = self._clock()
+        due = -(-(now - self._t0) // self.period_ns)          # ceil: first slot not passed
+        k = max(self._next, int(due))
+        self.slots_skipped += k - self._next
+        wait = self._t0 + k * self.period_ns - now
+        if wait > 0:
+            self._sleep(wait / 1e9)
+        self.inner.trigger()
+        self._slots.append(k)
+        self._next = k + 1
+
+    def read(self, timeout: float = 1.0) -> Frame:
+        frame = self.inner.read(timeout=timeout)
+        if self._slots:
+            frame.meta = dataclasses.replace(frame.meta, frame_id=self._slots.popleft())
+        return frame
