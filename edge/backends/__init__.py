@@ -1,5 +1,7 @@
-"""Per-pixel processing backends: ``numpy`` (always) and ``cuda`` (PyCUDA + kernels).
+"""Per-pixel processing backends: ``numpy`` (always, the reference), ``native`` (the fused chain
+compiled for the CPU) and ``cuda`` (PyCUDA + kernels).
 
-Both implement :class:`edge.backends.base.Backend` and produce the same
-:class:`edge.backends.base.ChainResult` for the same inputs (the NumPy backend is the reference).
+Each implements :class:`edge.backends.base.Backend`, runs one
+:class:`edge.processing.plan.ChainPlan` and produces the same
+:class:`edge.core.chain.ChainResult` for the same inputs (the NumPy backend is the reference).
 """

@@ -1,96 +1,99 @@
-"""The backend contract: the per-pixel chain calibrate -> unmix -> indices -> pack.
+"""The backend contract: one :class:`~edge.processing.plan.ChainPlan` run per frame.
 
-A backend is prepared once per configuration (frame shape, wavelengths, calibration
-reference, pack spec) and then run once per frame; it must not allocate per frame where it can
-avoid it.  ``numpy`` is the reference implementation; ``cuda`` must match it within the
-tolerances stated in its tests.
+A backend runs the per-pixel chain calibrate -> unmix -> indices -> pack of one plan (frame
+shape, wavelengths, calibration reference, pack spec: built and checked once by
+:meth:`ChainPlan.build`) once per frame; it must not allocate per frame where it can avoid it.
+``numpy`` is the reference implementation; ``native`` (the fused chain compiled for the CPU)
+and ``cuda`` (the same chain on an NVIDIA GPU) must match it within the tolerances stated in
+their tests.
 
-Pixel flags
------------
-Every backend returns a ``uint8`` flag map of shape (rows, cols); 0 means the pixel is valid,
-otherwise the bits say why it is not (several may be set).  Float maps hold NaN where the flag
-is non-zero.  In the network input, pixels whose reflectance is unusable (saturated,
-under-exposed white, non-finite, bad pixel) hold 0 in every channel (the model sees "no
-signal" and the overlay withholds them); pixels flagged only ``FLAG_UNMIX_INVALID`` (valid
-reflectance without a haemoglobin signal, e.g. drapes and instruments, or a band at the
-reflectance floor) keep their L1 spectra, and only their map channels are 0.
+The chain's vocabulary -- pixel flags, map names, :class:`PackSpec`, :class:`ChainResult`,
+:func:`chain_bytes` -- lives in :mod:`edge.core.chain` (every layer uses it) and is
+re-exported here.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
+from edge.core.chain import (FLAG_BAD_PIXEL, FLAG_NAMES, FLAG_NONFINITE,  # noqa: F401
+                             FLAG_SATURATED, FLAG_UNDEREXPOSED, FLAG_UNMIX_INVALID, MAP_NAMES,
+                             ChainResult, PackSpec, chain_bytes)
+from edge.errors import ConfigError
+from edge.processing.plan import ChainPlan
+
 __all__ = [
     "FLAG_SATURATED", "FLAG_UNDEREXPOSED", "FLAG_NONFINITE", "FLAG_BAD_PIXEL",
-    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "PackSpec", "ChainResult", "Backend", "chain_bytes",
+    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "MAP_NAMES", "PackSpec", "ChainResult", "Backend",
+    "chain_bytes", "ChainPlan", "resolve_plan",
 ]
 
-FLAG_SATURATED = np.uint8(1)      #: a raw band reached the saturation level
-FLAG_UNDEREXPOSED = np.uint8(2)   #: white reference too dark for a usable reflectance
-FLAG_NONFINITE = np.uint8(4)      #: NaN/inf in the input or reference
-FLAG_BAD_PIXEL = np.uint8(8)      #: dead/hot pixel from the calibration record
-FLAG_UNMIX_INVALID = np.uint8(16)  #: haemoglobin total <= 0 or unmixing out of domain
 
-FLAG_NAMES = {int(FLAG_SATURATED): "saturated", int(FLAG_UNDEREXPOSED): "underexposed",
-              int(FLAG_NONFINITE): "nonfinite", int(FLAG_BAD_PIXEL): "bad_pixel",
-              int(FLAG_UNMIX_INVALID): "unmix_invalid"}
+def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPlan:
+    """The plan a backend runs: ``plan`` itself, or :meth:`ChainPlan.build` of wavelengths.
 
-
-@dataclass(frozen=True)
-class PackSpec:
-    """What goes into the network input, in channel order (from the model card).
-
-    Attributes
+    Parameters
     ----------
-    spectra_bands : tuple of int
-        Band indices of the L1-normalised reflectance channels (empty: none).
-    maps : tuple of str
-        Per-pixel maps appended after the spectra, e.g. ``("sto2", "thi")``.
-    dtype : {"float32", "float16"}
-        Element type of the packed input.
+    plan : ChainPlan or array_like (bands,)
+        A built plan, or the wavelengths (nm) to build one from with ``config``.
+    config : dict
+        :meth:`ChainPlan.build` options (``flatfield``, ``pack``, ...); must be empty with a
+        built plan (it already holds them).
+    backend : str
+        Backend name, for the message.
     """
-
-    spectra_bands: tuple[int, ...] = ()
-    maps: tuple[str, ...] = ()
-    dtype: Literal["float32", "float16"] = "float32"
-
-    @property
-    def channels(self) -> int:
-        return len(self.spectra_bands) + len(self.maps)
-
-
-@dataclass
-class ChainResult:
-    """Output of one backend run.
-
-    Attributes
-    ----------
-    maps : dict of str to ndarray of shape (rows, cols), float32
-        ``sto2`` (calibrated, fraction), ``thb`` (total haemoglobin index, a.u.),
-        ``sto2_index``, ``nir``, ``thi``, ``twi`` (TIVITA-style, fractions); NaN where invalid.
-    flags : ndarray of shape (rows, cols), uint8
-        Pixel flags (0 = valid), see the ``FLAG_*`` constants.
-    input : ndarray of shape (1, channels, rows, cols) or None
-        Packed network input (float32 or float16 per :class:`PackSpec`); None if no model.
-    reflectance : ndarray of shape (rows, cols, bands), float32, or None
-        Calibrated reflectance (host copy; GPU backends fill it only on request).
-    """
-
-    maps: dict[str, np.ndarray]
-    flags: np.ndarray
-    input: np.ndarray | None = None
-    reflectance: np.ndarray | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    if isinstance(plan, ChainPlan):
+        if config:
+            raise ConfigError(f"{backend} backend: {', '.join(sorted(config))} given beside a "
+                              f"ChainPlan, which already holds its configuration; pass either "
+                              f"a plan or wavelengths with options")
+        return plan
+    return ChainPlan.build(plan, **config)
 
 
 class Backend(ABC):
-    """A per-pixel chain implementation (numpy or cuda)."""
+    """A per-pixel chain implementation (numpy, native or cuda) running :attr:`plan`."""
 
     name: str = "abstract"
+    #: True when ``run`` can leave the packed network input in device memory
+    #: (``ChainResult.input`` an :class:`edge.core.tensor.DeviceTensor`) -- asked for only
+    #: when the runtime that reads it accepts device input (the composition layer decides).
+    offers_device_output: bool = False
+    #: The configuration this backend runs.
+    plan: ChainPlan
+
+    @property
+    def device_output(self) -> bool:
+        """Whether ``run`` returns the packed input as a DeviceTensor (host array otherwise)."""
+        return False
+
+    # Views of the plan (what callers read of a backend's configuration).
+    @property
+    def wavelengths(self) -> np.ndarray:
+        return self.plan.wavelengths
+
+    @property
+    def flatfield(self):
+        return self.plan.flatfield
+
+    @property
+    def pack(self) -> PackSpec | None:
+        return self.plan.pack
+
+    @property
+    def unmixer(self):
+        return self.plan.unmixer
+
+    @property
+    def calibration(self):
+        return self.plan.calibration
+
+    @property
+    def index_params(self):
+        return self.plan.index_params
 
     @abstractmethod
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
@@ -99,9 +102,11 @@ class Backend(ABC):
         Parameters
         ----------
         raw : ndarray of shape (rows, cols, bands), uint16 or float32
-            Raw counts, or float32 reflectance for already-calibrated recordings.
+            Raw counts, or float32 reflectance for already-calibrated recordings (checked by
+            :meth:`ChainPlan.check_frame`).
         exposure_us : float
-            Exposure of this frame (reflectance is exposure-normalised against the white).
+            Exposure of this frame (reflectance is exposure-normalised against the white:
+            :meth:`ChainPlan.exposure_factor`).
         """
 
     def close(self) -> None:
@@ -112,34 +117,3 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def chain_bytes(shape: tuple[int, int, int], *, raw_itemsize: int = 2, flatfield: bool = True,
-                pack: PackSpec | None = None, reflectance: bool = True, maps: int = 6) -> int:
-    """Bytes the per-pixel chain must move at least: every input read once, every output
-    written once (DESIGN.md, "Performance method"; the count of ``cuda_kernels/MEMORY.md``).
-
-    Parameters
-    ----------
-    shape : (rows, cols, bands)
-    raw_itemsize : int
-        2 for uint16 raw counts, 4 for float32 reflectance recordings.
-    flatfield : bool
-        The float32 dark and scale references (8 bytes per element) and the static pixel
-        flags (1 byte per pixel) are read.
-    pack : PackSpec or None
-        The packed network input is written.
-    reflectance : bool
-        The float32 reflectance cube is written (the NumPy backend always does).
-    maps : int
-        Float32 maps written per pixel (plus one uint8 flag).
-    """
-    rows, cols, bands = shape
-    elements, pixels = rows * cols * bands, rows * cols
-    # flat-field: float32 dark and scale per element, uint8 static flags per pixel
-    moved = elements * raw_itemsize + (8 * elements + pixels if flatfield else 0)
-    moved += 4 * elements if reflectance else 0
-    moved += (4 * maps + 1) * pixels
-    if pack is not None:
-        moved += np.dtype(pack.dtype).itemsize * pack.channels * pixels
-    return int(moved)

@@ -1,8 +1,9 @@
 """The CUDA backend: the fused per-pixel chain (cuda_kernels/chain.cu) run through PyCUDA.
 
-Same contract and results as :class:`edge.backends.numpy_backend.NumpyBackend` (its
-configuration objects -- unmixer, StO2 table, index windows, pack spec -- are built by a
-NumpyBackend and copied into the kernels' constant memory, so both run the same numbers).
+Same contract and results as :class:`edge.backends.numpy_backend.NumpyBackend`: both run one
+:class:`~edge.processing.plan.ChainPlan` (its unmixer, StO2 table, index windows and pack spec
+are copied into the kernels' constant memory, so both run the same numbers; its frame check
+and exposure factor are applied before each launch).
 
 GPU resources (DESIGN.md "CUDA"; FACTS.md "GPU, Jetson and TensorRT"):
 
@@ -26,16 +27,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from cuda_kernels import DEFAULT_PREBUILT_DIR, arch_of
-from edge.backends.base import Backend, ChainResult, PackSpec
+from edge.backends.base import Backend, resolve_plan
 from edge.backends.cuda_ops import CudaOps, load_module, tile_launch
-from edge.backends.cuda_params import MAP_NAMES, chain_params
+from edge.backends.cuda_params import chain_params
+from edge.core.chain import MAP_NAMES, ChainResult
 from edge.errors import BackendUnavailable
-from edge.processing.indices import IndexParams
+from edge.processing.plan import ChainPlan
 
 __all__ = ["CudaBackend", "import_pycuda", "INSTALL_HINT"]
 
@@ -67,9 +69,9 @@ class CudaBackend(Backend):
 
     Parameters
     ----------
-    wavelengths_nm, flatfield, chromophores, baseline, fwhm_nm, eps, index_params, pack,
-    calibration
-        As :class:`~edge.backends.numpy_backend.NumpyBackend`.
+    plan : ChainPlan or array_like (bands,)
+        The configuration to run, or the wavelengths (nm) to build it from with ``**config``
+        (:meth:`ChainPlan.build`), as :class:`~edge.backends.numpy_backend.NumpyBackend`.
     device : int
         CUDA device ordinal.
     prebuilt_dir : path or None
@@ -89,25 +91,14 @@ class CudaBackend(Backend):
 
     name = "cuda"
 
-    def __init__(self, wavelengths_nm, *, flatfield=None,
-                 chromophores: Sequence[str] | None = None,
-                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
-                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
-                 pack: PackSpec | None = None, calibration=None, device: int = 0,
+    def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *, device: int = 0,
                  prebuilt_dir: Path | str | None = DEFAULT_PREBUILT_DIR,
-                 copy_input: bool = True, return_reflectance: bool = False):
+                 copy_input: bool = True, return_reflectance: bool = False, **config: Any):
         cuda = import_pycuda()
-        from edge.backends.numpy_backend import NumpyBackend
-
-        # The reference backend validates the configuration and builds the shared objects.
-        self._ref = NumpyBackend(wavelengths_nm, flatfield=flatfield, chromophores=chromophores,
-                                 baseline=baseline, fwhm_nm=fwhm_nm, eps=eps,
-                                 index_params=index_params, pack=pack, calibration=calibration)
-        self.flatfield, self.pack = flatfield, pack
+        self.plan = p = resolve_plan(plan, config, backend=self.name)
         self.copy_input, self.return_reflectance = bool(copy_input), bool(return_reflectance)
-        self.params = chain_params(
-            self._ref.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
-            saturation=flatfield.saturation if flatfield is not None else np.inf)
+        self.params = chain_params(p.wavelengths, p.unmixer, p.calibration, p.index_params,
+                                   p.pack, saturation=p.saturation)
         self._cuda = cuda
         self._dev = cuda.Device(int(device))
         self.device_name = self._dev.name()
@@ -125,6 +116,7 @@ class CudaBackend(Backend):
                                    self.params, self.stream,
                                    self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
                 self._events = [cuda.Event() for _ in range(4)]
+                flatfield = p.flatfield
                 if flatfield is not None:   # references: uploaded once per configuration
                     # The kernels read float32 dark/scale and uint8 flags, whatever the
                     # FlatField was built from.
@@ -207,10 +199,9 @@ class CudaBackend(Backend):
 
     # ---- per frame ----------------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self._ref.check_frame(raw, compiled=True)
-        ff = self.flatfield
-        calibrated = ff is not None and raw.dtype != np.float32
-        factor = np.float32(self._ref.exposure_factor(raw, exposure_us))
+        raw = self.plan.check_frame(raw, compiled=True)
+        calibrated = self.plan.flatfield is not None and raw.dtype != np.float32
+        factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
         cuda, s, ev = self._cuda, self.stream, self._events
         with self._active():
             self._ensure_buffers(raw.shape, raw.dtype)

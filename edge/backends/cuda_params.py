@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.backends.base import PackSpec
+from edge.core.chain import MAP_NAMES, PackSpec
 from edge.errors import ConfigError
 from edge.processing.indices import IndexParams, savgol_matrix
 
@@ -26,8 +26,8 @@ MAX_COMPONENTS = 8
 MAX_TABLE = 256
 MAX_CLASSES = 256
 D2_TAPS = 5
-#: Map order of the kernels' ``maps`` output (HsiMapId) -- the NumPy backend's MAP_NAMES.
-MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
+# MAP_NAMES (edge.core.chain, re-exported) is the map order of the kernels' ``maps`` output
+# (HsiMapId); the CPU tests compare it with the header.
 
 _i4, _f4 = np.int32, np.float32
 CHAIN_PARAMS_DTYPE = np.dtype([

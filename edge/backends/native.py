@@ -24,17 +24,18 @@ import os
 import sys
 import threading
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from edge.backends.base import Backend, ChainResult, PackSpec
-from edge.backends.cuda_params import MAP_NAMES, chain_params
+from edge.backends.base import Backend, resolve_plan
+from edge.backends.cuda_params import chain_params
 from edge.backends.native_build import load_library
+from edge.core.chain import MAP_NAMES, ChainResult
 from edge.errors import ConfigError, DataFormatError, HsiEdgeError
-from edge.processing.indices import IndexParams
+from edge.processing.plan import ChainPlan
 
-__all__ = ["NativeBackend", "native_available", "default_threads"]
+__all__ = ["NativeBackend", "native_available", "default_threads", "MAP_NAMES"]
 
 log = logging.getLogger(__name__)
 _OUT_KIND = {None: 0, "float32": 1, "float16": 2}
@@ -82,9 +83,9 @@ class NativeBackend(Backend):
 
     Parameters
     ----------
-    wavelengths_nm, flatfield, chromophores, baseline, fwhm_nm, eps, index_params, pack,
-    calibration
-        As :class:`~edge.backends.numpy_backend.NumpyBackend`.
+    plan : ChainPlan or array_like (bands,)
+        The configuration to run, or the wavelengths (nm) to build it from with ``**config``
+        (:meth:`ChainPlan.build`), as :class:`~edge.backends.numpy_backend.NumpyBackend`.
     threads : int or None
         Worker threads (OpenMP); None: every CPU this process may use.
     cache_dir : path or None
@@ -101,14 +102,9 @@ class NativeBackend(Backend):
 
     name = "native"
 
-    def __init__(self, wavelengths_nm, *, flatfield=None,
-                 chromophores: Sequence[str] | None = None,
-                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
-                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
-                 pack: PackSpec | None = None, calibration=None, threads: int | None = None,
-                 cache_dir=None):
-        from edge.backends.numpy_backend import NumpyBackend
-
+    def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *,
+                 threads: int | None = None, cache_dir=None, **config: Any):
+        eps = config.get("eps", 1e-4) if not isinstance(plan, ChainPlan) else plan.eps
         if not (np.isfinite(eps) and eps >= np.finfo(np.float32).tiny):
             raise ConfigError(f"eps: the native backend needs a reflectance floor >= "
                               f"{np.finfo(np.float32).tiny:.3g} (smallest normal float32), "
@@ -117,24 +113,19 @@ class NativeBackend(Backend):
                                     or isinstance(threads, bool) or threads < 1):
             raise ConfigError(f"threads: expected an integer >= 1 or None, got {threads!r}")
         self._lib, self.openmp = load_library(cache_dir)
-        # The reference backend validates the configuration and builds the shared objects.
-        self._ref = NumpyBackend(wavelengths_nm, flatfield=flatfield, chromophores=chromophores,
-                                 baseline=baseline, fwhm_nm=fwhm_nm, eps=eps,
-                                 index_params=index_params, pack=pack, calibration=calibration)
-        if pack is not None and pack.dtype == "float16" and not self._lib.hsi_cpu_has_f16():
+        self.plan = p = resolve_plan(plan, config, backend=self.name)
+        if p.pack is not None and p.pack.dtype == "float16" and not self._lib.hsi_cpu_has_f16():
             raise ConfigError("pack.dtype: float16 needs a compiler with _Float16 (GCC >= 12, "
                               "clang >= 15); got float16 with an older one: use float32")
-        self.flatfield, self.pack = flatfield, pack
+        ff = p.flatfield
         # Contiguous float32 / uint8 views of the references, made once (copies only if the
         # flat field holds other layouts): nothing of this size is touched per frame.
-        self._refs = (None, None, None) if flatfield is None else (
-            np.ascontiguousarray(flatfield.dark, np.float32),
-            np.ascontiguousarray(flatfield.scale, np.float32),
-            np.ascontiguousarray(flatfield.static_flags, np.uint8))
-        self.wavelengths = self._ref.wavelengths
-        self.params = chain_params(
-            self.wavelengths, self._ref.unmixer, self._ref.calibration, index_params, pack,
-            saturation=flatfield.saturation if flatfield is not None else np.inf)
+        self._refs = (None, None, None) if ff is None else (
+            np.ascontiguousarray(ff.dark, np.float32),
+            np.ascontiguousarray(ff.scale, np.float32),
+            np.ascontiguousarray(ff.static_flags, np.uint8))
+        self.params = chain_params(p.wavelengths, p.unmixer, p.calibration, p.index_params,
+                                   p.pack, saturation=p.saturation)
         self.threads = int(threads) if threads is not None else default_threads()
         self._pool: list[list] = []       # [(maps, flags, refl, packed), busy]
         self._pool_lock = threading.Lock()
@@ -181,13 +172,15 @@ class NativeBackend(Backend):
         self._pool = []
 
     def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        """The NumPy reference chain on the same configuration (for checks)."""
-        return self._ref.run_reference(raw, exposure_us=exposure_us)
+        """The NumPy reference chain on the same plan (for checks)."""
+        from edge.backends.numpy_backend import NumpyBackend
+
+        return NumpyBackend(self.plan).run_reference(raw, exposure_us=exposure_us)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self._ref.check_frame(raw, compiled=True)
+        raw = self.plan.check_frame(raw, compiled=True)
         f32 = raw.dtype == np.float32
-        factor = self._ref.exposure_factor(raw, exposure_us)
+        factor = self.plan.exposure_factor(raw, exposure_us)
         raw = np.ascontiguousarray(raw)
         entry = self._outputs(raw.shape)
         try:

@@ -15,30 +15,30 @@ per block with preallocated buffers:
 
 :meth:`NumpyBackend.run_reference` does the same by calling the public functions one by one
 on the whole frame (slow, obviously right); tests check both agree.
+
+The configuration -- and the frame check and exposure factor every backend applies -- is a
+:class:`~edge.processing.plan.ChainPlan`; this backend is only the reference arithmetic over
+it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from edge.backends.base import (FLAG_NONFINITE, FLAG_SATURATED, FLAG_UNMIX_INVALID, Backend, ChainResult,
-                                PackSpec)
-from edge.core.frame import validate_wavelengths
-from edge.errors import CalibrationError, DataFormatError
-from edge.processing.indices import (IndexParams, index_linear_terms, indices_from_terms,
-                                     tivita_indices)
+from edge.backends.base import Backend, resolve_plan
+from edge.core.chain import FLAG_SATURATED, FLAG_UNMIX_INVALID, MAP_NAMES, ChainResult
+from edge.errors import DataFormatError
+from edge.processing.indices import indices_from_terms, tivita_indices
 from edge.processing.pack import pack_input
-from edge.processing.sto2 import Sto2Calibration
-from edge.processing.unmixing import Unmixer, recommended_components
+from edge.processing.plan import ChainPlan, pass_through
 
 __all__ = ["NumpyBackend", "MAP_NAMES"]
 
 log = logging.getLogger(__name__)
-MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
 #: float32 reflectance per block: ~4 MiB. Smaller blocks make OpenBLAS sgemm calls
 #: overhead-bound (4 rows of 640x100: 25x slower per element on a 2-core EPYC); 4 MiB stays
 #: well inside L3.
@@ -57,87 +57,42 @@ def _as_slice(sel: np.ndarray | None) -> slice | None:
     return None
 
 
-def _pass_through(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 reflectance without a flat-field: non-finite pixels -> all-NaN + FLAG_NONFINITE."""
-    refl = np.array(cube, dtype=np.float32, copy=True)
-    flags = np.zeros(cube.shape[:2], np.uint8)
-    bad = ~np.isfinite(refl).all(axis=2)
-    flags[bad] = FLAG_NONFINITE
-    refl[bad] = np.nan
-    return refl, flags
-
-
 class NumpyBackend(Backend):
-    """Reference backend (see module docstring).
+    """Reference backend (see module docstring): the plan's chain in NumPy.
 
     Parameters
     ----------
-    wavelengths_nm : array_like (bands,)
-    flatfield : edge.processing.flatfield.FlatField or None
-        None: ``run`` takes float32 reflectance.
-    chromophores, baseline : sequence of str or None
-        Unmixing basis; None: :func:`edge.processing.unmixing.recommended_components`.
-    fwhm_nm : float or None
-        Band FWHM used for the unmixing basis and the StO2 calibration table.
-    eps : float
-        Reflectance floor of the absorbance.
-    index_params : IndexParams
-    pack : PackSpec or None
-        Network input to build; None: no input (``ChainResult.input`` is None).
-    calibration : Sto2Calibration or None
-        StO2 table; None: ``Sto2Calibration.for_grid`` (shipped or fitted).
+    plan : ChainPlan or array_like (bands,)
+        The configuration to run, or the wavelengths (nm) to build it from with ``**config``
+        (:meth:`ChainPlan.build`: ``flatfield``, ``chromophores``, ``baseline``, ``fwhm_nm``,
+        ``eps``, ``index_params``, ``pack``, ``calibration``).
     block_rows : int or None
         Rows per block; None: about 4 MiB of float32 reflectance per block.
     """
 
     name = "numpy"
 
-    def __init__(self, wavelengths_nm, *, flatfield=None,
-                 chromophores: Sequence[str] | None = None,
-                 baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
-                 eps: float = 1e-4, index_params: IndexParams = IndexParams(),
-                 pack: PackSpec | None = None, calibration: Sto2Calibration | None = None,
-                 block_rows: int | None = None):
-        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
-        rec_c, rec_b = recommended_components(wl)
-        chromophores = rec_c if chromophores is None else tuple(chromophores)
-        baseline = rec_b if baseline is None else tuple(baseline)
-        self.wavelengths = wl
-        self.flatfield = flatfield
-        if flatfield is not None and flatfield.shape[2] != wl.size:
-            raise CalibrationError(f"flatfield: reference has {flatfield.shape[2]} bands, "
-                                   f"wavelengths_nm has {wl.size}")
-        self.unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps)
-        self.calibration = calibration or Sto2Calibration.for_grid(
-            wl, fwhm_nm=fwhm_nm, chromophores=chromophores, baseline=baseline, eps=eps)
-        self.index_params = index_params
-        if pack is not None:
-            unknown = [m for m in pack.maps if m not in MAP_NAMES]
-            if unknown:
-                raise DataFormatError(f"pack.maps: unknown map(s) {unknown}; allowed: "
-                                      f"{', '.join(MAP_NAMES)}")
-            if pack.spectra_bands and (min(pack.spectra_bands) < 0
-                                       or max(pack.spectra_bands) >= wl.size):
-                raise DataFormatError(f"pack.spectra_bands: indices must be in [0, "
-                                      f"{wl.size - 1}], got {pack.spectra_bands}")
-        self.pack = pack
+    def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *,
+                 block_rows: int | None = None, **config: Any):
+        self.plan = resolve_plan(plan, config, backend=self.name)
         if block_rows is not None and int(block_rows) < 1:
             raise DataFormatError(f"block_rows: expected an integer >= 1 or None, "
                                   f"got {block_rows!r}")
         self.block_rows = block_rows
-        lin, self._layout = index_linear_terms(wl, index_params)
-        self._k = len(self.unmixer.components)
+        p = self.plan
+        self._k = len(p.unmixer.components)
+        self._layout = p.index_layout
         # Fused matrix on log(R): A = -log(R), so both parts get a minus sign.
         self._mat = np.ascontiguousarray(
-            -np.concatenate([self.unmixer.pinv.T.astype(np.float64), lin], axis=1),
+            -np.concatenate([p.unmixer.pinv.T.astype(np.float64), p.index_terms], axis=1),
             dtype=np.float32)
+        wl = p.wavelengths
         self._grid_key = ("grid", wl.size, round(float(wl[0]), 3), round(float(wl[-1]), 3))
-        self._warned_exposure: set[float] = set()
 
     # ---- straightforward reference --------------------------------------------------------
     def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
         """The chain by calling the public functions one by one on the whole frame."""
-        refl, flags = self._calibrate(raw, exposure_us)
+        refl, flags = self.plan.calibrate(raw, exposure_us)
         um = self.unmixer.maps(refl)
         maps = {"sto2": self.calibration.apply(um["sto2_raw"]), "thb": um["thb"]}
         maps.update(tivita_indices(refl, self.wavelengths, self.index_params))
@@ -155,62 +110,11 @@ class NumpyBackend(Backend):
         return ChainResult(maps={n: maps[n] for n in MAP_NAMES}, flags=flags, input=packed,
                            reflectance=refl)
 
-    def check_raw(self, raw: np.ndarray) -> np.ndarray:
-        raw = np.asarray(raw)
-        if raw.ndim != 3 or raw.shape[2] != self.wavelengths.size:
-            raise DataFormatError(f"raw: expected shape (rows, cols, {self.wavelengths.size}), "
-                                  f"got {raw.shape}")
-        if self.flatfield is None and raw.dtype != np.float32:
-            raise DataFormatError(f"raw: without a flatfield the backend takes float32 "
-                                  f"reflectance, got {raw.dtype}")
-        return raw
-
-    def check_frame(self, raw: np.ndarray, *, compiled: bool = False) -> np.ndarray:
-        """:meth:`check_raw` plus the checks every backend's ``run`` makes on a frame: counts
-        must have the calibration reference's shape; ``compiled`` (the native and CUDA
-        kernels) also needs uint16 counts or float32 reflectance in native byte order (a
-        big-endian ``>u2`` frame is converted, not read byte-swapped).
-        """
-        raw = self.check_raw(raw)
-        ff = self.flatfield
-        if ff is not None and raw.dtype != np.float32 and raw.shape != ff.shape:
-            raise CalibrationError(f"raw: frame shape {raw.shape} does not match the "
-                                   f"calibration reference shape {ff.shape}")
-        if compiled:
-            if not raw.dtype.isnative:
-                raw = raw.astype(raw.dtype.newbyteorder("="))
-            if raw.dtype not in (np.uint16, np.float32):
-                raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, "
-                                      f"got {raw.dtype}")
-        return raw
-
-    def _calibrate(self, raw: np.ndarray, exposure_us: float):
-        raw = self.check_raw(raw)
-        if self.flatfield is None:
-            return _pass_through(raw)
-        return self.flatfield.apply(raw, exposure_us)
-
     # ---- fused, blocked path ----------------------------------------------------------------
-    def exposure_factor(self, raw: np.ndarray, exposure_us: float) -> float:
-        ff = self.flatfield
-        if ff is None or raw.dtype == np.float32 or exposure_us is None \
-                or exposure_us == ff.exposure_us:
-            return 1.0
-        if not (np.isfinite(exposure_us) and exposure_us > 0):
-            raise CalibrationError(f"exposure_us: expected a finite exposure > 0 µs, "
-                                   f"got {exposure_us!r}")
-        ff.dark_mismatch = True
-        if exposure_us not in self._warned_exposure:
-            self._warned_exposure.add(exposure_us)
-            log.warning("flat-field: frame exposure %g µs differs from the reference's %g µs; "
-                        "reflectance rescaled but the dark was recorded at %g µs: capture a "
-                        "new dark", exposure_us, ff.exposure_us, ff.exposure_us)
-        return ff.exposure_us / float(exposure_us)
-
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self.check_frame(raw)
+        raw = self.plan.check_frame(raw)
         rows, cols, bands = raw.shape
-        factor = np.float32(self.exposure_factor(raw, exposure_us))
+        factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
         step = self.block_rows or max(1, _BLOCK_BYTES // max(1, cols * bands * 4))
         k, lay, mat = self._k, self._layout, self._mat
         eps = np.float32(self.unmixer.eps)
@@ -234,7 +138,7 @@ class NumpyBackend(Backend):
             t0 = time.monotonic_ns()
             rb = refl[r0:r1]
             if self.flatfield is None or raw.dtype == np.float32:
-                rb[...], fb = _pass_through(raw[r0:r1])
+                rb[...], fb = pass_through(raw[r0:r1])
             else:
                 # Exactly FlatField.apply's arithmetic (R = (I - D) * scale, flagged -> NaN),
                 # written into the output in place; tests check bit-identity with apply().

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.backends.base import PackSpec
+from edge.core.chain import MAP_NAMES, PackSpec
 from edge.core.config import from_mapping, load_yaml, setting
 from edge.core.fileio import sha256_file
 from edge.errors import ConfigError, EngineError
@@ -58,7 +58,7 @@ __all__ = ["ModelCard", "InputSpec", "OutputSpec", "ClassSpec", "load_model_card
 log = logging.getLogger(__name__)
 
 #: Per-pixel maps a model may ask for (produced by every backend).
-MAP_FEATURES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
+MAP_FEATURES = MAP_NAMES
 CARD_FORMAT = "hsi-edge-model-card/1"
 
 

@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 
 #: Default trigger rate of the simulated bench (frames per second).
 BENCH_FPS = 5.0
+#: Camera preset when ``camera.preset`` is null and no recording names one.
+DEFAULT_PRESET = "tivita"
+
+
+def camera_preset(cfg: AppConfig, camera) -> str:
+    """The preset the job runs as: ``camera.preset``, else a replayed recording's, else tivita."""
+    recorded = camera.preset_name if cfg.camera.source == "replay" else None
+    return cfg.camera.preset or recorded or DEFAULT_PRESET
 
 
 def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
@@ -48,20 +56,22 @@ def build_camera(cfg: AppConfig, stack: contextlib.ExitStack):
     c = cfg.camera
     if c.source == "simulated":
         from drivers.simulated import SimulatedCamera
-        cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=c.fps,
+        cam = SimulatedCamera(c.preset or DEFAULT_PRESET, rows=c.rows, cols=c.cols, seed=c.seed,
+                              fps=c.fps,
                               realtime=c.fps is not None, fwhm_nm=c.fwhm_nm)
     elif c.source == "replay":
         if not c.replay_path:
             raise ConfigError("camera.replay_path: required when camera.source is 'replay' "
                               "(a .dat, .hdr, .npy file or a folder of .npz frames)")
         from drivers.replay import ReplayCamera
-        cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop, fwhm_nm=c.fwhm_nm)
+        cam = ReplayCamera(c.replay_path, fps=c.fps, loop=c.loop, fwhm_nm=c.fwhm_nm,
+                           preset=c.preset)
     else:
         # The simulated camera fired by the simulated trigger/LED controller, driven through
         # the real serial drivers over a pseudo-terminal.
         from drivers.bench import SimulatedBench
         from drivers.simulated import SimulatedCamera
-        cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed,
+        cam = SimulatedCamera(c.preset or DEFAULT_PRESET, rows=c.rows, cols=c.cols, seed=c.seed,
                               realtime=True, fps=c.fps or BENCH_FPS, fwhm_nm=c.fwhm_nm)
         bench = stack.enter_context(SimulatedBench(cam))
         cam.configure(exposure_us=c.exposure_us, gain=c.gain)
@@ -171,10 +181,11 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     return NumpyBackend(wavelengths, **kwargs)
 
 
-def resolve_model_card(card: str, preset: str):
-    """The model card path for ``model.card`` (None for ``none``)."""
+def resolve_model_card(card: str, preset: str | None):
+    """The model card path for ``model.card`` (None for ``none``); preset None: tivita."""
     if card == "none":
         return None
+    preset = preset or DEFAULT_PRESET
     if card == "demo":
         from edge.models import DEMO_MODELS, demo_card_path
         if preset not in DEMO_MODELS:
@@ -231,7 +242,7 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
     with contextlib.ExitStack() as stack:
         camera, bench = build_camera(cfg, stack)
         flatfield = obtain_flatfield(cfg, camera, progress=progress)
-        card_path = resolve_model_card(cfg.model.card, cfg.camera.preset)
+        card_path = resolve_model_card(cfg.model.card, camera_preset(cfg, camera))
         card = pack = None
         if card_path is not None:
             from edge.inference import load_model_card
@@ -285,7 +296,7 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
             return result.metrics(
                 backend=be.name, runtime=runtime_name,
                 model=None if card is None else card.name,
-                camera={"source": cfg.camera.source, "preset": cfg.camera.preset,
+                camera={"source": cfg.camera.source, "preset": camera_preset(cfg, camera),
                         "shape": list(camera.shape), "serial": camera.serial},
                 drop_policy=policy, quality=scorer.summary(),
                 host={"machine": platform.machine(), "python": platform.python_version(),

@@ -4,7 +4,8 @@ Example (every key optional; these are the defaults)::
 
     camera:
       source: simulated        # simulated | replay | bench (simulated camera + controller sim)
-      preset: tivita           # tivita | snapshot16 | snapshot25
+      preset: null             # tivita | snapshot16 | snapshot25; null: tivita, or for
+                               # replay the preset recorded in recording.json
       rows: null               # override the preset's resolution
       cols: null
       seed: 0
@@ -13,7 +14,8 @@ Example (every key optional; these are the defaults)::
       gain: 1.0
       replay_path: null        # .dat / .hdr / .npz folder / .npy for source: replay
       loop: false
-      fwhm_nm: null            # band FWHM (nm); null: the preset's / point-sampled for replay
+      fwhm_nm: null            # band FWHM (nm); null: the preset's, or for replay the
+                               # recording's (recording.json / ENVI fwhm), else point-sampled
     calibration:
       record: null             # a record folder from `hsi-edge calibrate capture`; null:
                                # capture dark and white references at start
@@ -53,7 +55,9 @@ __all__ = ["AppConfig", "CameraSettings", "CalibrationSettings", "ProcessingSett
 @dataclass(frozen=True)
 class CameraSettings:
     source: Literal["simulated", "replay", "bench"] = "simulated"
-    preset: Literal["tivita", "snapshot16", "snapshot25"] = "tivita"
+    # None: tivita for simulated cameras; a replay takes the preset its recording.json names
+    # (a value given here must agree with it)
+    preset: Literal["tivita", "snapshot16", "snapshot25"] | None = None
     rows: int | None = setting(None, range=(1, 8192))
     cols: int | None = setting(None, range=(1, 8192))
     seed: int = setting(0, range=(0, 2**32 - 1))

@@ -17,10 +17,13 @@ implements exactly this form with the same float32 ``dark`` and ``scale`` arrays
 
 Exposure changes: a frame whose exposure differs from ``t_ref`` is rescaled by ``t_ref/t_I``,
 but D_I is still the dark recorded at ``t_ref``; dark current scales with exposure, so the
-result is only approximate.  A warning is logged once per exposure and
-:attr:`FlatField.dark_mismatch` is set; capture a new dark for the new exposure.
+result is only approximate.  :meth:`FlatField.apply` logs a warning once per exposure and sets
+:attr:`FlatField.dark_mismatch`; capture a new dark for the new exposure.
+:meth:`FlatField.exposure_factor` and :meth:`FlatField.calibrate` are the same arithmetic
+without that state (the backends use them through :class:`edge.processing.plan.ChainPlan`
+and never change a flat field they were given).
 
-Pixel flags (``edge.backends.base``), per pixel, OR-ed:
+Pixel flags (``edge.core.chain``), per pixel, OR-ed:
 
 - ``FLAG_SATURATED``: any raw band >= ``saturation`` (default: htc's rule "any band > 1000 of
   1023", scaled to the bit depth), or the white reference itself saturated/over-exposed;
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import FLAG_BAD_PIXEL, FLAG_NONFINITE, FLAG_SATURATED, FLAG_UNDEREXPOSED
+from edge.core.chain import FLAG_BAD_PIXEL, FLAG_NONFINITE, FLAG_SATURATED, FLAG_UNDEREXPOSED
 from edge.errors import CalibrationError
 
 __all__ = ["FlatField", "default_saturation", "default_underexposed_level"]
@@ -220,19 +223,9 @@ class FlatField:
         raw = np.asarray(raw)
         if raw.dtype == np.float32:
             return self._pass_through(raw)
-        if raw.dtype.kind not in "ui":
-            raise CalibrationError(
-                f"raw: expected uint16 counts or float32 reflectance, got {raw.dtype}")
-        if raw.shape != self.dark.shape:
-            raise CalibrationError(
-                f"raw: frame shape {raw.shape} does not match the calibration reference shape "
-                f"{self.dark.shape} (rows, cols, bands)")
-        factor = 1.0
+        self._check_counts(raw)
+        factor = self.exposure_factor(exposure_us)
         if exposure_us is not None and exposure_us != self.exposure_us:
-            if not (np.isfinite(exposure_us) and exposure_us > 0):
-                raise CalibrationError(
-                    f"exposure_us: expected a finite exposure > 0 µs, got {exposure_us!r}")
-            factor = self.exposure_us / float(exposure_us)
             self.dark_mismatch = True
             if exposure_us not in self._warned:
                 self._warned.add(exposure_us)
@@ -240,6 +233,53 @@ class FlatField:
                             " reflectance rescaled by %.4g but the dark was recorded at %g µs: "
                             "capture a new dark", exposure_us, self.exposure_us, factor,
                             self.exposure_us)
+        return self.calibrate(raw, factor, out=out)
+
+    def exposure_factor(self, exposure_us: float | None) -> float:
+        """``t_ref / t_I`` for a raw frame of exposure ``exposure_us`` (1.0 for None or t_ref).
+
+        Pure: no warning, no :attr:`dark_mismatch` (:meth:`apply` adds those).
+
+        Raises
+        ------
+        CalibrationError
+            ``exposure_us`` not a finite value > 0.
+        """
+        if exposure_us is None or exposure_us == self.exposure_us:
+            return 1.0
+        if not (np.isfinite(exposure_us) and exposure_us > 0):
+            raise CalibrationError(
+                f"exposure_us: expected a finite exposure > 0 µs, got {exposure_us!r}")
+        return self.exposure_us / float(exposure_us)
+
+    def _check_counts(self, raw: np.ndarray) -> None:
+        if raw.dtype.kind not in "ui":
+            raise CalibrationError(
+                f"raw: expected uint16 counts or float32 reflectance, got {raw.dtype}")
+        if raw.shape != self.dark.shape:
+            raise CalibrationError(
+                f"raw: frame shape {raw.shape} does not match the calibration reference shape "
+                f"{self.dark.shape} (rows, cols, bands)")
+
+    def calibrate(self, raw: np.ndarray, factor: float = 1.0, *,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Reflectance and flags of raw counts with a given exposure factor (no state change).
+
+        Parameters
+        ----------
+        raw : ndarray of shape (rows, cols, bands), integer counts
+        factor : float
+            ``t_ref / t_I`` (:meth:`exposure_factor`).
+        out : ndarray of shape (rows, cols, bands), float32, optional
+            As :meth:`apply`.
+
+        Returns
+        -------
+        reflectance, flags
+            As :meth:`apply`.
+        """
+        raw = np.asarray(raw)
+        self._check_counts(raw)
         if out is not None and (out.shape != self.dark.shape or out.dtype != np.float32):
             raise CalibrationError(
                 f"out: expected a float32 buffer of shape {self.dark.shape}, got {out.dtype} "

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.backends.base import PackSpec
+from edge.core.chain import PackSpec
 from edge.errors import DataFormatError
 
 __all__ = ["l1_normalize", "pack_input"]
@@ -67,7 +67,7 @@ def pack_input(spectra: np.ndarray | None, maps: Sequence[np.ndarray],
     ndarray of shape (1, spec.channels, rows, cols), ``spec.dtype``
     """
     if not isinstance(spec, PackSpec):
-        raise DataFormatError(f"spec: expected an edge.backends.base.PackSpec, got {spec!r}")
+        raise DataFormatError(f"spec: expected an edge.core.chain.PackSpec, got {spec!r}")
     if spec.dtype not in ("float32", "float16"):
         raise DataFormatError(f"spec.dtype: expected 'float32' or 'float16', got {spec.dtype!r}")
     maps = list(maps)
