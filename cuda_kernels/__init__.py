@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from edge.errors import ConfigError
 __all__ = [
     "KERNEL_DIR", "HEADERS", "MODULES", "Module", "DEFAULT_PREBUILT_DIR", "MANIFEST_NAME",
     "source_hashes", "runtime_source", "read_manifest", "manifest_problems", "select_binary",
-    "arch_of",
+    "arch_of", "arch_number", "PTX_BASE_ARCH", "driver_release",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,16 @@ HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh")
 #: Where ``hsi-edge kernels build`` writes by default and the backend looks first.
 DEFAULT_PREBUILT_DIR = KERNEL_DIR / "prebuilt"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+#: 2: ``ptx`` maps each virtual arch to its file (format 1 had one ``ptx``/``ptx_arch``).
+MANIFEST_FORMAT = 2
+#: PTX is always built for this arch too (besides the oldest real arch of the build): the
+#: oldest CUDA 13 can target (nvcc 13 refuses compute_70), so every card from Turing on --
+#: T4, RTX 20/30/40, A10, A100 (sm_80/86), L4, H100, B200 -- has a binary its driver can JIT
+#: when no cubin of its own was built.  compute_75 rather than compute_80: it costs one more
+#: small text file per module, and it covers Turing too.
+PTX_BASE_ARCH = "sm_75"
+#: A real arch, optionally arch-specific (``sm_90a``: runs only on compute capability 9.0).
+_ARCH_RE = re.compile(r"^(?:sm|compute)_(\d{2,3})([a-z]?)$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,30 @@ def arch_of(compute_capability: tuple[int, int]) -> str:
     """``(8, 7)`` -> ``"sm_87"``."""
     major, minor = compute_capability
     return f"sm_{major}{minor}"
+
+
+def arch_number(arch: str) -> int:
+    """``"sm_87"`` -> 87, ``"sm_90a"`` -> 90, ``"compute_75"`` -> 75.
+
+    Raises
+    ------
+    ConfigError
+        If ``arch`` is not of that form.
+    """
+    m = _ARCH_RE.match(arch)
+    if not m:
+        raise ConfigError(f"arch: expected a GPU arch like sm_87 or sm_90a, got {arch!r}")
+    return int(m.group(1))
+
+
+def driver_release(version: int | str) -> tuple[int, int]:
+    """CUDA release of a driver or toolkit: ``cuda.get_driver_version()`` (``12060``) or an
+    nvcc version (``"13.0.88"``) -> ``(12, 6)`` / ``(13, 0)``."""
+    if isinstance(version, int) or str(version).isdigit():
+        v = int(version)
+        return v // 1000, (v % 1000) // 10
+    m = re.match(r"(\d+)\.(\d+)", str(version))
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def read_manifest(prebuilt_dir: Path | str) -> dict | None:
@@ -130,28 +164,55 @@ def manifest_problems(prebuilt_dir: Path | str, arch: str | None = None,
 
 
 def select_binary(module: str, prebuilt_dir: Path | str, arch: str,
-                  kernel_dir: Path = KERNEL_DIR) -> tuple[Path | None, str]:
+                  kernel_dir: Path = KERNEL_DIR, driver_version: int | None = None
+                  ) -> tuple[Path | None, str]:
     """Pick the prebuilt file to load for ``module`` on a device of ``arch``.
+
+    Parameters
+    ----------
+    arch : str
+        The device's arch (:func:`arch_of`), e.g. ``"sm_87"``.
+    driver_version : int, optional
+        ``pycuda.driver.get_driver_version()`` (e.g. ``12060`` for CUDA 12.6).  Given, only
+        binaries the driver can load are picked (CUDA compatibility guide): PTX needs a driver
+        at least as new as the nvcc that wrote it (nvcc 13 writes PTX ISA 9.0, which drivers
+        before R580 reject with CUDA_ERROR_UNSUPPORTED_PTX_VERSION); a cubin needs a driver of
+        the same CUDA major or newer (minor-version compatibility).
 
     Returns
     -------
     (path, reason) : (Path or None, str)
-        The cubin when the build is current and has ``arch``; else the PTX when the build is
-        current and its virtual arch is not newer than the device (the driver JIT-compiles
-        it); else ``None`` -- the caller compiles at run time -- with the reason.
+        The cubin for ``arch`` (or its arch-specific ``sm_XYa`` build) when the build is
+        current; else the newest PTX whose virtual arch is not newer than the device (the
+        driver JIT-compiles it); else ``None`` -- the caller compiles at run time -- with the
+        reason.
     """
     _module(module)
     prebuilt_dir = Path(prebuilt_dir)
     problems = manifest_problems(prebuilt_dir, None, kernel_dir)
     if problems:
         return None, "; ".join(problems)
-    entry = read_manifest(prebuilt_dir)["modules"][module]
-    cubin = entry.get("cubin", {}).get(arch)
-    if cubin and (prebuilt_dir / cubin).is_file():
-        return prebuilt_dir / cubin, f"cubin for {arch}"
-    ptx, ptx_arch = entry.get("ptx"), entry.get("ptx_arch", "compute_999")
-    if ptx and (prebuilt_dir / ptx).is_file() and int(ptx_arch.split("_")[1]) <= int(arch.split("_")[1]):
-        return prebuilt_dir / ptx, f"no cubin for {arch}; PTX {ptx_arch} (JIT by the driver)"
+    man = read_manifest(prebuilt_dir)
+    built_by = driver_release(man.get("nvcc_version", "0.0"))
+    driver = None if driver_version is None else driver_release(driver_version)
+    if driver is not None and driver[0] < built_by[0]:
+        return None, (f"the kernels were built by nvcc {built_by[0]}.{built_by[1]}, newer than "
+                      f"this driver's CUDA {driver[0]}.{driver[1]} (update the driver, or build "
+                      f"with the unit's own nvcc)")
+    entry = man["modules"][module]
+    device = arch_number(arch)
+    for name in (arch, arch + "a"):           # sm_90a cubins run on compute capability 9.0 only
+        cubin = entry.get("cubin", {}).get(name)
+        if cubin and (prebuilt_dir / cubin).is_file():
+            return prebuilt_dir / cubin, f"cubin for {name}"
+    if driver is not None and driver < built_by:
+        return None, (f"no cubin for {arch}, and its PTX (nvcc {built_by[0]}.{built_by[1]}) is "
+                      f"newer than this driver's CUDA {driver[0]}.{driver[1]} can JIT")
+    usable = [(arch_number(v), f) for v, f in entry.get("ptx", {}).items()
+              if arch_number(v) <= device and (prebuilt_dir / f).is_file()]
+    if usable:
+        num, ptx = max(usable)
+        return prebuilt_dir / ptx, f"no cubin for {arch}; PTX compute_{num} (JIT by the driver)"
     return None, f"no cubin for {arch} and no compatible PTX in {prebuilt_dir}"
 
 

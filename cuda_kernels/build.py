@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
-from cuda_kernels import (KERNEL_DIR, MANIFEST_FORMAT, MANIFEST_NAME, MODULES, source_hashes)
+from cuda_kernels import (KERNEL_DIR, MANIFEST_FORMAT, MANIFEST_NAME, MODULES, PTX_BASE_ARCH,
+                          arch_number, source_hashes)
 from edge.errors import BackendUnavailable, ConfigError, HsiEdgeError
 
 __all__ = ["KernelBuildError", "DEFAULT_ARCHS", "find_nvcc", "nvcc_version", "parse_archs",
@@ -127,8 +128,8 @@ def compile_module(module: str, arch: str, out: Path, *, nvcc: str | None = None
     diagnostics (which name the ``.cu`` file and line) on failure.
     """
     src = KERNEL_DIR / MODULES[module].source
-    if ptx:
-        target = ["-ptx", f"-arch=compute_{arch.split('_')[1]}"]
+    if ptx:   # the plain virtual arch: compute_90a PTX would JIT on compute capability 9.0 only
+        target = ["-ptx", f"-arch=compute_{arch_number(arch)}"]
     else:
         target = ["-cubin", f"-arch={arch}", "-Xptxas", "-v"]
     cmd = [nvcc or find_nvcc(), *NVCC_FLAGS, *target, "-I", str(KERNEL_DIR), "-o", str(out),
@@ -142,7 +143,8 @@ def compile_module(module: str, arch: str, out: Path, *, nvcc: str | None = None
 
 def build(archs: Iterable[str] = DEFAULT_ARCHS, out_dir: Path | str | None = None, *,
           nvcc: str | None = None, jobs: int | None = None) -> dict:
-    """Build every module for ``archs`` plus PTX for the oldest arch; write the manifest.
+    """Build every module for ``archs``, plus PTX for the oldest of them and for
+    :data:`cuda_kernels.PTX_BASE_ARCH` (compute_75); write the manifest.
 
     Parameters
     ----------
@@ -166,15 +168,16 @@ def build(archs: Iterable[str] = DEFAULT_ARCHS, out_dir: Path | str | None = Non
     out_dir = Path(out_dir) if out_dir is not None else DEFAULT_PREBUILT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     hashes = source_hashes()
-    ptx_arch = min(archs, key=lambda a: int(_ARCH_RE.match(a).group(1)))
+    ptx_archs = sorted({f"sm_{arch_number(a)}" for a in (min(archs, key=arch_number),
+                                                          PTX_BASE_ARCH)}, key=arch_number)
     # A fresh 0o700 folder (never a predictable name that a planted link could redirect).
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
-    jobs_list = [(m, a, False) for m in MODULES for a in archs] + [(m, ptx_arch, True)
-                                                                    for m in MODULES]
+    jobs_list = [(m, a, False) for m in MODULES for a in archs] + [(m, a, True) for m in MODULES
+                                                                    for a in ptx_archs]
 
     def one(job):
         m, a, is_ptx = job
-        name = f"{m}.compute_{a.split('_')[1]}.ptx" if is_ptx else f"{m}.{a}.cubin"
+        name = f"{m}.compute_{arch_number(a)}.ptx" if is_ptx else f"{m}.{a}.cubin"
         log.info("nvcc %s -> %s", MODULES[m].source, name)
         return job, name, compile_module(m, a, tmp / name, nvcc=nvcc, ptx=is_ptx)
 
@@ -182,12 +185,13 @@ def build(archs: Iterable[str] = DEFAULT_ARCHS, out_dir: Path | str | None = Non
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
             results = list(pool.map(one, jobs_list))
         modules: dict[str, dict] = {m: {"source": MODULES[m].source,
-                                        "kernels": list(MODULES[m].kernels), "cubin": {}}
+                                        "kernels": list(MODULES[m].kernels), "cubin": {},
+                                        "ptx": {}}
                                     for m in MODULES}
         registers: dict[str, dict] = {a: {} for a in archs}
         for (m, a, is_ptx), name, report in results:
             if is_ptx:
-                modules[m]["ptx"], modules[m]["ptx_arch"] = name, f"compute_{a.split('_')[1]}"
+                modules[m]["ptx"][f"compute_{arch_number(a)}"] = name
             else:
                 modules[m]["cubin"][a] = name
                 registers[a].update(report)

@@ -66,10 +66,13 @@ def test_manifest_lists_binaries_and_hashes(built):
         for arch in ARCHS:
             data = (out / entry["cubin"][arch]).read_bytes()
             assert data[:4] == b"\x7fELF", f"{entry['cubin'][arch]} is not a cubin"
-        ptx = (out / entry["ptx"]).read_text()
-        assert entry["ptx_arch"] == "compute_87" and ".target sm_87" in ptx
-        for kernel in mod.kernels:
-            assert f".entry {kernel}(" in ptx, kernel
+        # PTX for the oldest arch built and for compute_75 (sm_80/86 cards have a binary too)
+        assert sorted(entry["ptx"]) == ["compute_75", "compute_87"]
+        for virtual, target in (("compute_75", "sm_75"), ("compute_87", "sm_87")):
+            ptx = (out / entry["ptx"][virtual]).read_text()
+            assert f".target {target}" in ptx
+            for kernel in mod.kernels:
+                assert f".entry {kernel}(" in ptx, kernel
     assert ck.manifest_problems(out, "sm_90") == []
 
 
@@ -78,11 +81,79 @@ def test_select_binary_cubin_ptx_or_runtime_compile(built):
     path, why = ck.select_binary("chain", out, "sm_90")
     assert path == out / "chain.sm_90.cubin" and why == "cubin for sm_90"
     path, why = ck.select_binary("chain", out, "sm_89")
-    assert path == out / "chain.compute_87.ptx" and "JIT" in why
-    path, why = ck.select_binary("chain", out, "sm_80")
-    assert path is None and "no cubin for sm_80 and no compatible PTX" in why
+    assert path == out / "chain.compute_87.ptx" and "PTX compute_87 (JIT" in why
+    path, why = ck.select_binary("chain", out, "sm_80")     # A100: the compute_75 PTX
+    assert path == out / "chain.compute_75.ptx" and "PTX compute_75 (JIT" in why
+    path, why = ck.select_binary("chain", out, "sm_72")
+    assert path is None and "no cubin for sm_72 and no compatible PTX" in why
     with pytest.raises(ConfigError, match=r"module: expected one of .*got 'nope'"):
         ck.select_binary("nope", out, "sm_90")
+
+
+def _copy_build(out, dst, **edit):
+    """A copy of the build with manifest fields replaced (a constructed manifest)."""
+    shutil.copytree(out, dst)
+    man = json.loads((dst / ck.MANIFEST_NAME).read_text())
+    man.update(edit)
+    (dst / ck.MANIFEST_NAME).write_text(json.dumps(man))
+    return dst
+
+
+@pytest.mark.parametrize("driver,nvcc,want", [
+    (13000, "13.0.88", "chain.sm_90.cubin"),          # R580+: everything loads
+    (12090, "13.0.88", None),                         # nvcc 13 binaries on a CUDA 12 driver
+    (12020, "12.6.77", "chain.sm_90.cubin"),          # cubin: minor-version compatible
+    (12060, "12.6.77", "chain.sm_90.cubin"),
+])
+def test_select_binary_picks_only_what_the_driver_loads_cubin(built, tmp_path, driver, nvcc,
+                                                              want):
+    out = _copy_build(built[0], tmp_path / "b", nvcc_version=nvcc)
+    path, why = ck.select_binary("chain", out, "sm_90", driver_version=driver)
+    assert (path.name if path else None) == want, why
+    if want is None:
+        assert why == (f"the kernels were built by nvcc 13.0, newer than this driver's CUDA "
+                       f"12.9 (update the driver, or build with the unit's own nvcc)")
+
+
+@pytest.mark.parametrize("driver,nvcc,want", [
+    (13000, "13.0.88", "chain.compute_75.ptx"),
+    (12060, "12.6.77", "chain.compute_75.ptx"),
+    (12020, "12.6.77", None),                         # PTX needs a driver >= its nvcc
+])
+def test_select_binary_picks_only_ptx_the_driver_can_jit(built, tmp_path, driver, nvcc, want):
+    out = _copy_build(built[0], tmp_path / "b", nvcc_version=nvcc)
+    path, why = ck.select_binary("chain", out, "sm_86", driver_version=driver)
+    assert (path.name if path else None) == want, why
+    if want is None:
+        assert why == ("no cubin for sm_86, and its PTX (nvcc 12.6) is newer than this "
+                       "driver's CUDA 12.2 can JIT")
+
+
+def test_arch_specific_builds_are_selected_and_parsed(built, tmp_path):
+    """sm_90a crashed select_binary (int('90a')); its cubin runs on compute capability 9.0."""
+    out = tmp_path / "b"
+    shutil.copytree(built[0], out)
+    man = json.loads((out / ck.MANIFEST_NAME).read_text())
+    for entry in man["modules"].values():
+        entry["cubin"] = {"sm_90a": entry["cubin"]["sm_90"]}
+    (out / ck.MANIFEST_NAME).write_text(json.dumps(man))
+    path, why = ck.select_binary("chain", out, "sm_90")
+    assert path == out / "chain.sm_90.cubin" and why == "cubin for sm_90a"
+    path, why = ck.select_binary("chain", built[0], "sm_90a")   # no sm_90a cubin: no crash
+    assert path == built[0] / "chain.compute_87.ptx" and "PTX compute_87" in why
+    assert [ck.arch_number(a) for a in ("sm_87", "sm_90a", "compute_75", "sm_100")] == [
+        87, 90, 75, 100]
+    with pytest.raises(ConfigError, match=r"arch: expected a GPU arch like sm_87 or sm_90a, "
+                                          r"got 'sm90'"):
+        ck.arch_number("sm90")
+    ptx = tmp_path / "sto2.ptx"
+    kb.compile_module("sto2", "sm_90a", ptx, ptx=True)   # plain compute_90: JITs on any 9.x+
+    assert ".target sm_90\n" in ptx.read_text()
+
+
+def test_driver_release_of_driver_and_nvcc_versions():
+    assert ck.driver_release(12060) == (12, 6) and ck.driver_release(13000) == (13, 0)
+    assert ck.driver_release("13.0.88") == (13, 0) and ck.driver_release("12.2") == (12, 2)
 
 
 def test_changed_added_or_removed_source_makes_the_build_stale(built, tmp_path):
