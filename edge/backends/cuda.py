@@ -11,11 +11,13 @@ GPU resources (DESIGN.md "CUDA"; FACTS.md "GPU, Jetson and TensorRT"):
   every call and popped after, never ``pycuda.autoinit`` -- TensorRT shares it;
 - one stream (:attr:`CudaBackend.stream_handle` for ``execute_async_v3``);
 - page-locked host buffers; on an integrated GPU that can map host memory (Jetson: CPU and
-  GPU share DRAM) the kernels read and write those buffers directly (zero-copy), elsewhere
-  they are copied asynchronously on the stream;
-- device buffers allocated once per frame shape and reused; the packed network input stays on
-  the device at :attr:`CudaBackend.input_device_ptr` for the engine (host copy only if
-  ``copy_input``);
+  GPU share DRAM) they are allocated device-mapped and the kernels read and write them
+  directly (:attr:`CudaBackend.mapped_host_memory`), elsewhere they are copied asynchronously
+  on the stream;
+- device buffers allocated once per frame shape and reused; with ``device_output`` the packed
+  network input stays on the device and ``ChainResult.input`` is a
+  :class:`~edge.core.tensor.DeviceTensor` naming it (and the stream) for a runtime that
+  accepts device input; otherwise it is copied to a host array;
 - kernels loaded from ``hsi-edge kernels build`` output when its manifest matches the sources
   and the device arch, otherwise compiled at run time with a logged warning.
 
@@ -36,6 +38,7 @@ from edge.backends.base import Backend, resolve_plan
 from edge.backends.cuda_ops import CudaOps, load_module, tile_launch
 from edge.backends.cuda_params import chain_params
 from edge.core.chain import MAP_NAMES, ChainResult
+from edge.core.tensor import DeviceTensor
 from edge.errors import BackendUnavailable
 from edge.processing.plan import ChainPlan
 
@@ -77,9 +80,11 @@ class CudaBackend(Backend):
     prebuilt_dir : path or None
         AOT build directory (default ``cuda_kernels/prebuilt``); None-existent or stale: the
         kernels are compiled at run time (needs nvcc).
-    copy_input : bool
-        Copy the packed network input to the host into ``ChainResult.input`` (default True, as
-        the NumPy backend). A TensorRT runtime reads :attr:`input_device_ptr` instead.
+    device_output : bool
+        Leave the packed network input on the device: ``ChainResult.input`` is a
+        :class:`~edge.core.tensor.DeviceTensor` (valid until the next ``run``) instead of a
+        host copy (default False, as the NumPy backend). Ask for it only for a runtime that
+        accepts device input.
     return_reflectance : bool
         Also write the reflectance cube and copy it into ``ChainResult.reflectance``.
 
@@ -90,13 +95,16 @@ class CudaBackend(Backend):
     """
 
     name = "cuda"
+    offers_device_output = True
 
     def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *, device: int = 0,
                  prebuilt_dir: Path | str | None = DEFAULT_PREBUILT_DIR,
-                 copy_input: bool = True, return_reflectance: bool = False, **config: Any):
+                 device_output: bool = False, return_reflectance: bool = False,
+                 **config: Any):
         cuda = import_pycuda()
         self.plan = p = resolve_plan(plan, config, backend=self.name)
-        self.copy_input, self.return_reflectance = bool(copy_input), bool(return_reflectance)
+        self._device_output = bool(device_output)
+        self.return_reflectance = bool(return_reflectance)
         self.params = chain_params(p.wavelengths, p.unmixer, p.calibration, p.index_params,
                                    p.pack, saturation=p.saturation)
         self._cuda = cuda
@@ -104,8 +112,10 @@ class CudaBackend(Backend):
         self.device_name = self._dev.name()
         self.arch = arch_of(self._dev.compute_capability())
         attr = cuda.device_attribute
-        self.zero_copy = bool(self._dev.get_attribute(attr.INTEGRATED)
-                              and self._dev.get_attribute(attr.CAN_MAP_HOST_MEMORY))
+        # Integrated GPU (Jetson): host buffers mapped into the device's address space, read
+        # and written by the kernels in place, no copies (FACTS.md, "GPU, Jetson and TensorRT").
+        self.mapped_host_memory = bool(self._dev.get_attribute(attr.INTEGRATED)
+                                       and self._dev.get_attribute(attr.CAN_MAP_HOST_MEMORY))
         self._ctx = self._dev.retain_primary_context()
         self._closed = False
         self._shape: tuple | None = None
@@ -129,8 +139,8 @@ class CudaBackend(Backend):
         except BaseException:
             self.close()        # release what was made and the primary context, then re-raise
             raise
-        log.info("cuda backend on %s (%s), zero-copy %s", self.device_name, self.arch,
-                 "on" if self.zero_copy else "off")
+        log.info("cuda backend on %s (%s), mapped host memory %s", self.device_name, self.arch,
+                 "on" if self.mapped_host_memory else "off")
 
     # ---- context and buffers -------------------------------------------------------------
     @contextlib.contextmanager
@@ -145,16 +155,16 @@ class CudaBackend(Backend):
             self._cuda.Context.pop()
 
     def _host(self, shape, dtype):
-        """Page-locked host buffer; device-mapped when zero-copy."""
+        """Page-locked host buffer; device-mapped with :attr:`mapped_host_memory`."""
         cuda = self._cuda
-        if self.zero_copy:
+        if self.mapped_host_memory:
             return cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
         return cuda.pagelocked_empty(shape, dtype)
 
     def _pair(self, shape, dtype):
-        """(host buffer, device pointer): the same memory when zero-copy."""
+        """(host buffer, device pointer): the same memory with :attr:`mapped_host_memory`."""
         h = self._host(shape, dtype)
-        if self.zero_copy:
+        if self.mapped_host_memory:
             return h, np.uintp(h.base.get_device_pointer())
         return h, self._cuda.mem_alloc(max(h.nbytes, 1))
 
@@ -180,7 +190,12 @@ class CudaBackend(Backend):
             self._h_refl, self._d_refl = self._pair(shape, np.float32)
         self._shape = key
 
-    # ---- what a TensorRT runtime needs ---------------------------------------------------
+    # ---- device output ----------------------------------------------------------------------
+    @property
+    def device_output(self) -> bool:
+        """``run`` returns the packed input as a DeviceTensor (see the class parameters)."""
+        return self._device_output
+
     @property
     def stream_handle(self) -> int:
         """The CUDA stream handle (``cudaStream_t`` as int) all kernels run on."""
@@ -202,13 +217,14 @@ class CudaBackend(Backend):
         raw = self.plan.check_frame(raw, compiled=True)
         calibrated = self.plan.flatfield is not None and raw.dtype != np.float32
         factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
+        copy_input = not self._device_output
         cuda, s, ev = self._cuda, self.stream, self._events
         with self._active():
             self._ensure_buffers(raw.shape, raw.dtype)
             if raw is not self._h_raw:
                 np.copyto(self._h_raw, raw)
             ev[0].record(s)
-            if not self.zero_copy:
+            if not self.mapped_host_memory:
                 cuda.memcpy_htod_async(self._d_raw, self._h_raw, s)
             ev[1].record(s)
             ln = self._launch
@@ -224,10 +240,10 @@ class CudaBackend(Backend):
                 none if self._d_refl is None else self._d_refl,
                 grid=ln.grid, block=ln.block, shared=ln.shared, stream=s)
             ev[2].record(s)
-            if not self.zero_copy:
+            if not self.mapped_host_memory:
                 cuda.memcpy_dtoh_async(self._h_maps, self._d_maps, s)
                 cuda.memcpy_dtoh_async(self._h_flags, self._d_flags, s)
-                if self._d_input is not None and self.copy_input:
+                if self._d_input is not None and copy_input:
                     cuda.memcpy_dtoh_async(self._h_input, self._d_input, s)
                 if self._d_refl is not None:
                     cuda.memcpy_dtoh_async(self._h_refl, self._d_refl, s)
@@ -237,8 +253,11 @@ class CudaBackend(Backend):
                        "download": ev[3].time_since(ev[2])}
         # Copies: the page-locked buffers are overwritten by the next frame.
         maps = {n: self._h_maps[i].copy() for i, n in enumerate(MAP_NAMES)}
-        packed = (self._h_input.copy() if self._h_input is not None and self.copy_input
-                  else None)
+        packed = None
+        if self._h_input is not None:
+            packed = self._h_input.copy() if copy_input else DeviceTensor(
+                int(self._d_input), self._h_input.shape, self._h_input.dtype,
+                self.stream_handle)
         refl = self._h_refl.copy() if self._h_refl is not None else None
         return ChainResult(maps=maps, flags=self._h_flags.copy(), input=packed,
                            reflectance=refl, timings_ms=timings)

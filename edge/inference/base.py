@@ -2,6 +2,13 @@
 
 Runtimes are context managers and do nothing expensive until :meth:`Runtime.load` (called by
 ``__enter__``), following the "loaders do nothing until called" house rule.
+
+Input lives on the host (``numpy.ndarray``) or on the device
+(:class:`edge.core.tensor.DeviceTensor`, e.g. the CUDA backend's packed input left where its
+kernel wrote it).  A runtime declares
+:attr:`Runtime.accepts_device_input`; :meth:`Runtime.run` checks either kind against the card
+(shape, dtype) and refuses device input a runtime cannot read, so the composition layer asks a
+backend for device output only when the runtime takes it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.core.tensor import DeviceTensor, describe
 from edge.errors import BackendUnavailable, EngineError
 from edge.inference.modelcard import ModelCard
 
@@ -68,6 +76,9 @@ class Runtime(ABC):
     """An inference runtime bound to one model card."""
 
     name = "abstract"
+    #: True for a runtime that reads a :class:`DeviceTensor` in place (it implements
+    #: :meth:`_do_run_device`); others take host arrays only.
+    accepts_device_input: bool = False
 
     def __init__(self, card: ModelCard):
         self.card = card
@@ -81,29 +92,43 @@ class Runtime(ABC):
             self._loaded = True
         return self
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray | DeviceTensor) -> np.ndarray:
         """Run one input.
 
         Parameters
         ----------
-        x : ndarray of shape (1, C, H, W), dtype per card
-            Packed network input.
+        x : ndarray or DeviceTensor of shape (1, C, H, W), dtype per card
+            Packed network input: a host array, or -- for a runtime that
+            :attr:`accepts_device_input` -- a tensor in device memory.
 
         Returns
         -------
         ndarray of shape (1, classes, H, W), float32
-            The card's output tensor (logits or probabilities).
+            The card's output tensor (logits or probabilities), on the host.
+
+        Raises
+        ------
+        EngineError
+            ``x`` has another shape or dtype than the card's input, is a DeviceTensor for a
+            runtime that takes host arrays only, or is neither kind.
         """
+        on_device = isinstance(x, DeviceTensor)
+        if not on_device and not isinstance(x, np.ndarray):
+            raise EngineError(f"input: expected a numpy array or a DeviceTensor, got "
+                              f"{describe(x)}")
+        if on_device and not self.accepts_device_input:
+            raise EngineError(f"input: runtime {self.name} takes host arrays, got a "
+                              f"{describe(x)}; ask the backend for host output")
         if not self._loaded:
             self.load()
         spec = self.card.input
         want = (1, spec.channels, spec.height, spec.width)
-        if x.shape != want:
+        if tuple(x.shape) != want:
             raise EngineError(f"input: expected shape {want} for model {self.card.name!r}, "
-                              f"got {x.shape}")
+                              f"got {tuple(x.shape)}")
         if x.dtype != np.dtype(spec.dtype):
             raise EngineError(f"input: expected dtype {spec.dtype}, got {x.dtype}")
-        return self._do_run(x)
+        return self._do_run_device(x) if on_device else self._do_run(x)
 
     @abstractmethod
     def inputs(self) -> list[TensorInfo]:
@@ -118,6 +143,11 @@ class Runtime(ABC):
 
     @abstractmethod
     def _do_run(self, x: np.ndarray) -> np.ndarray: ...
+
+    def _do_run_device(self, x: DeviceTensor) -> np.ndarray:
+        """Run a checked device input (runtimes with :attr:`accepts_device_input`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares accepts_device_input but "
+                                  f"does not implement _do_run_device")
 
     def close(self) -> None:
         """Release the session/engine (idempotent)."""
@@ -139,11 +169,14 @@ def tensorrt_usable() -> bool:
     return True
 
 
-def open_runtime(name: str, card: ModelCard, **options: Any) -> Runtime:
+def open_runtime(name: str, card: ModelCard, *, gpu_chain: bool = False,
+                 **options: Any) -> Runtime:
     """Create (not yet load) a runtime by name.
 
-    ``auto`` picks TensorRT when the ``tensorrt`` package and a CUDA backend are available,
-    otherwise ONNX Runtime, and logs which it picked.
+    ``auto`` picks TensorRT when the ``tensorrt`` package is usable and the chain runs on the
+    GPU (``gpu_chain``: the backend is cuda), otherwise ONNX Runtime, and logs which it picked.
+    Other ``options`` go to the runtime's constructor (``threads`` is the one ONNX Runtime
+    takes).
 
     Raises
     ------
@@ -155,7 +188,7 @@ def open_runtime(name: str, card: ModelCard, **options: Any) -> Runtime:
     if name not in RUNTIMES:
         raise EngineError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {name!r}")
     if name == "auto":
-        name = "tensorrt" if options.get("cuda_backend") and tensorrt_usable() else "onnxruntime"
+        name = "tensorrt" if gpu_chain and tensorrt_usable() else "onnxruntime"
         log.info("runtime auto: picked %s", name)
     if name == "onnxruntime":
         from edge.inference.onnxruntime_runtime import OnnxRuntimeRuntime

@@ -20,17 +20,19 @@ Building (versions, profiles, timing cache, cache key) is in
 against ``tensorrt-stubs`` in ``tests/inference/trt_engine/test_trt_api_names.py``
 (annotations like ``"trt.ICudaEngine"`` on parameters feed that check's type inference).
 
-Zero-copy path (``cuda_backend=`` given, :class:`edge.backends.cuda.CudaBackend`): both
-share the device's primary context.  The engine's input tensor address is the backend's
-packed-input device buffer (``backend.input_device_ptr``, set after the backend's first frame);
-its output is a device buffer owned by this runtime (:attr:`TensorRTRuntime.output_device_ptr`),
-offered to the backend for the GPU post-processing kernel through
-``backend.set_logits_buffer(ptr, shape, dtype)`` when the backend has that method; and
-:meth:`TensorRTRuntime.enqueue` calls ``execute_async_v3`` on ``backend.stream_handle`` —
-no host round trip, no synchronisation.  :meth:`TensorRTRuntime.fetch_output` copies the
-logits to the host (on the backend's stream) for a host post stage.  :meth:`run` (host path,
-used by the parity gate) copies through page-locked host buffers on the runtime's own
-stream.
+Input: :meth:`TensorRTRuntime.run` takes a host array or, since the runtime
+:attr:`~edge.inference.base.Runtime.accepts_device_input`, a
+:class:`~edge.core.tensor.DeviceTensor` -- e.g. the packed input the CUDA backend left on the
+device (``device_output``); both share the device's primary context.  Either kind is checked
+against the card first (shape, dtype: :meth:`Runtime.run`).  A host array is copied through a
+page-locked buffer on the runtime's own stream (the parity gate's path); a device tensor is
+bound as the engine's input address in place, and the engine runs on the tensor's stream, so
+it is ordered after the kernel that wrote it -- no host round trip for the input.
+
+Output: the logits land in a device buffer owned by this runtime
+(:attr:`TensorRTRuntime.output_device_ptr`) and are always copied to the host for the host
+post stage (:class:`edge.pipeline.stages.PostStage`: argmax and overlay on the CPU).  There
+is no GPU post-processing kernel.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.core.tensor import DeviceTensor
 from edge.errors import ConfigError, EngineError
 from edge.inference.base import Runtime, TensorInfo
 from edge.inference.engine_cache import EngineCache, EngineKey
@@ -74,9 +77,6 @@ class TensorRTRuntime(Runtime):
     Parameters
     ----------
     card : ModelCard
-    cuda_backend : object, optional
-        The CUDA backend providing ``input_device_ptr``, ``stream_handle`` and
-        ``set_logits_buffer(ptr, shape, dtype)`` for the zero-copy path (:meth:`enqueue`).
     cache_dir : path, optional
         Engine cache directory (default :func:`edge.inference.engine_cache.default_cache_dir`).
     precision : {"auto", "fp16", "fp32"}
@@ -101,8 +101,9 @@ class TensorRTRuntime(Runtime):
     """
 
     name = "tensorrt"
+    accepts_device_input = True
 
-    def __init__(self, card: ModelCard, *, cuda_backend: Any = None, cache_dir=None,
+    def __init__(self, card: ModelCard, *, cache_dir=None,
                  precision: str = "auto", strongly_typed: bool | None = None,
                  workspace_mib: int = 1024, onnx_path=None, require_verified: bool = False,
                  device: int = 0, threads: int | None = None, progress: bool = True):
@@ -110,7 +111,6 @@ class TensorRTRuntime(Runtime):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
                               f"{precision!r}")
-        self.backend = cuda_backend
         self.cache = EngineCache(cache_dir)
         self.precision, self.strongly_typed = precision, strongly_typed
         self.workspace_mib, self.onnx_path = workspace_mib, onnx_path
@@ -122,7 +122,6 @@ class TensorRTRuntime(Runtime):
         self._io: dict[str, tuple[tuple[int, ...], str, bool]] = {}
         self._dev: dict[str, Any] = {}
         self._host: dict[str, np.ndarray] = {}
-        self._pending = False  # enqueue() work not yet waited for (fetch_output/run do)
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> "TensorRTRuntime":
@@ -192,12 +191,6 @@ class TensorRTRuntime(Runtime):
         for name, (shape, dtype, _) in self._io.items():
             self._host[name] = cuda.pagelocked_empty(shape, dtype)
             self._dev[name] = cuda.mem_alloc(self._host[name].nbytes)
-        register = getattr(self.backend, "set_logits_buffer", None)
-        if register is not None and self.card.output.name in self._io:
-            # The GPU post kernel reads the logits where TensorRT wrote them.  (A missing
-            # output name is reported by load()'s check against the card.)
-            shape, dtype, _ = self._io[self.card.output.name]
-            register(int(self._dev[self.card.output.name]), shape, np.dtype(dtype))
 
     # -- description -----------------------------------------------------------------------
     def inputs(self) -> list[TensorInfo]:
@@ -219,71 +212,41 @@ class TensorRTRuntime(Runtime):
             if not ctx.set_tensor_address(name, ptr):
                 raise EngineError(f"TensorRT rejected the address of tensor {name!r}")
 
-    def enqueue(self) -> None:
-        """Zero-copy: run on the CUDA backend's packed input, on its stream; no sync.
-
-        The logits land in the buffer registered with ``backend.set_logits_buffer``.
-        """
-        if self.backend is None:
-            raise EngineError("enqueue: needs cuda_backend= (the zero-copy path); use run(x) "
-                              "for host arrays")
-        if not self._loaded:
-            self.load()
-        ptr = self.backend.input_device_ptr
-        if ptr is None:
-            raise EngineError("enqueue: the CUDA backend has no packed input yet (run it on a "
-                              "frame with the model's pack spec first)")
-        self._ctx.push()
-        try:
-            self._bind(int(ptr))
-            ctx: "trt.IExecutionContext" = self._context
-            if not ctx.execute_async_v3(int(self.backend.stream_handle)):
-                raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
-            self._pending = True
-        finally:
-            self._ctx.pop()
-
-    def fetch_output(self) -> np.ndarray:
-        """After :meth:`enqueue`: copy the logits to the host (waits for the stream).
-
-        Returns
-        -------
-        ndarray of shape (1, classes, H, W), float32
-        """
+    def _finish(self, stream) -> np.ndarray:
+        """Copy the logits to the host on ``stream`` and wait for it (context pushed)."""
         out = self.card.output.name
-        stream = getattr(self.backend, "stream", None)
-        self._ctx.push()
-        try:
-            if stream is None:  # unknown stream object: wait for all work in the context
-                self._cuda.Context.synchronize()
-                stream = self._stream
-            self._cuda.memcpy_dtoh_async(self._host[out], self._dev[out], stream)
-            stream.synchronize()
-            self._pending = False
-        finally:
-            self._ctx.pop()
-        return self._host[out].astype(np.float32)
+        self._cuda.memcpy_dtoh_async(self._host[out], self._dev[out], stream)
+        stream.synchronize()
+        return self._host[out].astype(np.float32)  # a copy: the pinned buffer is reused
 
     def _do_run(self, x: np.ndarray) -> np.ndarray:
-        cuda, inp, out = self._cuda, self.card.input.name, self.card.output.name
+        cuda, inp = self._cuda, self.card.input.name
         self._ctx.push()
         try:
-            if self._pending:
-                # One execution context must not run on two streams at once: let an
-                # enqueue() on the backend's stream finish before reusing it on ours.
-                cuda.Context.synchronize()
-                self._pending = False
             np.copyto(self._host[inp], x)
             cuda.memcpy_htod_async(self._dev[inp], self._host[inp], self._stream)
             self._bind(int(self._dev[inp]))
             ctx: "trt.IExecutionContext" = self._context
             if not ctx.execute_async_v3(self._stream.handle):
                 raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
-            cuda.memcpy_dtoh_async(self._host[out], self._dev[out], self._stream)
-            self._stream.synchronize()
+            return self._finish(self._stream)
         finally:
             self._ctx.pop()
-        return self._host[out].astype(np.float32)  # a copy: the pinned buffer is reused
+
+    def _do_run_device(self, x: DeviceTensor) -> np.ndarray:
+        """The engine reads ``x`` in place, on ``x.stream`` (ordered after its producer)."""
+        self._ctx.push()
+        try:
+            self._bind(x.ptr)
+            ctx: "trt.IExecutionContext" = self._context
+            if not ctx.execute_async_v3(x.stream):
+                raise EngineError("TensorRT execute_async_v3 failed (see TensorRT messages)")
+            # PyCUDA cannot wait on a stream it knows only by handle: wait for the context
+            # (the engine's work on x.stream), then copy the logits on our own stream.
+            self._cuda.Context.synchronize()
+            return self._finish(self._stream)
+        finally:
+            self._ctx.pop()
 
     def close(self) -> None:
         if self._ctx is not None:
@@ -295,7 +258,6 @@ class TensorRTRuntime(Runtime):
                 self._host.clear()
                 self._io.clear()
                 self._context = self._engine = self._runtime = self._stream = None
-                self._pending = False
             finally:
                 self._ctx.pop()
                 self._ctx.detach()

@@ -156,29 +156,31 @@ def cuda_available() -> str | None:
 
 
 def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
-                 device_input: bool = False, reflectance: bool = True):
+                 device_output: bool = False, reflectance: bool = True):
     """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged).
 
-    ``device_input`` (cuda only) leaves the packed input on the GPU for a TensorRT engine;
+    The configuration is built once as a :class:`~edge.processing.plan.ChainPlan` that the
+    backend runs.  ``device_output`` asks a backend that offers it (cuda) to leave the packed
+    input on the GPU -- pass it only for a runtime that ``accepts_device_input``;
     ``reflectance`` (cuda only) copies the reflectance back for the PNG overlay.
     """
-    wavelengths = camera.wavelengths
-    kwargs: dict[str, Any] = dict(flatfield=flatfield, pack=pack, fwhm_nm=camera.fwhm_nm,
-                                  chromophores=cfg.processing.chromophores,
-                                  baseline=cfg.processing.baseline)
+    from edge.processing.plan import ChainPlan
+
     if name == "auto":
         reason = cuda_available()
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
+    plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
+                           fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
+                           baseline=cfg.processing.baseline)
     if name == "cuda":
         from edge.backends.cuda import CudaBackend
-        return CudaBackend(wavelengths, copy_input=not device_input,
-                           return_reflectance=reflectance, **kwargs)
+        return CudaBackend(plan, device_output=device_output, return_reflectance=reflectance)
     if name == "native":
         from edge.backends.native import NativeBackend
-        return NativeBackend(wavelengths, **kwargs)
+        return NativeBackend(plan)
     from edge.backends.numpy_backend import NumpyBackend
-    return NumpyBackend(wavelengths, **kwargs)
+    return NumpyBackend(plan)
 
 
 def resolve_model_card(card: str, preset: str | None):
@@ -254,25 +256,21 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                     f"model.card: model {card.name!r} takes {card.input.height}x"
                     f"{card.input.width} frames but the camera delivers {rows}x{cols}")
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
-        zero_copy = False
-        if card is not None and backend in ("cuda", "auto") and runtime in ("tensorrt", "auto"):
-            # TensorRT reads the packed input straight from the CUDA backend's device buffer
-            # (no host round trip) when both run on the GPU.
-            from edge.inference.base import tensorrt_usable
-            zero_copy = (backend == "cuda" or cuda_available() is None) and \
-                (runtime == "tensorrt" or tensorrt_usable())
-        be = make_backend(backend, camera, flatfield, pack, cfg, device_input=zero_copy,
-                          reflectance=want_png)
-        stages: list[Stage] = [ChainStage(be)]
-        runtime_name = None
+        rt = None
         if card is not None:
             from edge.inference import open_runtime
-            rt = open_runtime(runtime, card, threads=cfg.model.threads,
-                              cuda_backend=be if be.name == "cuda" else None)
+            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend).
+            gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
+            rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
+        # The packed input stays on the GPU only for a runtime that reads device input.
+        be = make_backend(backend, camera, flatfield, pack, cfg, reflectance=want_png,
+                          device_output=rt is not None and rt.accepts_device_input)
+        stages: list[Stage] = [ChainStage(be)]
+        runtime_name = None
+        if rt is not None:
             rt.load()
             runtime_name = rt.name
-            stages += [InferStage(rt, device_input=zero_copy and rt.name == "tensorrt"),
-                       PostStage()]
+            stages += [InferStage(rt), PostStage()]
         scorer = TruthScorer()
         sinks: list[Sink] = [scorer]
         if null_sink or out_dir is None:

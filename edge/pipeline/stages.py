@@ -72,23 +72,21 @@ class ChainStage(Stage):
 class InferStage(Stage):
     """Runs the segmentation model on ``products["input"]``; adds ``products["scores"]``.
 
+    The input is what the chain produced: a host array, or a
+    :class:`~edge.core.tensor.DeviceTensor` when the backend was asked for device output (only
+    for a runtime that accepts it); the runtime checks either against its card.
+
     Non-finite model outputs do not crash the run: the frame gets the flag
     ``"nan_in_output"`` and its segmentation is withheld (the overlay shows no classes).
     """
 
     name = "infer"
 
-    def __init__(self, runtime: Runtime, *, device_input: bool = False):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        # TensorRT zero-copy: the engine reads the CUDA backend's device input buffer directly
-        self.device_input = device_input
 
     def process(self, frame: Frame) -> Frame:
-        if self.device_input:
-            self.runtime.enqueue()
-            scores = self.runtime.fetch_output()
-        else:
-            scores = self.runtime.run(frame.products["input"])
+        scores = self.runtime.run(frame.products["input"])
         if not np.all(np.isfinite(scores)):
             frame.flags.add("nan_in_output")
             log.warning("frame %d: model output contains NaN/inf; segmentation withheld",

@@ -193,7 +193,7 @@ def _measure(cuda, dev, arch, prebuilt, s, args, summary) -> None:
 
     be = CudaBackend(s.wl, flatfield=ff, chromophores=s.unmixer.chromophores,
                      baseline=s.unmixer.baseline, calibration=s.calibration, pack=spec,
-                     prebuilt_dir=prebuilt, copy_input=False)
+                     prebuilt_dir=prebuilt, device_output=True)
     try:
         be.run(s.raw, exposure_us=1000.0)                 # allocates the buffers
         with be._active():

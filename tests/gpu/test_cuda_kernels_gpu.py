@@ -174,6 +174,33 @@ def test_backend_fused_chain_matches_numpy_backend(gpu, rows, cols, bands, sourc
         assert rel_err(got.input.astype(np.float32), ref.input.astype(np.float32)) < tol
 
 
+def test_backend_device_output_names_the_packed_input_on_the_device(gpu):
+    """device_output=True: ChainResult.input is a DeviceTensor (pointer, shape, dtype, the
+    backend's stream) whose memory holds exactly what the host-output run copies back."""
+    from edge.backends.cuda import CudaBackend
+    from edge.core.tensor import DeviceTensor
+    from edge.processing.plan import ChainPlan
+
+    cuda, dev, arch, prebuilt = gpu
+    s = make_scene(9, 11, 16, seed=5)
+    spec = PackSpec(spectra_bands=tuple(range(0, 16, 2)), maps=("sto2",), dtype="float16")
+    plan = ChainPlan.build(s.wl, flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
+                           baseline=s.unmixer.baseline, calibration=s.calibration, pack=spec)
+    with CudaBackend(plan, prebuilt_dir=prebuilt) as host_be:
+        host = host_be.run(s.raw, exposure_us=1000.0)
+    with CudaBackend(plan, prebuilt_dir=prebuilt, device_output=True) as be:
+        got = be.run(s.raw, exposure_us=1000.0)
+        t = got.input
+        assert isinstance(t, DeviceTensor)
+        assert t.shape == (1, spec.channels, 9, 11) and t.dtype == np.float16
+        assert t.stream == be.stream_handle
+        out = np.full(t.shape, np.nan, t.dtype)
+        with be._active():
+            cuda.memcpy_dtoh(out, t.ptr)
+    np.testing.assert_array_equal(out, host.input)
+    np.testing.assert_array_equal(got.flags, host.flags)
+
+
 def test_backend_compiles_at_run_time_without_prebuilt(gpu, tmp_path, caplog):
     from edge.backends.cuda import CudaBackend
 

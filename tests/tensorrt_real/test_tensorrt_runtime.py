@@ -99,10 +99,12 @@ def test_strongly_typed_build_from_fp16_onnx(tmp_path, classifier):
                         onnx_path=card.onnx_path.with_name("fp16.onnx")).load()
 
 
-def test_zero_copy_enqueue_on_a_shared_stream(tmp_path, classifier):
-    """Input read from a device buffer, output left on the device, same stream/context."""
+def test_device_input_read_in_place_on_its_stream(tmp_path, classifier):
+    """A DeviceTensor input is bound in place and run on its stream, same context; checked
+    against the card first (a wrong dtype is refused before TensorRT sees the pointer)."""
     import pycuda.driver as cuda
 
+    from edge.core.tensor import DeviceTensor
     from edge.inference.tensorrt_runtime import TensorRTRuntime
 
     card, w, b = classifier
@@ -111,33 +113,17 @@ def test_zero_copy_enqueue_on_a_shared_stream(tmp_path, classifier):
     ctx = cuda.Device(0).retain_primary_context()
     ctx.push()
     try:
-        class Backend:  # the three things the runtime uses from the CUDA backend
-            stream = cuda.Stream()
-            d_input = cuda.to_device(x)
-            registered = None
-
-            @property
-            def input_device_ptr(self):
-                return int(self.d_input)
-
-            @property
-            def stream_handle(self):
-                return int(self.stream.handle)
-
-            def set_logits_buffer(self, ptr, shape, dtype):
-                self.registered = (ptr, shape, dtype)
-
-        backend = Backend()
-        rt = TensorRTRuntime(card, cuda_backend=backend, cache_dir=tmp_path / "c",
-                             precision="fp32")
+        stream = cuda.Stream()
+        d_input = cuda.to_device(x)
+        tensor = DeviceTensor(int(d_input), x.shape, x.dtype, int(stream.handle))
+        rt = TensorRTRuntime(card, cache_dir=tmp_path / "c", precision="fp32")
         with rt:
-            assert backend.registered == (rt.output_device_ptr, (1, 5, 32, 48),
-                                          np.dtype("float32"))
-            rt.enqueue()
-            y = rt.fetch_output()
+            y = rt.run(tensor)
             host = np.empty((1, 5, 32, 48), np.float32)
-            cuda.memcpy_dtoh(host, backend.registered[0])
-        backend.d_input.free()
+            cuda.memcpy_dtoh(host, rt.output_device_ptr)
+            with pytest.raises(EngineError, match=r"input: expected dtype float32, got float16"):
+                rt.run(DeviceTensor(int(d_input), x.shape, "float16", int(stream.handle)))
+        d_input.free()
     finally:
         ctx.pop()
         ctx.detach()

@@ -2,9 +2,10 @@
 
 It models only what :mod:`edge.inference.tensorrt_build` and
 :mod:`edge.inference.tensorrt_runtime` call around TensorRT (device identity for the cache
-key, the primary context's push/pop/detach, a stream, page-locked and device buffers), and
-records context operations in ``events``.  It runs no kernel and copies no memory: it is not
-a GPU, and nothing tested with it says a GPU path ran (tests/gpu and tests/tensorrt_real do).
+key, the primary context's push/pop/detach, a stream, page-locked and device buffers, the
+asynchronous copies), and records context operations and copies in ``events``.  It runs no
+kernel and copies no memory: it is not a GPU, and nothing tested with it says a GPU path ran
+(tests/gpu and tests/tensorrt_real do).
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def make_fake_cuda(name: str = "Orin", cc=(8, 7), sm_count: int = 8,
         def synchronize(self):
             pass
 
+    def memcpy_htod_async(dst, src, stream=None):
+        cuda.events.append(("htod", int(dst), getattr(stream, "handle", None)))
+
+    def memcpy_dtoh_async(dst, src, stream=None):
+        cuda.events.append(("dtoh", int(src), getattr(stream, "handle", None)))
+
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = memcpy_htod_async, memcpy_dtoh_async
     cuda.Context, cuda.Device, cuda.Stream = Context, Device, Stream
     cuda.mem_alloc = Allocation
     cuda.pagelocked_empty = lambda shape, dtype: np.empty(shape, dtype)

@@ -241,6 +241,14 @@ def make_fake_trt(major: int = 10, *, inputs=None, outputs=None, layer_dtypes=("
             self.shapes[name] = tuple(shape)
             return len(shape) == len(self.engine.io[name][0])
 
+        def set_tensor_address(self, name, ptr):
+            trt.events.append(("set_tensor_address", name, int(ptr)))
+            return name in self.engine.io
+
+        def execute_async_v3(self, stream_handle):
+            trt.events.append(("execute_async_v3", int(stream_handle)))
+            return True
+
         def get_tensor_shape(self, name):
             shape, _, is_input = self.engine.io[name]
             if is_input:

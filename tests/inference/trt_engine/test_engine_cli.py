@@ -108,8 +108,8 @@ def test_runtime_without_tensorrt_raises_backend_unavailable(tmp_path):
     with pytest.raises(BackendUnavailable, match=r"needs the 'tensorrt' Python package .*"
                                                  r"on Jetson it comes with JetPack"):
         rt.load()
-    # auto never picks TensorRT without it, even when a CUDA backend is offered.
-    assert open_runtime("auto", card, cuda_backend=object()).name == "onnxruntime"
+    # auto never picks TensorRT without it, even for a chain on the GPU.
+    assert open_runtime("auto", card, gpu_chain=True).name == "onnxruntime"
 
 
 def test_runtime_rejects_bad_precision(tmp_path):
