@@ -1,0 +1,175 @@
+"""Measure, A/B and compare: the workflows behind ``hsi-edge latency``.
+
+``measure``   one arm, R rounds; the result stores per-round statistics so that two stored
+              results can be compared later (``compare``), round by round.
+``run_ab``    two arms interleaved in ABBA rounds in one process (the gate's intended use:
+              drift and background load hit both arms alike); INCONCLUSIVE adds rounds in
+              blocks of four up to a cap.
+``compare``   two stored results; refused across hardware keys unless allowed, and then the
+              comparison says so.  Stored results were not interleaved: rounds are paired by
+              index and the comparison says that drift between the runs is not controlled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from edge.errors import ConfigError
+from edge.latency import fingerprint as fpmod
+from edge.latency.gate import INCONCLUSIVE, abba_arms, gate
+from edge.latency.records import FrameRecords
+from edge.latency.session import LatencySession
+from edge.latency.stats import round_stats, summarise
+
+__all__ = ["measure", "run_ab", "compare", "check_hardware", "check_settings", "Settings"]
+
+log = logging.getLogger(__name__)
+
+
+class Settings(dict):
+    """frames, warmup, rounds, max_rounds, deadline_ms (a dict, stored as JSON)."""
+
+
+def check_settings(frames: int, warmup: int, rounds: int, max_rounds: int | None,
+              deadline_ms: float | None) -> Settings:
+    for name, value, least in (("--frames", frames, 1), ("--warmup", warmup, 0),
+                               ("--rounds", rounds, 1)):
+        if int(value) < least:
+            raise ConfigError(f"{name}: expected an integer >= {least}, got {value!r}")
+    if max_rounds is not None and max_rounds < rounds:
+        raise ConfigError(f"--max-rounds: expected >= --rounds ({rounds}), got {max_rounds}")
+    if deadline_ms is not None and not deadline_ms > 0:
+        raise ConfigError(f"--deadline-ms: expected a value > 0, got {deadline_ms!r}")
+    return Settings(frames=int(frames), warmup=int(warmup), rounds=int(rounds),
+                    max_rounds=max_rounds, deadline_ms=deadline_ms)
+
+
+def _deadline_ns(settings: Settings, period_ns: int) -> int:
+    d = settings.get("deadline_ms")
+    return period_ns if d is None else int(d * 1e6)
+
+
+def measure(session: LatencySession, *, frames: int, warmup: int = 10, rounds: int = 1,
+            deadline_ms: float | None = None,
+            progress: Callable[[str], None] | None = None) -> tuple[dict, FrameRecords]:
+    """Run ``rounds`` rounds of one arm; returns (result document, records)."""
+    st = check_settings(frames, warmup, rounds, None, deadline_ms)
+    parts = []
+    for i in range(rounds):
+        parts.append(session.run_round(frames, warmup=warmup, index=i, arm=""))
+        if progress:
+            progress(f"round {i + 1}/{rounds}")
+    rec = FrameRecords.concatenate(parts)
+    period, deadline = session.period_ns, _deadline_ns(st, session.period_ns)
+    doc = {"kind": "run", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "settings": dict(st, period_ms=period / 1e6, deadline_ms=deadline / 1e6),
+           "fingerprint": fpmod.collect(session.info),
+           "summary": summarise(rec, period_ns=period, deadline_ns=deadline, warmup=warmup),
+           "rounds": round_stats(rec, period_ns=period, deadline_ns=deadline, warmup=warmup)}
+    return doc, rec
+
+
+def run_ab(a: LatencySession, b: LatencySession, *, frames: int, warmup: int = 10,
+           rounds: int = 24, max_rounds: int = 64, deadline_ms: float | None = None,
+           seed: int = 0, progress: Callable[[str], None] | None = None,
+           **gate_kw: Any) -> tuple[dict, FrameRecords]:
+    """ABBA rounds of two arms, then the gate; more rounds while INCONCLUSIVE, up to a cap.
+
+    Returns
+    -------
+    (document, records)
+        ``document["gate"]`` holds the verdict; records of both arms with ``arm`` per round.
+    """
+    rounds = rounds + (-rounds) % 4            # whole ABBA blocks
+    st = check_settings(frames, warmup, rounds, max_rounds, deadline_ms)
+    if a.period_ns != b.period_ns:
+        raise ConfigError(f"camera.fps: arms A and B run at different frame rates "
+                          f"({a.fps:g} vs {b.fps:g} fps); an A/B run needs one rate")
+    period, deadline = a.period_ns, _deadline_ns(st, a.period_ns)
+    parts: list[FrameRecords] = []
+    stats: list[dict] = []
+    target = rounds
+    result = None
+    while True:
+        arms = abba_arms(target)
+        for i in range(len(parts), target):
+            sess = a if arms[i] == "A" else b
+            rec = sess.run_round(frames, warmup=warmup, index=i, arm=arms[i])
+            parts.append(rec)
+            stats += round_stats(rec, period_ns=period, deadline_ns=deadline, warmup=warmup)
+            if progress:
+                progress(f"round {i + 1}/{target} ({arms[i]})")
+        from edge.latency.gate import pair_rounds
+        result = gate(pair_rounds(stats), seed=seed, **gate_kw)
+        log.info("after %d rounds: %s (%s)", target, result.verdict, result.reason)
+        if result.verdict != INCONCLUSIVE or target >= max_rounds:
+            break
+        target = min(max_rounds, target + 8)
+        target += (-target) % 4
+    rec = FrameRecords.concatenate(parts)
+    summaries = {arm: summarise(_arm(rec, arm), period_ns=period, deadline_ns=deadline,
+                                warmup=warmup) for arm in ("A", "B")}
+    fp_a, fp_b = fpmod.collect(a.info), fpmod.collect(b.info)
+    doc = {"kind": "ab", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "interleaved": True,
+           "settings": dict(st, rounds=len(parts), period_ms=period / 1e6,
+                            deadline_ms=deadline / 1e6),
+           "fingerprint": fp_a, "fingerprint_b": fp_b,
+           "software_differences": fpmod.software_differences(fp_a, fp_b),
+           "summary": summaries, "rounds": stats, "gate": result.as_dict()}
+    return doc, rec
+
+
+def _arm(rec: FrameRecords, arm: str) -> FrameRecords:
+    idx = {r["index"] for r in rec.rounds if r.get("arm") == arm}
+    import numpy as np
+    sub = rec.select(np.isin(rec.fields["round"], sorted(idx)))
+    sub.rounds = [r for r in rec.rounds if r["index"] in idx]
+    return sub
+
+
+def check_hardware(fp_a: dict, fp_b: dict, allow: bool) -> str | None:
+    """None when the hardware keys agree; else refuse, or (``allow``) the warning to print.
+
+    Raises
+    ------
+    ConfigError
+        The keys differ and ``allow`` is False (names both keys and the option).
+    """
+    ka, kb = fp_a.get("hardware_key"), fp_b.get("hardware_key")
+    if ka == kb:
+        return None
+    diff = ", ".join(f"{k}: {fp_a.get(k)!r} vs {fp_b.get(k)!r}" for k in fpmod.HARDWARE_FIELDS
+                     if fp_a.get(k) != fp_b.get(k))
+    if not allow:
+        raise ConfigError(f"hardware keys differ ({ka} vs {kb}: {diff}); results from different "
+                          f"units are not compared (--allow-different-hardware to compare "
+                          f"anyway)")
+    return f"DIFFERENT HARDWARE compared on request: {ka} vs {kb} ({diff})"
+
+
+def compare(doc_a: dict, doc_b: dict, *, allow_different_hardware: bool = False, seed: int = 0,
+            **gate_kw: Any) -> dict:
+    """Gate two stored results (round i of A against round i of B).
+
+    Returns
+    -------
+    dict
+        ``gate``, ``hardware_warning`` (None or the text), ``software_differences``,
+        ``interleaved`` (False), ``pairs``.
+    """
+    warning = check_hardware(doc_a["fingerprint"], doc_b["fingerprint"],
+                             allow_different_hardware)
+    ra = [dict(r, arm="A") for r in doc_a["rounds"]]
+    rb = [dict(r, arm="B") for r in doc_b["rounds"]]
+    n = min(len(ra), len(rb))
+    if len(ra) != len(rb):
+        log.warning("A has %d rounds, B %d: comparing the first %d of each", len(ra), len(rb), n)
+    result = gate([(ra[i], rb[i]) for i in range(n)], seed=seed, **gate_kw)
+    return {"kind": "compare", "interleaved": False, "hardware_warning": warning,
+            "a": doc_a.get("_path"), "b": doc_b.get("_path"),
+            "software_differences": fpmod.software_differences(doc_a["fingerprint"],
+                                                               doc_b["fingerprint"]),
+            "gate": result.as_dict(), "pairs": n}

@@ -1,0 +1,180 @@
+"""A latency measurement session: one arm (config, backend, runtime, slowdown), many rounds.
+
+The session assembles the same chain as ``hsi-edge run`` (camera, flat-field, backend, model,
+post) once, and runs rounds of ``warmup + frames`` frames through
+:class:`edge.pipeline.Pipeline` with a :class:`~edge.latency.records.RecordCollector` on its
+``on_record`` hook.  The load is paced: the simulated camera is triggered at its frame rate by
+:class:`~edge.latency.paced.PacedCamera` (``camera.fps``, default :data:`DEFAULT_FPS`); the
+simulated bench is paced by its trigger controller and a replay by its ``fps``.  The sink is the
+null sink: the display is reached when the overlay is ready; file sinks are not measured.
+The drop policy is ``newest``, as for a live display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Any
+
+from edge.core.fileio import sha256_file
+from edge.errors import ConfigError
+from edge.latency.paced import PacedCamera
+from edge.latency.records import FrameRecords, RecordCollector
+from edge.latency.slow import apply_slow
+from edge.pipeline.config import AppConfig
+
+__all__ = ["LatencySession", "DEFAULT_FPS"]
+
+log = logging.getLogger(__name__)
+
+#: Frame rate of a simulated camera when the config gives none (a live display rate).
+DEFAULT_FPS = 25.0
+
+
+class LatencySession:
+    """One arm of a latency run (a context manager).
+
+    Parameters
+    ----------
+    cfg : AppConfig
+    backend, runtime : str, optional
+        Override ``processing.backend`` / ``model.runtime``.
+    slow : dict, optional
+        From :func:`edge.latency.slow.parse_slow` (test-only slowdown of named stages).
+    label : str
+        Shown in logs and stored with the result.
+    """
+
+    def __init__(self, cfg: AppConfig, *, backend: str | None = None,
+                 runtime: str | None = None, slow: dict | None = None, label: str = "A"):
+        self.cfg = cfg
+        self.backend_name = backend or cfg.processing.backend
+        self.runtime_name = runtime or cfg.model.runtime
+        self.slow = dict(slow or {})
+        self.label = label
+        self._stack = contextlib.ExitStack()
+        self.camera = None
+        self.pipeline_parts: dict[str, Any] = {}
+        self.fps: float = 0.0
+        self.info: dict[str, Any] = {}
+
+    # -- assembly -----------------------------------------------------------------------------
+    def __enter__(self) -> "LatencySession":
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def _camera(self):
+        from edge.pipeline.app import build_camera, start_triggers
+
+        c = self.cfg.camera
+        if c.source == "simulated":
+            from drivers.simulated import SimulatedCamera
+            fps = c.fps or DEFAULT_FPS
+            cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=fps,
+                                  realtime=True, fwhm_nm=c.fwhm_nm)
+            self._stack.enter_context(cam)
+            cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
+            return cam, PacedCamera(cam, fps), None, fps
+        cam, bench = build_camera(self.cfg, self._stack)
+        if c.source == "replay" and not c.fps:
+            raise ConfigError("camera.fps: a latency run of a replay needs a frame rate (the "
+                              "load is paced, as on a unit)")
+        fps = c.fps or (1e9 / bench.trigger_period_ns if hasattr(bench, "trigger_period_ns")
+                        else None)
+        if fps is None:
+            from edge.pipeline.app import BENCH_FPS
+            fps = BENCH_FPS
+        return cam, cam, bench, fps
+
+    def _open(self) -> None:
+        from edge.pipeline.app import make_backend, obtain_flatfield, resolve_model_card
+        from edge.pipeline.stages import ChainStage, InferStage, PostStage
+
+        cam, paced, bench, fps = self._camera()
+        self.camera, self._paced, self._bench, self.fps = cam, paced, bench, float(fps)
+        flatfield = obtain_flatfield(self.cfg, cam)
+        card_path = resolve_model_card(self.cfg.model.card, self.cfg.camera.preset)
+        card = pack = None
+        if card_path is not None:
+            from edge.inference import load_model_card
+            card = load_model_card(card_path)
+            pack = card.pack_spec(cam.wavelengths)
+            rows, cols = cam.shape[:2]
+            if (card.input.height, card.input.width) != (rows, cols):
+                raise ConfigError(
+                    f"model.card: model {card.name!r} takes {card.input.height}x"
+                    f"{card.input.width} frames but the camera delivers {rows}x{cols} "
+                    f"(--model none measures without segmentation)")
+        be = make_backend(self.backend_name, cam, flatfield, pack, self.cfg, reflectance=False)
+        stages = [ChainStage(be)]
+        rt = None
+        if card is not None:
+            from edge.inference import open_runtime
+            rt = open_runtime(self.runtime_name, card, threads=self.cfg.model.threads,
+                              cuda_backend=be if be.name == "cuda" else None)
+            rt.load()
+            stages += [InferStage(rt), PostStage()]
+        self.stages = apply_slow(stages, self.slow)
+        for s in self.stages:
+            self._stack.callback(s.close)
+        model_sha = None
+        if card is not None:
+            model_sha = getattr(card, "sha256", None) or sha256_file(card.onnx_path)
+        self.info = {
+            "label": self.label, "source": self.cfg.camera.source,
+            "preset": self.cfg.camera.preset, "frame_shape": list(cam.shape),
+            "fps": self.fps, "exposure_us": cam.exposure_us, "backend": be.name,
+            "runtime": None if rt is None else rt.name,
+            "model": None if card is None else card.name, "model_sha256": model_sha,
+            "engine_sha256": getattr(rt, "engine_sha256", None),
+            "precision": None if card is None else card.input.dtype,
+            "stages": [s.name for s in self.stages],
+            "slow": {k: {"fraction": f, "fixed_ms": n / 1e6} for k, (f, n) in self.slow.items()},
+        }
+        if bench is not None:
+            from edge.pipeline.app import start_triggers
+            start_triggers(bench)
+
+    @property
+    def period_ns(self) -> int:
+        return int(round(1e9 / self.fps))
+
+    # -- measurement ----------------------------------------------------------------------------
+    def run_round(self, frames: int, *, warmup: int = 0, index: int = 0,
+                  arm: str = "") -> FrameRecords:
+        """Run ``warmup + frames`` frames; returns their records (the round's entry holds the
+        pipeline's drop and miss counts and ``warmup``)."""
+        from edge.pipeline.runner import Pipeline
+        from edge.pipeline.sinks import NullSink
+
+        total = int(frames) + int(warmup)
+        collector = RecordCollector(total, round_index=index)
+        p = self.cfg.pipeline
+        pipe = Pipeline(self._paced, self.stages, [NullSink()], queue_size=p.queue_size,
+                        drop_policy="newest", read_timeout_s=p.read_timeout_s,
+                        on_record=collector)
+        result = pipe.run(total)
+        log.debug("%s round %d: %d frames, %d dropped, %d missed", self.label, index,
+                  result.frames_processed, result.frames_dropped, result.frames_missed)
+        return collector.records(arm=arm, warmup=int(warmup),
+                                 frames_dropped=result.frames_dropped,
+                                 frames_missed=result.frames_missed)
+
+
+def with_overrides(cfg: AppConfig, **camera: Any) -> AppConfig:
+    """``cfg`` with camera settings replaced (None values are left as they are)."""
+    changes = {k: v for k, v in camera.items() if v is not None}
+    if not changes:
+        return cfg
+    return dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, **changes))
