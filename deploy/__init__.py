@@ -1,6 +1,36 @@
-"""Deploy bundles for edge units (DESIGN.md: bundle build/verify/install, systemd/udev
-templates, first-boot self-test).
+"""Releases for edge units: build, verify, install, self-test, roll back.
 
-Not built yet: no issue has asked for it so far.  The folder exists so the layout is fixed;
-nothing here is imported by the rest of the package.
+A release is a Mender Artifact (format v3) of module type ``hsi-edge``, written and signed by
+the real ``mender-artifact`` tool (:mod:`deploy.release`), verified in Python with no Go tool
+on the unit (:mod:`deploy.artifact`, :mod:`deploy.facts`), installed side by side with the
+running release and switched atomically under a journal (:mod:`deploy.install`), and gated by
+the self-test (:mod:`deploy.selftest`, golden fixtures from :mod:`deploy.golden`).
+
+On-disk layout of a unit (``--root DIR``; ``/opt/hsi-edge`` on a unit)::
+
+    DIR/releases/<version>/      one installed release (manifest.json, venv/, model/, ...)
+    DIR/releases/<version>.tmp/  a release being staged (removed by the next call if stale)
+    DIR/current -> releases/<v>  the release that runs (switched with one rename)
+    DIR/previous -> releases/<u> the release a rollback returns to
+    DIR/state/                   journal.json, releases.json (committed/pending/bad)
+    DIR/unit/                    per-unit data, never touched by install/rollback/gc
+                                 (``/var/lib/hsi-edge`` on a unit): identity.yaml,
+                                 calibration/, engines/, logs/, selftest/, security_version,
+                                 format_version, trusted-keys/
+
+Imports: ``deploy`` sits above the pipeline (DESIGN.md layering); nothing below imports it.
 """
+
+from __future__ import annotations
+
+#: Mender payload type (= name of the update module on the unit).
+PAYLOAD_TYPE = "hsi-edge"
+#: Format tag of the inner manifest and of release YAML files.
+RELEASE_FORMAT = "hsi-edge-release/1"
+#: Payload file names inside ``data/0000.tar.gz`` (in this order).
+MANIFEST_NAME = "hsi-edge-manifest.json"
+TREE_NAME = "release.tar"
+#: Version of the per-unit data layout this code reads and writes (see install.migrate_unit).
+UNIT_FORMAT_VERSION = 1
+
+__all__ = ["PAYLOAD_TYPE", "RELEASE_FORMAT", "MANIFEST_NAME", "TREE_NAME", "UNIT_FORMAT_VERSION"]
