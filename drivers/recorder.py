@@ -102,6 +102,9 @@ class Recorder:
         File-name patterns (``fnmatch``) in ``out_dir`` that belong to a recording besides
         the recorder's own files (e.g. ``"calibration"``, ``"frame_*.png"``): replaced with
         it on ``overwrite``.
+    keep_replaced : sequence of str
+        Companions that must never be lost (a calibration record): on ``overwrite`` the old
+        one is kept beside the new recording as ``<name>.backup-<UTC time>``.
 
     Attributes
     ----------
@@ -121,7 +124,8 @@ class Recorder:
     def __init__(self, out_dir: str | os.PathLike, format: str = "npz", *,  # noqa: A002
                  overwrite: bool = False, envi_interleave: str = "bsq",
                  fwhm_nm: float | None = None, preset: str | None = None,
-                 expected_frames: int | None = None, companions: Sequence[str] = ()) -> None:
+                 expected_frames: int | None = None, companions: Sequence[str] = (),
+                 keep_replaced: Sequence[str] = ()) -> None:
         if format not in RECORD_FORMATS:
             raise DataFormatError(
                 f"format: expected one of {', '.join(RECORD_FORMATS)}, got {format!r}")
@@ -141,6 +145,7 @@ class Recorder:
         self.preset = preset
         self.expected_frames = expected_frames
         self.companions = tuple(companions)
+        self.keep_replaced = tuple(keep_replaced)
         self.out_dir = Path(out_dir)
         self.format = format
         self.envi_interleave = envi_interleave
@@ -268,6 +273,10 @@ class Recorder:
         os.rename(self.out_dir, old)
         os.rename(self._staging, self.out_dir)
         fsync_dir(self.out_dir.parent)
+        # data that must never be lost (a calibration record) is kept beside the new one
+        for name in self.keep_replaced:
+            if (old / name).exists():
+                os.rename(old / name, self.out_dir / f"{name}.backup-{stamp}")
         # files that belong to neither recording stay in the directory
         for entry in sorted(old.iterdir()):
             if not self._belongs(entry.name) and not (self.out_dir / entry.name).exists():

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     # beside --out) and replaces the old recording, previews and calibration at close only.
     with cam, Recorder(out, "npz", overwrite=args.overwrite, fwhm_nm=cam.fwhm_nm,
                        preset=cam.preset.name, expected_frames=args.frames,
-                       companions=("calibration", _PREVIEWS)) as recorder:
+                       companions=("calibration", _PREVIEWS),
+                       keep_replaced=("calibration",)) as recorder:
         work = recorder.work_dir
         if args.overwrite:
             # previews of a replaced recording would otherwise stay beside the new frames
