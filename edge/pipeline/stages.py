@@ -2,8 +2,8 @@
 
 Stages own no threads; the :class:`~edge.pipeline.runner.Pipeline` times them and moves
 frames.  A stage may report finer timings (e.g. the backend's calibrate/unmix/indices/pack
-steps) through ``frame.products["_timings_ms"]``-free means: it returns them from
-:meth:`Stage.sub_timings_ms` after each call.
+steps): it returns them from :meth:`Stage.sub_timings_ms` after each call, and the pipeline
+records them beside the stage's own time (nothing is stored in the frame).
 """
 
 from __future__ import annotations
