@@ -37,6 +37,23 @@ log = logging.getLogger(__name__)
 TRIGGER_SOURCES = {"internal": "INT", "external": "EXT", "software": "SW"}
 
 
+def _caps(values: tuple[str, ...]) -> dict[str, int]:
+    """``A CAPS NCH=<n> MAXINT=<n> SEQMAX=<n>`` -> {key: int}; unknown keys are kept, a
+    known key with a bad value is a DeviceProtocolError naming the reply."""
+    limits = {"NCH": (1, 64), "MAXINT": (1, 1_000_000), "SEQMAX": (1, 65535)}
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if key in limits:
+            lo, hi = limits[key]
+            if not (sep and value.isascii() and value.isdigit() and lo <= int(value) <= hi):
+                raise DeviceProtocolError(
+                    f"malformed reply {' '.join(('CAPS', *values))!r}: {key} is {value!r}, "
+                    f"expected an integer {lo}-{hi}")
+            out[key] = int(value)
+    return out
+
+
 class HsiConnection(HsiCommands, Connection):
     """Connection to an hsi-edge controller (see :class:`drivers.serial_link.Connection`).
 
@@ -189,13 +206,11 @@ class HsiConnection(HsiCommands, Connection):
                     f"{self.device_kind} on {self.port}: GET IDN under CRC answered "
                     f"{' '.join(idn)!r}, serial {self.serial_number!r} expected")
         self.transact("DO", "SAFE", (), idempotent=True)
-        caps = dict(v.split("=", 1) for v in
-                    self.transact("GET", "CAPS", (), idempotent=True).values if "=" in v)
-        count = reply_int("CAPS", (caps["NCH"],), lo=1, hi=64) if "NCH" in caps else None
+        caps = _caps(self.transact("GET", "CAPS", (), idempotent=True).values)
         self.channels = reply_names("CHMAP", self.transact("GET", "CHMAP", (),
-                                                           idempotent=True).values, count=count)
-        self.max_intensity = reply_int("CAPS", (caps.get("MAXINT", "1000"),), lo=1,
-                                       hi=1_000_000)
+                                                           idempotent=True).values,
+                                    count=caps.get("NCH"))
+        self.max_intensity = caps.get("MAXINT", 1000)
         n = len(self.channels)
         self.led_on = [False] * n
         self.armed = False

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def resolve_channel(names: Sequence[str], channel: int | str) -> int:
-    """Index of ``channel`` (a name or an index) in ``names``.
+    """Index of ``channel`` (a name, matched case-insensitively, or an index) in ``names``.
 
     Raises
     ------
@@ -41,8 +41,9 @@ def resolve_channel(names: Sequence[str], channel: int | str) -> int:
         if 0 <= channel < len(names):
             return channel
         raise DeviceError(f"channel: index {channel} out of range 0-{len(names) - 1}")
-    if channel in names:
-        return list(names).index(channel)
+    folded = [name.casefold() for name in names]
+    if channel.casefold() in folded:  # "green" and "GREEN" name one channel on every device
+        return folded.index(channel.casefold())
     raise DeviceError(f"channel: unknown name {channel!r}; channels are {', '.join(names)}")
 
 

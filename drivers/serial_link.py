@@ -221,32 +221,38 @@ class Connection:
 
     # -- identity ---------------------------------------------------------------------------
     def _verified_identity(self, link: SerialLink) -> tuple[tuple[str, ...], str]:
-        """Identity read until two consecutive reads agree, at most ``retries + 2`` reads.
+        """Identity read until two consecutive reads agree.
 
         Identity replies may carry no CRC (``GET IDN`` is sent before CRC mode is known), so
         a reply that lost or flipped a byte would otherwise be stored as the serial number
-        and make every later reconnect refuse the real device.
+        and make every later reconnect refuse the real device.  At most ``2 * (retries + 2)``
+        reads; it gives up early after two timeouts in a row (nothing answers) or
+        the same refusal twice in a row (another device answers).
         """
         previous: tuple | None = None
         errors: list[DeviceError] = []
-        for _ in range(self.retries + 2):
+        timeouts = 0
+        for _ in range(2 * (self.retries + 2)):
             self.stats["identity_reads"] += 1
             try:
                 identity = self._identify(link)
             except (DeviceTimeout, DeviceProtocolError) as exc:
                 previous = None
-                if errors and str(errors[-1]) == str(exc):
-                    errors.append(exc)
-                    break  # the same refusal twice: an answer, not noise
+                timeouts = timeouts + 1 if isinstance(exc, DeviceTimeout) else 0
+                refused = (isinstance(exc, DeviceProtocolError) and bool(errors)
+                           and str(errors[-1]) == str(exc))
                 errors.append(exc)
+                if refused or timeouts >= 2:
+                    break
                 continue
+            timeouts = 0
             if identity == previous:
                 return identity
             previous = identity
         if not errors or previous is not None:
             raise DeviceProtocolError(
                 f"{self.device_kind} on {link.url}: no two identity replies agreed in "
-                f"{self.retries + 2} reads (last {previous!r})")
+                f"{2 * (self.retries + 2)} reads (last {previous!r})")
         last = errors[-1]
         text = str(last) if str(errors[0]) == str(last) else (
             f"{last}; first attempt: {errors[0]}")
