@@ -22,7 +22,7 @@ import numpy as np
 
 from cuda_kernels import KERNEL_DIR, MODULES, runtime_source, select_binary
 from edge.backends.cuda_params import MAX_BANDS, MAX_CLASSES
-from edge.errors import ConfigError
+from edge.errors import BackendUnavailable, ConfigError
 
 __all__ = ["Launch", "tile_launch", "stride_launch", "load_module", "CudaOps",
            "STATIC_SHARED_LIMIT", "params_bytes", "poison_byte", "pack_rgb"]
@@ -71,25 +71,72 @@ def stride_launch(n: int, sm_count: int = 132) -> Launch:
 
 
 def load_module(name: str, arch: str, prebuilt_dir: Path | str | None):
-    """Load one kernel module: prebuilt cubin/PTX when current, else compile (development).
+    """Load one kernel module: a prebuilt cubin/PTX the driver can load, else compile at run
+    time (development path), else :class:`BackendUnavailable` with every reason.
 
-    Needs PyCUDA and a current context.
+    Needs PyCUDA and a current context.  A prebuilt binary is picked by
+    :func:`cuda_kernels.select_binary` with the driver's version, so binaries from an nvcc
+    newer than the driver are skipped; one the driver still refuses (``cuda.Error`` from
+    ``module_from_file``) falls through to the run-time compile, which uses
+    :func:`cuda_kernels.build.find_nvcc` (``$CUDA_HOME``/``$CUDA_PATH`` first: JetPack does
+    not put nvcc on PATH).  A missing nvcc, a failed compile (e.g. an nvcc too old for the
+    GPU) or a module the driver rejects becomes :class:`BackendUnavailable`, so ``backend:
+    auto`` can fall back instead of crashing.
     """
     import pycuda.driver as cuda
 
+    try:
+        driver = int(cuda.get_driver_version())
+    except Exception:  # an unusable driver: let the load below report it
+        driver = None
     path, reason = (None, "no prebuilt directory") if prebuilt_dir is None else \
-        select_binary(name, prebuilt_dir, arch)
+        select_binary(name, prebuilt_dir, arch, driver_version=driver)
     if path is not None:
-        (log.info if path.suffix == ".cubin" else log.warning)(
-            "kernels %s: loading %s (%s)", name, path.name, reason)
-        return cuda.module_from_file(str(path))
-    from pycuda.compiler import SourceModule
-    from cuda_kernels.build import NVCC_FLAGS
+        try:
+            module = cuda.module_from_file(str(path))
+        except cuda.Error as exc:
+            reason = f"the driver refused {path.name}: {_first_line(exc)}"
+            log.warning("kernels %s: %s; trying a run-time compile", name, reason)
+        else:
+            (log.info if path.suffix == ".cubin" else log.warning)(
+                "kernels %s: loading %s (%s)", name, path.name, reason)
+            return module
+    return _compile_at_run_time(cuda, name, arch, reason)
 
-    log.warning("compiling kernels at run time (development path): %s (%s); run "
-                "'hsi-edge kernels build' for prebuilt binaries", name, reason)
-    return SourceModule(runtime_source(name), no_extern_c=True, include_dirs=[str(KERNEL_DIR)],
-                        options=[f for f in NVCC_FLAGS if f != "-O3"])
+
+def _compile_at_run_time(cuda, name: str, arch: str, reason: str):
+    from cuda_kernels.build import NVCC_FLAGS, find_nvcc
+
+    what = f"cuda backend: no loadable prebuilt kernels for {name} on {arch} ({reason})"
+    try:
+        nvcc = find_nvcc()
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"{what}, and no run-time compile: {exc}") from None
+    from pycuda.compiler import SourceModule
+
+    log.warning("compiling kernels at run time with %s (development path): %s (%s); run "
+                "'hsi-edge kernels build' for prebuilt binaries", nvcc, name, reason)
+    try:
+        return SourceModule(runtime_source(name), nvcc=nvcc, no_extern_c=True,
+                            include_dirs=[str(KERNEL_DIR)],
+                            options=[f for f in NVCC_FLAGS if f != "-O3"])
+    except Exception as exc:  # CompileError/LogicError (cuda.Error), OSError, pytools ExecError
+        raise BackendUnavailable(f"{what}, and the run-time compile with {nvcc} failed: "
+                                 f"{_compile_detail(exc)}") from None
+
+
+def _compile_detail(exc: BaseException) -> str:
+    """nvcc's first error line (pycuda's CompileError carries its stderr), else the message."""
+    stderr = getattr(exc, "stderr", None) or ""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    errors = [ln.strip() for ln in stderr.splitlines() if "error" in ln or "fatal" in ln]
+    return errors[0] if errors else _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class CudaOps:

@@ -1,0 +1,55 @@
+"""A hand-written stand-in for the ``pycuda`` package, for CPU tests of how
+:func:`edge.backends.cuda_ops.load_module` chooses and loads kernel binaries.
+
+Models only: ``pycuda.driver.get_driver_version``, ``module_from_file`` (records the path;
+raises ``LogicError`` for files named in ``refuse``), the ``Error``/``LogicError``/
+``CompileError`` hierarchy of pycuda 2026.1 (``CompileError(Error)`` with ``stderr``), and
+``pycuda.compiler.SourceModule`` (records its ``nvcc=`` and options; raises ``CompileError``
+when ``compile_error`` is set).  It loads and runs nothing: no claim that a GPU path ran.
+"""
+
+from __future__ import annotations
+
+import types
+
+
+def make_fake_pycuda(driver_version: int = 13000, refuse=(), compile_error: str | None = None):
+    pkg = types.ModuleType("pycuda")
+    drv = types.ModuleType("pycuda.driver")
+    comp = types.ModuleType("pycuda.compiler")
+    pkg.driver, pkg.compiler = drv, comp
+    drv.loaded, drv.compiled = [], []
+
+    class Error(Exception):
+        pass
+
+    class LogicError(Error):
+        pass
+
+    class CompileError(Error):
+        def __init__(self, msg, command_line, stdout=None, stderr=None):
+            super().__init__(msg)
+            self.command_line, self.stdout, self.stderr = command_line, stdout, stderr
+
+    drv.Error, drv.LogicError, drv.CompileError = Error, LogicError, CompileError
+    drv.get_driver_version = lambda: driver_version
+
+    def module_from_file(path):
+        if any(str(path).endswith(r) for r in refuse):
+            raise LogicError("cuModuleLoad failed: device kernel image is invalid")
+        drv.loaded.append(path)
+        return ("module", path)
+
+    drv.module_from_file = module_from_file
+
+    def SourceModule(source, nvcc="nvcc", options=None, keep=False, no_extern_c=False,
+                     arch=None, code=None, cache_dir=None, include_dirs=()):
+        drv.compiled.append({"nvcc": nvcc, "options": list(options or []),
+                             "include_dirs": list(include_dirs), "no_extern_c": no_extern_c})
+        if compile_error is not None:
+            raise CompileError("nvcc compilation of /tmp/kernel.cu failed", [nvcc],
+                               stderr=compile_error)
+        return ("source-module", nvcc)
+
+    comp.SourceModule = SourceModule
+    return pkg
