@@ -24,7 +24,11 @@ miss_rate   50 %       end-to-end deadline misses per slot of a round, smoothed
 Verdicts (``alpha`` = 0.01):
 
 REGRESSION
-    some hypothesis has a Holm-adjusted p < alpha AND its interval's lower bound > 1 + δ.
+    some hypothesis has a Holm-adjusted p < alpha (B is slower, beyond doubt) AND its median
+    ratio > 1 + δ (by more than the tolerance).  The research note proposed "interval's lower
+    bound > 1 + δ"; on this project's shared 2-core machine that rule left a 10 % chain
+    slowdown INCONCLUSIVE after 48 rounds (ratio 1.10, interval [1.02, 1.17]), while the
+    false-alarm rate is held by the Holm-corrected test either way.
 PASS
     at least ``min_pairs`` pairs and every hypothesis has its interval's upper bound < 1 + δ.
 INCONCLUSIVE
@@ -194,7 +198,7 @@ def gate(pairs: Sequence[tuple[dict, dict]], *, alpha: float = 0.01, confidence:
     gated = [h for h in hyps if h.gated]
     for h, ph in zip(gated, holm([h.p for h in gated]) if gated else []):
         h.p_holm = float(ph)
-        if ph < alpha and h.ci[0] > 1.0 + h.delta:
+        if ph < alpha and h.median_ratio > 1.0 + h.delta:
             h.verdict = REGRESSION
         elif h.ci[1] < 1.0 + h.delta:
             h.verdict = PASS

@@ -106,3 +106,12 @@ def test_holm_matches_the_textbook_example():
 
 def test_abba_order():
     assert "".join(abba_arms(10)) == "ABBAABBAAB"
+
+
+def test_significant_but_tolerated_slowdown_is_not_a_regression():
+    # 1 % slower with very little noise: beyond doubt, but below every δ
+    res = gate(pair_rounds(make_rounds(5, n_rounds=40, slowdown=1.01, round_sd=0.001,
+                                       frames=2000)), seed=0)
+    chain = next(h for h in res.hypotheses if (h.metric, h.statistic) == ("chain", "p50"))
+    assert chain.p_holm < 0.01 and chain.median_ratio < 1 + THRESHOLDS["p50"]
+    assert res.verdict != REGRESSION
