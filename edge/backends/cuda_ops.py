@@ -261,16 +261,39 @@ class CudaOps:
                                 block=ln.block, stream=self.stream)
         return out
 
-    def overlay(self, labels, rgb, colours: np.ndarray, alpha: float, cols: int, invalid=None,
-                hatch=((70, 70, 70), (150, 150, 150))):
-        """labels (npix) uint8, rgb (npix, 3) uint8 -> blended rgb (npix, 3) uint8."""
+    def set_colours(self, colours: np.ndarray) -> None:
+        """Upload the class colours (``c_colours``) for :meth:`overlay`, once per palette.
+
+        A synchronous copy (the legacy stream waits for earlier work): done here, outside
+        the per-frame path, so a timed overlay is only its kernel.
+
+        Raises
+        ------
+        ConfigError
+            If ``colours`` is not of shape (K <= MAX_CLASSES, 3).
+        """
         import pycuda.driver as cuda
-        colours = np.ascontiguousarray(colours, dtype=np.uint8)
+        colours = np.array(colours, dtype=np.uint8, order="C")   # a copy: compared later
         if colours.ndim != 2 or colours.shape[1] != 3 or not 1 <= colours.shape[0] <= MAX_CLASSES:
             raise ConfigError(f"colours: expected shape (K <= {MAX_CLASSES}, 3), got "
                               f"{colours.shape}")
         ptr, _ = self.modules["post"].get_global("c_colours")
         cuda.memcpy_htod(ptr, colours)
+        self._colours = colours
+
+    def overlay(self, labels, rgb, colours: np.ndarray | None, alpha: float, cols: int,
+                invalid=None, hatch=((70, 70, 70), (150, 150, 150))):
+        """labels (npix) uint8, rgb (npix, 3) uint8 -> blended rgb (npix, 3) uint8.
+
+        ``colours`` (K, 3) uint8: uploaded only when it differs from the palette already on
+        the device (:meth:`set_colours`); None uses that palette.
+        """
+        current = getattr(self, "_colours", None)
+        if colours is not None and (current is None or not np.array_equal(current, colours)):
+            self.set_colours(colours)
+        elif current is None:
+            raise ConfigError("colours: no class colours uploaded; pass colours= or call "
+                              "set_colours() first")
         npix = labels.size
         out = self._out((npix, 3), np.uint8)
         h0, h1 = [pack_rgb(c) for c in hatch]

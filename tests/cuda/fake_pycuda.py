@@ -53,3 +53,43 @@ def make_fake_pycuda(driver_version: int = 13000, refuse=(), compile_error: str 
 
     comp.SourceModule = SourceModule
     return pkg
+
+
+def add_fake_gpuarray(pkg):
+    """``pycuda.gpuarray.empty`` (an address and a size) and ``memcpy_htod``/``memset`` that
+    record what was copied, for CudaOps' host-side logic."""
+    import numpy as np
+
+    ga = types.ModuleType("pycuda.gpuarray")
+    pkg.gpuarray, drv = ga, pkg.driver
+    drv.copies = []
+
+    class Array:
+        _next = 0x1000
+
+        def __init__(self, shape, dtype, allocator=None):
+            self.shape, self.dtype = shape, np.dtype(dtype)
+            self.size = int(np.prod(shape))
+            self.nbytes = self.size * self.dtype.itemsize
+            Array._next += self.nbytes + 256
+            self.gpudata = Array._next
+
+    ga.empty = Array
+    drv.mem_alloc = lambda n: n
+    drv.memcpy_htod = lambda ptr, buf: drv.copies.append((ptr, bytes(memoryview(buf))))
+    drv.memset_d8_async = lambda *a: None
+    return ga
+
+
+class FakeModule:
+    """A loaded module: ``get_global`` gives a fixed address per symbol, ``get_function`` a
+    kernel that records its launches."""
+
+    def __init__(self, launches: list):
+        self.launches = launches
+
+    def get_global(self, name):
+        return (0xC0DE, 19 * 3)
+
+    def get_function(self, kernel):
+        return lambda *args, **kw: self.launches.append((kernel, args, kw))

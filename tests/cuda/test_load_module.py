@@ -99,3 +99,30 @@ def test_a_failed_run_time_compile_is_backend_unavailable_with_nvccs_error(tmp_p
                                                  rf"fatal   : Unsupported gpu architecture "
                                                  rf"'compute_100'"):
         load_module("chain", "sm_100", None)
+
+
+# ---- overlay colours uploaded once (item 6) ------------------------------------------------
+def test_overlay_uploads_the_palette_once_not_per_call(monkeypatch):
+    import numpy as np
+
+    from edge.backends.cuda_ops import CudaOps
+    from edge.backends.cuda_params import CHAIN_PARAMS_DTYPE
+    from edge.errors import ConfigError
+    from fake_pycuda import FakeModule, add_fake_gpuarray
+    drv = _install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "pycuda.gpuarray", add_fake_gpuarray(sys.modules["pycuda"]))
+    launches = []
+    ops = CudaOps({"post": FakeModule(launches)}, np.zeros((), CHAIN_PARAMS_DTYPE), None, 8)
+    ga_labels = sys.modules["pycuda.gpuarray"].empty(6, np.uint8)
+    with pytest.raises(ConfigError, match=r"colours: no class colours uploaded"):
+        ops.overlay(ga_labels, None, None, 0.4, 3)
+    colours = np.array([[0, 0, 0], [200, 10, 10]], np.uint8)
+    for _ in range(10):
+        ops.overlay(ga_labels, None, colours, 0.4, 3)
+    assert drv.copies == [(0xC0DE, colours.tobytes())]          # one upload for ten calls
+    assert [k for k, _, _ in launches] == ["overlay_u8"] * 10
+    ops.overlay(ga_labels, None, colours[::-1], 0.4, 3)          # a new palette: uploaded
+    assert drv.copies[-1] == (0xC0DE, colours[::-1].tobytes()) and len(drv.copies) == 2
+    ops.set_colours(colours)
+    ops.overlay(ga_labels, None, None, 0.4, 3)
+    assert len(drv.copies) == 3 and len(launches) == 12
