@@ -1,9 +1,11 @@
 """``SimulatedBench``: simulated controller wired to a simulated camera, driven by real drivers.
 
-The controller simulator runs on a pty (or ``socket://``); its trigger pulses call
-``SimulatedCamera.external_pulse`` (one exposure per pulse; a pulse the camera cannot take
-shows as a gap in frame ids) and its emitted LED state calls ``SimulatedCamera.set_led_state``
-(all LEDs off -> a dark frame).  The real :class:`~drivers.trigger.TriggerController` and
+The controller simulator runs on a pty (or ``socket://``); its trigger pulses call the
+camera's ``external_pulse`` (:class:`~drivers.camera.ExternalTrigger`: one exposure per pulse;
+a pulse the camera cannot take shows as a gap in frame ids, and the bench counts them and
+reports them once, at :meth:`SimulatedBench.close`) and its emitted LED state calls the
+camera's ``set_led_state`` (:class:`~drivers.camera.IlluminationInput`: all LEDs off -> a dark
+frame).  The real :class:`~drivers.trigger.TriggerController` and
 :class:`~drivers.illumination.HsiIllumination` talk to it over the serial code path::
 
     with SimulatedBench(rows=48, cols=64) as bench:
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import logging
 
+from drivers.camera import ExternalTrigger, IlluminationInput
 from drivers.illumination import HsiIllumination
 from drivers.sim.controller import ControllerModel
 from drivers.sim.faults import FaultPlan
 from drivers.sim.server import DeviceServer
 from drivers.trigger import HsiConnection, TriggerController
+from edge.errors import DeviceError
 
 __all__ = ["SimulatedBench"]
 
@@ -35,7 +39,8 @@ class SimulatedBench:
     Parameters
     ----------
     camera : drivers.camera.Camera, optional
-        A camera with ``external_pulse`` and ``set_led_state`` hooks; default a
+        A camera that is an :class:`~drivers.camera.ExternalTrigger` and an
+        :class:`~drivers.camera.IlluminationInput`; default a
         ``SimulatedCamera(preset, rows=rows, cols=cols, seed=seed)``.
     transport : {"pty", "socket"}
         How the driver reaches the controller simulator.
@@ -48,6 +53,14 @@ class SimulatedBench:
     ----------
     camera, trigger, illumination, server
         Available between :meth:`start` and :meth:`close`.
+    pulses, missed_pulses : int
+        Trigger pulses delivered to the camera, and those it could not take (queue full or
+        still exposing); reported once at :meth:`close`, never one line per pulse.
+
+    Raises
+    ------
+    DeviceError
+        If ``camera`` cannot take trigger edges or a light state.
     """
 
     def __init__(self, camera=None, *, preset: str = "tivita", rows: int | None = 48,
@@ -56,7 +69,12 @@ class SimulatedBench:
         if camera is None:
             from drivers.simulated import SimulatedCamera
             camera = SimulatedCamera(preset, rows=rows, cols=cols, seed=seed)
+        if not (isinstance(camera, ExternalTrigger) and isinstance(camera, IlluminationInput)):
+            raise DeviceError(f"camera: the simulated bench needs a camera that takes trigger "
+                              f"edges and a light state (ExternalTrigger, IlluminationInput), "
+                              f"got {type(camera).__name__}")
         self.camera = camera
+        self.pulses = self.missed_pulses = 0
         self._transport = transport
         self._faults = faults
         self._driver_options = driver_options
@@ -65,7 +83,11 @@ class SimulatedBench:
         self.illumination: HsiIllumination | None = None
 
     def _on_trigger(self, timestamp_ns: int) -> None:
-        self.camera.external_pulse(timestamp_ns)
+        if not (self.camera.is_armed and self.camera.trigger_mode == "external"):
+            return  # not counted: the camera is not taking pulses (e.g. reference capture)
+        self.pulses += 1
+        if not self.camera.external_pulse(timestamp_ns):
+            self.missed_pulses += 1
 
     def _on_led_change(self, state: dict) -> None:
         self.camera.set_led_state(state)
@@ -89,7 +111,8 @@ class SimulatedBench:
         return self
 
     def close(self) -> None:
-        """LEDs off, drivers closed, simulator stopped, camera closed (idempotent)."""
+        """LEDs off, drivers closed, simulator stopped, camera closed (idempotent); one
+        warning if the camera missed trigger pulses."""
         if self.trigger is not None:
             self.trigger.close()
             self.trigger = self.illumination = None
@@ -97,6 +120,11 @@ class SimulatedBench:
             self.server.stop()
             self.server = None
         self.camera.close()
+        if self.missed_pulses:
+            log.warning("simulated bench: the camera missed %d of %d trigger pulses (queue full "
+                        "or still exposing; each shows as a frame-id gap)", self.missed_pulses,
+                        self.pulses)
+            self.pulses = self.missed_pulses = 0
 
     def __enter__(self) -> "SimulatedBench":
         return self.start()

@@ -21,6 +21,26 @@ Trigger modes
 
 :meth:`Camera.read` never blocks forever: with no frame before ``timeout`` seconds it raises
 :class:`~edge.errors.DeviceTimeout`.
+
+What callers may ask every camera (with the defaults of this base class)
+-------------------------------------------------------------------------
+``dtype``
+    dtype of the delivered cubes: uint16 raw counts (default) or float32 reflectance
+    (e.g. a calibrated recording, which needs no flat field).
+``exhausted``
+    True once a finite source (a recording) has delivered its last frame; a DeviceTimeout
+    then means end of stream, not a fault.  Default False (a live camera never is).
+``serial_known``
+    False when :attr:`Camera.serial` is a stand-in (a recording that does not say which
+    camera made it), so serial checks are skipped.  Default True.
+``target``
+    What a :class:`CalibrationTarget` camera looks at (``"scene"``, ``"white"``, ``"dark"``);
+    None (default) for a camera that cannot put a target in view by itself.
+
+Capabilities beyond the contract are mixins checked with ``isinstance``:
+:class:`CalibrationTarget` (places a white/dark target itself: simulators),
+:class:`ExternalTrigger` (takes trigger edges from a trigger controller) and
+:class:`IlluminationInput` (takes the light state emitted by an LED controller).
 """
 
 from __future__ import annotations
@@ -36,12 +56,15 @@ import numpy as np
 from edge.core.frame import Frame
 from edge.errors import DeviceError
 
-__all__ = ["Camera", "TriggerMode", "TRIGGER_MODES"]
+__all__ = ["Camera", "CalibrationTarget", "ExternalTrigger", "IlluminationInput", "TriggerMode",
+           "TRIGGER_MODES", "TARGETS"]
 
 log = logging.getLogger(__name__)
 
 TriggerMode = Literal["software", "external", "free_run"]
 TRIGGER_MODES: tuple[str, ...] = ("software", "external", "free_run")
+#: What a :class:`CalibrationTarget` camera can look at.
+TARGETS: tuple[str, ...] = ("scene", "white", "dark")
 
 
 class Camera(ABC):
@@ -56,6 +79,14 @@ class Camera(ABC):
     exposure_range_us: tuple[float, float] = (10.0, 1_000_000.0)
     #: Allowed analogue gain range (linear).
     gain_range: tuple[float, float] = (1.0, 16.0)
+    #: True once a finite source delivered its last frame (see module docstring).
+    exhausted: bool = False
+    #: False when ``serial`` is a stand-in, not the camera's own serial number.
+    serial_known: bool = True
+    #: The calibration target in view; None: this camera cannot place one by itself.
+    target: str | None = None
+    #: How often the current target was placed again (CalibrationTarget cameras).
+    placement: int = 0
 
     def __init__(self) -> None:
         self._opened = False
@@ -89,6 +120,12 @@ class Camera(ABC):
     @property
     def serial(self) -> str:
         return self._serial
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of the delivered cubes: uint16 raw counts (this default) or float32
+        reflectance."""
+        return np.dtype(np.uint16)
 
     @property
     def bit_depth(self) -> int:
@@ -149,8 +186,9 @@ class Camera(ABC):
 
         Raises
         ------
-        ValueError (DeviceError)
-            If a value is outside the allowed range or not a known trigger mode.
+        DeviceError
+            If a value is outside the allowed range or not a known trigger mode (the message
+            names the parameter, the bad value and what is allowed).
         """
         if exposure_us is not None:
             lo, hi = self.exposure_range_us
@@ -243,3 +281,39 @@ class Camera(ABC):
     @abstractmethod
     def _do_read(self, deadline: float) -> Frame:
         """Return the next frame or raise DeviceTimeout once ``time.monotonic() > deadline``."""
+
+
+class CalibrationTarget(ABC):
+    """Capability mixin: the camera puts a calibration target in view by itself (simulators).
+
+    ``target`` is one of :data:`TARGETS`; ``placement`` counts re-placements of a tile (a
+    small seeded change of its geometry).  References are captured through the normal
+    ``read`` path.
+    """
+
+    @property
+    @abstractmethod
+    def target(self) -> str:
+        """``"scene"``, ``"white"`` (reference tile) or ``"dark"`` (lens capped)."""
+
+    @target.setter
+    @abstractmethod
+    def target(self, value: str) -> None: ...
+
+
+class ExternalTrigger(ABC):
+    """Capability mixin: the camera takes trigger edges from a trigger controller (the
+    simulated bench wires the controller simulator's pulses to it)."""
+
+    @abstractmethod
+    def external_pulse(self, timestamp_ns: int | None = None) -> bool:
+        """One trigger edge; True if it starts an exposure, False if the camera missed it."""
+
+
+class IlluminationInput(ABC):
+    """Capability mixin: the camera takes the light state an LED controller emits."""
+
+    @abstractmethod
+    def set_led_state(self, state) -> None:
+        """``{channel: intensity 0-1}`` for the following exposures; channels not named are
+        off (all off: a dark frame)."""

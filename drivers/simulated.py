@@ -52,7 +52,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from drivers.camera import Camera
+from drivers.camera import Camera, CalibrationTarget, ExternalTrigger, IlluminationInput
 from drivers.sim import (LED_CHANNELS, SCENE_CLASSES, CameraPreset, SensorModel, SurgicalScene,
                          get_preset, get_species, led_illumination)
 from drivers.sim.faults_optical import OpticalFaults
@@ -85,7 +85,7 @@ class _Exposure(NamedTuple):
     light: np.ndarray
 
 
-class SimulatedCamera(Camera):
+class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationInput):
     """Simulated spectral camera (see module docstring).
 
     Parameters
@@ -250,12 +250,14 @@ class SimulatedCamera(Camera):
             frame_id = self._next_id
             self._next_id += 1
             if len(self._queue) >= self.max_queue:
-                log.warning("camera %s: frame %d dropped (%d exposures queued)", self._serial,
-                            frame_id, len(self._queue))
+                # debug, not warning: one line per pulse flooded the run; the caller counts
+                # the False returns (SimulatedBench reports them once), a frame-id gap shows it
+                log.debug("camera %s: frame %d dropped (%d exposures queued)", self._serial,
+                          frame_id, len(self._queue))
                 return False
             if self.realtime and ts < self._busy_until_ns:
-                log.warning("camera %s: frame %d dropped (pulse during exposure/readout)",
-                            self._serial, frame_id)
+                log.debug("camera %s: frame %d dropped (pulse during exposure/readout)",
+                          self._serial, frame_id)
                 return False
             self._busy_until_ns = ts + self._frame_time_ns()
             self._queue.append(self._exposure(frame_id, ts))

@@ -29,7 +29,7 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
     from calibration.records import CalibrationRecord
 
     cal = cfg.calibration
-    frame_is_raw = getattr(camera, "dtype", np.dtype(np.uint16)) == np.uint16
+    frame_is_raw = camera.dtype == np.uint16
     if not frame_is_raw:
         if cal.record:
             # Said, not silent: the user asked for a record that will not be applied.
@@ -38,11 +38,11 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
         return None
     if cal.record:
         record = CalibrationRecord.load(cal.record)
-        serial = camera.serial if getattr(camera, "serial_known", True) else None
+        serial = camera.serial if camera.serial_known else None
         record.check_compatible(serial, camera.shape, camera.exposure_us, camera.gain,
                                 wavelengths=camera.wavelengths)
         return record.flatfield()
-    if not hasattr(camera, "target"):
+    if camera.target is None:
         raise CalibrationError(
             "calibration.record: this camera cannot capture dark/white references by itself; "
             "give a record from `hsi-edge calibrate capture`")

@@ -143,7 +143,7 @@ class Pipeline:
                 try:
                     frame = self.camera.read(timeout=self.read_timeout_s)
                 except DeviceTimeout:
-                    if getattr(self.camera, "exhausted", False):
+                    if self.camera.exhausted:
                         state["end_of_stream"] = True
                         break
                     raise

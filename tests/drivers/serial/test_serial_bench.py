@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,41 @@ def test_missed_pulse_shows_as_gap(bench):
     assert got[0] == first + 1
     bench.trigger.trigger()
     assert bench.camera.read(timeout=5.0).meta.frame_id == first + 4  # ids 2, 3 missed
+
+
+def test_missed_pulses_reported_once_at_close(sim_only, caplog):
+    """Issue 15 item 14: one warning per missed pulse flooded a run (23 lines for 5 frames);
+    the bench counts them and says so once, at close."""
+    b = SimulatedBench(rows=12, cols=16, seed=2).start()
+    try:
+        b.illumination.set_state({"white": 1.0})
+        b.trigger.configure(source="software")
+        b.trigger.arm()
+        b.camera.max_queue = 1
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(4):  # one slot: pulses 2-4 are missed
+                b.trigger.trigger()
+            b.camera.read(timeout=5.0)
+            b.trigger.trigger()
+            b.camera.read(timeout=5.0)
+            assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+            assert (b.pulses, b.missed_pulses) == (5, 3)
+    finally:
+        with caplog.at_level(logging.DEBUG):
+            b.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["simulated bench: the camera missed 3 of 5 trigger pulses (queue full "
+                        "or still exposing; each shows as a frame-id gap)"]
+    b.close()  # idempotent, and says nothing more
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_bench_refuses_a_camera_without_trigger_input(sim_only):
+    from edge.errors import DeviceError
+
+    class Plain:
+        pass
+
+    with pytest.raises(DeviceError, match="camera: the simulated bench needs a camera that "
+                                          "takes trigger edges .* got Plain"):
+        SimulatedBench(Plain())
