@@ -55,6 +55,9 @@ def register(sub) -> None:
     r = lsub.add_parser("run", help="measure and store a result")
     r.add_argument("--config", help="YAML settings file (as for hsi-edge run)")
     r.add_argument("--rounds", type=int, default=1, help="rounds (default 1)")
+    r.add_argument("--marker-every", type=int, default=0, metavar="N",
+                   help="glass to glass (simulated camera): the marker LED lights every N-th "
+                   "trigger and is found in the output (default 0: off)")
     r.add_argument("--slow", default=None, help="TEST ONLY: slow stages, e.g. chain=10%% or "
                    "chain=2ms (default: $HSI_EDGE_LATENCY_SLOW)")
     _measure_options(r)
@@ -194,12 +197,21 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args.config, args)
     slow = _slow(args.slow, "--slow")
     out = _out(args)
-    with LatencySession(cfg, backend=args.backend, runtime=args.runtime, slow=slow) as s:
+    if args.marker_every < 0:
+        from edge.errors import ConfigError
+        raise ConfigError(f"--marker-every: expected an integer >= 0, got {args.marker_every}")
+    with LatencySession(cfg, backend=args.backend, runtime=args.runtime, slow=slow,
+                        marker_every=args.marker_every) as s:
         doc, rec = measure(s, frames=frames, warmup=args.warmup,
                            rounds=args.rounds, deadline_ms=args.deadline_ms,
                            progress=_progress(args))
     path = save_result(out, doc, rec)
     _print_summary("", doc["summary"])
+    g2g = doc["summary"].get("glass_to_glass")
+    if g2g:
+        print(f"glass to glass (marker LED -> found in the output): {g2g['detected']} of "
+              f"{g2g['flashes']} markers seen, p50 {g2g['p50_ms']:.2f} ms, max "
+              f"{g2g['max_ms']:.2f} ms")
     print(f"hardware key: {doc['fingerprint']['hardware_key']}")
     print(f"result: {path}")
     _report(args.report, doc, rec)

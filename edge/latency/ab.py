@@ -68,6 +68,12 @@ def measure(session: LatencySession, *, frames: int, warmup: int = 10, rounds: i
            "fingerprint": fpmod.collect(session.info),
            "summary": summarise(rec, period_ns=period, deadline_ns=deadline, warmup=warmup),
            "rounds": round_stats(rec, period_ns=period, deadline_ns=deadline, warmup=warmup)}
+    markers = [r["marker"] for r in rec.rounds if "marker" in r]
+    if markers:
+        from edge.latency.marker import glass_to_glass
+        doc["summary"]["glass_to_glass"] = glass_to_glass(
+            [t for m in markers for t in m["flashes_ns"]],
+            [t for m in markers for t in m["detections_ns"]])
     return doc, rec
 
 

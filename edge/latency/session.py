@@ -44,15 +44,21 @@ class LatencySession:
         From :func:`edge.latency.slow.parse_slow` (test-only slowdown of named stages).
     label : str
         Shown in logs and stored with the result.
+    marker_every : int
+        Glass to glass (simulated camera only): the marker LED lights every N-th trigger slot
+        and :class:`~edge.latency.marker.MarkerDetector` finds it in the output (0: off).
     """
 
     def __init__(self, cfg: AppConfig, *, backend: str | None = None,
-                 runtime: str | None = None, slow: dict | None = None, label: str = "A"):
+                 runtime: str | None = None, slow: dict | None = None, label: str = "A",
+                 marker_every: int = 0):
         self.cfg = cfg
         self.backend_name = backend or cfg.processing.backend
         self.runtime_name = runtime or cfg.model.runtime
         self.slow = dict(slow or {})
         self.label = label
+        self.marker_every = int(marker_every)
+        self.detector = None
         self._stack = contextlib.ExitStack()
         self.camera = None
         self.pipeline_parts: dict[str, Any] = {}
@@ -85,7 +91,10 @@ class LatencySession:
                                   realtime=True, fwhm_nm=c.fwhm_nm)
             self._stack.enter_context(cam)
             cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
-            return cam, PacedCamera(cam, fps), None, fps
+            return cam, PacedCamera(cam, fps, marker_every=self.marker_every), None, fps
+        if self.marker_every:
+            raise ConfigError(f"--marker-every: glass-to-glass markers need the simulated "
+                              f"camera (camera.source 'simulated'), got {c.source!r}")
         cam, bench = build_camera(self.cfg, self._stack)
         if c.source == "replay" and not c.fps:
             raise ConfigError("camera.fps: a latency run of a replay needs a frame rate (the "
@@ -126,6 +135,10 @@ class LatencySession:
             rt.load()
             stages += [InferStage(rt), PostStage()]
         self.stages = apply_slow(stages, self.slow)
+        if self.marker_every:
+            from edge.latency.marker import MarkerDetector
+            self.detector = MarkerDetector()
+            self.stages.append(self.detector)
         for s in self.stages:
             self._stack.callback(s.close)
         model_sha = None
@@ -164,12 +177,18 @@ class LatencySession:
         pipe = Pipeline(self._paced, self.stages, [NullSink()], queue_size=p.queue_size,
                         drop_policy="newest", read_timeout_s=p.read_timeout_s,
                         on_record=collector)
+        if self.detector is not None:
+            self.detector.reset()
         result = pipe.run(total)
         log.debug("%s round %d: %d frames, %d dropped, %d missed", self.label, index,
                   result.frames_processed, result.frames_dropped, result.frames_missed)
+        extra = {}
+        if self.detector is not None:
+            extra["marker"] = {"flashes_ns": list(self._paced.flashes_ns),
+                               "detections_ns": list(self.detector.detections_ns)}
         return collector.records(arm=arm, warmup=int(warmup),
                                  frames_dropped=result.frames_dropped,
-                                 frames_missed=result.frames_missed)
+                                 frames_missed=result.frames_missed, **extra)
 
 
 def with_overrides(cfg: AppConfig, **camera: Any) -> AppConfig:

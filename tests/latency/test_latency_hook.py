@@ -127,3 +127,36 @@ def test_slow_stage_adds_at_least_the_set_amount(camera):
     rec = col.records()
     # a busy wait never returns early: every frame's post stage took >= 3 ms
     assert np.all(rec.stage_ns("post") >= 3_000_000)
+
+
+def test_glass_to_glass_markers_are_found_in_the_output_pixels():
+    from edge.latency.session import LatencySession, with_overrides
+    from edge.pipeline.config import AppConfig
+    import dataclasses
+
+    cfg = with_overrides(AppConfig(), preset="snapshot25", rows=12, cols=16, fps=50.0)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, card="none"))
+    with LatencySession(cfg, marker_every=3) as s:
+        rec = s.run_round(12, warmup=0)
+    assert rec.stage_names[-2:] == ("marker", "sink")
+    det = rec.rounds[0]["marker"]["detections_ns"]
+    start = rec.stage_start_ns[:, rec.stage_names.index("marker")]
+    end = rec.stage_end_ns[:, rec.stage_names.index("marker")]
+    seen = []
+    for t in det:     # each detection lies inside the marker stage of one frame
+        (i,) = np.flatnonzero((start <= t) & (t <= end))
+        seen.append(int(rec.fields["seq"][i]))
+    marked = [int(q) for q in rec.fields["seq"] if q % 3 == 0]
+    assert seen == marked and len(seen) >= 4          # only and all marked frames
+    flashes = rec.rounds[0]["marker"]["flashes_ns"]
+    assert len(flashes) >= len(seen)
+
+
+def test_glass_to_glass_matching():
+    from edge.latency.marker import glass_to_glass
+    ms = 1_000_000
+    g = glass_to_glass([0, 1000 * ms, 2000 * ms], [30 * ms, 2045 * ms])
+    assert (g["flashes"], g["detected"], g["undetected"]) == (3, 2, 1)
+    assert (g["min_ms"], g["max_ms"]) == (30.0, 45.0)
+    g = glass_to_glass([0], [30 * ms, 40 * ms])         # a flash is matched once
+    assert g["detected"] == 1 and g["max_ms"] == 30.0
