@@ -102,12 +102,21 @@ def _init_plugins(trt) -> None:
 
 
 def _import_cuda():
+    """``pycuda.driver``, initialised; :class:`BackendUnavailable` saying why not (missing
+    PyCUDA, a driver too old for its build, or a driver that cannot start: no GPU, a driver/
+    library mismatch) instead of a raw ImportError or pycuda error."""
+    from cuda_kernels.driver import explain_pycuda_import_error
+
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
-        raise BackendUnavailable(f"the tensorrt runtime needs PyCUDA ({exc}); pip install "
-                                 f"'hsi-edge[cuda]' (needs cuda.h and nvcc on PATH)") from None
-    cuda.init()
+        raise BackendUnavailable(explain_pycuda_import_error(exc, "the tensorrt runtime")
+                                 ) from None
+    try:
+        cuda.init()
+    except Exception as exc:  # pycuda's LogicError/RuntimeError types
+        raise BackendUnavailable(f"the tensorrt runtime: the CUDA driver is not usable "
+                                 f"({exc}); needs an NVIDIA GPU with its driver") from None
     return cuda
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import types
 
 
-def make_fake_pycuda(driver_version: int = 13000, refuse=(), compile_error: str | None = None):
+def make_fake_pycuda(driver_version: int = 13000, refuse=(), compile_error: str | None = None,
+                     init_error: str | None = None):
     pkg = types.ModuleType("pycuda")
     drv = types.ModuleType("pycuda.driver")
     comp = types.ModuleType("pycuda.compiler")
@@ -33,6 +34,12 @@ def make_fake_pycuda(driver_version: int = 13000, refuse=(), compile_error: str 
 
     drv.Error, drv.LogicError, drv.CompileError = Error, LogicError, CompileError
     drv.get_driver_version = lambda: driver_version
+
+    def init():
+        if init_error is not None:
+            raise RuntimeError(init_error)   # pycuda raises its own RuntimeError type here
+
+    drv.init = init
 
     def module_from_file(path):
         if any(str(path).endswith(r) for r in refuse):
