@@ -45,6 +45,11 @@ class FrameRecords:
     rounds : list of dict
         Per round: ``index``, ``arm`` ("A", "B" or ""), ``frames_dropped``, ``frames_missed``,
         ``warmup`` (frames excluded at its start), ``overflow``.
+    sub_names : tuple of str
+        Finer timings reported by the stages (``Stage.sub_timings_ms``: the backend's
+        calibrate/unmix/... steps; on a GPU, CUDA-event times of the kernels on their stream).
+    sub_ms : ndarray of shape (n, K), float64
+        Their values per frame in ms (NaN where a frame had none).
     """
 
     stage_names: tuple[str, ...]
@@ -53,6 +58,12 @@ class FrameRecords:
     stage_start_ns: np.ndarray
     stage_end_ns: np.ndarray
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    sub_names: tuple[str, ...] = ()
+    sub_ms: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.sub_ms is None:
+            self.sub_ms = np.zeros((len(self), len(self.sub_names)), np.float64)
 
     def __len__(self) -> int:
         return int(self.fields["seq"].size)
@@ -69,7 +80,8 @@ class FrameRecords:
         """The records where ``mask`` (shape (n,), bool) is True (same rounds list)."""
         return FrameRecords(self.stage_names, {k: v[mask] for k, v in self.fields.items()},
                             self.exposure_us[mask], self.stage_start_ns[mask],
-                            self.stage_end_ns[mask], list(self.rounds))
+                            self.stage_end_ns[mask], list(self.rounds), self.sub_names,
+                            self.sub_ms[mask])
 
     def round(self, index: int) -> "FrameRecords":
         sub = self.select(self.fields["round"] == index)
@@ -86,12 +98,17 @@ class FrameRecords:
             if p.stage_names != names:
                 raise DataFormatError(f"records: stage names differ between rounds: "
                                       f"{list(names)} vs {list(p.stage_names)}")
+        subs = tuple(dict.fromkeys(n for p in parts for n in p.sub_names))
+        sub_ms = np.concatenate([
+            np.stack([p.sub_ms[:, p.sub_names.index(n)] if n in p.sub_names
+                      else np.full(len(p), np.nan) for n in subs], axis=1)
+            if subs else np.zeros((len(p), 0)) for p in parts])
         return FrameRecords(
             names, {k: np.concatenate([p.fields[k] for p in parts]) for k in RECORD_FIELDS},
             np.concatenate([p.exposure_us for p in parts]),
             np.concatenate([p.stage_start_ns for p in parts]),
             np.concatenate([p.stage_end_ns for p in parts]),
-            [r for p in parts for r in p.rounds])
+            [r for p in parts for r in p.rounds], subs, sub_ms)
 
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -103,7 +120,8 @@ class FrameRecords:
         np.savez_compressed(
             path, format=np.array(_FORMAT), stage_names=np.array(self.stage_names, dtype=str),
             exposure_us=self.exposure_us, stage_start_ns=self.stage_start_ns,
-            stage_end_ns=self.stage_end_ns, rounds=np.array(json.dumps(self.rounds)), **arrays)
+            stage_end_ns=self.stage_end_ns, rounds=np.array(json.dumps(self.rounds)),
+            sub_names=np.array(self.sub_names, dtype=str), sub_ms=self.sub_ms, **arrays)
         return path
 
     @classmethod
@@ -125,9 +143,11 @@ class FrameRecords:
                                           f"(expected format {_FORMAT!r})")
                 names = tuple(str(s) for s in z["stage_names"])
                 fields = {k: z[f"f_{k}"].astype(np.int64) for k in RECORD_FIELDS}
+                subs = tuple(str(s) for s in z["sub_names"]) if "sub_names" in z else ()
                 return cls(names, fields, z["exposure_us"].astype(np.float64),
                            z["stage_start_ns"].astype(np.int64),
-                           z["stage_end_ns"].astype(np.int64), json.loads(str(z["rounds"])))
+                           z["stage_end_ns"].astype(np.int64), json.loads(str(z["rounds"])),
+                           subs, z["sub_ms"].astype(np.float64) if subs else None)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise DataFormatError(f"{path}: cannot read latency records: {exc}") from exc
 
@@ -155,6 +175,7 @@ class RecordCollector:
         self._names: tuple[str, ...] | None = None
         self._start: np.ndarray | None = None
         self._end: np.ndarray | None = None
+        self._sub: dict[str, np.ndarray] = {}
 
     def __call__(self, rec: Mapping[str, Any]) -> None:
         if self.n >= self.capacity:
@@ -175,6 +196,13 @@ class RecordCollector:
         for j, (_, t0, t1) in enumerate(spans):
             self._start[i, j] = t0
             self._end[i, j] = t1
+        for name, ms in (rec.get("sub_ms") or {}).items():
+            col = self._sub.get(name)
+            if col is None:
+                if len(self._sub) >= 32:      # bounded: a stage inventing names is ignored
+                    continue
+                col = self._sub[name] = np.full(self.capacity, np.nan)
+            col[i] = float(ms)
         self.n += 1
 
     def records(self, **round_info: Any) -> FrameRecords:
@@ -185,5 +213,8 @@ class RecordCollector:
         end = self._end[:n].copy() if self._end is not None else np.zeros((0, 0), np.int64)
         info = {"index": self.round_index, "overflow": self.overflow}
         info.update(round_info)
+        subs = tuple(self._sub)
+        sub_ms = (np.stack([self._sub[k][:n] for k in subs], axis=1) if subs
+                  else np.zeros((n, 0)))
         return FrameRecords(names, {k: v[:n].copy() for k, v in self._fields.items()},
-                            self._exposure[:n].copy(), start, end, [info])
+                            self._exposure[:n].copy(), start, end, [info], subs, sub_ms)

@@ -124,7 +124,9 @@ def summarise(rec: FrameRecords, *, period_ns: int, deadline_ns: int | None = No
         pipeline counted them, all rounds, warm-up included), ``not_shown``, ``period_ms``,
         ``deadline_ms``, ``stages``: name -> :func:`describe` (+ ``late``: frames longer than a
         frame period), ``end_to_end`` (+ ``deadline``: misses, slots, rate, ci, and
-        ``frame_periods``: p50/p99/max of the latency in whole frame periods, rounded up).
+        ``frame_periods``: p50/p99/max of the latency in whole frame periods, rounded up),
+        ``sub_stages``: the stages' finer timings (reported, not gated; on a GPU the CUDA-event
+        times a stage reports through ``Stage.sub_timings_ms``).
     """
     if period_ns <= 0:
         raise ValueError(f"period_ns: expected > 0, got {period_ns!r}")
@@ -152,7 +154,9 @@ def summarise(rec: FrameRecords, *, period_ns: int, deadline_ns: int | None = No
                              "counts": {str(int(k)): int(c) for k, c in
                                         zip(*np.unique(periods, return_counts=True))}}
                             if periods.size else {})
-    return {"frames": len(kept), "warmup_excluded": excluded,
+    subs = {name: describe(np.round(col[np.isfinite(col)] * 1e6).astype(np.int64))
+            for name, col in zip(kept.sub_names, kept.sub_ms.T)}
+    return {"frames": len(kept), "warmup_excluded": excluded, "sub_stages": subs,
             "frames_dropped": int(sum(r.get("frames_dropped", 0) for r in rec.rounds)),
             "frames_missed": int(sum(r.get("frames_missed", 0) for r in rec.rounds)),
             "not_shown": not_shown, "period_ms": period_ns / 1e6,

@@ -121,3 +121,19 @@ def test_collector_is_bounded_and_counts_overflow():
     assert len(rec) == 4 and rec.rounds[0]["overflow"] == 6
     with pytest.raises(ValueError, match=r"capacity: expected an integer >= 1, got 0"):
         RecordCollector(0)
+
+
+def test_sub_timings_are_recorded_and_summarised(tmp_path):
+    col = RecordCollector(3)
+    for i, sub in enumerate(({"unmix": 2.0, "pack": 0.5}, {"unmix": 4.0}, {"unmix": 3.0})):
+        t = i * 40 * MS
+        col({"seq": i, "trigger_ns": t, "exposure_us": 8000.0, "arrival_ns": t, "dequeue_ns": t,
+             "queue_depth": 0, "stages": [("chain", t, t + 5 * MS), ("sink", t + 5 * MS,
+                                                                     t + 5 * MS)],
+             "overlay_ready_ns": t + 5 * MS, "done_ns": t + 5 * MS, "sub_ms": sub})
+    rec = FrameRecords.load(col.records().save(tmp_path / "s.npz"))
+    assert rec.sub_names == ("unmix", "pack")
+    np.testing.assert_array_equal(rec.sub_ms[:, 0], [2.0, 4.0, 3.0])
+    assert rec.sub_ms[0, 1] == 0.5 and np.isnan(rec.sub_ms[1:, 1]).all()
+    s = summarise(rec, period_ns=PERIOD)
+    assert s["sub_stages"]["unmix"]["p50_ms"] == 3.0 and s["sub_stages"]["pack"]["n"] == 1
