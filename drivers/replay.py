@@ -48,6 +48,7 @@ from drivers.formats.sequence import FrameSequence, LoadedFrame, open_sequence
 from drivers.formats.tivita import read_tivita_cube, write_tivita_cube  # noqa: F401
 from edge.core.frame import Frame, FrameMeta, validate_wavelengths
 from edge.errors import ConfigError, DataFormatError, DeviceError, DeviceTimeout
+from edge.physics.spectra import FWHM_RANGE_NM
 
 __all__ = ["ReplayCamera", "read_tivita_cube", "write_tivita_cube", "read_envi", "write_envi",
            "read_npz_frame", "write_npz_frame", "to_frame_dtype", "meta_from_dict",
@@ -171,9 +172,11 @@ class ReplayCamera(Camera):
                  cache: bool = False, fwhm_nm: float | None = None,
                  preset: str | None = None) -> None:
         super().__init__()
-        if fwhm_nm is not None and not (isinstance(fwhm_nm, (int, float)) and 0 < fwhm_nm < 500):
-            raise DeviceError(f"fwhm_nm: expected a band width in nm (0-500) or None, got "
-                              f"{fwhm_nm!r}")
+        lo, hi = FWHM_RANGE_NM
+        if fwhm_nm is not None and not (isinstance(fwhm_nm, (int, float))
+                                        and lo <= fwhm_nm <= hi):
+            raise DeviceError(f"fwhm_nm: expected a band width in nm in [{lo:g}, {hi:g}] or "
+                              f"None, got {fwhm_nm!r}")
         self._fwhm_nm = None if fwhm_nm is None else float(fwhm_nm)
         if fps is not None and not (isinstance(fps, (int, float)) and np.isfinite(fps)
                                     and fps > 0):

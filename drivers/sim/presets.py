@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.physics.spectra import FWHM_RANGE_NM
 
 __all__ = ["CameraPreset", "PRESETS", "get_preset", "BIT_DEPTHS"]
 
@@ -119,7 +120,9 @@ def get_preset(name: str, *, rows: int | None = None, cols: int | None = None,
             raise ConfigError(f"fps: expected frames per second in (0, 10000], got {fps!r}")
         changes["fps"] = float(fps)
     if fwhm_nm is not None:
-        if not (isinstance(fwhm_nm, (int, float)) and np.isfinite(fwhm_nm) and 0 < fwhm_nm <= 200):
-            raise ConfigError(f"fwhm_nm: expected nm in (0, 200], got {fwhm_nm!r}")
+        lo, hi = FWHM_RANGE_NM
+        if not (isinstance(fwhm_nm, (int, float)) and np.isfinite(fwhm_nm)
+                and lo <= fwhm_nm <= hi):
+            raise ConfigError(f"fwhm_nm: expected nm in [{lo:g}, {hi:g}], got {fwhm_nm!r}")
         changes["fwhm_nm"] = float(fwhm_nm)
     return replace(p, **changes) if changes else p

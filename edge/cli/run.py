@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 __all__ = ["register", "run", "format_latency_table"]
 
@@ -22,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--runtime", choices=("auto", "onnxruntime", "tensorrt"), default=None,
                    help="inference runtime (default: from config, auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run's outputs in --out (metrics.json, PNG, NPZ)")
     p.set_defaults(func=run)
 
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frames: expected an integer >= 1, got {args.frames}")
     cfg = load_app_config(args.config)
     job = run_job(cfg, frames=args.frames, out=args.out, backend=args.backend,
-                  runtime=args.runtime, progress=not args.no_progress)
+                  runtime=args.runtime, progress=not args.no_progress,
+                  overwrite=args.overwrite)
     m = job.metrics
     print(f"processed {m['frames_processed']} frames ({m['frames_dropped']} dropped, "
           f"{m['frames_missed']} missed, {m['frames_flagged']} flagged) at {m['fps']:.2f} fps; "
@@ -54,5 +58,9 @@ def run(args: argparse.Namespace) -> int:
         q = m["quality"]
         print(f"StO2 vs ground truth: MAE {q['sto2_mae_pp']:.2f} pp, bias {q['sto2_bias_pp']:+.2f} pp")
     print(format_latency_table(m))
+    if job.metrics_error:
+        # the summary above is all the user gets: say so in one line, and fail
+        print(f"hsi-edge run: error: {job.metrics_error}", file=sys.stderr)
+        return 2
     print(f"metrics: {args.out}/metrics.json")
     return 130 if job.result.interrupted else 0

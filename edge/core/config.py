@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -233,6 +234,15 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:           # unhashable key: SafeLoader reports it
                     pass
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads ``1e3`` and ``1e+06`` as strings: its float pattern wants a dot.
+# Messages print ranges that way ("expected a number in [10, 1e+06]"), so a user who writes
+# what the message says must be understood: exponent floats as in YAML 1.2.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _depth(data: Any) -> int:

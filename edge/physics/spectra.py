@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 CHROMOPHORES: tuple[str, ...] = ("HbO2", "Hb", "water", "fat", "melanin")
 #: Baseline terms known to :func:`baseline_terms`.
 BASELINE_TERMS: tuple[str, ...] = ("constant", "linear", "scatter")
+#: Band FWHM (nm) accepted everywhere a band width is given (config, presets, replay): the
+#: widest band of a spectral camera is far below 200 nm; 0.1 nm is below any grating's.
+FWHM_RANGE_NM: tuple[float, float] = (0.1, 200.0)
 #: Haemoglobin concentration of whole blood assumed for the blood µa (FACTS.md).
 HB_CONCENTRATION_G_PER_L = 150.0
 #: Molar mass of haemoglobin (g/mol) used to convert ε to µa (FACTS.md).

@@ -47,6 +47,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edge.core.config import load_config, setting
+from edge.physics.spectra import BASELINE_TERMS, CHROMOPHORES, FWHM_RANGE_NM
+
+#: Names the unmixing knows, checked when the file is loaded (not after the references).
+Chromophore = Literal[CHROMOPHORES]
+BaselineTerm = Literal[BASELINE_TERMS]
 
 __all__ = ["AppConfig", "CameraSettings", "CalibrationSettings", "ProcessingSettings",
            "ModelSettings", "PipelineSettings", "SinkSettings", "load_app_config"]
@@ -68,7 +73,7 @@ class CameraSettings:
     loop: bool = False
     # Band FWHM in nm: overrides the preset's for simulated cameras; tells the unmixing the
     # band width of a replayed recording (null: point-sampled bands)
-    fwhm_nm: float | None = setting(None, range=(0.1, 500.0))
+    fwhm_nm: float | None = setting(None, range=FWHM_RANGE_NM)
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,8 @@ class ProcessingSettings:
     backend: Literal["auto", "numpy", "native", "cuda"] = "auto"
     # None: the basis recommended for the camera's band set
     # (edge.processing.unmixing.recommended_components)
-    chromophores: tuple[str, ...] | None = None
-    baseline: tuple[str, ...] | None = None
+    chromophores: tuple[Chromophore, ...] | None = None
+    baseline: tuple[BaselineTerm, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edge import __version__
 from edge.errors import ConfigError, HsiEdgeError
 from edge.pipeline.backend_factory import cuda_available, make_backend
 from edge.pipeline.cameras import DEFAULT_PRESET, build_camera, camera_preset, start_triggers
 from edge.pipeline.config import AppConfig
-from edge.pipeline.outputs import prepare_out_dir, write_json
+from edge.pipeline.outputs import RunDir, check_free_space, write_json
 from edge.pipeline.reference import obtain_flatfield
 from edge.pipeline.runner import Pipeline, RunResult
 from edge.pipeline.sinks import NpzSink, NullSink, PngSink, Sink
@@ -45,32 +45,119 @@ def resolve_model_card(card: str, preset: str | None):
 
 @dataclass
 class JobResult:
+    """What a job did.
+
+    Attributes
+    ----------
+    result : RunResult
+        Counts and latency statistics.
+    metrics : dict
+        The metrics document (also written to ``out/metrics.json``).
+    metrics_error : str or None
+        Why ``metrics.json`` could not be written (the caller still shows ``metrics``).
+    """
+
     result: RunResult
     metrics: dict[str, Any]
+    metrics_error: str | None = None
+
+
+#: Bytes of one frame's outputs per pixel: two RGB PNGs (upper bound, uncompressed) and the
+#: NPZ maps (six float32 maps, flags and classes).
+_PNG_BYTES_PER_PIXEL = 2 * 3
+_NPZ_BYTES_PER_PIXEL = 6 * 4 + 2
+_METRICS_BYTES = 64 * 1024
+
+
+def _check_available(backend: str, runtime: str) -> None:
+    """Refuse an explicitly requested backend or runtime that cannot run here (before any
+    device moves; ``auto`` decides later and says what it picked)."""
+    from edge.errors import BackendUnavailable
+
+    if backend == "cuda":
+        reason = cuda_available()
+        if reason:
+            raise BackendUnavailable(f"--backend cuda: {reason}")
+    elif backend == "native":
+        from edge.backends.native import native_available
+        reason = native_available()
+        if reason:
+            raise BackendUnavailable(f"--backend native: {reason}")
+    if runtime == "tensorrt":
+        from edge.inference.tensorrt_build import import_tensorrt
+        import_tensorrt()
+
+
+def _load_card(cfg: AppConfig, preset: str | None):
+    """The model card for ``preset`` (None: no model), loaded and checked."""
+    card_path = resolve_model_card(cfg.model.card, preset)
+    if card_path is None:
+        return None
+    from edge.inference import load_model_card
+    return load_model_card(card_path)
 
 
 def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
             backend: str | None = None, runtime: str | None = None, progress: bool = False,
-            null_sink: bool = False) -> JobResult:
-    """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set."""
+            null_sink: bool = False, overwrite: bool = False,
+            extra_sinks: Sequence[Sink] = ()) -> JobResult:
+    """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set.
+
+    Everything that can be checked is checked before any device moves (the dark and white
+    capture takes seconds): the output folder (not holding a previous run's outputs unless
+    ``overwrite``, not being written by another run, room for one frame's outputs), the
+    requested backend and runtime, the model card.  ``extra_sinks`` get every processed
+    frame after the job's own sinks (a workflow's hook, e.g. a live preview).
+
+    Raises
+    ------
+    ConfigError, BackendUnavailable, CalibrationError, DeviceError, HsiEdgeError
+        One line each; a failure during the run keeps the figures of the frames processed
+        before it in ``metrics.json`` (with ``error``).
+    """
     backend = backend or cfg.processing.backend
     runtime = runtime or cfg.model.runtime
-    # Checked before any device moves: a run must not end with nowhere to put its results.
-    out_dir = prepare_out_dir(out) if out is not None else None
+    with contextlib.ExitStack() as claim:
+        # Checked before any device moves: a run must not end with nowhere to put its
+        # results.  The folder stays locked until metrics.json is written.
+        out_dir = (claim.enter_context(RunDir(out, overwrite=overwrite))
+                   if out is not None else None)
+        return _run_in(cfg, out_dir, frames=frames, backend=backend, runtime=runtime,
+                       progress=progress, null_sink=null_sink, extra_sinks=extra_sinks)
+
+
+def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend: str,
+            runtime: str, progress: bool, null_sink: bool,
+            extra_sinks: Sequence[Sink]) -> JobResult:
     with contextlib.ExitStack() as stack:
+        _check_available(backend, runtime)
+        # A replayed recording may name its preset; everything else knows it now.
+        preset_known = cfg.camera.source != "replay" or cfg.camera.preset is not None
+        card = _load_card(cfg, cfg.camera.preset) if preset_known else None
         camera, bench = build_camera(cfg, stack)
-        flatfield = obtain_flatfield(cfg, camera, progress=progress)
-        card_path = resolve_model_card(cfg.model.card, camera_preset(cfg, camera))
-        card = pack = None
-        if card_path is not None:
-            from edge.inference import load_model_card
-            card = load_model_card(card_path)
+        if not preset_known:
+            card = _load_card(cfg, camera_preset(cfg, camera))
+        pack = None
+        if card is not None:
             pack = card.pack_spec(camera.wavelengths)
             rows, cols = camera.shape[:2]
             if (card.input.height, card.input.width) != (rows, cols):
                 raise ConfigError(
                     f"model.card: model {card.name!r} takes {card.input.height}x"
                     f"{card.input.width} frames but the camera delivers {rows}x{cols}")
+        if out_dir is not None and not null_sink:
+            pixels = camera.shape[0] * camera.shape[1]
+            need = _METRICS_BYTES + pixels * (
+                _PNG_BYTES_PER_PIXEL * bool(cfg.sinks.png_every)
+                + _NPZ_BYTES_PER_PIXEL * bool(cfg.sinks.npz_every))
+            check_free_space(out_dir, need)
+        rt = None
+        if card is not None:
+            from edge.inference import open_runtime
+            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend).
+            gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
+            rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
+        flatfield = obtain_flatfield(cfg, camera, progress=progress)
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
         rt = None
         if card is not None:
@@ -98,6 +185,7 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                                      class_names=() if card is None else card.class_names))
             if cfg.sinks.npz_every:
                 sinks.append(NpzSink(out_dir, cfg.sinks.npz_every))
+        sinks.extend(extra_sinks)
         policy = cfg.pipeline.drop_policy
         if policy == "auto":  # a live (paced or externally triggered) source: newest wins
             live = cfg.camera.fps is not None or bench is not None
@@ -123,9 +211,18 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
             # keep the figures of the frames processed before the failure, with the error
             partial = getattr(exc, "partial_result", None)
             if partial is not None and out_dir is not None:
-                write_json(out_dir / "metrics.json", metrics_of(partial, error=str(exc)))
+                try:
+                    write_json(out_dir / "metrics.json", metrics_of(partial, error=str(exc)))
+                except HsiEdgeError as write_exc:
+                    # the error that stopped the run is the one to report (e.g. a full disk
+                    # stopped a sink, and metrics.json cannot be written either)
+                    log.warning("%s", write_exc)
             raise
         metrics = metrics_of(result)
+    metrics_error = None
     if out_dir is not None:
-        write_json(out_dir / "metrics.json", metrics)
-    return JobResult(result, metrics)
+        try:
+            write_json(out_dir / "metrics.json", metrics)
+        except HsiEdgeError as exc:
+            metrics_error = str(exc)
+    return JobResult(result, metrics, metrics_error)
