@@ -191,6 +191,12 @@ def _summary_table(summary: dict) -> str:
             "jitter_ms", "late"]
     rows = [[name] + [s.get(k) for k in keys]
             for name, s in [*summary["stages"].items(), ("end_to_end", summary["end_to_end"])]]
+    rows += [[f"({name})"] + [s.get(k) for k in keys]
+             for name, s in summary.get("sub_stages", {}).items()]
+    if summary.get("glass_to_glass"):
+        g = summary["glass_to_glass"]
+        rows.append([f"glass to glass ({g['detected']}/{g['flashes']} markers)"]
+                    + [g.get(k) for k in keys])
     dl = summary["end_to_end"]["deadline"]
     fp = summary["end_to_end"].get("frame_periods", {})
     extra = (f"<p>frames {summary['frames']} (warm-up excluded: {summary['warmup_excluded']});"
