@@ -117,10 +117,11 @@ def _signature_ok(key: Any, message: bytes, sig_b64: bytes) -> bool:
 class HashingReader(io.RawIOBase):
     """A read-only stream that hashes what passes through it (sha256) and counts bytes."""
 
-    def __init__(self, raw: IO[bytes]):
+    def __init__(self, raw: IO[bytes], name: str = "", expected: str | None = None):
         self.raw = raw
         self.sha = hashlib.sha256()
         self.size = 0
+        self.name, self.expected = name, expected
 
     def readable(self) -> bool:
         return True
@@ -136,6 +137,15 @@ class HashingReader(io.RawIOBase):
     def drain(self) -> None:
         while self.read(1 << 20):
             pass
+
+    def read_verified(self) -> bytes:
+        """All of the stream, after its sha256 matched the signed manifest."""
+        data = self.read()
+        got = self.sha.hexdigest()
+        if self.expected is not None and got != self.expected:
+            raise BundleError(f"{self.name}: sha256 {got[:16]}... does not match the signed "
+                              f"manifest ({self.expected[:16]}...): the file was altered")
+        return data
 
 
 @dataclass
@@ -321,7 +331,8 @@ class ArtifactReader:
                     if not m.isfile() or name not in header.digests:
                         raise BundleError(f"{self.path}: payload file {m.name!r} is not in the "
                                           f"signed manifest")
-                    stream = HashingReader(data.extractfile(m))  # type: ignore[arg-type]
+                    stream = HashingReader(data.extractfile(m), name,  # type: ignore[arg-type]
+                                           header.digests[name])
                     yield m.name, stream
                     stream.drain()
                     self._check(header.digests, name, stream.sha.hexdigest())
@@ -345,7 +356,7 @@ class ArtifactReader:
         inner = None
         for name, stream in self.payload():
             if name == MANIFEST_NAME:
-                inner = parse_inner_manifest(stream.read(), self.path)
+                inner = parse_inner_manifest(stream.read_verified(), self.path)
             elif name == TREE_NAME:
                 if inner is None:
                     raise BundleError(f"{self.path}: {TREE_NAME} before {MANIFEST_NAME}")

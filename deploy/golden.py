@@ -55,7 +55,10 @@ def model_input(packed: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _backend(name: str, wavelengths: np.ndarray, fwhm_nm: float | None, flatfield, pack, cfg):
-    from edge.pipeline.app import make_backend
+    try:
+        from edge.pipeline.backend_factory import make_backend
+    except ImportError:  # older layout
+        from edge.pipeline.app import make_backend
     camera = SimpleNamespace(wavelengths=wavelengths, fwhm_nm=fwhm_nm)
     return make_backend(name, camera, flatfield, pack, cfg)
 

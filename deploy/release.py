@@ -333,7 +333,16 @@ def write_artifact(tree: Path, manifest: dict[str, Any], key: Path, out_dir: Pat
                "--compression", "gzip", "-o", str(tmp_out)]
         for dt in manifest["device_types"]:
             cmd += ["-t", dt]
-        _run(cmd, "mender-artifact write", timeout=600)
+        try:
+            _run(cmd, "mender-artifact write", timeout=600)
+        except BundleError as exc:
+            if "PKCS8" in str(exc):
+                raise ConfigError(
+                    f"--key: {key} is a PKCS#8 key; mender-artifact reads traditional PEM keys "
+                    f"(BEGIN EC PRIVATE KEY / BEGIN RSA PRIVATE KEY): convert it with "
+                    f"'openssl ec -in KEY -out KEY.ec' or 'openssl rsa -in KEY -out KEY.rsa "
+                    f"-traditional'") from None
+            raise
         os.replace(tmp_out, out)
     return out
 

@@ -94,7 +94,7 @@ def run_selftest(release: Path, unit_dir: Path, *, native: bool = True
                  ) -> list[Check]:
     """Run every check of the installed release at ``release``; returns them in order."""
     from edge.pipeline.config import load_app_config
-    fault_point("selftest")
+    fault_point("selftest-run")
     manifest = json.loads((release / "manifest.json").read_text())
     settings = json.loads((release / "selftest.json").read_text())
     cfg = load_app_config(str(release / "config" / "unit.yaml"))

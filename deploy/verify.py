@@ -74,7 +74,7 @@ def read_payload(reader: ArtifactReader, meta: dict[str, Any], dest: Path | None
     inner = None
     for name, stream in reader.payload():
         if name == MANIFEST_NAME:
-            inner = parse_inner_manifest(stream.read(), reader.path)
+            inner = parse_inner_manifest(stream.read_verified(), reader.path)
             _agree(inner, meta, reader)
         elif name == TREE_NAME:
             if inner is None:
