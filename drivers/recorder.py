@@ -156,7 +156,7 @@ class Recorder:
         if existing and not overwrite:
             raise DataFormatError(
                 f"out_dir: {str(self.out_dir)!r} already holds a recording "
-                f"({len(existing)} file(s)); choose a new directory or pass overwrite=True")
+                f"({len(existing)} file(s)); choose a new directory or allow replacing it (--overwrite)")
         if existing:
             # The old recording stays until the new one is complete (close swaps them).
             self._staging = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-",

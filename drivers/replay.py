@@ -244,8 +244,8 @@ class ReplayCamera(Camera):
         wl = self._override_wl if self._override_wl is not None else loaded.wavelengths
         if wl is None:
             raise DataFormatError(
-                f"{loaded.source}: the recording has no wavelengths; pass wavelengths= "
-                "(nm, one per band)")
+                f"{loaded.source}: the recording has no wavelengths; give them in a sidecar "
+                f"<name>.json next to it (key 'wavelengths': nm, one per band, ascending)")
         return validate_wavelengths(wl, bands=bands, name=f"{loaded.source}: wavelengths")
 
     def _take_recorded_camera(self, preset: str | None) -> None:

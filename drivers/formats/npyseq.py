@@ -184,7 +184,7 @@ def read_npy_stack(path: str | os.PathLike, wavelengths: Any = None
         if sidecar is None:
             raise DataFormatError(
                 f"{path}: no wavelengths: put them in {path.with_suffix('').name}.wavelengths.npy "
-                "(or .txt) next to the stack, or pass wavelengths=")
+                "(or .txt; nm, one per band, ascending) next to the stack")
         try:
             wavelengths = (np.loadtxt(sidecar, dtype=np.float64, ndmin=1)
                            if sidecar.suffix == ".txt" else np.load(sidecar, allow_pickle=False))

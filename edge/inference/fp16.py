@@ -100,6 +100,9 @@ def convert_fp16(source: str | Path, output: str | Path, *, keep_fp32: Sequence[
     if source.resolve() == output.resolve():
         raise ConfigError(f"--out: must differ from the input model {source} (the fp32 "
                           f"original is the reference for the parity check)")
+    if not output.parent.is_dir():  # never create folders the user did not ask for
+        raise ConfigError(f"--out: folder {str(output.parent)!r} does not exist (create it "
+                          f"first)")
     try:
         blob = source.read_bytes()
         model = onnx.load_from_string(blob)
@@ -131,7 +134,10 @@ def convert_fp16(source: str | Path, output: str | Path, *, keep_fp32: Sequence[
         raise EngineError(f"{source}: the fp16 model fails the ONNX checker: "
                           f"{str(exc).splitlines()[0]}") from None
     out_blob = converted.SerializeToString()
-    write_atomic(output, [out_blob])
+    try:
+        write_atomic(output, [out_blob])
+    except OSError as exc:  # name the output, not the temporary file beside it
+        raise EngineError(f"--out: cannot write {output}: {exc.strerror or exc}") from None
     tensor = onnx.TensorProto
     init = list(converted.graph.initializer)
     report = Fp16Report(

@@ -180,7 +180,7 @@ def load_model_card(path: str | os.PathLike, *, verify_hash: bool = True) -> Mod
         The ONNX file is missing or its sha256 differs from the card's.
     """
     p = Path(path)
-    data = load_yaml(p)
+    data = load_yaml(p, what="model card")
     if isinstance(data, dict):
         data = dict(data)
         data.pop("path", None)

@@ -24,3 +24,24 @@ def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
 ])
 def test_global_flags_move_before_the_subcommand(argv, expected):
     assert _global_flags_first(argv) == expected
+
+
+def test_convert_fp16_refuses_a_missing_out_folder(tmp_path, capsys):
+    pytest.importorskip("onnxconverter_common")
+    from edge.models import demo_card_path
+    from edge.inference import load_model_card
+
+    src = load_model_card(demo_card_path("tivita")).onnx_path
+    target = tmp_path / "nonexistent" / "m16.onnx"
+    assert main(["model", "convert-fp16", str(src), "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"hsi-edge model: error: --out: folder {str(target.parent)!r} does not "
+                   f"exist (create it first)")
+    assert not target.parent.exists()
+
+
+def test_a_model_card_is_called_a_model_card(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model:\n  card: {tmp_path / 'nope.yaml'}\n")
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.yaml: model card not found" in capsys.readouterr().err

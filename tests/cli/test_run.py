@@ -108,7 +108,7 @@ def test_run_flags_frames_when_model_outputs_nan(tmp_path):
     ({"camera": {"source": "replay"}}, r"camera.replay_path: required when camera.source is 'replay'"),
     ({"camera": {"source": "replay", "replay_path": "/nonexistent.dat"}}, r"nonexistent"),
     ({"calibration": {"record": "/nonexistent-record"}}, r"nonexistent-record"),
-    ({"model": {"card": "/nonexistent/card.yaml"}}, r"card.yaml: config file not found"),
+    ({"model": {"card": "/nonexistent/card.yaml"}}, r"card.yaml: model card not found"),
 ])
 def test_run_bad_input_is_one_line_error(tmp_path, capsys, sections, message):
     rc = main(["run", "--config", str(_config(tmp_path, **sections)), "--frames", "1",

@@ -67,7 +67,7 @@ def test_refuses_to_overwrite(tmp_path):
     with Recorder(out) as rec:
         rec.write(_frames(np.uint16, 1)[0])
     before = sorted(p.name for p in out.iterdir())
-    with pytest.raises(DataFormatError, match=r"already holds a recording .*overwrite=True"):
+    with pytest.raises(DataFormatError, match=r"already holds a recording .*allow replacing it \(--overwrite\)"):
         Recorder(out)
     assert sorted(p.name for p in out.iterdir()) == before
     (out / "notes.txt").write_text("keep me")

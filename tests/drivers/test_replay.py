@@ -112,7 +112,7 @@ def test_htc_style_nested_tivita_directory(tmp_path):
 def test_envi_and_wavelength_override(tmp_path):
     cube = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
     write_envi(tmp_path / "e.hdr", cube)  # no wavelengths in the header
-    with pytest.raises(DataFormatError, match="has no wavelengths; pass wavelengths="):
+    with pytest.raises(DataFormatError, match=r"has no wavelengths; give them in a sidecar <name>\.json next to it"):
         ReplayCamera(tmp_path / "e.hdr")
     cam = ReplayCamera(tmp_path / "e.hdr", wavelengths=WL)
     cam.arm()
