@@ -6,15 +6,27 @@
 #   usage: bash tests/gpu/run.sh LOGDIR
 # Needs on the GPU machine: python3 with numpy, pyyaml, pytest; nvcc (PATH, $CUDA_HOME or
 # /usr/local/cuda); PyCUDA and its pure-Python dependencies -- from .whl/ (built by
-# ../shared/tools/gpu-wheels.sh; carry it to the machine) or already on PYTHONPATH.
+# ../shared/tools/gpu-wheels.sh for Python 3.12; .whl/ is git-ignored, carry it to the
+# machine) or already on PYTHONPATH. $PYTHON picks the interpreter (default python3).
+# The preflight (tests/gpu/preflight.py) stops the run with one line per problem: wheels for
+# another Python or a newer glibc, a failed pip install, a driver older than the CUDA PyCUDA
+# was built against or than the nvcc that builds the kernels.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 logs=${1:-gpu-logs}
 mkdir -p "$logs"
 logs=$(cd "$logs" && pwd)
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --target "$HOME/site" .whl/*.whl \
-    > "$logs/pip.log" 2>&1 || echo "pip install of .whl/ failed: see $logs/pip.log"
+py=${PYTHON:-python3}
+whl=${HSI_WHL_DIR:-.whl}
+if ls "$whl"/*.whl >/dev/null 2>&1; then
+  if ! "$py" tests/gpu/preflight.py wheels "$whl" > "$logs/wheels.log" 2>&1; then
+    cat "$logs/wheels.log"; echo "preflight: FAIL (wheels); nothing was run"; exit 1
+  fi
+  if ! "$py" -m pip install -q --no-index --no-deps --target "$HOME/site" "$whl"/*.whl \
+      > "$logs/pip.log" 2>&1; then
+    echo "FAILED pip install of $whl/ ($(grep -m1 -E 'ERROR|error' "$logs/pip.log" || tail -1 "$logs/pip.log")); full log: $logs/pip.log"
+    echo "preflight: FAIL (pip); nothing was run"; exit 1
+  fi
 fi
 export PYTHONPATH=$HOME/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
@@ -25,36 +37,15 @@ if ! command -v nvcc >/dev/null 2>&1; then
 fi
 export HSI_REQUIRE_GPU=1                 # tests/gpu/conftest.py: no GPU = error, not skip
 export HSI_GPU_PREBUILT=$logs/prebuilt   # built once below, used by pytest and the benchmark
-pytest_gpu=(python3 -m pytest tests/gpu -m gpu -q -rs -p no:cacheprovider -o addopts="")
+pytest_gpu=("$py" -m pytest tests/gpu -m gpu -q -rs -p no:cacheprovider -o addopts="")
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   git rev-parse HEAD 2>/dev/null || echo "commit: not a git checkout"
-  nvcc --version | tail -1; python3 --version; } > "$logs/machine.txt" 2>&1
+  nvcc --version | tail -1; "$py" --version; } > "$logs/machine.txt" 2>&1
 
-# Preflight: every import the run needs, then one build for this GPU's arch.
-python3 - > "$logs/preflight.log" 2>&1 <<'EOF'
-import importlib, sys
-ok = True
-for mod in ("numpy", "yaml", "pytest", "pycuda.driver", "edge.backends.cuda", "cupy", "torch"):
-    try:
-        m = importlib.import_module(mod)
-        print(f"import {mod}: ok {getattr(m, '__version__', '')}")
-    except Exception as exc:
-        optional = mod in ("cupy", "torch")
-        ok &= optional
-        print(f"import {mod}: {'missing (optional baseline)' if optional else 'FAILED'}: {exc!r}")
-if ok:
-    import pycuda.driver as cuda
-    cuda.init()
-    dev = cuda.Device(0)
-    print(f"device: {dev.name()} cc {dev.compute_capability()} driver {cuda.get_driver_version()}")
-    from cuda_kernels import arch_of
-    from cuda_kernels.build import build
-    import os
-    build([arch_of(dev.compute_capability())], os.environ["HSI_GPU_PREBUILT"])
-    print("kernel build: ok")
-sys.exit(0 if ok else 1)
-EOF
+# Preflight: every import the run needs, the driver against PyCUDA's build and nvcc, then
+# one kernel build for this GPU's arch.
+"$py" tests/gpu/preflight.py gpu > "$logs/preflight.log" 2>&1
 rc_pre=$?
 
 rc_tests=skip; rc_san=skip; rc_bench=skip   # not run: preflight failed
@@ -69,7 +60,7 @@ if [ $rc_pre -eq 0 ]; then
   else
     echo "compute-sanitizer not found" > "$logs/memcheck.log"; rc_san=127
   fi
-  python3 tests/benchmarks/bench_kernels.py --out "$logs" --prebuilt "$HSI_GPU_PREBUILT" \
+  "$py" tests/benchmarks/bench_kernels.py --out "$logs" --prebuilt "$HSI_GPU_PREBUILT" \
     > "$logs/bench.log" 2>&1
   rc_bench=$?
 fi
