@@ -119,3 +119,22 @@ def test_card_without_sha256_warns_and_card_hash_writes_it(tmp_path, caplog, cap
 def test_png_colours_of_a_valid_card_are_uint8(tmp_path):
     card = load_model_card(_card(tmp_path))
     assert card.colors.dtype == np.uint8 and card.colors.shape == (3, 3)
+
+
+def test_an_upper_case_sha256_is_the_same_digest(tmp_path):
+    """Issue 15 item 20: an upper-case sha256 in a card was reported as a corrupt model."""
+    import re
+    import shutil
+
+    from edge.inference import load_model_card
+    from edge.models import demo_card_path
+
+    card = demo_card_path("tivita")
+    for f in card.parent.glob(card.stem + ".*"):
+        shutil.copy(f, tmp_path / f.name)
+    p = tmp_path / card.name
+    text = p.read_text()
+    upper = re.sub(r"(sha256: *)([0-9a-f]{64})", lambda m: m.group(1) + m.group(2).upper(), text)
+    assert upper != text
+    p.write_text(upper)
+    assert load_model_card(p).sha256.lower() == load_model_card(card).sha256
