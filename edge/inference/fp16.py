@@ -30,6 +30,8 @@ __all__ = ["convert_fp16", "Fp16Report", "METADATA_KEY", "graph_precision"]
 
 log = logging.getLogger(__name__)
 
+#: onnxconverter-common's clamping bounds (``convert_float_to_float16`` defaults, 1.14-1.16).
+FP16_MAX, FP16_MIN_POSITIVE = 1e4, 1e-7
 #: ``metadata_props`` key the converter stamps into its output (source hash, kept nodes).
 METADATA_KEY = "hsi_edge.fp16"
 
@@ -46,6 +48,10 @@ class Fp16Report:
     kept_nodes : tuple of str
         Nodes the caller asked to keep in float32.
     source_bytes, output_bytes : int
+    clamped_values : int
+        Initializer values the converter clamped to float16's range (``|x| > 1e4`` to
+        ``±1e4``, ``0 < |x| < 1e-7`` to ``±1e-7``; onnxconverter-common's defaults), which it
+        reports only as a Python warning.
     """
 
     source: Path
@@ -55,6 +61,7 @@ class Fp16Report:
     kept_nodes: tuple[str, ...]
     source_bytes: int
     output_bytes: int
+    clamped_values: int = 0
 
 
 def _import_tools():
@@ -144,11 +151,37 @@ def convert_fp16(source: str | Path, output: str | Path, *, keep_fp32: Sequence[
         source=source, output=output,
         fp16_initializers=sum(t.data_type == tensor.FLOAT16 for t in init),
         fp32_initializers=sum(t.data_type == tensor.FLOAT for t in init),
-        kept_nodes=tuple(keep_fp32), source_bytes=len(blob), output_bytes=len(out_blob))
+        kept_nodes=tuple(keep_fp32), source_bytes=len(blob), output_bytes=len(out_blob),
+        clamped_values=_clamped_values(onnx, model, converted))
+    if report.clamped_values:
+        log.warning("fp16: %d initializer value(s) of %s were outside float16's range and were "
+                    "clamped (|x| > %g to +-%g, 0 < |x| < %g to +-%g); check the parity gate "
+                    "('hsi-edge engine check') or keep those nodes fp32 (--keep-fp32)",
+                    report.clamped_values, source.name, FP16_MAX, FP16_MAX, FP16_MIN_POSITIVE,
+                    FP16_MIN_POSITIVE)
     log.info("fp16: %s -> %s (%d fp16 / %d fp32 initializers, %.1f -> %.1f MB)", source.name,
              output.name, report.fp16_initializers, report.fp32_initializers,
              report.source_bytes / 1e6, report.output_bytes / 1e6)
     return report
+
+
+def _clamped_values(onnx, source, converted) -> int:
+    """How many values of the initializers converted to float16 lie outside the converter's
+    bounds (so were clamped).  Initializers whose data is external are not counted."""
+    from onnx import numpy_helper
+
+    tp = onnx.TensorProto
+    to_half = {t.name for t in converted.graph.initializer if t.data_type == tp.FLOAT16}
+    count = 0
+    for t in source.graph.initializer:
+        if t.name not in to_half or t.data_type != tp.FLOAT:
+            continue
+        try:
+            a = abs(numpy_helper.to_array(t).astype("float64"))
+        except Exception:  # external data not loaded here
+            continue
+        count += int(((a > FP16_MAX) | ((a > 0) & (a < FP16_MIN_POSITIVE))).sum())
+    return count
 
 
 def _restore_output_types(onnx, source, converted) -> None:

@@ -88,3 +88,23 @@ def test_unreadable_model(tmp_path):
         convert_fp16(tmp_path / "bad.onnx", tmp_path / "o.onnx")
     with pytest.raises(EngineError, match=r"missing.onnx: cannot read ONNX model"):
         convert_fp16(tmp_path / "missing.onnx", tmp_path / "o.onnx")
+
+
+def test_clamped_initializer_values_are_counted_and_warned(tmp_path, caplog):
+    """onnxconverter-common clamps out-of-range weights with only a Python warning; the
+    report counts them and the log says so (issue 20, item 19)."""
+    import logging
+
+    from onnx_models import conv1x1_model
+    weights = np.array([[1.0, 5e4, -2e4], [1e-9, -3e-8, 0.0]], np.float32)   # 4 out of range
+    bias = np.array([0.5, 7e5], np.float32)                                   # 1 more
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.fp16.onnx"
+    onnx.save(conv1x1_model(weights, bias, height=2, width=3), src)
+    with caplog.at_level(logging.WARNING, logger="edge.inference.fp16"):
+        report = convert_fp16(src, dst)
+    assert report.clamped_values == 5
+    assert "fp16: 5 initializer value(s) of m.onnx were outside float16's range" in caplog.text
+    fine = tmp_path / "fine.onnx"
+    onnx.save(conv1x1_model(np.ones((2, 3), np.float32), np.zeros(2, np.float32), height=2,
+                            width=3), fine)
+    assert convert_fp16(fine, tmp_path / "fine16.onnx").clamped_values == 0
