@@ -142,6 +142,10 @@ class FaultPlan:
                 if kind in supported:
                     self.injected[kind] += 1
                     return kind
+            if not self.rates:
+                # no draw: the byte-level choices of injected faults (which byte is dropped)
+                # must not depend on how many commands came before
+                return None
             x = self._rng.random()
             for kind, rate in self.rates.items():
                 if x < rate:

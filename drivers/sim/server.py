@@ -4,7 +4,10 @@ A :class:`DeviceServer` runs one device model in a daemon thread.  Over a pty
 (``transport="pty"``) the driver opens the slave path with ``serial.serial_for_url`` exactly as
 it opens a USB serial port; with ``link`` the server keeps a symlink pointing at the current pty
 (as udev keeps ``/dev/serial/by-id/...``), so a disconnect followed by a reappearance under a
-new ``/dev/pts/N`` looks like a USB device coming back.  Over TCP (``transport="socket"``) the
+new ``/dev/pts/N`` looks like a USB device coming back.  Give a ``link`` whenever the device may
+disconnect: the kernel hands a freed ``/dev/pts/N`` to the next program that asks, so a driver
+reconnecting to the bare pty path could open another program's pty (or find it locked, "in
+use by another program"); the link is removed before the pty is freed.  Over TCP (``transport="socket"``) the
 driver opens ``socket://127.0.0.1:PORT``; one client at a time (a second one is closed).
 
 Pty subtleties handled here: the slave is put in raw mode (no echo, no line editing), the
@@ -91,10 +94,10 @@ class DeviceServer:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        self._vanish()
         if self._current_link:
             _unlink(self._current_link)
             self._current_link = None
+        self._vanish()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -177,10 +180,12 @@ class DeviceServer:
 
     def _drop_connection(self, now: float, duration: float, new_path: bool) -> None:
         log.info("simulated %s disconnects for %.2f s", type(self.model).__name__, duration)
-        self._vanish()
         if self._current_link:  # unplugged: udev removes the by-id link
+            # before the pty is freed: the link must never name a /dev/pts/N another program
+            # may be given next (a driver reconnecting through it would open that one)
             _unlink(self._current_link)
             self._current_link = None
+        self._vanish()
         self._next_new_path = new_path
         self._reappear_at = now + duration
 

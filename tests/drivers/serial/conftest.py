@@ -79,15 +79,19 @@ def trigger_target(request):
 
 
 @pytest.fixture
-def controller(sim_only):
-    """A simulated controller on a pty (fault tests)."""
-    server = start_controller(faults=FaultPlan(delay_s=0.4, disconnect_s=0.2, hold_s=0.3))
+def controller(sim_only, tmp_path):
+    """A simulated controller on a pty (fault tests), opened through a by-id style link: a
+    test that disconnects it must never reconnect to a bare /dev/pts/N that the kernel may have
+    given to another program meanwhile."""
+    server = start_controller(faults=FaultPlan(delay_s=0.4, disconnect_s=0.2, hold_s=0.3),
+                              link=str(tmp_path / "usb-HSIEDGE_TIC-1_SN0001"))
     yield server
     server.stop()
 
 
 @pytest.fixture
-def lumencor(sim_only):
-    server = start_lumencor(faults=FaultPlan(delay_s=0.25, disconnect_s=0.2, hold_s=0.3))
+def lumencor(sim_only, tmp_path):
+    server = start_lumencor(faults=FaultPlan(delay_s=0.25, disconnect_s=0.2, hold_s=0.3),
+                            link=str(tmp_path / "usb-Lumencor_LUM0001"))
     yield server
     server.stop()
