@@ -24,7 +24,7 @@ from cuda_kernels import KERNEL_DIR, MODULES, runtime_source, select_binary
 from edge.backends.cuda_params import MAX_BANDS, MAX_CLASSES
 from edge.errors import BackendUnavailable, ConfigError
 
-__all__ = ["Launch", "tile_launch", "stride_launch", "load_module", "CudaOps",
+__all__ = ["Launch", "tile_launch", "tile_occupancy", "stride_launch", "load_module", "CudaOps",
            "STATIC_SHARED_LIMIT", "params_bytes", "poison_byte", "pack_rgb"]
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,22 @@ def tile_launch(npix: int, bands: int) -> Launch:
     block = max(block, 32)     # 32 x 257 x 4 B = 32.9 KiB: always fits
     grid = -(-npix // block)
     return Launch((grid, 1, 1), (block, 1, 1), block * per_pixel, stride)
+
+
+def tile_occupancy(bands: int, *, shared_per_sm: int, max_threads_per_sm: int,
+                   reserved_per_block: int = 1024, max_blocks_per_sm: int = 32) -> float:
+    """Fraction of an SM's thread slots a tiled kernel's launch can fill, as limited by its
+    shared memory (registers, 32-40 per thread, never limit first at these block sizes).
+
+    H100 (sm_90): ``shared_per_sm=228 * 1024, max_threads_per_sm=2048``; AGX Orin (sm_87):
+    ``164 * 1024, 1536`` (CUDA programming guide, compute capabilities table; 1 KiB per block
+    is reserved by the system).
+    """
+    ln = tile_launch(1, bands)
+    threads = ln.block[0]
+    blocks = min(max_blocks_per_sm, shared_per_sm // (ln.shared + reserved_per_block),
+                 max_threads_per_sm // threads)
+    return blocks * threads / max_threads_per_sm
 
 
 def stride_launch(n: int, sm_count: int = 132) -> Launch:
