@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # names for annotations only; at run time TensorRT is importe
 
 __all__ = ["import_tensorrt", "trt_major", "engine_key", "build_engine",
            "build_serialized_engine", "profile_shapes", "gpu_identity", "gpu_sm_count",
+           "gpu_properties",
            "build_settings", "resolve_precision", "PRECISIONS", "TRT11", "TRT_FLOOR",
            "OPT_LEVEL"]
 
@@ -147,8 +148,25 @@ def gpu_sm_count(device: int = 0) -> int:
     return int(cuda.Device(device).get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))
 
 
-def build_settings(precision: str, *, workspace_mib: int, sm_count: int = 0) -> dict[str, Any]:
-    """What :func:`build_serialized_engine` sets on the builder, for the cache key.
+def gpu_properties(device: int = 0) -> dict[str, int]:
+    """The device properties a plan is tuned for, beyond name and compute capability: SM
+    count, total memory (MiB) and peak clock (kHz).  Orin NX 16 GB, Orin NX 8 GB and Orin
+    Nano 8 GB are all "Orin", sm_87 with 8 SMs; memory tells the NX modules apart and the
+    clock (765 vs 625 MHz) the 8 GB NX from the Nano (tensorrt_review.md item 5).  They go
+    into the key as ``gpu_*`` build settings, which also scope the timing cache."""
+    cuda = _import_cuda()
+    dev = cuda.Device(device)
+    attr = cuda.device_attribute
+    return {"gpu_sm_count": int(dev.get_attribute(attr.MULTIPROCESSOR_COUNT)),
+            "gpu_total_memory_mib": int(dev.total_memory()) >> 20,
+            "gpu_clock_khz": int(dev.get_attribute(attr.CLOCK_RATE))}
+
+
+def build_settings(precision: str, *, workspace_mib: int, sm_count: int = 0,
+                   gpu: dict[str, int] | None = None) -> dict[str, Any]:
+    """What :func:`build_serialized_engine` sets on the builder, for the cache key, plus the
+    device properties the plan is tuned for (``gpu``: :func:`gpu_properties`; ``sm_count``
+    alone where only that is known).
 
     TF32 is off for fp32 engines (TensorRT enables it by default on Ampere and newer, which
     rounds fp32 matmul/conv inputs to a 10-bit significand; "fp32" then would not be fp32 and
@@ -156,7 +174,7 @@ def build_settings(precision: str, *, workspace_mib: int, sm_count: int = 0) -> 
     """
     return {"optimization_level": OPT_LEVEL, "hardware_compatibility": "none",
             "tf32": precision != "fp32", "workspace_mib": int(workspace_mib),
-            "gpu_sm_count": int(sm_count)}
+            "gpu_sm_count": int(sm_count), **(gpu or {})}
 
 
 def profile_shapes(card: ModelCard) -> tuple[tuple[str, tuple, tuple, tuple], ...]:
@@ -414,7 +432,7 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "auto"
     key = engine_key(card, onnx_path=onnx_file, trt_version=trt.__version__,
                      gpu=gpu_identity(device), precision=precision, typing=typing,
                      build=build_settings(precision, workspace_mib=workspace_mib,
-                                          sm_count=gpu_sm_count(device)))
+                                          gpu=gpu_properties(device)))
     if force:
         cache.discard(key)
 

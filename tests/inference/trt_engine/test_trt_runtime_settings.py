@@ -205,3 +205,29 @@ def test_card_fp16_model_must_exist(tmp_path):
                                        card_overrides={"onnx_fp16": "missing.onnx"})[0]
     with pytest.raises(EngineError, match=r"onnx_fp16: model file .*missing\.onnx not found"):
         load_model_card(card_path)
+
+
+# ---- the cache key tells Orin modules apart (item 14) ---------------------------------------
+@pytest.mark.parametrize("module,memory,clock", [
+    ("Orin NX 16GB", 16 << 30, 918_000), ("Orin NX 8GB", 8 << 30, 765_000),
+    ("Orin Nano 8GB", 8 << 30, 625_000)])
+def test_key_holds_total_memory_and_clock(monkeypatch, card, tmp_path, module, memory, clock):
+    cuda = make_fake_cuda("Orin", (8, 7), sm_count=8, total_memory=memory, clock_khz=clock)
+    monkeypatch.setattr(tb, "_import_cuda", lambda: cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(10))
+    key, _, _ = tb.build_engine(card, cache=EngineCache(tmp_path / "c"), progress=False)
+    assert dict(key.build)["gpu_total_memory_mib"] == memory >> 20
+    assert dict(key.build)["gpu_clock_khz"] == clock
+
+
+def test_orin_modules_get_their_own_engines_and_timing_caches(monkeypatch, card, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(10))
+    cache, keys = EngineCache(tmp_path / "c"), []
+    for memory, clock in ((16 << 30, 918_000), (8 << 30, 765_000), (8 << 30, 625_000)):
+        cuda = make_fake_cuda("Orin", (8, 7), sm_count=8, total_memory=memory, clock_khz=clock)
+        monkeypatch.setattr(tb, "_import_cuda", lambda cuda=cuda: cuda)
+        key, _, built = tb.build_engine(card, cache=cache, progress=False)
+        assert built                      # nothing reused from another module
+        keys.append(key)
+    assert len({cache.path_for(k) for k in keys}) == 3
+    assert len({cache.timing_cache_path(k) for k in keys}) == 3
