@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[3]
 TRT_SRCS = (REPO / "edge" / "inference" / "tensorrt_build.py",
             REPO / "edge" / "inference" / "tensorrt_logging.py",
             REPO / "edge" / "inference" / "tensorrt_timing.py",
+            REPO / "deploy" / "facts.py",   # reads tensorrt.__version__ for the unit's facts
             REPO / "edge" / "inference" / "tensorrt_runtime.py")
 
 
