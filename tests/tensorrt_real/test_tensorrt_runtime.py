@@ -1,7 +1,9 @@
 """The TensorRT runtime on real TensorRT and a GPU (markers ``tensorrt`` and ``gpu``).
 
 Skipped (with the reason) where TensorRT or a GPU is missing.  Small models, so builds take
-seconds; each test uses its own cache directory.
+seconds; each test uses its own cache directory.  The classifier's card declares its fp16
+model (``onnx_fp16``), so ``precision="fp16"`` builds on both majors: through the FP16 flag
+on 10.x, strongly typed from that model on 11.x (which has no FP16 flag).
 """
 
 from __future__ import annotations
@@ -25,9 +27,29 @@ WL = np.linspace(500, 1000, 6)
 
 @pytest.fixture
 def classifier(tmp_path):
+    from edge.inference.fp16 import convert_fp16
+
     card_path, w, b = write_pixel_classifier(tmp_path / "m", wavelengths=WL, maps=("sto2",),
                                              classes=5, height=32, width=48)
+    convert_fp16(card_path.parent / "model.onnx", card_path.parent / "model.fp16.onnx")
+    card_path.write_text(card_path.read_text() + "onnx_fp16: model.fp16.onnx\n")
     return load_model_card(card_path), w, b
+
+
+def _major() -> int:
+    from edge.inference.tensorrt_build import import_tensorrt, trt_major
+    return trt_major(import_tensorrt().__version__)
+
+
+def test_auto_precision_per_major(tmp_path):
+    """auto: fp16 via the FP16 flag on 10.x; on 11.x fp32 from a card without onnx_fp16."""
+    from edge.inference.tensorrt_runtime import TensorRTRuntime
+
+    card = load_model_card(write_pixel_classifier(tmp_path / "a", maps=("sto2",), height=16,
+                                                  width=16)[0])
+    with TensorRTRuntime(card, cache_dir=tmp_path / "c") as rt:
+        want = ("fp16", "weak") if _major() < 11 else ("fp32", "strong")
+        assert (rt.key.precision, rt.key.typing) == want
 
 
 def _reference(w, b, x):
