@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,9 +72,6 @@ def _prepare(out: Path) -> None:
     prepare_out_dir(out)
     for sub in ("records", "maps"):
         (out / sub).mkdir(exist_ok=True)
-    # scratch folders of tasks that died with their process
-    shutil.rmtree(out / "scratch", ignore_errors=True)
-    (out / "scratch").mkdir()
 
 
 def _done(path: Path, fingerprint: str) -> bool:
@@ -176,7 +172,6 @@ def run_corpus(corpus: str | os.PathLike, cfg, out: str | os.PathLike, *,
                        where=where, table=table, cfg_hash=cfg_h, models=models)
     from edge.pipeline.app import write_json
     write_json(out / "summary.json", summary)
-    shutil.rmtree(out / "scratch", ignore_errors=True)
     return summary
 
 

@@ -4,9 +4,9 @@ The task runs wherever the scheduler puts it (this process, a local worker proce
 worker on another machine: the corpus, the calibration records, the model and ``--out`` must
 be reachable under the same paths there).  It calls :func:`edge.pipeline.app.run_job` -- the
 function ``hsi-edge run`` calls -- on a copy of the configuration that replays this
-recording with its calibration record, with the NPZ sink on every frame into a scratch folder;
-it reads the maps back, summarises them (:mod:`edge.corpus.stats`) and writes, atomically and
-in this order:
+recording with its calibration record, no output folder and no sinks but its own (``extra_sinks``:
+one that summarises every frame, :mod:`edge.corpus.stats`, and keeps its label and StO2
+maps); then it writes, atomically and in this order:
 
 - ``OUT/maps/<name>.npz``: ``classes`` (frames, rows, cols) uint8 (255 = withheld) and
   ``sto2_q`` (frames, rows, cols) uint16, StO2 quantised to 1e-4 (0.01 percentage point),
@@ -27,9 +27,7 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from edge.core.fileio import atomic_write_bytes
-from edge.corpus.discover import Recording, safe_name
-from edge.corpus.stats import RecordingStats
+from edge.corpus.discover import Recording, recorded_preset, safe_name
+from edge.corpus.stats import INDEX_MAPS, RecordingStats
 from edge.errors import DataFormatError, HsiEdgeError
+from edge.pipeline.sinks import Sink
 
 __all__ = ["CorpusJob", "process_recording", "record_path", "maps_path", "CRASH_ENV",
            "STO2_SCALE", "STO2_NAN"]
@@ -84,15 +83,16 @@ def maps_path(out: str | os.PathLike, rec_id: str) -> Path:
 
 
 def recording_config(job: CorpusJob, rec: Recording):
-    """``job.cfg`` set up to replay ``rec`` as fast as it reads, with its calibration."""
+    """``job.cfg`` set up to replay ``rec`` as fast as it reads, with its calibration.
+
+    The configuration's sinks are not used: the job runs without an output folder.
+    """
     cfg = job.cfg
     camera = dataclasses.replace(cfg.camera, source="replay", replay_path=rec.path, fps=None,
                                  loop=False)
     calibration = dataclasses.replace(cfg.calibration, record=rec.calibration)
     model = cfg.model if job.card is None else dataclasses.replace(cfg.model, card=job.card)
-    sinks = dataclasses.replace(cfg.sinks, png_every=0, npz_every=1)
-    return dataclasses.replace(cfg, camera=camera, calibration=calibration, model=model,
-                               sinks=sinks)
+    return dataclasses.replace(cfg, camera=camera, calibration=calibration, model=model)
 
 
 def one_line(message: str) -> str:
@@ -125,6 +125,26 @@ def _expected_frames(rec: Recording) -> int | None:
     return n if isinstance(n, int) else None
 
 
+class _Collector(Sink):
+    """Summarises every frame and keeps its label map and quantised StO2 map."""
+
+    name = "corpus"
+
+    def __init__(self) -> None:
+        self.stats: RecordingStats | None = None
+        self.classes: list[np.ndarray] = []
+        self.sto2: list[np.ndarray] = []
+
+    def write(self, frame) -> None:
+        p = frame.products
+        self.stats.add({k: p[k] for k in (*INDEX_MAPS, "classes") if k in p})
+        if "classes" in p:
+            self.classes.append(np.array(p["classes"], dtype=np.uint8))  # a copy
+        s = p["sto2"]
+        self.sto2.append(np.where(np.isfinite(s), np.rint(np.clip(s, 0, 1) * STO2_SCALE),
+                                  STO2_NAN).astype(np.uint16))
+
+
 def process_recording(rec: Recording, job: CorpusJob, fingerprint: str) -> dict[str, Any]:
     """Run one recording; write its maps and record; return the record.
 
@@ -140,7 +160,7 @@ def process_recording(rec: Recording, job: CorpusJob, fingerprint: str) -> dict[
     dict
         The record written to ``records/<name>.json``.
     """
-    from edge.pipeline.app import resolve_model_card, run_job
+    from edge.pipeline.app import resolve_model_card, run_job, write_json
 
     t0 = time.perf_counter()
     _maybe_crash(rec.id)
@@ -151,29 +171,19 @@ def process_recording(rec: Recording, job: CorpusJob, fingerprint: str) -> dict[
         "model": None, "backend": None, "runtime": None, "classes": {}, "indices": {},
         "timings": {}, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
     out = Path(job.out)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{safe_name(rec.id)}.", dir=out / "scratch"))
+    collector = _Collector()
     try:
         cfg = recording_config(job, rec)
-        result = run_job(cfg, frames=None, out=scratch, progress=False)
-        m = result.metrics
+        preset = cfg.camera.preset or recorded_preset(rec)
+        card_path = resolve_model_card(cfg.model.card, preset)
         class_names: tuple[str, ...] = ()
-        if m.get("model"):
+        if card_path is not None:
             from edge.inference import load_model_card
-            preset = (m.get("camera") or {}).get("preset")
-            class_names = load_model_card(resolve_model_card(cfg.model.card, preset),
-                                          verify_hash=False).class_names
-        stats = RecordingStats(class_names)
-        classes, sto2 = [], []
-        for path in sorted(scratch.glob("maps_*.npz")):
-            with np.load(path) as z:
-                products = {k: z[k] for k in z.files if k not in ("wavelengths", "frame_id",
-                                                                  "timestamp_ns")}
-            stats.add(products)
-            if "classes" in products:
-                classes.append(products["classes"].astype(np.uint8))
-            s = products["sto2"]
-            sto2.append(np.where(np.isfinite(s), np.rint(np.clip(s, 0, 1) * STO2_SCALE),
-                                 STO2_NAN).astype(np.uint16))
+            class_names = load_model_card(card_path).class_names
+        collector.stats = RecordingStats(class_names)
+        m = run_job(cfg, frames=None, out=None, progress=False,
+                    extra_sinks=[collector]).metrics
+        stats = collector.stats
         expected = record["frames_expected"]
         if expected is not None and stats.frames != expected:
             raise DataFormatError(f"{rec.path}: processed {stats.frames} of the {expected} "
@@ -187,18 +197,14 @@ def process_recording(rec: Recording, job: CorpusJob, fingerprint: str) -> dict[
         record["timings"] = {"wall_s": m["wall_s"], "fps": m["fps"],
                              "stages_ms": {k: v.get("mean_ms")
                                            for k, v in (m.get("stages") or {}).items()}}
+        arrays = {"sto2_q": np.stack(collector.sto2)} if collector.sto2 else {}
+        if collector.classes:
+            arrays["classes"] = np.stack(collector.classes)
         buf = io.BytesIO()
-        arrays = {"sto2_q": np.stack(sto2)} if sto2 else {}
-        if classes:
-            arrays["classes"] = np.stack(classes)
         np.savez_compressed(buf, **arrays)
-        maps_path(out, rec.id).parent.mkdir(exist_ok=True)
         atomic_write_bytes(maps_path(out, rec.id), buf.getvalue())
     except HsiEdgeError as exc:
         record.update(status="failed", error=one_line(str(exc)), error_type=type(exc).__name__)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     record["timings"]["task_s"] = time.perf_counter() - t0
-    from edge.pipeline.app import write_json
     write_json(record_path(out, rec.id), record)
     return record
