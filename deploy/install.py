@@ -130,7 +130,7 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
                    name=inner["name"])
     try:
         unit.step(doc, "venv")
-        make_venv(rel, inner, python or _default_python())
+        make_venv(unit, rel, inner, python or _default_python())
         unit.step(doc, "migrate")
         backup = _migrate_in_release(unit, rel, inner)
         if backup:
@@ -228,7 +228,8 @@ def rollback(unit: Unit, *, allow_downgrade: bool = False) -> Outcome:
                           f"{entry.get('security_version')} < this unit's {floor}; "
                           f"--allow-downgrade to force")
     pending = (unit.state_of(cur) or {}).get("state") == "pending" if cur else False
-    doc = {"op": "rollback", "version": cur, "old": prev, "old_previous": None,
+    # the release left becomes previous: a second rollback returns to it
+    doc = {"op": "rollback", "version": cur, "old": prev, "old_previous": cur,
            "mark_bad": None}
     unit.write_journal({**doc, "step": "rollback"})
     finish_rollback(unit, doc)
@@ -296,6 +297,11 @@ def gc(unit: Unit) -> list[str]:
         if p.is_dir() and p.name not in keep and not p.name.startswith("."):
             unit.remove_release(p.name)
             removed.append(p.name)
+    used = {os.path.realpath(p / "venv") for p in unit.releases.iterdir() if p.is_dir()}
+    for v in sorted((unit.root / "venvs").glob("*")):
+        if os.path.realpath(v) not in used:
+            shutil.rmtree(v)
+            removed.append(f"venvs/{v.name}")
     return removed
 
 
@@ -316,17 +322,38 @@ def _site_dirs(python: str) -> list[str]:
     return dirs if is_venv else []
 
 
-def make_venv(rel: Path, inner: dict[str, Any], python: str) -> None:
-    """Create ``rel/venv`` offline from ``rel/wheelhouse``; checks the runtime imports.
+def venv_key(inner: dict[str, Any], python: str) -> str:
+    """What a venv depends on: the wheelhouse files, the interpreter and the venv options."""
+    import hashlib
+    wheels = sorted((f["path"], f["sha256"]) for f in inner["files"]
+                    if f["path"].startswith("wheelhouse/"))
+    blob = json.dumps([wheels, os.path.realpath(python), inner.get("venv"),
+                       inner["wheelhouse"]["mode"], inner.get("runtime_modules")])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_venv(unit: Unit, rel: Path, inner: dict[str, Any], python: str) -> None:
+    """``rel/venv`` -> ``ROOT/venvs/<key>``, made offline from ``rel/wheelhouse`` unless a
+    release with the same wheelhouse and interpreter already made it (a model or config
+    update then installs in seconds and does not touch the Python environment).
 
     ``venv.system_site_packages``: the venv sees the site packages of ``python`` (when
     ``python`` is itself a venv, its site packages through a ``.pth`` file, so "system"
-    means "the interpreter the venv is made from" in both cases).
+    means "the interpreter the venv is made from" in both cases).  A venv is complete when
+    ``.complete`` exists; an incomplete one is rebuilt.
     """
-    venv = rel / "venv"
-    if (venv / ".complete").exists():
-        return
+    venv = unit.root / "venvs" / venv_key(inner, python)
+    link = rel / "venv"
+    if not (venv / ".complete").exists():
+        _build_venv(venv, rel, inner, python)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(os.path.relpath(venv, rel), link)
+
+
+def _build_venv(venv: Path, rel: Path, inner: dict[str, Any], python: str) -> None:
     shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     system = bool(inner.get("venv", {}).get("system_site_packages"))
     cmd = [python, "-m", "venv", "--without-pip"] + (["--system-site-packages"] if system else [])
@@ -340,12 +367,16 @@ def make_venv(rel: Path, inner: dict[str, Any], python: str) -> None:
                                   check=True).stdout.strip()
             Path(site, "_hsi_edge_base_site.pth").write_text("\n".join(extra) + "\n")
     wh = inner["wheelhouse"]
-    pip = [python, "-m", "pip", "--python", str(vpy)]
-    if subprocess.run(pip + ["--version"], capture_output=True).returncode != 0:
+    has_pip = "import pip"
+    if subprocess.run([str(vpy), "-c", has_pip], capture_output=True).returncode == 0:
+        pip = [str(vpy), "-m", "pip"]
+    elif subprocess.run([python, "-c", has_pip], capture_output=True).returncode == 0:
+        pip = [python, "-m", "pip", "--python", str(vpy)]
+    else:
         _check_run([str(vpy), "-m", "ensurepip", "-q"], "venv (ensurepip)")
         pip = [str(vpy), "-m", "pip"]
     args = ["--isolated", "install", "--no-index", "--find-links", str(rel / "wheelhouse"),
-            "--disable-pip-version-check", "--no-cache-dir"]
+            "--disable-pip-version-check", "--no-cache-dir", "--no-warn-script-location"]
     if wh["mode"] == "hsi-edge-only":
         args.append("--no-deps")
     _check_run(pip + args + [str(rel / "wheelhouse" / wh["hsi_edge_wheel"])]
@@ -358,8 +389,9 @@ def make_venv(rel: Path, inner: dict[str, Any], python: str) -> None:
     if out.returncode != 0 or out.stdout.strip():
         where = ("the site packages of " + python) if wh["mode"] == "hsi-edge-only" else \
             "the wheelhouse"
-        raise BundleError(f"venv: runtime modules missing: {out.stdout.strip() or out.stderr[-200:]} "
-                          f"(this release expects them from {where})")
+        raise BundleError(f"venv: runtime modules missing: "
+                          f"{out.stdout.strip() or out.stderr[-200:]} (this release expects "
+                          f"them from {where})")
     (venv / ".complete").write_text("ok\n")
     log.info("venv ready in %.1f s", time.monotonic() - t0)
 
