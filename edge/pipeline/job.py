@@ -100,14 +100,16 @@ def _load_card(cfg: AppConfig, preset: str | None):
 def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
             backend: str | None = None, runtime: str | None = None, progress: bool = False,
             null_sink: bool = False, overwrite: bool = False,
-            extra_sinks: Sequence[Sink] = ()) -> JobResult:
+            extra_sinks: Sequence[Sink] = (), on_record=None) -> JobResult:
     """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set.
 
     Everything that can be checked is checked before any device moves (the dark and white
     capture takes seconds): the output folder (not holding a previous run's outputs unless
     ``overwrite``, not being written by another run, room for one frame's outputs), the
     requested backend and runtime, the model card.  ``extra_sinks`` get every processed
-    frame after the job's own sinks (a workflow's hook, e.g. a live preview).
+    frame after the job's own sinks (a workflow's hook, e.g. a live preview; with one, a
+    backend that can skip the reflectance cube returns it); ``on_record`` is the pipeline's
+    per-frame record hook (:class:`~edge.pipeline.runner.Pipeline`).
 
     Raises
     ------
@@ -123,12 +125,13 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
         out_dir = (claim.enter_context(RunDir(out, overwrite=overwrite))
                    if out is not None else None)
         return _run_in(cfg, out_dir, frames=frames, backend=backend, runtime=runtime,
-                       progress=progress, null_sink=null_sink, extra_sinks=extra_sinks)
+                       progress=progress, null_sink=null_sink, extra_sinks=extra_sinks,
+                       on_record=on_record)
 
 
 def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend: str,
             runtime: str, progress: bool, null_sink: bool,
-            extra_sinks: Sequence[Sink]) -> JobResult:
+            extra_sinks: Sequence[Sink], on_record=None) -> JobResult:
     with contextlib.ExitStack() as stack:
         _check_available(backend, runtime)
         # A replayed recording may name its preset; everything else knows it now.
@@ -166,7 +169,8 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
             rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
         # The packed input stays on the GPU only for a runtime that reads device input.
-        be = make_backend(backend, camera, flatfield, pack, cfg, reflectance=want_png,
+        be = make_backend(backend, camera, flatfield, pack, cfg,
+                          reflectance=want_png or bool(extra_sinks),
                           device_output=rt is not None and rt.accepts_device_input)
         stages: list[Stage] = [ChainStage(be)]
         runtime_name = None
@@ -191,7 +195,8 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             live = cfg.camera.fps is not None or bench is not None
             policy = "newest" if live else "block"
         pipeline = Pipeline(camera, stages, sinks, queue_size=cfg.pipeline.queue_size,
-                            drop_policy=policy, read_timeout_s=cfg.pipeline.read_timeout_s)
+                            drop_policy=policy, read_timeout_s=cfg.pipeline.read_timeout_s,
+                            on_record=on_record)
         stack.callback(pipeline.close)
         start_triggers(bench)
         def metrics_of(result: RunResult, **extra: Any) -> dict[str, Any]:
