@@ -6,8 +6,8 @@ Execution
     (``dask.distributed``, the optional extra ``corpus``): an existing cluster when a
     scheduler address is given (``Client(address)``), else a ``LocalCluster`` of worker
     *processes* with one thread each (``threads_per_worker=1``; ``workers`` processes,
-    default one per CPU core), because the chain and ONNX Runtime already use the cores they
-    get and the GIL would serialise threads.
+    default one per CPU core) -- processes, because the NumPy chain holds the GIL for part of
+    every frame; each task's ONNX Runtime gets one thread when the config sets none.
 
 Failure handling
     A recording whose data is bad is a ``failed`` record with its one-line error (the task
@@ -31,6 +31,7 @@ Outputs: ``OUT/records/*.json``, ``OUT/maps/*.npz`` (see :mod:`edge.corpus.task`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -207,6 +208,7 @@ def _run_dask(todo, job, fps, progress, scheduler, workers, say) -> dict[str, An
         for name in ("distributed", "distributed.scheduler", "distributed.nanny",
                      "distributed.core", "distributed.http.proxy"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    t_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
             try:
@@ -219,12 +221,16 @@ def _run_dask(todo, job, fps, progress, scheduler, workers, say) -> dict[str, An
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"))
             client = stack.enter_context(distributed.Client(cluster))
+        client.wait_for_workers(1, timeout=120)
+        startup_s = time.perf_counter() - t_start
         info = client.scheduler_info()
         nworkers = len(info.get("workers", {}))
         if "dashboard" in info.get("services", {}):
             say(f"Dask dashboard: {client.dashboard_link}")
         say(f"corpus: {len(todo)} recording(s) on {nworkers} Dask worker(s) "
             f"({client.scheduler.address})")
+        # one single-threaded worker process per core: ONNX Runtime gets one thread too
+        job = dataclasses.replace(job, threads=1)
         futures = {}
         for rec in todo:
             fut = client.submit(process_recording, rec, job, fps[rec.id], pure=False,
@@ -239,7 +245,7 @@ def _run_dask(todo, job, fps, progress, scheduler, workers, say) -> dict[str, An
                     _write_lost(job, rec, fps[rec.id], exc)
                 bar.update(1)
         return {"mode": "dask", "scheduler": client.scheduler.address, "workers": nworkers,
-                "local_cluster": scheduler is None}
+                "local_cluster": scheduler is None, "startup_s": startup_s}
 
 
 def _summary(records, *, skipped, computed, wall_s, where, table, cfg_hash, models):

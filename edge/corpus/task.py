@@ -67,11 +67,17 @@ class CorpusJob:
         Model card overriding ``cfg.model.card`` (``--model``).
     out : str
         The run's output folder.
+    threads : int or None
+        ONNX Runtime threads when ``cfg.model.threads`` is not set: 1 on Dask workers (one
+        single-threaded process per core; ONNX Runtime would otherwise start one thread per
+        core in every worker), None (its default) on the serial path.  An execution detail,
+        not part of the fingerprint: the results do not depend on it.
     """
 
     cfg: Any
     card: str | None
     out: str
+    threads: int | None = None
 
 
 def record_path(out: str | os.PathLike, rec_id: str) -> Path:
@@ -92,6 +98,8 @@ def recording_config(job: CorpusJob, rec: Recording):
                                  loop=False)
     calibration = dataclasses.replace(cfg.calibration, record=rec.calibration)
     model = cfg.model if job.card is None else dataclasses.replace(cfg.model, card=job.card)
+    if model.threads is None and job.threads is not None:
+        model = dataclasses.replace(model, threads=job.threads)
     return dataclasses.replace(cfg, camera=camera, calibration=calibration, model=model)
 
 

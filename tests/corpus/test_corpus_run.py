@@ -77,13 +77,20 @@ def test_local_cluster_gives_the_serial_table(corpus_parts, serial_mixed, tmp_pa
 
 def test_killed_worker_task_is_rerun_elsewhere(corpus_parts, serial_mixed, tmp_path,
                                                monkeypatch):
+    """On an existing cluster (--scheduler): a worker process dies inside one task."""
+    distributed = pytest.importorskip("distributed")
     marker = tmp_path / "crashed-once"
-    monkeypatch.setenv(CRASH_ENV, f"{GOOD[1]}:{marker}")
-    out = tmp_path / "cluster"
-    assert corpus_run(corpus_parts, corpus_parts["mixed"], out, "--workers", "2") == 0
-    assert marker.exists()  # the worker really died in the task for GOOD[1]
+    monkeypatch.setenv(CRASH_ENV, f"{GOOD[1]}:{marker}")  # inherited by the worker processes
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        out = tmp_path / "cluster"
+        assert corpus_run(corpus_parts, corpus_parts["mixed"], out, "--scheduler",
+                          cluster.scheduler_address) == 0
+    assert marker.exists()  # a worker really died in the task for GOOD[1]
     assert _rows(out) == _rows(serial_mixed)  # and every recording is accounted for
     _same_maps(out, serial_mixed, GOOD)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["execution"]["local_cluster"] is False
 
 
 def test_interrupted_run_resumes_without_redoing_finished_recordings(corpus_parts, tmp_path):
