@@ -16,6 +16,15 @@ V1, V2 = "1.0.0", "2.0.0"
 
 def make_unit_data(unit_dir: Path, sims: dict[str, str]) -> None:
     """identity.yaml, devices.yaml and a calibration record of a simulated camera."""
+    serial = save_record(unit_dir / "calibration" / "current")
+    (unit_dir / "identity.yaml").write_text(yaml.safe_dump(
+        {"unit_serial": "UNIT-0007", "camera_serial": serial,
+         "serials": {"controller": "SN0042"}}))
+    (unit_dir / "devices.yaml").write_text(yaml.safe_dump(dict(sims)))
+
+
+def save_record(path: Path, created: str | None = None, *, overwrite: bool = False) -> str:
+    """A calibration record of the simulated camera 'SIM-tivita-0005' at ``path``."""
     from calibration.records import CalibrationRecord
     from calibration.references import capture_dark, capture_white
     from drivers.simulated import SimulatedCamera
@@ -26,11 +35,11 @@ def make_unit_data(unit_dir: Path, sims: dict[str, str]) -> None:
         dark = capture_dark(cam, 2)
         cam.target = "white"
         white = capture_white(cam, 2, dark=dark)
-    CalibrationRecord.from_references(dark, white).save(unit_dir / "calibration" / "current")
-    (unit_dir / "identity.yaml").write_text(yaml.safe_dump(
-        {"unit_serial": "UNIT-0007", "camera_serial": cam.serial,
-         "serials": {"controller": "SN0042"}}))
-    (unit_dir / "devices.yaml").write_text(yaml.safe_dump(dict(sims)))
+    record = CalibrationRecord.from_references(dark, white)
+    if created:
+        record.created = created
+    record.save(path, overwrite=overwrite)
+    return cam.serial
 
 
 def tree_digest(path: Path) -> dict[str, str]:
