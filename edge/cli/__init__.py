@@ -25,7 +25,7 @@ __all__ = ["main", "SUBCOMMANDS", "one_line"]
 #: dependency is missing still registers and reports that when run).
 SUBCOMMANDS: tuple[str, ...] = (
     "run", "simulate", "calibrate", "bench", "kernels", "engine", "model", "sim_devices",
-    "train_demo", "transfer_study", "latency", "deploy", "selftest", "corpus",
+    "train_demo", "transfer_study", "latency", "deploy", "selftest", "corpus", "serve",
 )
 
 EXIT_ERROR = 2

@@ -6,6 +6,7 @@ Prints a per-stage latency table on stdout and writes ``DIR/metrics.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 
@@ -16,7 +17,8 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline (default: simulated camera, numpy, ONNX Runtime)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML settings file (see edge/pipeline/config.py)")
-    p.add_argument("--frames", type=int, default=30, help="frames to process (default 30)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to process (default 30; with --serve: until Ctrl-C)")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument("--backend", choices=("auto", "numpy", "native", "cuda"), default=None,
                    help="per-pixel backend (default: from config, auto)")
@@ -25,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous run's outputs in --out (metrics.json, PNG, NPZ)")
+    from edge.cli.serve import add_serve_options
+    add_serve_options(p, run=True)
     p.set_defaults(func=run)
 
 
@@ -44,12 +48,20 @@ def run(args: argparse.Namespace) -> int:
     from edge.pipeline.app import run_job
     from edge.pipeline.config import load_app_config
 
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames: expected an integer >= 1, got {args.frames}")
     cfg = load_app_config(args.config)
-    job = run_job(cfg, frames=args.frames, out=args.out, backend=args.backend,
-                  runtime=args.runtime, progress=not args.no_progress,
-                  overwrite=args.overwrite)
+    serve = getattr(args, "serve", None) is not None
+    frames = args.frames if args.frames is not None or serve else 30
+    with contextlib.ExitStack() as stack:
+        live = None
+        if serve:   # the service page: a sink and the per-frame record hook, nothing more
+            from edge.cli.serve import serving
+            live = stack.enter_context(serving(args, cfg))
+        job = run_job(cfg, frames=frames, out=args.out, backend=args.backend,
+                      runtime=args.runtime, progress=not args.no_progress and not serve,
+                      overwrite=args.overwrite, extra_sinks=live.sinks if live else (),
+                      on_record=live.on_record if live else None)
     m = job.metrics
     print(f"processed {m['frames_processed']} frames ({m['frames_dropped']} dropped, "
           f"{m['frames_missed']} missed, {m['frames_flagged']} flagged) at {m['fps']:.2f} fps; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import socket
 import threading
 import time
 
@@ -107,9 +108,12 @@ class ServerThread:
     host : str
     port : int
         0: a free port chosen by the system; read :attr:`port` after :meth:`start`.
+    option : str
+        The option that named the address, for messages.
     """
 
-    def __init__(self, app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT):
+    def __init__(self, app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                 option: str = "--serve"):
         require_serve()
         import uvicorn
 
@@ -120,29 +124,44 @@ class ServerThread:
                                       timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self.option = option
         self.port: int | None = None
 
     def start(self, timeout_s: float = 20.0) -> "ServerThread":
-        """Start serving; returns when the socket is bound.
+        """Bind, then start serving; returns when uvicorn is up.
+
+        The socket is bound here (not by uvicorn), so a bad address is one line naming it
+        instead of uvicorn's exit from its thread.
 
         Raises
         ------
         HsiEdgeError
-            The address cannot be bound (in use, not an address of this machine).
+            The address cannot be bound (in use, not an address of this machine), or the
+            server did not come up.
         """
-        self._thread = threading.Thread(target=self._server.run, name="hsi-edge-serve",
-                                        daemon=True)
+        port = self._config.port
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            raise HsiEdgeError(f"{self.option}: cannot serve on {self.host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        self.port = int(sock.getsockname()[1])
+        self._sock = sock
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="hsi-edge-serve", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise HsiEdgeError(f"--serve: cannot serve on {self.host}:{self._config.port} "
-                                   f"(address in use or not an address of this machine; "
-                                   f"see the log above)")
+                self.stop()
+                raise HsiEdgeError(f"{self.option}: the server on {self.host}:{self.port} "
+                                   f"did not start (see the log above)")
             time.sleep(0.02)
-        sock = self._server.servers[0].sockets[0]
-        self.port = int(sock.getsockname()[1])
         return self
 
     @property
@@ -152,14 +171,16 @@ class ServerThread:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop serving (idempotent): open streams are closed, the thread joined."""
-        if self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=timeout_s)
-        if self._thread.is_alive():
-            self._server.force_exit = True
+        if self._thread is not None:
+            self._server.should_exit = True
             self._thread.join(timeout=timeout_s)
-        self._thread = None
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(timeout=timeout_s)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def __enter__(self) -> "ServerThread":
         return self.start()
