@@ -16,11 +16,13 @@ needs no PyCUDA.
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 
 from cuda_kernels import driver_release
 
 __all__ = ["DRIVER_SYMBOLS", "explain_pycuda_import_error", "release", "driver_problems",
-           "PYCUDA_FLOOR"]
+           "PYCUDA_FLOOR", "primary_context"]
 
 #: Driver-API symbols a PyCUDA build may need that old drivers lack, with the first driver
 #: that has them (CUDA release, driver branch).
@@ -90,3 +92,26 @@ def driver_problems(driver, *, pycuda_built=None, nvcc=None) -> list[str]:
         problems.append(f"nvcc {n[0]}.{n[1]} writes PTX the CUDA {shown} driver cannot load: "
                         f"use the unit's own toolkit (CUDA_HOME) or update the driver")
     return problems
+
+
+_RETAINED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # cuda module -> {dev: ctx}
+_RETAIN_LOCK = threading.Lock()
+
+
+def primary_context(cuda, device: int):
+    """The primary context of ``device``, retained once per process and never released.
+
+    Every user (the CUDA backend, the TensorRT runtime and engine builds) shares it and only
+    pushes and pops it around its calls.  Releasing it per user is what leaked: PyCUDA's
+    ``detach()`` of a context that is not current pushes it and calls
+    ``cuDevicePrimaryCtxRelease`` without a pop ("pop is implicit in detach", false for a
+    primary context; PyCUDA 2026.1 src/cpp/cuda.hpp), leaving a stale entry on the thread's
+    context stack at every close, and from another thread it does nothing at all
+    (research/cuda_review.md item 8).  The driver frees the context at process exit.
+    """
+    with _RETAIN_LOCK:
+        per_module = _RETAINED.setdefault(cuda, {})
+        ctx = per_module.get(int(device))
+        if ctx is None:
+            ctx = per_module[int(device)] = cuda.Device(int(device)).retain_primary_context()
+        return ctx

@@ -24,6 +24,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cuda_kernels.driver import explain_pycuda_import_error, primary_context
 from edge.errors import BackendUnavailable, ConfigError, EngineError
 from edge.inference.engine_cache import EngineCache, EngineKey
 from edge.inference.modelcard import ModelCard
@@ -106,8 +107,6 @@ def _import_cuda():
     """``pycuda.driver``, initialised; :class:`BackendUnavailable` saying why not (missing
     PyCUDA, a driver too old for its build, or a driver that cannot start: no GPU, a driver/
     library mismatch) instead of a raw ImportError or pycuda error."""
-    from cuda_kernels.driver import explain_pycuda_import_error
-
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
@@ -443,11 +442,10 @@ def build_engine(card: ModelCard, *, cache: EngineCache, precision: str = "auto"
             progress=progress_wanted(progress), timing_store=TimingStore(cache, key))
         return plan
 
-    ctx = _import_cuda().Device(device).retain_primary_context()
+    ctx = primary_context(_import_cuda(), device)   # shared, retained once per process
     ctx.push()
     try:
         payload, built = cache.get_or_build(key, build)
     finally:
         ctx.pop()
-        ctx.detach()
     return key, payload, built

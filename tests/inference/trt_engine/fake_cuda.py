@@ -62,6 +62,7 @@ def make_fake_cuda(name: str = "Orin", cc=(8, 7), sm_count: int = 8,
             return attrs[attr]
 
         def retain_primary_context(self):
+            cuda.events.append("retain")
             cuda.last_context = Context()
             return cuda.last_context
 

@@ -231,3 +231,13 @@ def test_orin_modules_get_their_own_engines_and_timing_caches(monkeypatch, card,
         keys.append(key)
     assert len({cache.path_for(k) for k in keys}) == 3
     assert len({cache.timing_cache_path(k) for k in keys}) == 3
+
+
+# ---- the primary context is shared, never released per build (item 8) -----------------------
+def test_builds_push_and_pop_the_one_retained_primary_context(fake_gpu, card, tmp_path):
+    fake_gpu(10)
+    cuda = fake_gpu.cuda
+    for force in (False, True):
+        tb.build_engine(card, cache=EngineCache(tmp_path / "c"), progress=False, force=force)
+    assert cuda.events.count("retain") == 1 and "detach" not in cuda.events
+    assert cuda.events.count("push") == cuda.events.count("pop") == 2
