@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     s = make_scene(ROWS, COLS, BANDS, seed=1)
     summary: dict = {"gpu": dev.name(), "arch": arch, "frame": [ROWS, COLS, BANDS],
                      "reps": args.reps, "inner": args.inner, "errors": {}}
-    ctx = dev.retain_primary_context()
+    from cuda_kernels.driver import primary_context
+    ctx = primary_context(cuda, 0)   # shared with the backend; retained once, never detached
     ctx.push()
     try:
         try:
@@ -131,7 +132,6 @@ def main(argv=None) -> int:
                       file=sys.stderr)
     finally:
         cuda.Context.pop()
-        ctx.detach()
     fused = summary.get("times_ms", {}).get("fused_chain")
     for name in ("cupy", "torch"):
         plain = summary.get(f"plain_{name}_ms")
@@ -149,7 +149,7 @@ def _measure(cuda, dev, arch, prebuilt, s, args, summary) -> None:
     import cuda_kernels
     from edge.backends.base import PackSpec
     from edge.backends.cuda import CudaBackend
-    from edge.backends.cuda_ops import CudaOps, load_module
+    from edge.backends.cuda_ops import CudaOps, _p, load_module
     from edge.backends.cuda_params import chain_params
 
     npix = ROWS * COLS
@@ -200,10 +200,11 @@ def _measure(cuda, dev, arch, prebuilt, s, args, summary) -> None:
     try:
         be.run(s.raw, exposure_us=1000.0)                 # allocates the buffers
         with be._active():
-            ln, kern, none = be._launch, be.ops.fn("chain", "chain_u16_f16"), np.uintp(0)
-            args_ = (be._d_raw, be._d_dark, be._d_scale, be._d_static, np.int64(npix),
-                     np.int32(ln.stride), np.float32(1.0), be._d_maps, be._d_flags,
-                     be._d_input, none)
+            ln, kern = be._launch, be.ops.fn("chain", "chain_u16_f16")
+            # _p: kernel pointer arguments as np.uintp (mapped buffers' pointers are ints)
+            args_ = (_p(be._d_raw), _p(be._d_dark), _p(be._d_scale), _p(be._d_static),
+                     np.int64(npix), np.int32(ln.stride), np.float32(1.0), _p(be._d_maps),
+                     _p(be._d_flags), _p(be._d_input), _p(None))
 
             def fused():
                 kern(*args_, grid=ln.grid, block=ln.block, shared=ln.shared, stream=stream)

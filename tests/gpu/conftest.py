@@ -76,10 +76,10 @@ def gpu(tmp_path_factory):
     # Build before pushing the context: PyCUDA aborts the interpreter at exit when its context
     # stack is not empty, so a failed nvcc run must not leave a pushed context behind.
     prebuilt = prebuilt_for(arch, tmp_path_factory)
-    ctx = dev.retain_primary_context()
+    from cuda_kernels.driver import primary_context
+    ctx = primary_context(cuda, 0)   # the one the backend and TensorRT share; never detached
     ctx.push()
     try:
         yield cuda, dev, arch, prebuilt
     finally:
         cuda.Context.pop()
-        ctx.detach()
