@@ -14,13 +14,13 @@ Protocol details (framing, sequence numbers, CRC, echo checks) live in the subcl
 from __future__ import annotations
 
 import glob
-import math
 import logging
 import threading
 import time
 from typing import Callable, Sequence
 
 from drivers.serial_port import LinkLost, SerialLink
+from drivers.serial_replies import reply_flag, reply_float, reply_int, reply_names
 from edge.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 
 __all__ = ["SerialLink", "Connection", "LinkLost", "Interrupted", "NotExecuted", "Refused",
@@ -485,60 +485,3 @@ class Connection:
             # the next back-off would overshoot stopped searching up to 40 % early.
             time.sleep(min(backoff, remaining))
             backoff = min(backoff * 2, 0.5)
-
-
-# -- parsing device data: every malformed value is a DeviceProtocolError naming the reply ----
-def _shown(cmd: str, values: Sequence[str]) -> str:
-    return " ".join((cmd, *values))
-
-
-def reply_int(cmd: str, values: Sequence[str], index: int = 0, *, lo: int = 0,
-              hi: int = 2**32 - 1) -> int:
-    """``values[index]`` of the reply to ``cmd`` as an integer in ``[lo, hi]``.
-
-    Raises
-    ------
-    DeviceProtocolError
-        If the value is missing, not a decimal integer or out of range (names the reply).
-    """
-    if index >= len(values):
-        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value "
-                                  f"{index + 1} missing (expected an integer {lo}-{hi})")
-    token = values[index]
-    text = token[1:] if token.startswith("-") else token
-    if not (text.isascii() and text.isdigit()) or not lo <= int(token) <= hi:
-        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value "
-                                  f"{index + 1} is {token!r}, expected an integer {lo}-{hi}")
-    return int(token)
-
-
-def reply_float(cmd: str, values: Sequence[str], index: int = 0) -> float:
-    """``values[index]`` of the reply to ``cmd`` as a finite float (DeviceProtocolError
-    naming the reply otherwise)."""
-    try:
-        value = float(values[index])
-        if not math.isfinite(value):
-            raise ValueError
-    except (IndexError, ValueError):
-        got = repr(values[index]) if index < len(values) else "missing"
-        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: value {index + 1} "
-                                  f"is {got}, expected a number") from None
-    return value
-
-
-def reply_flag(cmd: str, values: Sequence[str], index: int = 0) -> bool:
-    """``values[index]`` of the reply to ``cmd`` as ``0``/``1`` -> bool."""
-    return bool(reply_int(cmd, values, index, lo=0, hi=1))
-
-
-def reply_names(cmd: str, values: Sequence[str], *, count: int | None = None) -> tuple[str, ...]:
-    """Channel names of a ``CHMAP`` reply: at least one, unique (case-insensitively), and
-    ``count`` of them when the device said how many."""
-    names = tuple(values)
-    folded = [n.casefold() for n in names]
-    if not names or len(set(folded)) != len(folded) or (count is not None
-                                                         and len(names) != count):
-        want = f"{count} unique channel names" if count is not None else \
-            "at least one channel name, all different"
-        raise DeviceProtocolError(f"malformed reply {_shown(cmd, values)!r}: expected {want}")
-    return names

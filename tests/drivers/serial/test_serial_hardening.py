@@ -7,7 +7,6 @@ import pytest
 
 import drivers
 from drivers.sim import ControllerModel, DeviceServer, FaultPlan, LumencorModel
-from drivers.sim.lumencor import _Err as _LumErr
 from edge.errors import DeviceError, DeviceProtocolError
 from _serial_helpers import FAST
 
