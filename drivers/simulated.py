@@ -160,6 +160,8 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
         self._faults: OpticalFaults | None = None
         self._ambient: np.ndarray | None = None
         self._placement = 0
+        self._clock_offset_s = 0.0
+        self.factory_revision = 0
         self._led_state: dict[str, float] = {"white": 1.0}
         self._light = self._sensor.illumination
         if isinstance(illumination, Mapping):
@@ -208,6 +210,22 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ConfigError(f"placement: expected an integer >= 0, got {value!r}")
         self._placement = int(value)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass at once (warm-up drift of the faults follows
+        frame id / fps + this offset; the scene is unaffected): a scripted bench waits so."""
+        if not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e7):
+            raise ConfigError(f"seconds: expected a number in [0, 1e7), got {seconds!r}")
+        self._clock_offset_s += float(seconds)
+
+    @property
+    def factory_calibration_hash(self) -> str:
+        """sha256 of the camera's factory calibration (band centres, FWHM, serial, revision):
+        what a real camera reads from its flash (XiLens ``sens_calib.dat``, IMEC XML)."""
+        import hashlib
+        text = (f"{self._serial}|{self._fwhm_nm!r}|{self.factory_revision}|"
+                + ",".join(f"{w:.4f}" for w in self._wavelengths))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def led_state(self) -> dict[str, float]:
@@ -391,7 +409,8 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
         if faults is None:
             raw = self._sensor.expose(refl, exp.exposure_us, exp.gain, exp.frame_id, exp.light)
         else:
-            light = faults.light(exp.light, self._wavelengths, exp.frame_id / p.fps)
+            light = faults.light(exp.light, self._wavelengths,
+                                 exp.frame_id / p.fps + self._clock_offset_s)
             if self._ambient is not None and self._target != "dark":
                 light = light + self._ambient  # room light reaches all but a capped lens
             raw = self._sensor.expose(faults.blur(refl), exp.exposure_us, exp.gain,

@@ -3,7 +3,9 @@
 ``hsi-edge calibrate capture --out DIR [--preset tivita] [--frames N]`` captures a dark and a
 white reference from the simulated camera (its ``target`` set to ``"dark"`` then ``"white"``)
 and saves a :class:`~calibration.records.CalibrationRecord`.  ``hsi-edge calibrate info DIR``
-verifies a record's checksums and prints its metadata and mask counts.
+verifies a record's checksums and prints its metadata and mask counts.  ``field`` (the guided
+field calibration with checks, signed record and report) and ``check`` (the quick drift check)
+are in :mod:`edge.cli.calibrate_field`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "calibrate", help="capture or inspect dark/white calibration records",
+        "calibrate", help="capture, check or inspect calibration records; guided field calibration",
         description="Capture a dark + white calibration record from the simulated camera, "
-                    "or verify a record and print its metadata and mask counts.")
+                    "run the guided field calibration (field) or the quick drift check "
+                    "(check), or verify a record and print its metadata and mask counts.")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     cap = sub.add_parser("capture", help="capture dark + white from the simulated camera")
@@ -45,10 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("dir", metavar="DIR", help="record directory")
     info.set_defaults(func=run)
 
+    from edge.cli.calibrate_field import add_field_parsers
+    add_field_parsers(sub, run)
+
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "capture":
         return _capture(args)
+    if args.action in ("field", "check"):
+        from edge.cli import calibrate_field
+        return calibrate_field.run_field(args) if args.action == "field" \
+            else calibrate_field.run_check(args)
     return _info(args)
 
 
@@ -102,6 +112,15 @@ def _info(args: argparse.Namespace) -> int:
     record = CalibrationRecord.load(args.dir)
     print(f"record: {record.path}")
     _print_summary(record)
+    from calibration.qc import read_qc
+    from calibration.status import default_history_root, record_status
+
+    qc = read_qc(record)
+    if qc:
+        print(f"field calibration: {qc['verdict']}, signed {qc['signed']} by {qc['operator']}, "
+              f"valid until {qc['valid_until']}, thresholds {qc['thresholds_version']}")
+    status = record_status(record, history_root=default_history_root(args.dir))
+    print(f"status: {status.state} ({status.reason})")
     return 0
 
 
