@@ -34,7 +34,7 @@ from typing import IO, Any, Iterator
 from deploy import MANIFEST_NAME, PAYLOAD_TYPE, TREE_NAME
 from edge.errors import BundleError, ConfigError
 
-__all__ = ["ArtifactReader", "ArtifactHeader", "HashingReader", "load_public_keys",
+__all__ = ["ArtifactReader", "ModuleWorkDir", "ArtifactHeader", "HashingReader", "load_public_keys",
            "iter_tree_verified", "parse_inner_manifest"]
 
 log = logging.getLogger(__name__)
@@ -443,3 +443,41 @@ def iter_tree_verified(stream: IO[bytes], inner: dict[str, Any], dest: Path | No
     if missing:
         raise BundleError(f"{TREE_NAME}: files of the manifest missing: "
                           f"{', '.join(missing[:5])}")
+
+
+class ModuleWorkDir:
+    """The payload as a Mender update module sees it: ``DIR/header/{header-info, type-info,
+    meta-data}`` and ``DIR/files/<payload files>`` (update-modules-v3 file API).
+
+    The Mender client has verified the signature (its ``ArtifactVerifyKey``) and every
+    payload checksum before ArtifactInstall; the inner manifest then checks every file of
+    the release tree as :class:`ArtifactReader` does.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        hdr = self.path / "header"
+        try:
+            info = json.loads((hdr / "header-info").read_text())
+            type_info = json.loads((hdr / "type-info").read_text())
+            meta_text = (hdr / "meta-data").read_text() if (hdr / "meta-data").exists() else ""
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{self.path}: not a Mender update module folder: {exc}") from None
+        types = [p.get("type") for p in info.get("payloads", [])]
+        if types and types != [PAYLOAD_TYPE]:
+            raise BundleError(f"{self.path}: payload type {types}, expected [{PAYLOAD_TYPE!r}]")
+        self.header = ArtifactHeader(
+            name=str(info.get("artifact_provides", {}).get("artifact_name", "")),
+            device_types=list(info.get("artifact_depends", {}).get("device_type", [])),
+            provides=dict(type_info.get("artifact_provides") or {}),
+            meta=json.loads(meta_text) if meta_text.strip() else {},
+            payload_files=[MANIFEST_NAME, TREE_NAME], signer="mender-client")
+
+    def payload(self) -> Iterator[tuple[str, HashingReader]]:
+        for name in (MANIFEST_NAME, TREE_NAME):
+            try:
+                f = open(self.path / "files" / name, "rb")
+            except OSError as exc:
+                raise BundleError(f"{self.path}: payload file {name}: {exc.strerror}") from None
+            with f:
+                yield name, HashingReader(f, f"files/{name}")

@@ -80,8 +80,13 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
     """Install ``artifact`` (see the module docstring); returns the outcome line."""
     unit.ensure()
     recover(unit)
-    keys = _trust(unit, trust)
-    reader = ArtifactReader(artifact, keys)
+    if Path(artifact).is_dir():
+        # a Mender update module's work folder: the Mender client verified the signature
+        # and the payload checksums (ArtifactVerifyKey in mender.conf)
+        from deploy.artifact import ModuleWorkDir
+        reader: Any = ModuleWorkDir(artifact)
+    else:
+        reader = ArtifactReader(artifact, _trust(unit, trust))
     old, old_prev = unit.link_target(unit.current), unit.link_target(unit.previous)
     doc: dict[str, Any] = {"op": "install", "version": None, "old": old,
                            "old_previous": old_prev, "artifact": str(artifact), "started":
@@ -214,11 +219,18 @@ def finish_rollback(unit: Unit, doc: dict[str, Any]) -> None:
         unit.set_state(version, "rolled-back")
 
 
-def rollback(unit: Unit, *, allow_downgrade: bool = False) -> Outcome:
-    """Manual rollback: current <- previous (the release left stays installed)."""
+def rollback(unit: Unit, *, allow_downgrade: bool = False, if_pending: bool = False) -> Outcome:
+    """Manual rollback: current <- previous (the release left stays installed).
+
+    ``if_pending``: only when the current release is pending (the Mender module's
+    ArtifactRollback: after a failed ArtifactCommit the self-test gate has already rolled
+    back, and an ArtifactInstall that failed before the switch changed nothing).
+    """
     unit.ensure()
     recover(unit)
     cur, prev = unit.link_target(unit.current), unit.link_target(unit.previous)
+    if if_pending and not (cur and (unit.state_of(cur) or {}).get("state") == "pending"):
+        return Outcome(True, f"nothing to roll back: current {cur or '-'} is not pending")
     if prev is None:
         raise BundleError(f"rollback: {unit.root} has no previous release to return to")
     entry = unit.state_of(prev) or {}

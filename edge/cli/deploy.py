@@ -48,7 +48,8 @@ def register(sub) -> None:
     v.add_argument("--json", action="store_true", help="print the inner manifest as JSON")
 
     i = acts.add_parser("install", help="install, self-test and commit (or roll back)")
-    i.add_argument("artifact")
+    i.add_argument("artifact", help="a .mender file, or a Mender update module work folder "
+                                    "(header/, files/; the Mender client verified it)")
     _root_args(i)
     _trust_args(i)
     i.add_argument("--python", help="interpreter the release venv is made from "
@@ -71,6 +72,9 @@ def register(sub) -> None:
         if name == "rollback":
             a.add_argument("--allow-downgrade", action="store_true",
                            help="allow a previous release below the unit's security version")
+            a.add_argument("--if-pending", action="store_true",
+                           help="only when the current release is pending (Mender "
+                                "ArtifactRollback)")
         if name == "status":
             a.add_argument("--json", action="store_true")
     p.set_defaults(func=run, action=None)
@@ -152,7 +156,8 @@ def _commit(args) -> int:
 
 def _rollback(args) -> int:
     from deploy.install import rollback
-    print(rollback(_unit(args), allow_downgrade=args.allow_downgrade).line)
+    print(rollback(_unit(args), allow_downgrade=args.allow_downgrade,
+                   if_pending=args.if_pending).line)
     return 0
 
 
