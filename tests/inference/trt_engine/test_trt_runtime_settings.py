@@ -241,3 +241,38 @@ def test_builds_push_and_pop_the_one_retained_primary_context(fake_gpu, card, tm
         tb.build_engine(card, cache=EngineCache(tmp_path / "c"), progress=False, force=force)
     assert cuda.events.count("retain") == 1 and "detach" not in cuda.events
     assert cuda.events.count("push") == cuda.events.count("pop") == 2
+
+
+# ---- hsi-edge run --runtime auto falls back to ONNX Runtime (item 10) -------------------------
+def test_auto_falls_back_to_onnxruntime_when_the_engine_cannot_be_built(fake_gpu, card,
+                                                                        tmp_path, monkeypatch,
+                                                                        caplog):
+    import logging
+
+    from edge.pipeline.runtime_choice import load_runtime
+    monkeypatch.setenv("HSI_EDGE_ENGINE_CACHE", str(tmp_path / "c"))
+    fake_gpu(10, parse_errors=("No importer registered for op: FancyOp",))
+    with caplog.at_level(logging.WARNING):
+        rt = load_runtime("auto", card, gpu_chain=True, progress=False)
+    try:
+        assert rt.name == "onnxruntime"
+        assert (f"runtime auto: TensorRT cannot run model 'test-pixel-classifier' here "
+                f"({card.onnx_path}: TensorRT cannot parse the ONNX model: No importer "
+                f"registered for op: FancyOp); falling back to onnxruntime") in caplog.text
+    finally:
+        rt.close()
+    # named explicitly, the failure is the answer
+    with pytest.raises(tb.EngineError, match=r"cannot parse the ONNX model: No importer"):
+        load_runtime("tensorrt", card, gpu_chain=True, progress=False)
+
+
+def test_auto_keeps_tensorrt_when_it_loads(fake_gpu, card, tmp_path, monkeypatch):
+    from edge.pipeline.runtime_choice import load_runtime
+    monkeypatch.setenv("HSI_EDGE_ENGINE_CACHE", str(tmp_path / "c"))
+    fake_gpu(11, layer_dtypes=("FLOAT",))
+    rt = load_runtime("auto", card, gpu_chain=True, precision="auto", progress=False)
+    try:
+        assert rt.name == "tensorrt" and rt.key.precision == "fp32"
+    finally:
+        rt.close()
+    assert load_runtime("auto", card, gpu_chain=False).name == "onnxruntime"
