@@ -21,6 +21,10 @@ Example (every key optional; these are the defaults)::
                                # capture dark and white references at start
       frames: 8                # frames averaged per reference when capturing at start
       rho_ref: 0.99
+      expiry_policy: warn      # warn | refuse | uncalibrated: what an expired record does
+      force_quantitative: false  # a FAILED record yields StO2 maps only when true
+      history: null            # calibration history folder; null: beside the record
+      thresholds: null         # site limits over calibration/thresholds.yaml (YAML file)
     processing:
       backend: auto            # auto | numpy | native | cuda
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
@@ -81,6 +85,15 @@ class CalibrationSettings:
     record: str | None = None
     frames: int = setting(8, range=(1, 1000))
     rho_ref: float = setting(0.99, range=(0.01, 1.0))
+    # What an expired record does (edge/pipeline/calibration_policy.py): warn and mark every
+    # output, refuse to run, or run uncalibrated (no flat field, no quantitative maps)
+    expiry_policy: Literal["warn", "refuse", "uncalibrated"] = "warn"
+    # A FAILED record yields StO2 maps only when forced
+    force_quantitative: bool = False
+    # History of calibrations and quick checks (null: <record folder>/../calibration-history)
+    history: str | None = None
+    # Site limits over calibration/thresholds.yaml: a YAML file {check: {warn:, fail:}}
+    thresholds: str | None = None
 
 
 @dataclass(frozen=True)

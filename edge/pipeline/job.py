@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from edge import __version__
 from edge.errors import ConfigError, HsiEdgeError
 from edge.pipeline.backend_factory import cuda_available, make_backend
+from edge.pipeline.calibration_policy import calibration_gate
 from edge.pipeline.cameras import DEFAULT_PRESET, build_camera, camera_preset, start_triggers
 from edge.pipeline.config import AppConfig
 from edge.pipeline.outputs import RunDir, check_free_space, write_json
@@ -137,6 +138,8 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
         # A replayed recording may name its preset; everything else knows it now.
         preset_known = cfg.camera.source != "replay" or cfg.camera.preset is not None
         card = _load_card(cfg, cfg.camera.preset) if preset_known else None
+        # the record's verdict and expiry decide before any device moves (issue 12)
+        gate = calibration_gate(cfg)
         camera, bench = build_camera(cfg, stack)
         if not preset_known:
             card = _load_card(cfg, camera_preset(cfg, camera))
@@ -160,7 +163,9 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend).
             gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
             rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
-        flatfield = obtain_flatfield(cfg, camera, progress=progress)
+        flatfield = (obtain_flatfield(cfg, camera, progress=progress) if gate is None else
+                     gate.flatfield(camera, lambda: obtain_flatfield(cfg, camera,
+                                                                     progress=progress)))
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
         rt = None
         if card is not None:
@@ -178,6 +183,8 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             rt.load()
             runtime_name = rt.name
             stages += [InferStage(rt), PostStage()]
+        if gate is not None and gate.stage() is not None:
+            stages.append(gate.stage())  # marks outputs, withholds quantitative maps
         scorer = TruthScorer()
         sinks: list[Sink] = [scorer]
         if null_sink or out_dir is None:
@@ -208,6 +215,7 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
                 drop_policy=policy, quality=scorer.summary(),
                 host={"machine": platform.machine(), "python": platform.python_version(),
                       "cpus": os.cpu_count()},
+                calibration=None if gate is None else gate.metrics(),
                 version=__version__, **extra)
 
         try:

@@ -103,11 +103,24 @@ class PngSink(_EveryN):
             invalid = classes >= len(self.colors)
             img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
                           invalid=invalid)
-            self._save(self._with_legend(Image.fromarray(img)), f"overlay_{fid}.png")
+            self._save(self._marked(self._with_legend(Image.fromarray(img)), p),
+                       f"overlay_{fid}.png")
         if "sto2" in p:
             img = colorbar(colormap(p["sto2"], 0.0, 1.0, "sto2"), 0.0, 1.0, "sto2",
                            label="StO2")
-            self._save(Image.fromarray(img), f"sto2_{fid}.png")
+            self._save(self._marked(Image.fromarray(img), p), f"sto2_{fid}.png")
+
+    @staticmethod
+    def _marked(image, products):
+        """Stamp the run's calibration mark (e.g. EXPIRED CALIBRATION) across the top."""
+        mark = products.get("calibration_mark")
+        if not mark:
+            return image
+        from PIL import ImageDraw
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((0, 0, image.width, 13), fill=(200, 0, 0))
+        draw.text((3, 1), str(mark), fill=(255, 255, 255))
+        return image
 
     def _with_legend(self, image):
         """Append a panel listing the class colours and names (hatched = withheld)."""
@@ -147,6 +160,8 @@ class NpzSink(_EveryN):
         arrays["wavelengths"] = frame.wavelengths
         arrays["frame_id"] = np.int64(frame.meta.frame_id)
         arrays["timestamp_ns"] = np.int64(frame.meta.timestamp_ns)
+        if frame.products.get("calibration_mark"):
+            arrays["calibration_mark"] = np.str_(frame.products["calibration_mark"])
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(self.out / f"maps_{frame.meta.frame_id:06d}.npz", buf.getvalue())
