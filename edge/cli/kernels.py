@@ -1,7 +1,9 @@
 """``hsi-edge kernels``: build the CUDA kernels ahead of time, or show their state.
 
 ``build [--arch sm_87,sm_90] [--out DIR] [--write-registers]`` writes a cubin per arch, PTX
-and ``manifest.json`` (cuda_kernels/build.py); ``info [--dir DIR]`` prints the sources and
+for the oldest arch and for compute_75 (so sm_80/86 cards JIT it) and ``manifest.json``
+(cuda_kernels/build.py; the backend loads only what the driver can: see
+:func:`cuda_kernels.select_binary`); ``info [--dir DIR]`` prints the sources and
 their hashes, nvcc, whether the prebuilt binaries are current, and the recorded registers.
 Needs nvcc for ``build`` only; no GPU and no PyCUDA.  ``cpu [--cache DIR]`` builds the native
 CPU chain (``cuda_kernels/cpu_chain.cpp``, the ``native`` backend) with the host's C++
@@ -21,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("kernels", help="build the CUDA kernels ahead of time / show "
                               "their state", description=__doc__.split("\n\n")[1])
     sub = p.add_subparsers(dest="kernels_command", metavar="ACTION", required=True)
-    b = sub.add_parser("build", help="cubin per arch + PTX + manifest.json")
+    b = sub.add_parser("build", help="cubin per arch + PTX (oldest arch, compute_75) + "
+                                     "manifest.json")
     b.add_argument("--arch", default="sm_87,sm_90",
                    help="comma-separated GPU archs (default: sm_87,sm_90 = Jetson Orin, Hopper)")
     b.add_argument("--out", default=None,
