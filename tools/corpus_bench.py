@@ -13,7 +13,9 @@ one of 2.  Reported per run: wall time, cluster start-up (until the first worker
 registered), recordings per minute over the processing part (wall minus start-up), and the
 summed task time.  The overhead per task is (processing time on 1 worker - serial time) /
 recordings: what Dask adds per recording (pickling, scheduling, result transfer, the
-per-process model load) with the same single core doing the work.  The machine's load average
+per-process model load) with the same single core doing the work.  The three runs are
+repeated ``--repeat`` times in turn and the fastest of each kind is kept (the first serial
+run also pays this process's imports).  The machine's load average
 before and after is printed, because shared machines distort every figure.
 
 A benchmark, not a test: nothing is asserted.
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--recordings", type=int, default=12)
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--preset", default="snapshot25")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="rounds of the three runs; the fastest of each is reported")
     p.add_argument("--workdir", help="folder for the corpus and runs (default: a temp folder)")
     p.add_argument("--json", help="write the figures here as JSON")
     args = p.parse_args(argv)
@@ -62,19 +66,22 @@ def main(argv=None) -> int:
     figures = {"machine": {"cpus": os.cpu_count(), "load_before": load0},
                "recordings": args.recordings, "frames": args.frames, "preset": args.preset,
                "runs": {}}
-    for name, workers in (("serial", 0), ("dask-1", 1), ("dask-2", 2)):
-        out = work / f"run-{name}-{time.time_ns()}"
-        t0 = time.perf_counter()
-        s = run_corpus(corpus, cfg, out, workers=workers, progress=False)
-        wall = time.perf_counter() - t0
-        startup = s["execution"].get("startup_s", 0.0)
-        tasks = [json.loads(f.read_text())["timings"]["task_s"]
-                 for f in sorted((out / "records").glob("*.json"))]
-        figures["runs"][name] = {
-            "wall_s": wall, "startup_s": startup, "processing_s": wall - startup,
-            "recordings_per_min": 60.0 * s["computed"] / (wall - startup),
-            "recordings_per_min_with_startup": 60.0 * s["computed"] / wall,
-            "task_s_sum": sum(tasks), "ok": s["ok"], "failed": s["failed"]}
+    for _ in range(args.repeat):
+        for name, workers in (("serial", 0), ("dask-1", 1), ("dask-2", 2)):
+            out = work / f"run-{name}-{time.time_ns()}"
+            t0 = time.perf_counter()
+            s = run_corpus(corpus, cfg, out, workers=workers, progress=False)
+            wall = time.perf_counter() - t0
+            startup = s["execution"].get("startup_s", 0.0)
+            tasks = [json.loads(f.read_text())["timings"]["task_s"]
+                     for f in sorted((out / "records").glob("*.json"))]
+            run = {"wall_s": wall, "startup_s": startup, "processing_s": wall - startup,
+                   "recordings_per_min": 60.0 * s["computed"] / (wall - startup),
+                   "recordings_per_min_with_startup": 60.0 * s["computed"] / wall,
+                   "task_s_sum": sum(tasks), "ok": s["ok"], "failed": s["failed"]}
+            best = figures["runs"].get(name)
+            if best is None or run["processing_s"] < best["processing_s"]:
+                figures["runs"][name] = run
     r = figures["runs"]
     figures["overhead_per_task_s"] = (r["dask-1"]["processing_s"] - r["serial"]["processing_s"]) \
         / args.recordings

@@ -33,6 +33,9 @@ def register(sub) -> None:
     r.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: one per CPU core; 0: serial, "
                         "no Dask)")
+    r.add_argument("--redo-failed", action="store_true",
+                   help="process recordings that failed in a previous run again (a rerun "
+                        "otherwise keeps every current result)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=run)
     c = csub.add_parser("compare", help="compare two runs of a corpus (exit 0 pass, 1 fail)")
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_app_config(args.config)
     s = run_corpus(args.corpus, cfg, args.out, card=args.model, scheduler=args.scheduler,
-                   workers=args.workers, progress=not args.no_progress, announce=_say)
+                   workers=args.workers, progress=not args.no_progress,
+                   redo_failed=args.redo_failed, announce=_say)
     rate = s["recordings_per_min"]
     print(f"{s['recordings']} recording(s): {s['ok']} ok, {s['failed']} failed "
           f"({s['computed']} processed, {s['skipped_done']} already done) in {s['wall_s']:.1f} s"

@@ -59,7 +59,9 @@ def safe_name(rec_id: str) -> str:
     """File-name form of a recording id (``a/b c`` -> ``a__b_c``), plus a short hash so two
     ids that map to the same characters never share a result file."""
     digest = hashlib.sha256(rec_id.encode("utf-8")).hexdigest()[:8]
-    return f"{_UNSAFE.sub('_', rec_id.replace('/', '__')).strip('_')[:80]}-{digest}"
+    # no leading dot: '../x' must not become a hidden file (or '..')
+    stem = _UNSAFE.sub("_", rec_id.replace("/", "__")).strip("._")[:80] or "recording"
+    return f"{stem}-{digest}"
 
 
 def _default_calibration(path: Path) -> str | None:

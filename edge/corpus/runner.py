@@ -22,7 +22,8 @@ Resume
     Each task writes its record atomically when it ends (``OUT/records/``).  A rerun skips a
     recording whose record exists with the same fingerprint (recording files' size and mtime,
     calibration record, config hash, model hash, hsi-edge version) unless the record says
-    ``retry`` (a lost worker or an internal error); everything else is computed again.
+    ``retry`` (a lost worker or an internal error) or it failed and ``redo_failed`` is set;
+    everything else is computed again.
 
 Outputs: ``OUT/records/*.json``, ``OUT/maps/*.npz`` (see :mod:`edge.corpus.task`), then
 ``OUT/results.parquet`` (``results.csv`` when pyarrow is not installed) and
@@ -75,14 +76,15 @@ def _prepare(out: Path) -> None:
         (out / sub).mkdir(exist_ok=True)
 
 
-def _done(path: Path, fingerprint: str) -> bool:
-    """A current result exists: same fingerprint and not marked for retry."""
+def _done(path: Path, fingerprint: str, redo_failed: bool = False) -> bool:
+    """A current result exists: same fingerprint, not marked for retry (and, with
+    ``redo_failed``, not failed)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (isinstance(doc, dict) and doc.get("fingerprint") == fingerprint
-            and not doc.get("retry"))
+            and not doc.get("retry") and not (redo_failed and doc.get("status") != "ok"))
 
 
 def _lost_record(rec: Recording, fingerprint: str, exc: BaseException) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def _lost_record(rec: Recording, fingerprint: str, exc: BaseException) -> dict[s
 
 def run_corpus(corpus: str | os.PathLike, cfg, out: str | os.PathLike, *,
                card: str | None = None, scheduler: str | None = None,
-               workers: int | None = None, progress: bool = True,
+               workers: int | None = None, progress: bool = True, redo_failed: bool = False,
                announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Process every recording of ``corpus``; returns the summary (also ``OUT/summary.json``).
 
@@ -117,6 +119,9 @@ def run_corpus(corpus: str | os.PathLike, cfg, out: str | os.PathLike, *,
         CPU core.  Ignored with ``scheduler``.
     progress : bool
         Progress bar on stderr.
+    redo_failed : bool
+        Process recordings whose current record says ``failed`` again (e.g. after fixing a
+        worker's installation); by default a rerun keeps them.
     announce : callable, optional
         Called with lines for the user (the dashboard address, what is skipped).
 
@@ -153,7 +158,7 @@ def run_corpus(corpus: str | os.PathLike, cfg, out: str | os.PathLike, *,
             models[key] = model_hash(card_path)
         fp = recording_fingerprint(rec, cfg_h, models[key])
         fingerprints[rec.id] = fp
-        if not _done(record_path(out, rec.id), fp):
+        if not _done(record_path(out, rec.id), fp, redo_failed):
             todo.append(rec)
     skipped = len(recs) - len(todo)
     if skipped:

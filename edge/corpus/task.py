@@ -189,8 +189,11 @@ def process_recording(rec: Recording, job: CorpusJob, fingerprint: str) -> dict[
             from edge.inference import load_model_card
             class_names = load_model_card(card_path).class_names
         collector.stats = RecordingStats(class_names)
-        m = run_job(cfg, frames=None, out=None, progress=False,
-                    extra_sinks=[collector]).metrics
+        done = run_job(cfg, frames=None, out=None, progress=False, extra_sinks=[collector])
+        if done.result.interrupted:
+            # Ctrl-C/SIGTERM in the serial path: no record, so a rerun does this one again
+            raise KeyboardInterrupt
+        m = done.metrics
         stats = collector.stats
         expected = record["frames_expected"]
         if expected is not None and stats.frames != expected:

@@ -175,3 +175,19 @@ def test_empty_corpus_and_bad_workers(corpus_parts, tmp_path, capsys):
     assert corpus_run(corpus_parts, corpus_parts["good"], tmp_path / "out", "--workers",
                       "-1") == 2
     assert "--workers: expected an integer >= 0 (0: serial), got -1" in capsys.readouterr().err
+
+
+def test_rerun_keeps_failures_unless_asked(corpus_parts, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_parts["good"] / GOOD[0], corpus / "uncalibrated")
+    shutil.rmtree(corpus / "uncalibrated" / "calibration")
+    shutil.copytree(corpus_parts["good"] / GOOD[2], corpus / "fine")
+    out = tmp_path / "run"
+    assert corpus_run(corpus_parts, corpus, out, "--workers", "0") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["ok"], summary["failed"], summary["computed"]) == (1, 1, 2)
+    assert corpus_run(corpus_parts, corpus, out, "--workers", "0") == 0
+    assert json.loads((out / "summary.json").read_text())["computed"] == 0
+    assert corpus_run(corpus_parts, corpus, out, "--workers", "0", "--redo-failed") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["computed"], summary["skipped_done"], summary["failed"]) == (1, 1, 1)
