@@ -56,8 +56,14 @@ import numpy as np
 from edge.core.frame import Frame
 from edge.errors import DeviceError
 
-__all__ = ["Camera", "CalibrationTarget", "ExternalTrigger", "IlluminationInput", "TriggerMode",
+__all__ = ["DEFAULT_EXPOSURE_US",
+           "Camera", "CalibrationTarget", "ExternalTrigger", "IlluminationInput", "TriggerMode",
            "TRIGGER_MODES", "TARGETS"]
+
+#: The exposure every entry point defaults to (``hsi-edge run``'s ``camera.exposure_us``,
+#: ``calibrate capture``, ``simulate``, a freshly opened camera), so a calibration record
+#: captured with defaults fits a run with defaults (issue 15 item 22: 10,000 vs 8,000 µs).
+DEFAULT_EXPOSURE_US = 8000.0
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +97,7 @@ class Camera(ABC):
     def __init__(self) -> None:
         self._opened = False
         self._armed = False
-        self._exposure_us = 10_000.0
+        self._exposure_us = DEFAULT_EXPOSURE_US
         self._gain = 1.0
         self._trigger_mode: str = "software"
         self._wavelengths = np.zeros(0)

@@ -30,6 +30,7 @@ import sys
 import time
 
 
+from drivers.camera import DEFAULT_EXPOSURE_US
 from edge.core.fileio import atomic_write_bytes
 from edge.errors import ConfigError
 
@@ -51,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene and noise seed (default 0)")
     p.add_argument("--rows", type=int, default=None, help="override the preset's rows")
     p.add_argument("--cols", type=int, default=None, help="override the preset's columns")
-    p.add_argument("--exposure-us", type=float, default=10_000.0,
-                   help="exposure time in µs (default 10000)")
+    p.add_argument("--exposure-us", type=float, default=DEFAULT_EXPOSURE_US,
+                   help=f"exposure time in µs (default {DEFAULT_EXPOSURE_US:g})")
     p.add_argument("--gain", type=float, default=1.0, help="analogue gain (default 1)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     p.add_argument("--calibration-frames", type=int, default=8,

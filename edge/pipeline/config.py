@@ -50,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from drivers.camera import DEFAULT_EXPOSURE_US
 from edge.core.config import load_config, setting
 from edge.physics.spectra import BASELINE_TERMS, CHROMOPHORES, FWHM_RANGE_NM
 
@@ -71,7 +72,7 @@ class CameraSettings:
     cols: int | None = setting(None, range=(1, 8192))
     seed: int = setting(0, range=(0, 2**32 - 1))
     fps: float | None = setting(None, range=(0.01, 10000.0))
-    exposure_us: float = setting(8000.0, range=(10.0, 1e6))
+    exposure_us: float = setting(DEFAULT_EXPOSURE_US, range=(10.0, 1e6))
     gain: float = setting(1.0, range=(1.0, 16.0))
     replay_path: str | None = None
     loop: bool = False

@@ -150,3 +150,17 @@ def test_exponent_numbers_in_yaml_are_numbers(tmp_path):
     with pytest.raises(ConfigError, match=r"camera\.exposure_us: expected a number in "
                                           r"\[10, 1e\+06\], got 10000000\.0"):
         load_app_config(str(path))
+
+
+def test_a_record_captured_with_defaults_fits_a_run_with_defaults(tmp_path):
+    """Issue 15 item 22: calibrate capture recorded at 10,000 µs, run defaulted to 8,000."""
+    from drivers.camera import DEFAULT_EXPOSURE_US
+
+    rec = tmp_path / "rec"
+    assert main(["calibrate", "capture", "--out", str(rec), "--rows", "24", "--cols", "32",
+                 "--frames", "2"]) == 0
+    cfg = _config(tmp_path, calibration={"record": str(rec)}, camera={"seed": 0})
+    assert load_app_config(str(cfg)).camera.exposure_us == DEFAULT_EXPOSURE_US
+    assert _run(cfg, tmp_path / "out") == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["frames_processed"] == 2
