@@ -10,6 +10,7 @@ size, mode and sha256)::
     config/unit.yaml     the unit config, model.card pointing at model/
     kernels/             cubins + PTX + manifest.json (``hsi-edge kernels build``), GPU only
     systemd/, udev/      units and rules installed by the integrator's image
+    mender/hsi-edge      the Mender update module (for the image: /usr/share/mender/modules/v3)
     golden/              self-test fixtures (:mod:`deploy.golden`)
     selftest.json        the release's self-test settings (devices, timeouts, limits)
     sbom.cdx.json        CycloneDX SBOM (:mod:`deploy.sbom`)
@@ -219,7 +220,7 @@ def prepare_tree(spec: ReleaseSpec, tree: Path, *, wheel: Path | None = None) ->
               str(out)], "kernels build (needs nvcc)", timeout=1800)
         kernels = {"archs": list(spec.kernels.archs)}
     for sub, pattern in (("systemd", "*.service"), ("systemd", "*.target"),
-                         ("udev", "*.rules")):
+                         ("udev", "*.rules"), ("mender", "hsi-edge")):
         dst = tree / sub
         dst.mkdir(exist_ok=True)
         for f in sorted((DEPLOY_DIR / sub).glob(pattern)):
