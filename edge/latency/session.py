@@ -107,13 +107,14 @@ class LatencySession:
         return cam, cam, bench, fps
 
     def _open(self) -> None:
-        from edge.pipeline.app import make_backend, obtain_flatfield, resolve_model_card
+        from edge.pipeline.app import (camera_preset, make_backend, obtain_flatfield,
+                                       resolve_model_card)
         from edge.pipeline.stages import ChainStage, InferStage, PostStage
 
         cam, paced, bench, fps = self._camera()
         self.camera, self._paced, self._bench, self.fps = cam, paced, bench, float(fps)
         flatfield = obtain_flatfield(self.cfg, cam)
-        card_path = resolve_model_card(self.cfg.model.card, self.cfg.camera.preset)
+        card_path = resolve_model_card(self.cfg.model.card, camera_preset(self.cfg, cam))
         card = pack = None
         if card_path is not None:
             from edge.inference import load_model_card
@@ -125,13 +126,19 @@ class LatencySession:
                     f"model.card: model {card.name!r} takes {card.input.height}x"
                     f"{card.input.width} frames but the camera delivers {rows}x{cols} "
                     f"(--model none measures without segmentation)")
-        be = make_backend(self.backend_name, cam, flatfield, pack, self.cfg, reflectance=False)
-        stages = [ChainStage(be)]
         rt = None
         if card is not None:
             from edge.inference import open_runtime
+            from edge.pipeline.app import cuda_available
+            gpu_chain = self.backend_name == "cuda" or (self.backend_name == "auto"
+                                                        and cuda_available() is None)
             rt = open_runtime(self.runtime_name, card, threads=self.cfg.model.threads,
-                              cuda_backend=be if be.name == "cuda" else None)
+                              gpu_chain=gpu_chain)
+        # the packed input stays on the GPU only for a runtime that reads device input
+        be = make_backend(self.backend_name, cam, flatfield, pack, self.cfg, reflectance=False,
+                          device_output=rt is not None and rt.accepts_device_input)
+        stages = [ChainStage(be)]
+        if rt is not None:
             rt.load()
             stages += [InferStage(rt), PostStage()]
         self.stages = apply_slow(stages, self.slow)
