@@ -100,3 +100,186 @@ class FakeModule:
 
     def get_function(self, kernel):
         return lambda *args, **kw: self.launches.append((kernel, args, kw))
+
+
+def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc=(8, 7),
+                    sm_count: int = 8):
+    """What :class:`edge.backends.cuda.CudaBackend` calls around its kernels: one device
+    (``integrated`` with mapped host memory: a Jetson; else a discrete GPU), the primary
+    context with PyCUDA's push/pop and the driver's context stack as PyCUDA 2026.1 drives it
+    (``detach()`` of a context that is not current pushes it and releases it without a pop,
+    src/cpp/cuda.hpp), streams and events, page-locked (optionally device-mapped) host
+    buffers, allocations, async copies (recorded), and kernel launches that, like PyCUDA's
+    argument packing, take numpy scalars and allocations but refuse plain ints, while
+    ``memcpy_htod``, like Boost.Python, takes ints and allocations but refuses ``np.uintp``.
+    Nothing is computed: the outputs stay as they were.
+    """
+    import numpy as np
+
+    from edge.backends.cuda_params import CHAIN_PARAMS_DTYPE, MAX_CLASSES
+
+    drv = pkg.driver
+    drv.driver_stack, drv.pycuda_stack, drv.retained, drv.launches = [], [], [], []
+    drv.copies = []
+    drv.device_attribute = types.SimpleNamespace(
+        INTEGRATED="integrated", CAN_MAP_HOST_MEMORY="map", MULTIPROCESSOR_COUNT="sm")
+    drv.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=2)
+    attrs = {"integrated": int(integrated), "map": int(integrated), "sm": sm_count}
+    _addr = [0x7F00_0000_0000]
+
+    def _next(n):
+        _addr[0] += max(256, (n + 255) // 256 * 256)
+        return _addr[0]
+
+    class DeviceAllocation:
+        def __init__(self, nbytes):
+            self.ptr, self.nbytes, self.freed = _next(nbytes), nbytes, False
+
+        def __int__(self):
+            return self.ptr
+
+        def free(self):
+            self.freed = True
+
+    class HostAllocation(bytearray):
+        def __init__(self, nbytes, mapped):
+            super().__init__(max(nbytes, 1))
+            self.mapped, self.dptr = mapped, _next(nbytes)
+
+        def get_device_pointer(self):
+            if not self.mapped:
+                raise drv.LogicError("cuMemHostGetDevicePointer failed: invalid value")
+            return self.dptr
+
+    def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        alloc = HostAllocation(n, bool(mem_flags & drv.host_alloc_flags.DEVICEMAP))
+        return np.ndarray(shape, dtype, buffer=alloc)
+
+    class Context:
+        def __init__(self, handle):
+            self.handle, self.valid = handle, True
+
+        def push(self):
+            if drv.pycuda_stack:                  # prepare_context_switch
+                drv.driver_stack.pop()
+            drv.driver_stack.append(self.handle)
+            drv.pycuda_stack.append(self)
+
+        @staticmethod
+        def pop():
+            if not drv.pycuda_stack:
+                raise drv.LogicError("context::pop failed: cannot pop non-current context")
+            drv.driver_stack.pop()
+            drv.pycuda_stack.pop()
+            if drv.pycuda_stack:
+                drv.driver_stack.append(drv.pycuda_stack[-1].handle)
+
+        def detach(self):
+            current = drv.pycuda_stack[-1] if drv.pycuda_stack else None
+            if current is self:
+                drv.retained.remove(self.handle)
+                drv.pycuda_stack.pop()
+            else:                                 # push, release, "pop is implicit" (no pop)
+                drv.driver_stack.append(self.handle)
+                drv.retained.remove(self.handle)
+            self.valid = False
+
+        @staticmethod
+        def synchronize():
+            pass
+
+    class Device:
+        @staticmethod
+        def count():
+            return 1
+
+        def __init__(self, ordinal):
+            self.ordinal = ordinal
+
+        def name(self):
+            return name
+
+        def compute_capability(self):
+            return cc
+
+        def get_attribute(self, attr):
+            return attrs[attr]
+
+        def retain_primary_context(self):
+            drv.retained.append("primary")
+            return Context("primary")
+
+    class Stream:
+        handle = 0x5150
+
+        def synchronize(self):
+            pass
+
+    class Event:
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def time_since(self, other):
+            return 0.0
+
+    def _ptr_arg(x, what):
+        if isinstance(x, (int, np.integer)) and not isinstance(x, np.uintp):
+            return int(x)
+        if isinstance(x, DeviceAllocation):
+            return int(x)
+        raise drv.ArgumentError(f"Python argument types in pycuda._driver.{what} did not match "
+                                f"C++ signature: got {type(x).__name__}")
+
+    class ArgumentError(TypeError):
+        pass
+
+    drv.ArgumentError = ArgumentError
+
+    def memcpy_htod(dst, src):
+        drv.copies.append(("htod", _ptr_arg(dst, "memcpy_htod"), np.asarray(src).nbytes))
+
+    def memcpy_htod_async(dst, src, stream=None):
+        drv.copies.append(("htod_async", _ptr_arg(dst, "memcpy_htod_async"),
+                           np.asarray(src).nbytes))
+
+    def memcpy_dtoh_async(dst, src, stream=None):
+        drv.copies.append(("dtoh_async", _ptr_arg(src, "memcpy_dtoh_async"),
+                           np.asarray(dst).nbytes))
+
+    def to_device(arr):
+        a = DeviceAllocation(np.asarray(arr).nbytes)
+        drv.copies.append(("htod", int(a), np.asarray(arr).nbytes))
+        return a
+
+    sizes = {"c_params": CHAIN_PARAMS_DTYPE.itemsize, "c_colours": MAX_CLASSES * 3}
+
+    class Module:
+        def __init__(self, origin):
+            self.origin = origin
+
+        def get_global(self, symbol):
+            return DeviceAllocation(sizes[symbol]), sizes[symbol]
+
+        def get_function(self, kernel):
+            def launch(*args, **kw):
+                for i, a in enumerate(args):   # PyCUDA's _build_arg_buf
+                    if not isinstance(a, (np.number, DeviceAllocation)):
+                        raise TypeError(f"invalid type on parameter #{i} (0-based)")
+                drv.launches.append((kernel, [int(a) if isinstance(a, (np.uintp,
+                                                                        DeviceAllocation))
+                                              else a for a in args], kw))
+            return launch
+
+    drv.Context, drv.Device, drv.Stream, drv.Event = Context, Device, Stream, Event
+    drv.mem_alloc, drv.pagelocked_empty, drv.to_device = DeviceAllocation, pagelocked_empty, \
+        to_device
+    drv.memcpy_htod, drv.memcpy_htod_async = memcpy_htod, memcpy_htod_async
+    drv.memcpy_dtoh_async, drv.DeviceAllocation = memcpy_dtoh_async, DeviceAllocation
+    drv.module_from_file = lambda path: Module(str(path))
+    pkg.compiler.SourceModule = lambda source, nvcc="nvcc", **kw: Module(nvcc)
+    return drv
