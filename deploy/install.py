@@ -371,6 +371,12 @@ def _build_venv(venv: Path, rel: Path, inner: dict[str, Any], python: str) -> No
     cmd = [python, "-m", "venv", "--without-pip"] + (["--system-site-packages"] if system else [])
     _check_run(cmd + [str(venv)], "venv")
     vpy = venv / "bin" / "python"
+    want = str(inner.get("python", {}).get("version", ""))
+    got = subprocess.run([str(vpy), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    if inner["wheelhouse"]["mode"] == "full" and want and got != want:
+        raise BundleError(f"venv: the release's wheelhouse is for Python {want}, {python} is "
+                          f"Python {got} (give --python with a {want} interpreter)")
     if system:
         extra = _site_dirs(python)
         if extra:
@@ -391,6 +397,10 @@ def _build_venv(venv: Path, rel: Path, inner: dict[str, Any], python: str) -> No
             "--disable-pip-version-check", "--no-cache-dir", "--no-warn-script-location"]
     if wh["mode"] == "hsi-edge-only":
         args.append("--no-deps")
+    if wh.get("sdists"):
+        # built on the unit (PyCUDA on JetPack): offline, so with the build tools the venv
+        # already sees; pip's output is streamed to the log as progress
+        args.append("--no-build-isolation")
     _check_run(pip + args + [str(rel / "wheelhouse" / wh["hsi_edge_wheel"])]
                + list(wh.get("sdists") or []), "venv (pip install, offline)", stream=True)
     mods = inner.get("runtime_modules") or []
