@@ -352,6 +352,7 @@ class FieldCalibration:
         qc = {"workflow": "field", "verdict": worst(r.verdict for r in self.results),
               "operator": self.s.operator, "signed": now.isoformat(timespec="seconds"),
               "valid_until": valid.isoformat(timespec="seconds"),
+              "expires": valid.date().isoformat(),  # the day, for readers of dates only
               "thresholds_version": self.t.version, "software_version": __version__,
               "factory_calibration_hash": self.factory_hash,
               "commissioning": self.baseline is None,

@@ -215,6 +215,11 @@ def render(record, results: list[CheckResult], qc: dict[str, Any],
     for title, b64 in figs:
         parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
                      f"{b64}'><figcaption>{html.escape(title)}</figcaption></figure>")
+    # says on the page whether every plot decoded (read by the headless-browser test)
+    parts.append("<script>window.addEventListener('load',function(){var i=document.images,"
+                 "n=0;for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
+                 "document.body.setAttribute('data-images',i.length);"
+                 "document.body.setAttribute('data-images-ok',n);});</script>")
     parts.append("</body></html>")
     return {REPORT_HTML: "\n".join(parts).encode("utf-8"),
             REPORT_JSON: (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8")}

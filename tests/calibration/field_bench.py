@@ -20,7 +20,8 @@ CERTS = {k: load_certificate(certificate(k)) for k in TILE_TARGETS}
 
 def camera(seed: int = 1, faults=None, preset: str = PRESET, skip_frames: int = 0):
     """A simulated unit; ``skip_frames`` > 0 gives a later session other noise."""
-    cam = SimulatedCamera(preset, rows=ROWS, cols=COLS, seed=seed)
+    # "exact" noise: no 2**23-sample pool to draw per camera (small frames)
+    cam = SimulatedCamera(preset, rows=ROWS, cols=COLS, seed=seed, noise="exact")
     if skip_frames:
         cam.configure(trigger_mode="software")
         cam.arm()
