@@ -11,7 +11,10 @@ stats        summaries per stage and end to end (percentiles, jitter, deadline m
 fingerprint  the unit's fingerprint and the hardware key derived from it
 gate         the paired round-based A/B gate (Wilcoxon, bootstrap, Holm) and its thresholds
 slow         a test-only stage wrapper that slows a named stage by a set amount
-session      a paced measurement session (camera at its frame rate, rounds)
+paced        the paced camera (triggers on the frame-period grid) and the marker LED
+marker       glass to glass: the marker found in the output, timed back to its flash
+session      a measurement session (one arm: camera, calibration, stages; rounds)
+ab           measure, ABBA A/B runs with more rounds while INCONCLUSIVE, compare results
 store        results on disk, baselines per hardware key and their history
 report       the self-contained HTML report (matplotlib, optional extra ``report``)
 """
