@@ -35,6 +35,9 @@ def _camera_args(p: argparse.ArgumentParser) -> None:
                         "record folder)")
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help="site limits over calibration/thresholds.yaml ({check: {warn:, fail:}})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="the unit's run config: calibration.history and calibration.thresholds "
+                        "are used unless given here")
     p.add_argument("--operator", default=None, help="who calibrates (recorded)")
     p.add_argument("--non-interactive", action="store_true",
                    help="scripted: the simulated bench places the targets itself")
@@ -107,8 +110,19 @@ def _camera(args):
     return cam
 
 
+def _site(args) -> None:
+    """Fill --history/--thresholds from the run config's calibration section (--config)."""
+    if not args.config:
+        return
+    from edge.pipeline.config import load_app_config
+    cal = load_app_config(args.config).calibration
+    args.history = args.history or cal.history
+    args.thresholds = args.thresholds or cal.thresholds
+
+
 def _table(args):
     from calibration.thresholds import load_thresholds
+    _site(args)
     return load_thresholds(args.thresholds) if args.thresholds else load_thresholds()
 
 

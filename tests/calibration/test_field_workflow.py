@@ -178,3 +178,32 @@ def test_cli_field_check_info(tmp_path, capsys):
         capsys.readouterr().err
     doc = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert doc["serial"] == "SIM-snapshot16-0000"
+
+
+def test_interactive_mode_prompts_for_every_placement(tmp_path):
+    from calibration.placers import InteractivePlacer
+    asked = []
+    cam = camera(7)
+    placer = InteractivePlacer(cam, ask=lambda q: asked.append(q) or "", say=lambda s: None)
+    r = calibrate(cam, tmp_path / "rec", None, placer=placer)
+    assert r.qc["verdict"] == "PASS"
+    text = "\n".join(asked)
+    for want in ("Cap the lens", "place the white tile", "grey reference tile",
+                 "place it again (placement 3)", "colour reference tile"):
+        assert want in text, want
+
+
+def test_site_thresholds_from_the_run_config(tmp_path, capsys):
+    (tmp_path / "site.yaml").write_text("ambient_ratio: {warn: 4.0, fail: 8.0}\n")
+    (tmp_path / "run.yaml").write_text(
+        f"calibration:\n  thresholds: {tmp_path / 'site.yaml'}\n"
+        f"  history: {tmp_path / 'hist'}\n")
+    args = ["calibrate", "field", "--out", str(tmp_path / "rec"), "--non-interactive",
+            "--preset", "snapshot16", "--rows", str(ROWS), "--cols", str(COLS), "--no-plots",
+            "--fault", "ambient=0.02", "--config", str(tmp_path / "run.yaml")]
+    assert main(args) == 0, capsys.readouterr().err
+    qc = read_qc(CalibrationRecord.load(tmp_path / "rec"))
+    assert qc["thresholds_version"] == "2026.12-1+site"
+    amb = [c for c in qc["checks"] if c["name"] == "ambient_ratio"][0]
+    assert amb["verdict"] == "PASS" and amb["fail"] == 8.0
+    assert (tmp_path / "hist").is_dir()
