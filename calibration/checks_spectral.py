@@ -83,7 +83,8 @@ def _regions(rows: int, cols: int) -> dict[str, tuple[slice, slice]]:
     h, w = max(rows // 4, 1), max(cols // 4, 1)
     return {"centre": (slice(rows // 2 - h // 2, rows // 2 - h // 2 + h),
                        slice(cols // 2 - w // 2, cols // 2 - w // 2 + w)),
-            "top_left": (slice(0, h), slice(0, w)), "top_right": (slice(0, h), slice(cols - w, cols)),
+            "top_left": (slice(0, h), slice(0, w)),
+            "top_right": (slice(0, h), slice(cols - w, cols)),
             "bottom_left": (slice(rows - h, rows), slice(0, w)),
             "bottom_right": (slice(rows - h, rows), slice(cols - w, cols))}
 

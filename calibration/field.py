@@ -117,7 +117,8 @@ class FieldCalibration:
         self.extras: dict[str, Any] = {}
         self.previous, prev_qc = self._load_previous()
         comm = self.history.commissioning() if self.history else None
-        self.baseline = (comm or {}).get("summary") or prev_qc.get("baseline")
+        self.baseline = (self.history.baseline() if self.history else None) \
+            or prev_qc.get("baseline")
         self.factory_ref = (comm or {}).get("factory_calibration_hash") \
             or prev_qc.get("factory_calibration_hash")
         self.trend = self.history.trend(table) if self.history else []

@@ -84,6 +84,17 @@ class History:
                 return e
         return None
 
+    def baseline(self) -> dict[str, Any] | None:
+        """Commissioning figures: the first accepted calibration's summary, completed with
+        the first value of each figure it lacks (e.g. SNR or MTF50 measured only later)."""
+        out: dict[str, Any] = {}
+        for e in self.entries():
+            if e.get("kind") == "calibration" and e.get("verdict") in ("PASS", "WARN") \
+                    and isinstance(e.get("summary"), dict):
+                for k, v in e["summary"].items():
+                    out.setdefault(k, v)
+        return out or None
+
     def latest(self, kind: str | None = None) -> dict[str, Any] | None:
         es = [e for e in self.entries() if kind is None or e.get("kind") == kind]
         return es[-1] if es else None

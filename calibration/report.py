@@ -148,7 +148,8 @@ def _row(c: dict) -> str:
     shown = ("yes" if v else "no") if isinstance(v, bool) or v is None else (
         f"{v:.4g}" if isinstance(v, (int, float)) else html.escape(str(v)))
     if c["kind"] == "range":
-        limits = f"PASS {c['warn'][0]:g}–{c['warn'][1]:g}; WARN {c['fail'][0]:g}–{c['fail'][1]:g}"
+        limits = (f"PASS {c['warn'][0]:g}–{c['warn'][1]:g}; "
+                  f"WARN {c['fail'][0]:g}–{c['fail'][1]:g}")
     elif c["kind"] in ("max", "min"):
         op = "≤" if c["kind"] == "max" else "≥"
         limits = f"PASS {op} {c['warn']:g}; WARN {op} {c['fail']:g}"
@@ -195,7 +196,8 @@ def render(record, results: list[CheckResult], qc: dict[str, Any],
         f"<p>Signed {html.escape(qc['signed'])} by {html.escape(qc['operator'])}; valid until "
         f"<b>{html.escape(qc['valid_until'])}</b>. Software {html.escape(qc['software_version'])}"
         f", threshold table {html.escape(qc['thresholds_version'])}. "
-        f"{'Commissioning (this calibration sets the baseline).' if qc.get('commissioning') else ''}"
+        + ("Commissioning (this calibration sets the baseline)." if qc.get("commissioning")
+           else "") +
         "</p>",
         f"<p>Exposure {record.exposure_us:g} µs (white {record.white_exposure_us:g} µs), gain "
         f"{record.gain:g}, {record.shape[0]}×{record.shape[1]} px, {record.shape[2]} bands "
