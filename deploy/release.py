@@ -89,7 +89,9 @@ def _run(cmd: list[str], what: str, **kw: Any) -> subprocess.CompletedProcess:
     except OSError as exc:
         raise BundleError(f"{what}: cannot run {cmd[0]}: {exc.strerror or exc}") from None
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        errors = [ln for ln in lines if ln.startswith("ERROR")]
+        tail = errors[-2:] or lines[-3:]
         raise BundleError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}")
     return proc
 

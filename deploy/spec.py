@@ -15,7 +15,7 @@ Example (``deploy/examples/cpu-unit.yaml``; relative paths are relative to the r
       compute_capabilities: []        # ["8.7"] for Orin
     model: {card: demo, precision: fp32}
     config: cpu-unit.config.yaml      # the unit config (hsi-edge run --config)
-    python: {version: "3.11", platform: manylinux2014_x86_64}
+    python: {version: "3.11", platform: manylinux_2_28_x86_64}
     wheelhouse: {mode: hsi-edge-only} # or full: every runtime dependency as wheels
     venv: {system_site_packages: true}
     kernels: {build: false, archs: []}
@@ -61,8 +61,9 @@ class ModelSpec:
 @dataclass(frozen=True)
 class PythonSpec:
     version: str = "3.11"
-    #: pip platform tag of the unit, e.g. manylinux2014_aarch64 (JetPack 6)
-    platform: str = "manylinux2014_x86_64"
+    #: pip platform tag of the unit, e.g. manylinux_2_35_aarch64 (JetPack 6: glibc 2.35);
+    #: pip also accepts wheels of older manylinux tags for it
+    platform: str = "manylinux_2_28_x86_64"
 
 
 @dataclass(frozen=True)
