@@ -267,7 +267,7 @@ def test_example_release_files_load():
     from edge.pipeline.config import load_app_config
     root = Path(__file__).resolve().parents[2] / "deploy" / "examples"
     orin = load_release_spec(root / "jetson-orin.yaml")
-    assert orin.python.platform == "manylinux2014_aarch64" and orin.python.version == "3.10"
+    assert orin.python.platform == "manylinux_2_35_aarch64" and orin.python.version == "3.10"
     assert orin.target.compute_capabilities == ("8.7",) and orin.kernels.build
     assert load_release_spec(root / "cpu-unit.yaml").wheelhouse.mode == "hsi-edge-only"
     for cfg in root.glob("*.config.yaml"):
