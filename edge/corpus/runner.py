@@ -244,10 +244,19 @@ def _run_dask(todo, job, fps, progress, scheduler, workers, say) -> dict[str, An
         with _bar(len(futures), progress) as bar:
             for fut in distributed.as_completed(futures):
                 rec = futures[fut]
-                exc = fut.exception()
-                if exc is not None:
+                try:
+                    doc = fut.result()
+                except Exception as exc:  # noqa: BLE001 - KilledWorker, cancelled, a bug
                     log.warning("corpus: %s: %s: %s", rec.id, type(exc).__name__, exc)
                     _write_lost(job, rec, fps[rec.id], exc)
+                else:
+                    if not record_path(job.out, rec.id).is_file():
+                        # the worker wrote it where this machine does not see it
+                        log.warning("corpus: %s: the worker's record is not in %s here; "
+                                    "--out must be on a file system every worker shares",
+                                    rec.id, job.out)
+                        from edge.pipeline.app import write_json
+                        write_json(record_path(job.out, rec.id), doc)
                 bar.update(1)
         return {"mode": "dask", "scheduler": client.scheduler.address, "workers": nworkers,
                 "local_cluster": scheduler is None, "startup_s": startup_s}
