@@ -92,7 +92,8 @@ class History:
             if e.get("kind") == "calibration" and e.get("verdict") in ("PASS", "WARN") \
                     and isinstance(e.get("summary"), dict):
                 for k, v in e["summary"].items():
-                    out.setdefault(k, v)
+                    if v is not None:
+                        out.setdefault(k, v)
         return out or None
 
     def latest(self, kind: str | None = None) -> dict[str, Any] | None:
