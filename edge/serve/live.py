@@ -200,6 +200,7 @@ class FrameHub:
         self.kept = 0
         self.encoded = 0
         self.encode_errors = 0
+        self.encode_cpu_ns = 0   # CPU time of rendering + encoding (the page's main cost)
         self._clients: dict[int, Client] = {}
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -264,8 +265,10 @@ class FrameHub:
 
     def encode_now(self, kept: KeptFrame) -> Published:
         """Render, encode and publish ``kept`` (the encoder thread's work; callable in tests)."""
+        cpu0 = time.thread_time_ns()
         image, panels = render_panels(kept, self.colors, self.alpha)
         jpeg = encode_jpeg(image, self.jpeg_quality)
+        cpu_ns = time.thread_time_ns() - cpu0
         with self._lock:
             stage_ms = self._stage_ms.get(kept.seq, {})
         rows, cols = kept.shape
@@ -280,6 +283,7 @@ class FrameHub:
             pub = Published(self._index, jpeg, meta)
             self._latest = pub
             self.encoded += 1
+            self.encode_cpu_ns += cpu_ns
             loop, wake = self._loop, not self._wake_pending
             if loop is not None and wake:
                 self._wake_pending = True
@@ -358,6 +362,8 @@ class FrameHub:
             latest = self._latest
             return {"kept": self.kept, "encoded": self.encoded,
                     "encode_errors": self.encode_errors, "ring": len(self._ring),
+                    "encode_cpu_ms_mean": (self.encode_cpu_ns / self.encoded / 1e6
+                                           if self.encoded else None),
                     "ring_size": self._ring.maxlen, "max_clients": self.max_clients,
                     "latest_seq": None if latest is None else latest.meta["seq"],
                     "clients": [c.as_dict() for c in self._clients.values()]}
