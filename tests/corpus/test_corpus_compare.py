@@ -26,6 +26,15 @@ def runs(corpus_parts, tmp_path_factory):
         out[name] = root / name
         assert corpus_run(corpus_parts, good, out[name], "--workers", "0",
                           model_key=model_key) == 0
+    # another unmixing basis: StO2 moves (and the classes through the model's sto2 input)
+    cfg = tmp_path_factory.mktemp("cfg") / "two-chromophores.yaml"
+    cfg.write_text(yaml.safe_dump({"processing": {"backend": "numpy",
+                                                  "chromophores": ["HbO2", "Hb"]},
+                                   "model": {"runtime": "onnxruntime"}}))
+    out["basis"] = root / "basis"
+    assert main(["corpus", "run", str(good), "--config", str(cfg), "--model",
+                 str(corpus_parts["model_a"]), "--out", str(out["basis"]), "--workers", "0",
+                 "--no-progress"]) == 0
     # the same corpus with one calibration record lost: that recording now fails
     lost = root / "lost-corpus"
     shutil.copytree(good, lost)
@@ -125,3 +134,24 @@ def test_not_a_run_is_one_line(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"hsi-edge corpus: error: A: {str(tmp_path)!r} holds no corpus run (no "
                    "records/*.json; make one with `hsi-edge corpus run`)")
+
+
+def test_other_unmixing_basis_reports_the_sto2_it_moved(runs, capsys):
+    assert main(["corpus", "compare", str(runs["a1"]), str(runs["basis"])]) == 1
+    text = capsys.readouterr().out
+    res = json.loads((runs["basis"] / "compare" / "comparison.json").read_text())
+    # pixel-wise |ΔStO2| from the stored maps, computed here independently
+    total = n = 0
+    for rid in GOOD:
+        with np.load(maps_path(runs["a1"], rid)) as za, np.load(maps_path(runs["basis"], rid)) as zb:
+            a, b = za["sto2_q"].astype(np.int64), zb["sto2_q"].astype(np.int64)
+        both = (a != 65535) & (b != 65535)
+        d = np.abs(a[both] - b[both]) / 100.0  # 1e-4 steps -> percentage points
+        assert res["recordings"][rid]["sto2_mae_pp"] == pytest.approx(d.mean(), rel=1e-9)
+        total += d.sum()
+        n += d.size
+    assert res["overall"]["sto2_mae_pp"] == pytest.approx(total / n, rel=1e-9)
+    assert res["overall"]["sto2_mae_pp"] > 1.0
+    assert re.search(r"recording\(s\) with StO2 MAE > 1 pp \(worst ", text)
+    shifts = [c["sto2_shift_pp"] for c in res["classes"].values() if c["sto2_shift_pp"]]
+    assert shifts and res["indices"]["sto2"]["shift"] != 0
