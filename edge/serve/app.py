@@ -3,7 +3,7 @@
 =================  ==============================================================================
 route              serves
 =================  ==============================================================================
-``/``              the page (``static/index.html``: HTML, CSS and JS inline; nothing fetched
+``/``              the page (``index.html``: HTML, CSS and JS inline; nothing fetched
                    from the internet, no build step)
 ``/ws``            WebSocket: per frame one text message (JSON metadata: ``seq``,
                    ``trigger_ns``, ``stage_ms``, ``panels``, this client's ``sent``/``skipped``)
@@ -104,8 +104,8 @@ class TokenGuard:
 
 
 def page_html() -> str:
-    """The page (package data ``edge/serve/static/index.html``)."""
-    return resources.files("edge.serve").joinpath("static/index.html").read_text("utf-8")
+    """The page (package data ``edge/serve/index.html``)."""
+    return resources.files("edge.serve").joinpath("index.html").read_text("utf-8")
 
 
 def create_app(state: ServeState):
