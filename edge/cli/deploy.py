@@ -90,8 +90,9 @@ def _trust_args(p) -> None:
 def _root_args(p) -> None:
     p.add_argument("--root", default=os.environ.get("HSI_EDGE_ROOT", DEFAULT_ROOT),
                    help=f"install root (default $HSI_EDGE_ROOT or {DEFAULT_ROOT})")
-    p.add_argument("--unit-dir", help="per-unit data folder (default ROOT/unit; "
-                                      "/var/lib/hsi-edge on a unit)")
+    p.add_argument("--unit-dir", default=os.environ.get("HSI_EDGE_UNIT_DIR"),
+                   help="per-unit data folder (default $HSI_EDGE_UNIT_DIR, else ROOT/unit; "
+                        "/var/lib/hsi-edge on a unit)")
 
 
 def _facts(args):

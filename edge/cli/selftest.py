@@ -27,8 +27,8 @@ def register(sub) -> None:
     p.add_argument("--release", default=None,
                    help=f"installed release folder (default {root}/current)")
     p.add_argument("--unit-dir", default=None,
-                   help="per-unit data (default: the release root's unit/ folder, "
-                        "/var/lib/hsi-edge on a unit)")
+                   help="per-unit data (default $HSI_EDGE_UNIT_DIR, else the release "
+                        "root's unit/ folder; /var/lib/hsi-edge on a unit)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     p.add_argument("--factory", action="store_true", help="factory end-of-line test: "
                    "write a report per unit (needs --report)")
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--release: {release} is not an installed hsi-edge release (no "
                           f"manifest.json); install one with hsi-edge deploy install")
     release = release.resolve()
-    unit_dir = Path(args.unit_dir) if args.unit_dir else release.parent.parent / "unit"
+    unit_dir = Path(args.unit_dir or os.environ.get("HSI_EDGE_UNIT_DIR")
+                    or release.parent.parent / "unit")
     if args.factory and not args.report:
         raise ConfigError("--factory: needs --report DIR (where the unit's report goes)")
     checks = run_selftest(release, unit_dir, native=not args.no_native)

@@ -51,5 +51,6 @@ def tree_digest(path: Path) -> dict[str, str]:
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m edge ARGS`` in a subprocess (the real CLI, real exit codes)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HSI_EDGE_")}
     return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+                          env={**base, **(env or {})}, timeout=timeout, cwd=ROOT)

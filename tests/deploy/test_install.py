@@ -201,3 +201,31 @@ def test_power_cut_at_every_step(root, artifact_v2, facts_file, point):
         assert sorted(p.name for p in (root / "releases").iterdir()) == [V1]
         _assert_runs(root, V1)
     assert _unit_data(root) == before
+
+
+@pytest.mark.slow
+def test_full_wheelhouse_installs_offline_without_site_packages(tmp_path, spec, wheel, keys,
+                                                                 facts, sims):
+    """mode: full -- every runtime dependency downloaded for the target platform at build
+    time (from pip's configured indexes), the unit's venv made with no site packages and no
+    index: it must import everything it needs from the release's own wheelhouse."""
+    import dataclasses
+
+    from deploy.release import build_release
+    from deploy.spec import VenvSpec, WheelhouseSpec
+    from deploy_testlib import make_unit_data
+    full = dataclasses.replace(spec, version="4.0.0-full",
+                               wheelhouse=WheelhouseSpec(mode="full"),
+                               venv=VenvSpec(system_site_packages=False))
+    result = build_release(full, keys["ec"], tmp_path / "dist", wheel=wheel)
+    names = {f["path"].split("/")[-1].split("-")[0].lower() for f in result.manifest["files"]
+             if f["path"].startswith("wheelhouse/")}
+    assert {"numpy", "onnxruntime", "pyyaml", "pyserial", "pillow", "tqdm"} <= names
+    root = tmp_path / "root"
+    make_unit_data(root / "unit", sims)
+    out = install(Unit(root), result.artifact, trust=[str(keys["ec"].with_suffix(".pub"))],
+                  facts=facts, python=sys.executable)
+    assert out.ok, out.line
+    cfg = (root / "current" / "venv" / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+    assert not list((root / "current" / "venv").glob("lib/python*/site-packages/*.pth"))
