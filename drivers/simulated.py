@@ -144,8 +144,7 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
         self._bit_depth = p.bit_depth
         self._fwhm_nm = p.fwhm_nm
         try:
-            self._sensor = SensorModel(self._wavelengths, p.rows, p.cols, bit_depth=p.bit_depth,
-                                       fwhm_nm=p.fwhm_nm, seed=self.seed, **sensor_options)
+            self._sensor = SensorModel.for_preset(p, seed=self.seed, **sensor_options)
         except TypeError as exc:
             raise ConfigError(f"sensor options: {exc}") from exc
         self._scene: SurgicalScene | None = None
@@ -381,7 +380,8 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
                 log.info("camera %s: building the scene (%dx%d, %d bands)", self._serial, rows,
                          cols, bands)
                 self._scene = SurgicalScene(self._wavelengths, rows, cols, fwhm_nm=p.fwhm_nm,
-                                            seed=self.seed, **self._scene_options)
+                                            seed=self.seed, pixel_mm=p.pixel_mm,
+                                            **self._scene_options)
             sample = self._scene.render(exp.frame_id / p.fps)
             refl, classes = sample.reflectance, sample.classes
             sto2, blood = sample.sto2, sample.blood_volume
@@ -427,6 +427,14 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
         return Frame(cube=raw, wavelengths=self._wavelengths, meta=meta, truth=truth)
 
     # -- info ----------------------------------------------------------------------------
+    @property
+    def sensor_noise(self) -> dict[str, float]:
+        """Shot + read noise of the simulated sensor at gain 1: ``counts_per_electron`` and
+        ``read_noise_counts`` (the StO2 standard error's noise model,
+        ``edge.processing.quality.NoiseModel``)."""
+        return {"counts_per_electron": float(self._sensor.counts_per_e),
+                "read_noise_counts": float(self._sensor.read_noise_counts)}
+
     @property
     def class_names(self) -> tuple[str, ...]:
         """Names of the ids in ``truth["classes"]``."""

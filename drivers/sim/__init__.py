@@ -61,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "REFERENCE_EXPOSURE_US": "sensor", "led_illumination": "sensor",
     "halogen_spectrum": "sensor", "quantum_efficiency": "sensor",
     "CameraPreset": "presets", "PRESETS": "presets", "get_preset": "presets",
-    "BIT_DEPTHS": "presets",
+    "BIT_DEPTHS": "presets", "SensorSpec": "presets", "TEXTURE_SIGMA_MM": "presets",
     "worker_pool": "workers", "MAX_WORKERS": "workers",
     # serial devices
     "ControllerModel": "controller", "DEFAULT_CHANNELS": "controller",
@@ -76,7 +76,8 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on d
     from drivers.sim.controller import DEFAULT_CHANNELS, ControllerModel
     from drivers.sim.faults import FAULT_KINDS, FaultPlan
     from drivers.sim.lumencor import LUMENCOR_CHANNELS, LumencorModel
-    from drivers.sim.presets import BIT_DEPTHS, PRESETS, CameraPreset, get_preset
+    from drivers.sim.presets import (BIT_DEPTHS, PRESETS, TEXTURE_SIGMA_MM, CameraPreset,
+                                     SensorSpec, get_preset)
     from drivers.sim.scene import SceneSample, SurgicalScene
     from drivers.sim.sensor import (LED_CHANNELS, NOISE_MODES, REFERENCE_EXPOSURE_US,
                                     SensorModel, halogen_spectrum, led_illumination,

@@ -1,7 +1,7 @@
 """Synthetic surgical scenes with per-pixel ground truth.
 
 A scene is a laparoscopic-looking view: smooth organ-like regions framed by a surgical drape,
-per-pixel texture in the tissue parameters, a few specular highlights, a malperfused patch
+texture in the tissue parameters, a few specular highlights, a malperfused patch
 whose StO2 falls over time, and breathing motion (a small periodic shift of the whole view).
 
 Class ids (:data:`SCENE_CLASSES`, stable):
@@ -19,19 +19,40 @@ id name         tissue parameters (mean, FACTS.md "Physiological ranges")
 == ============ ================================================================
 
 Spectra use the tissue model of :mod:`edge.physics` (Jacques 2013 absorption mix, power-law
-scattering, Farrell 1992 reflectance).  Band integration: the chromophore absorption is
-averaged over each Gaussian camera band (FWHM of the preset) before the reflectance model is
-evaluated at the band centre -- an approximation of integrating the reflectance itself that
-is accurate to about 1 % reflectance for ≤ 20 nm bands and 100× cheaper.
+scattering, Farrell 1992 reflectance).  Band integration is the forward model's own: the
+reflectance is evaluated on the 1 nm grid that covers every band ±4σ (clipped to the
+450-1000 nm tables) and integrated with the Gaussian band responses of
+:func:`edge.physics.band_weights` -- exactly what :func:`edge.physics.tissue_reflectance`
+does with ``fwhm_nm``, and so what the StO2 calibration is fitted on; the two agree to float32
+rounding (``tests/drivers/sim/test_scene_render.py``).  The bands share the grid, so this costs
+one model evaluation per nm of the covered range (tivita ~520, snapshot16 ~180, snapshot25
+~360 per pixel), not one per band and nm.  The renderer used to average µa over each band and
+evaluate the model once at the band centre: that is biased where µa changes within a band
+(up to 13 % relative at 591 nm, +5 to +11 points of StO2 on snapshot16;
+/work/shared/research/science.md, defect 2).  A 5-node Gauss rule per band was measured as
+the cheaper alternative (300 random spectra over the scene's parameter limits, against the
+dense integration): StO2 differences of mean/max 0.04/0.11 points on tivita, 0.12/0.44 on
+snapshot16 but 1.5/6.8 on snapshot25, whose unmixing is ill conditioned enough to turn
+0.2 % reflectance errors into points -- not good enough, and on tivita it costs as many model
+evaluations as the dense grid.
+
+Texture: each tissue parameter is its class mean plus a smooth random field (a coarse grid
+at the scale of the organ layout) plus a fine grain.  The grain is white noise filtered with
+a Gaussian of :data:`~drivers.sim.presets.TEXTURE_SIGMA_MM` (1.5 mm) at the scene's pixel
+size ``pixel_mm``: light spreads laterally over 1/µeff (about 0.4 mm at 560 nm, 4 mm at
+800 nm) before it leaves the tissue, so a camera cannot see tissue variation from one 0.5 mm
+pixel to the next -- and a per-pixel grain put about 2 points of StO2 texture into the ground
+truth that no camera could resolve (science.md defect 8).  The texture is added to the class
+means after they are painted, so organ and perfusion boundaries stay sharp steps.
 
 Species (:data:`SPECIES`, :class:`Species`): named presets of optics modifiers applied to the
 class means above before the texture is added -- a′ multiplier and b offset of the scattering
 power law, blood-volume multiplier, fat and water offsets, and a melanin volume fraction
 weighted per class (:data:`MELANIN_WEIGHT`).  They model the differences between the species
 of the xeno-learning study (FACTS.md, "The science behind the product") so that a model can be
-trained on one and tested on another.  The default, ``"pig"``, is the identity: it reproduces
-the scenes of the generator before species existed bit for bit (tested against stored
-renders).  ``malperfused_patch=False`` renders the same scene without the patch (the patch
+trained on one and tested on another.  The default, ``"pig"``, is the identity: the species code changes
+no bit of its renders (tested against stored renders: ``scene_reference_v2.npz``, made when
+the band integration and the texture scale changed; v1 held the renders before species).  ``malperfused_patch=False`` renders the same scene without the patch (the patch
 pixels keep their organ): the "before clamping" recording of the same view, used to learn
 perfused→malperfused spectral changes (:mod:`edge.models.train.xeno`).
 
@@ -46,11 +67,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivers.sim.presets import TEXTURE_SIGMA_MM
 from drivers.sim.tissue_classes import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT,
                                         SCENE_CLASSES, SPECIES, Species, get_species)
 from drivers.sim.workers import worker_pool
 from edge.errors import ConfigError
-from edge.physics import band_integrate, chromophore_range, chromophore_spectra
+from edge.physics import band_weights, chromophore_range, chromophore_spectra
 from edge.physics.reflectance import FWHM_TO_SIGMA, internal_reflection_A
 
 __all__ = ["SCENE_CLASSES", "CLASS_PARAMS", "MELANIN_WEIGHT", "SPECIES", "DEFAULT_SPECIES",
@@ -60,8 +82,9 @@ __all__ = ["SCENE_CLASSES", "CLASS_PARAMS", "MELANIN_WEIGHT", "SPECIES", "DEFAUL
 _TEXTURE = (0.04, 0.006, 0.03, 0.02, 2.0, 0.08)
 _LIMITS = ((0.0, 1.0), (0.005, 0.065), (0.5, 0.8), (0.0, 0.3), (5.0, 40.0), (0.5, 2.0))
 _CHROMOPHORES = ("HbO2", "Hb", "water", "fat")
-#: Pixels per block in the reflectance computation (~1 MB of float32 temporaries).
-_BLOCK = 2048
+#: Pixels per block in the reflectance computation (a few MB of float32 temporaries on the
+#: fine grid).
+_BLOCK = 512
 
 
 @dataclass
@@ -100,6 +123,26 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: tuple[int, in
     return f / max(float(f.std()), 1e-12)
 
 
+def _gaussian_grain(rng: np.random.Generator, h: int, w: int, sigma_px: float) -> np.ndarray:
+    """Zero-mean, unit-rms white noise filtered with a Gaussian of ``sigma_px`` pixels
+    (separable, truncated at 4σ, mirrored edges; plain NumPy so that rendering a scene loads
+    no SciPy)."""
+    noise = rng.standard_normal((h, w))
+    if sigma_px >= 0.2:
+        half = int(math.ceil(4.0 * sigma_px))
+        x = np.arange(-half, half + 1, dtype=np.float64)
+        k = np.exp(-0.5 * (x / sigma_px) ** 2)
+        k /= k.sum()
+        for axis in (0, 1):
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (half, half)
+            padded = np.pad(noise, pad, mode="symmetric" if half < noise.shape[axis]
+                            else "wrap")
+            noise = np.apply_along_axis(np.convolve, axis, padded, k, mode="valid")
+    noise -= noise.mean()
+    return noise / max(float(noise.std()), 1e-12)
+
+
 def _drape_spectrum(wl: np.ndarray) -> np.ndarray:
     """Reflectance of a green surgical drape: a dye band near 520 nm, NIR-transparent dye."""
     return (0.06 + 0.10 * np.exp(-0.5 * ((wl - 520.0) / 35.0) ** 2)
@@ -132,6 +175,9 @@ class SurgicalScene:
     malperfused_patch : bool
         False renders the same view without the malperfused patch (its pixels keep their
         organ class and parameters); everything else, noise included, is unchanged.
+    pixel_mm : float
+        Size of a pixel on the tissue, mm (sets the scale of the fine texture; the camera
+        passes its preset's :attr:`~drivers.sim.presets.CameraPreset.pixel_mm`).
     """
 
     def __init__(self, wavelengths_nm: np.ndarray, rows: int, cols: int, *, fwhm_nm: float = 10.0,
@@ -139,8 +185,13 @@ class SurgicalScene:
                  breathing_period_s: float = 4.0,
                  malperfusion: tuple[float, float, float] = (0.55, 0.25, 30.0),
                  n: float = 1.4, species: "str | Species" = DEFAULT_SPECIES,
-                 malperfused_patch: bool = True) -> None:
+                 malperfused_patch: bool = True, pixel_mm: float = 0.5) -> None:
         self.species = get_species(species)
+        if isinstance(pixel_mm, bool) or not isinstance(pixel_mm, (int, float)) \
+                or not 0.001 <= pixel_mm <= 100.0:
+            raise ConfigError(f"pixel_mm: expected a pixel size in mm within [0.001, 100], "
+                              f"got {pixel_mm!r}")
+        self.pixel_mm = float(pixel_mm)
         if not isinstance(malperfused_patch, bool):
             raise ConfigError(f"malperfused_patch: expected True or False, got "
                               f"{malperfused_patch!r}")
@@ -152,24 +203,28 @@ class SurgicalScene:
         self.malperfusion = tuple(float(v) for v in malperfusion)
         self._margin = int(math.ceil(self.breathing_amplitude_px)) + 1
         self._big_a = np.float32(internal_reflection_A(n))
-        self._basis = self._band_averaged_basis(fwhm_nm)
-        self._log_wl = np.log(self.wavelengths / 500.0).astype(np.float32)
-        self._melanin_basis = (self._band_averaged_basis(fwhm_nm, ("melanin",))[0]
-                               if self.species.melanin > 0 else None)
+        self._fine = self._fine_grid(fwhm_nm)
+        # (n_fine, bands): the band responses of the forward model, applied by one matmul.
+        self._band_w = np.ascontiguousarray(
+            band_weights(self._fine, self.wavelengths, fwhm_nm).T.astype(np.float32))
+        self._basis = chromophore_spectra(_CHROMOPHORES, self._fine).astype(np.float32)
+        self._log_wl = np.log(self._fine / 500.0).astype(np.float32)
+        self._melanin_basis = (chromophore_spectra(("melanin",), self._fine)[0]
+                               .astype(np.float32) if self.species.melanin > 0 else None)
         self._seed = int(seed)
         self._build(np.random.default_rng([int(seed), 0x5CE7E]))
         self._last_s: float | None = None
 
     # -- construction --------------------------------------------------------------------
-    def _band_averaged_basis(self, fwhm_nm: float,
-                             chromophores: tuple[str, ...] = _CHROMOPHORES) -> np.ndarray:
-        lo = max(chromophore_range(c)[0] for c in chromophores)
-        hi = min(chromophore_range(c)[1] for c in chromophores)
+    def _fine_grid(self, fwhm_nm: float) -> np.ndarray:
+        """The 1 nm grid of :func:`edge.physics.tissue_reflectance` (bands ±4σ, clipped to
+        the absorption tables)."""
+        names = _CHROMOPHORES + ("melanin",)
+        lo = max(chromophore_range(c)[0] for c in names)
+        hi = min(chromophore_range(c)[1] for c in names)
         half = 4.0 * FWHM_TO_SIGMA * fwhm_nm
-        fine = np.arange(max(lo, math.floor(self.wavelengths[0] - half)),
+        return np.arange(max(lo, math.floor(self.wavelengths[0] - half)),
                          min(hi, math.ceil(self.wavelengths[-1] + half)) + 0.5, 1.0)
-        mu = chromophore_spectra(chromophores, fine)
-        return band_integrate(fine, mu, self.wavelengths, fwhm_nm).astype(np.float32)
 
     def _build(self, rng: np.random.Generator) -> None:
         m = self._margin
@@ -203,8 +258,10 @@ class SurgicalScene:
                 params[k][sel] = means[k]
             if params.shape[0] == 7:
                 params[6][sel] = self.species.melanin * MELANIN_WEIGHT[name]
+        grain_sigma_px = TEXTURE_SIGMA_MM / self.pixel_mm
         for k in range(6):
-            tex = 0.8 * _smooth_field(rng, h, w, (12, 16)) + 0.6 * rng.standard_normal((h, w))
+            grain = _gaussian_grain(rng, h, w, grain_sigma_px)
+            tex = 0.8 * _smooth_field(rng, h, w, (12, 16)) + 0.6 * grain
             params[k] += _TEXTURE[k] * tex
             params[k] = np.clip(params[k], *_LIMITS[k])
         if params.shape[0] == 7:
@@ -218,7 +275,7 @@ class SurgicalScene:
 
         tissue = classes != 0
         refl = np.empty((h, w, self.wavelengths.size), dtype=np.float32)
-        refl[tissue] = self._diffuse(params[:, tissue])
+        refl[tissue] = self.diffuse_reflectance(params[:, tissue])
         drape = _drape_spectrum(self.wavelengths).astype(np.float32)
         shade = (1.0 + 0.08 * _smooth_field(rng, h, w, (6, 8)))[~tissue].astype(np.float32)
         refl[~tissue] = shade[:, None] * drape[None, :]
@@ -238,8 +295,20 @@ class SurgicalScene:
         self._sto2 = np.where(tissue, params[0], nan).astype(np.float32)
         self._blood = np.where(tissue, params[1], nan).astype(np.float32)
 
-    def _diffuse(self, p: np.ndarray) -> np.ndarray:
-        """Farrell reflectance for parameter columns ``p`` (6 or 7, N) -> (N, bands) float32.
+    def diffuse_reflectance(self, p: np.ndarray) -> np.ndarray:
+        """Band-integrated Farrell reflectance of tissue parameter columns.
+
+        Parameters
+        ----------
+        p : ndarray of shape (6, N) or (7, N)
+            Rows sto2, blood_volume, water, fat, scatter_a (cm⁻¹ at 500 nm), scatter_b, and
+            melanin (only for a species with melanin, whose basis the scene then holds).
+
+        Returns
+        -------
+        ndarray of shape (N, bands), float32
+            What :func:`edge.physics.tissue_reflectance` returns with this scene's band
+            centres and FWHM (n = the scene's), to float32 rounding.
 
         Works in blocks of pixels on the shared worker pool: the temporaries of a block stay
         in cache and NumPy releases the GIL, so blocks run on all cores.
@@ -262,12 +331,13 @@ class SurgicalScene:
             mua += p[6].astype(np.float32)[:, None] * self._melanin_basis[None, :]
         musp = a[:, None] * np.exp(-bb[:, None] * self._log_wl[None, :])
         # Farrell 1992 with x = mua/musp: albedo = 1/(1+x), sqrt(3(1-albedo)) = sqrt(3x/(1+x))
+        # (x/(1+x) rather than 1 - albedo: no cancellation in float32 where x is small).
         mua /= musp
         albedo = 1.0 / (1.0 + mua)
-        root = np.sqrt(3.0 * (1.0 - albedo))
-        out = 0.5 * albedo * np.exp(-root)
-        out *= 1.0 + np.exp(np.float32(-4.0 / 3.0) * self._big_a * root)
-        return out.astype(np.float32, copy=False)
+        root = np.sqrt(3.0 * mua * albedo)
+        r = 0.5 * albedo * np.exp(-root)
+        r *= 1.0 + np.exp(np.float32(-4.0 / 3.0) * self._big_a * root)
+        return r @ self._band_w
 
     # -- rendering -----------------------------------------------------------------------
     @property
@@ -305,7 +375,7 @@ class SurgicalScene:
             self._sto2 = self._sto2.copy()
             self._sto2[self._patch] = s
             self._refl = self._refl.copy()
-            self._refl[self._patch] = (self._diffuse(p)
+            self._refl[self._patch] = (self.diffuse_reflectance(p)
                                        + self._specular[self._patch][:, None])
             self._last_s = s_mean
         dy, dx = self.offset(t_s)

@@ -13,6 +13,18 @@ Noise: shot noise of signal and dark current (Gaussian approximation of Poisson,
 ``K·gain·(mean − black)`` in counts², ``K`` = counts per electron at gain 1) plus read noise;
 then rounding to integer counts and clipping to ``[0, 2**bits − 1]`` (saturation).
 
+Per preset (:meth:`SensorModel.for_preset`, :class:`drivers.sim.presets.SensorSpec`, sources
+and **unverified** figures in the presets' docstring): the full well and read noise of the
+chip; averaged detector reads per delivered pixel (push-broom binning: tivita); and for the
+mosaic snapshot cameras the band misregistration and the filter crosstalk.  A mosaic band
+``k`` sits at ``(k // n, k % n)`` of its ``n×n`` super-pixel, so it samples the scene
+``((k // n − (n−1)/2)/n, (k % n − (n−1)/2)/n)`` spectral pixels away from the super-pixel
+centre (bilinear interpolation of the reflectance; no demosaicing, as the vendor cube
+delivers it).  Crosstalk mixes the mean signal of the bands with the matrix ``X`` of
+:func:`mosaic_crosstalk` before the noise; the camera then applies the correction ``X⁺`` to
+the dark-subtracted counts (assumed exact), which restores the mean and amplifies and
+correlates the noise.  The white and dark references go through the same path.
+
 Random numbers come from ``numpy.random.default_rng`` seeded with ``[seed, frame_id, ...]``
 so a frame depends only on the seed and its frame id, never on thread timing (see the
 ``noise`` option of :class:`SensorModel` for the fast noise pool).
@@ -29,6 +41,7 @@ from typing import Mapping
 
 import numpy as np
 
+from drivers.sim.mosaic import mosaic_crosstalk, mosaic_offsets, shift_bilinear
 from drivers.sim.workers import worker_pool
 from edge.errors import ConfigError
 from edge.physics import band_integrate
@@ -161,13 +174,19 @@ class SensorModel:
         N(0, 1) and effectively independent between frames, but two rows of the same frame may share a
         stretch of noise values -- invisible to per-pixel statistics, which is what
         calibration and the pipeline use.
+    mosaic : int
+        ``n`` of an ``n×n`` filter mosaic (0: none): bands are misregistered by
+        :func:`mosaic_offsets` and mixed by :func:`mosaic_crosstalk`.
+    neighbour_crosstalk, sidelobe_leak : float
+        Crosstalk fractions of the mosaic (see :func:`mosaic_crosstalk`).
     """
 
     def __init__(self, wavelengths_nm: np.ndarray, rows: int, cols: int, *, bit_depth: int = 10,
                  fwhm_nm: float = 10.0, seed: int = 0, full_well_e: float = 10_000.0,
                  read_noise_e: float = 10.0, black_level_frac: float = 16 / 1023,
                  dark_current_e_s: float = 200.0, vignetting: float = 0.25, prnu: float = 0.01,
-                 hot_pixel_fraction: float = 2e-4, noise: str = "pool") -> None:
+                 hot_pixel_fraction: float = 2e-4, noise: str = "pool", mosaic: int = 0,
+                 neighbour_crosstalk: float = 0.0, sidelobe_leak: float = 0.0) -> None:
         if noise not in NOISE_MODES:
             raise ConfigError(f"noise: expected one of {', '.join(NOISE_MODES)}, got {noise!r}")
         self.noise = noise
@@ -198,6 +217,37 @@ class SensorModel:
                       / (0.99 * float(np.max(default * self._band_response))))
         self._illumination = default
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.mosaic = int(mosaic)
+        self._offsets = (mosaic_offsets(self.wavelengths.size, self.mosaic)
+                         if self.mosaic else None)
+        self.crosstalk: np.ndarray | None = None
+        self._xt = self._ct = None
+        if self.mosaic and (neighbour_crosstalk or sidelobe_leak):
+            self.crosstalk = mosaic_crosstalk(self.wavelengths.size, self.mosaic,
+                                              neighbour_crosstalk, sidelobe_leak)
+            # Right-multiplied row vectors: mixed = sig @ X.T, corrected = mixed @ pinv(X).T
+            self._xt = np.ascontiguousarray(self.crosstalk.T.astype(np.float32))
+            self._ct = np.ascontiguousarray(np.linalg.pinv(self.crosstalk).T.astype(np.float32))
+
+    @classmethod
+    def for_preset(cls, preset, *, seed: int = 0, **overrides) -> "SensorModel":
+        """The sensor of a camera preset (:class:`drivers.sim.presets.CameraPreset`).
+
+        Its :class:`~drivers.sim.presets.SensorSpec` sets the full well, read noise and dark
+        current (times ``reads_per_pixel``, the read noise times its square root: averaged
+        reads keep the mean and cut the relative noise by √reads) and the mosaic;
+        ``overrides`` (any keyword of :class:`SensorModel`) win over them.
+        """
+        spec = preset.sensor
+        reads = int(spec.reads_per_pixel)
+        kw = dict(bit_depth=preset.bit_depth, fwhm_nm=preset.fwhm_nm, seed=seed,
+                  full_well_e=spec.full_well_e * reads,
+                  read_noise_e=spec.read_noise_e * float(np.sqrt(reads)),
+                  dark_current_e_s=200.0 * reads, mosaic=spec.mosaic,
+                  neighbour_crosstalk=spec.neighbour_crosstalk,
+                  sidelobe_leak=spec.sidelobe_leak)
+        kw.update(overrides)
+        return cls(preset.wavelength_array(), preset.rows, preset.cols, **kw)
 
     # -- illumination --------------------------------------------------------------------
     def default_illumination(self) -> np.ndarray:
@@ -308,6 +358,10 @@ class SensorModel:
             starts = np.random.default_rng([self.seed, int(frame_id)]).integers(
                 0, pool.size - row_len, rows)
 
+        if self._offsets is not None:
+            reflectance = self.misregister(reflectance)
+        xt, ct = self._xt, self._ct
+
         def work(i: int) -> None:
             rng = np.random.default_rng([self.seed, int(frame_id), i])
             m = np.empty(per_unit.shape[1:], dtype=np.float32)
@@ -315,6 +369,8 @@ class SensorModel:
             # Row by row so every temporary stays in cache: ~10 passes cost ~2-3 here.
             for r in range(edges[i], edges[i + 1]):
                 np.multiply(per_unit[r], reflectance[r], out=m)
+                if xt is not None:
+                    m = m @ xt
                 m += dark[r]
                 m += half
                 np.multiply(m, kg, out=sd)
@@ -327,10 +383,83 @@ class SensorModel:
                     sd *= pool[starts[r]:starts[r] + row_len].reshape(m.shape)
                 m += sd
                 np.clip(m, 0, top, out=m)
+                if ct is not None:
+                    # The ADC's counts, then the camera's crosstalk correction on them.
+                    np.floor(m, out=m)
+                    m -= dark[r]
+                    m = m @ ct
+                    m += dark[r]
+                    m += half
+                    np.clip(m, 0, top, out=m)
                 out[r] = m  # truncation of (x + 0.5) >= 0 == rounding
 
         list(worker_pool().map(work, range(_N_CHUNKS)))
         return out
+
+    def misregister(self, reflectance: np.ndarray) -> np.ndarray:
+        """Each band sampled at its mosaic offset (:func:`mosaic_offsets`); identity without
+        a mosaic.
+
+        Parameters
+        ----------
+        reflectance : ndarray of shape (rows, cols, bands), float32
+
+        Returns
+        -------
+        ndarray of shape (rows, cols, bands), float32 (a new array with a mosaic)
+        """
+        if self._offsets is None:
+            return reflectance
+        out = np.empty(reflectance.shape, dtype=np.float32)
+        for k, (dy, dx) in enumerate(self._offsets):
+            out[:, :, k] = shift_bilinear(reflectance[:, :, k].astype(np.float32), dy, dx)
+        return out
+
+    def reflectance_noise(self, reflectance: np.ndarray, exposure_us: float, gain: float,
+                          rng: np.random.Generator, *, reference_frames: int = 8,
+                          rho_ref: float = 0.99) -> np.ndarray:
+        """Noisy flat-fielded reflectance of spectra seen at the image centre.
+
+        What the chain computes, ``rho_ref · (raw − dark_ref) / (white_ref − dark_ref)``, with
+        this sensor's noise (shot, read, dark shot, quantisation, crosstalk correction) on the
+        raw frame and on references averaged over ``reference_frames`` frames; Gaussian
+        approximation, no saturation, no fixed patterns, no misregistration (spectra have no
+        neighbours).  Used to fit the StO2 calibration with noise
+        (``tools/fit_sto2_calibration.py``).
+
+        Parameters
+        ----------
+        reflectance : ndarray of shape (n, bands)
+        exposure_us, gain : float
+        rng : numpy Generator
+
+        Returns
+        -------
+        ndarray of shape (n, bands), float64
+        """
+        r = np.asarray(reflectance, dtype=np.float64)
+        ill = self._illumination
+        band = (self._k_fs * ill * self._band_response
+                * (exposure_us / REFERENCE_EXPOSURE_US) * gain)
+        kg = self.counts_per_e * gain
+        dark = float(np.median(self._dark_rate_e_s)) * exposure_us * 1e-6 * gain \
+            * self.counts_per_e
+        x = self.crosstalk if self.crosstalk is not None else np.eye(band.size)
+        c = np.linalg.pinv(x)
+
+        def measure(sig: np.ndarray, frames: int) -> np.ndarray:
+            mixed = sig @ x.T
+            var = kg * (mixed + dark) + self.read_noise_counts ** 2 + 1.0 / 12.0
+            noisy = mixed + np.sqrt(var / frames) * rng.standard_normal(mixed.shape)
+            return noisy @ c.T
+
+        signal = measure(r * band, 1)
+        white = measure(np.broadcast_to(rho_ref * band, r.shape), reference_frames)
+        # The dark reference: dark shot and read noise, averaged (the frames' own dark noise
+        # is in measure()).
+        dvar = kg * dark + self.read_noise_counts ** 2 + 1.0 / 12.0
+        d_ref = np.sqrt(dvar / reference_frames) * rng.standard_normal(r.shape)
+        return rho_ref * (signal - d_ref) / (white - d_ref)
 
     def _noise_pool(self) -> np.ndarray:
         """Standard normals drawn once per sensor (float32, 2**23 + one row)."""

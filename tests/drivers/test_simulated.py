@@ -238,7 +238,7 @@ def test_scene_diffuse_model_matches_physics():
     wl = np.linspace(500, 1000, 11)
     scene = SurgicalScene(wl, 8, 8, fwhm_nm=0.01, seed=0)
     p = np.array([[0.7], [0.03], [0.75], [0.1], [20.0], [1.2]])
-    ours = scene._diffuse(p)[0]
+    ours = scene.diffuse_reflectance(p)[0]
     ref = tissue_reflectance(wl, sto2=0.7, blood_volume=0.03, water=0.75, fat=0.1,
                              scatter_a=20.0, scatter_b=1.2)
     np.testing.assert_allclose(ours, ref, rtol=2e-5)

@@ -1,9 +1,11 @@
 """Species tissue optics in the scene generator (drivers.sim.scene SPECIES / Species).
 
-The reference file ``data/scene_reference_v1.npz`` was rendered with the scene generator
-(then drivers/scene.py) *before* species existed (tivita 10x12 seed 3 and snapshot25 12x16
-seed 7, scene times 0 and 20 s; keys ``<tiv|snap>_t<0|20>_<refl|classes|sto2|blood>``); the
-default species must reproduce it bit for bit.
+The reference file ``data/scene_reference_v2.npz`` was rendered with the scene generator
+when the band integration became the forward model's (1 nm grid) and the fine texture got its
+physical scale (tivita 10x12 seed 3 and snapshot25 12x16 seed 7, default pixel_mm 0.5, scene
+times 0 and 20 s; keys ``<tiv|snap>_t<0|20>_<refl|classes|sto2|blood>``); the default species
+must reproduce it bit for bit.  (v1 held the renders from before species existed, with
+band-averaged absorption and per-pixel grain.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from drivers.sim.scene import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT, SC
 from drivers.simulated import SimulatedCamera
 from edge.errors import ConfigError
 
-REFERENCE = Path(__file__).parent / "data" / "scene_reference_v1.npz"
+REFERENCE = Path(__file__).parent / "data" / "scene_reference_v2.npz"
 MALPERFUSED = SCENE_CLASSES.index("malperfused")
 
 
@@ -31,7 +33,7 @@ def _scene(preset="snapshot25", rows=40, cols=48, seed=5, **kw):
 @pytest.mark.parametrize("key,preset,rows,cols,seed", [("tiv", "tivita", 10, 12, 3),
                                                        ("snap", "snapshot25", 12, 16, 7)])
 @pytest.mark.parametrize("species", [None, "pig", Species("pig")])
-def test_default_species_is_bit_identical_to_pre_species_renders(key, preset, rows, cols, seed,
+def test_default_species_is_bit_identical_to_stored_renders(key, preset, rows, cols, seed,
                                                                 species):
     ref = np.load(REFERENCE)
     kw = {} if species is None else {"species": species}
