@@ -4,7 +4,9 @@ A corpus is either
 
 - a folder tree: every folder below it that holds a ``recording.json`` (written by
   :class:`drivers.recorder.Recorder`, e.g. ``hsi-edge simulate``) is one recording; its
-  calibration record is the ``calibration/`` folder beside the frames when there is one;
+  calibration record is the ``calibration/`` folder beside the frames when there is one.  A
+  folder with TIVITA cubes (``*_SpecCube.dat``, as in htc's ``subject/timestamp/`` layout) is
+  one recording too (reflectance: no calibration record needed);
 - a manifest (YAML) listing recordings and their calibration records::
 
       recordings:
@@ -12,6 +14,9 @@ A corpus is either
           calibration: site-a/cal-0317     # optional: a record folder; default
                                            # <path>/calibration when it exists
           id: case-001                     # optional: default the path as written
+
+  A manifest may list any recording ``hsi-edge run`` replays (NPZ folder, TIVITA ``.dat``,
+  ENVI ``.hdr``, ``.npy`` stack).
 
 The recording id (its path relative to the corpus, ``/``-separated) names its result files.
 """
@@ -33,6 +38,8 @@ __all__ = ["Recording", "discover", "recording_fingerprint", "config_hash", "mod
            "safe_name", "recorded_preset"]
 
 MANIFEST_KEYS = {"path", "calibration", "id"}
+#: TIVITA cube files (htc's ``subject/timestamp/<timestamp>_SpecCube.dat`` layout).
+TIVITA_SUFFIX = "_SpecCube.dat"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -97,7 +104,8 @@ def _from_tree(root: Path) -> list[Recording]:
     for dirpath, dirnames, filenames in os.walk(root):
         # hidden folders are the recorder's staging/old copies; calibration holds no frames
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "calibration")
-        if "recording.json" in filenames:
+        tivita = any(f.endswith(TIVITA_SUFFIX) for f in filenames)
+        if "recording.json" in filenames or tivita:
             path = Path(dirpath).resolve()
             rel = Path(dirpath).relative_to(root).as_posix()
             out.append(Recording(rel if rel != "." else path.name, str(path),

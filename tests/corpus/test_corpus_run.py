@@ -191,3 +191,27 @@ def test_rerun_keeps_failures_unless_asked(corpus_parts, tmp_path):
     assert corpus_run(corpus_parts, corpus, out, "--workers", "0", "--redo-failed") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["computed"], summary["skipped_done"], summary["failed"]) == (1, 1, 1)
+
+
+def test_tivita_cube_folders_are_recordings(corpus_parts, tmp_path):
+    """htc's subject/timestamp/<timestamp>_SpecCube.dat layout: reflectance, no calibration."""
+    from drivers.formats.tivita import write_tivita_cube
+
+    src = corpus_parts["good"] / GOOD[0] / "frame_000000.npz"
+    with np.load(src) as z:
+        reflectance = np.ascontiguousarray(z["truth_reflectance"], dtype=np.float32)
+    corpus = tmp_path / "htc"
+    for stamp in ("2019_12_14_12_00_00", "2019_12_14_12_01_00"):
+        (corpus / "P001" / stamp).mkdir(parents=True)
+        write_tivita_cube(corpus / "P001" / stamp / f"{stamp}_SpecCube.dat", reflectance)
+    cfg = tmp_path / "none.yaml"
+    cfg.write_text(yaml.safe_dump({"processing": {"backend": "numpy"}, "model": {"card": "none"}}))
+    out = tmp_path / "run"
+    assert main(["corpus", "run", str(corpus), "--config", str(cfg), "--out", str(out),
+                 "--workers", "0", "--no-progress"]) == 0
+    rows = read_table(out)
+    assert [r["id"] for r in rows] == ["P001/2019_12_14_12_00_00", "P001/2019_12_14_12_01_00"]
+    for r in rows:
+        assert (r["status"], r["frames"], r["model"]) == ("ok", 1, None)
+        assert 0 < r["sto2_mean"] < 1
+    assert rows[0]["sto2_mean"] == rows[1]["sto2_mean"]  # the same cube twice
