@@ -80,9 +80,14 @@ def ambient_check(t: ThresholdTable, ambient: np.ndarray, white: np.ndarray,
 
 
 def warmup_change(previous: np.ndarray, latest: np.ndarray) -> float:
-    """Largest per-band relative change (%) between two white groups' central means."""
-    p = central(np.asarray(previous, np.float64)).mean(axis=(0, 1))
-    q = central(np.asarray(latest, np.float64)).mean(axis=(0, 1))
+    """Largest per-band relative change (%) between two white groups' central band means.
+
+    Parameters
+    ----------
+    previous, latest : ndarray of shape (bands,)
+        Mean over the central 80 % of each group's averaged white.
+    """
+    p, q = np.asarray(previous, np.float64), np.asarray(latest, np.float64)
     return float(100.0 * np.max(np.abs(q - p) / np.maximum(np.abs(q), 1e-6)))
 
 
@@ -100,7 +105,8 @@ def dark_checks(t: ThresholdTable, dark: np.ndarray, dark_std: np.ndarray, n: in
     noise = float(np.median(dark_std)) if n > 1 else float("nan")
     hot_pct = 100.0 * float(hot.mean())
     data = {"dark_mean": level, "dark_noise": noise, "hot_pct": hot_pct,
-            "band_mean": _band_means(dark, 1.0).tolist()}
+            "band_mean": _band_means(dark, 1.0).tolist(),
+            "band_noise": _band_means(dark_std, 1.0).tolist()}
     out = []
     if baseline:
         sigma = max(float(baseline["dark_noise"]), 0.1)

@@ -196,21 +196,27 @@ class FieldCalibration:
 
     def _step_warmup(self) -> list[CheckResult]:
         s = self.s
-        groups = [(0.0, self._avg(s.warmup_frames, what="warm-up").mean)]
+
+        def group() -> tuple[np.ndarray, np.ndarray]:
+            # only band means are kept: a full-size cube per group would cost GBs
+            mean = self._avg(s.warmup_frames, what="warm-up").mean
+            return C.central(mean).mean(axis=(0, 1)), C.central(mean, 0.5).mean(axis=(0, 1))
+
+        groups = [(0.0, *group())]
         elapsed, change = 0.0, float("nan")
         lag = max(int(round(s.warmup_window_s / s.warmup_interval_s)), 1)
         while elapsed < s.warmup_max_s:
             self.placer.wait(s.warmup_interval_s, "warm-up")
             elapsed += s.warmup_interval_s
-            groups.append((elapsed, self._avg(s.warmup_frames, what="warm-up").mean))
+            groups.append((elapsed, *group()))
             if len(groups) > lag:
                 change = C.warmup_change(groups[-1 - lag][1], groups[-1][1])
                 if change <= self.t["warmup_stability"].warn:
                     break
         self.extras["warmup"] = {"t_s": [g[0] for g in groups],
-                                 "level": [float(np.mean(C.central(g[1]))) for g in groups]}
+                                 "level": [float(np.mean(g[1])) for g in groups]}
         full = 2.0 ** self.cam.bit_depth - 1
-        peak = float(np.max(np.mean(C.central(groups[-1][1], 0.5), axis=(0, 1)))) / full
+        peak = float(np.max(groups[-1][2])) / full
         # auto-exposure: the white at ~75 % of full scale (FACTS.md); the previous record's
         # white exposure is kept when it is within 10 % of that (comparable whites)
         target = float(np.clip(self.s.exposure_us * 0.75 / max(peak, 1e-3),
@@ -259,7 +265,13 @@ class FieldCalibration:
             results += C.drift_checks(self.t, self.white.mean, wd.mean, prev_pair[0],
                                       prev_pair[1], self.white_exposure / prev.white_exposure_us)
             self.extras["previous_white"] = C._band_means(prev_pair[0] - prev_pair[1]).tolist()
-        self.extras["white_band"] = C._band_means(self.white.mean - wd.mean).tolist()
+        span = self.white.mean - wd.mean
+        self.extras["white_band"] = C._band_means(span).tolist()
+        picks = sorted({0, span.shape[2] // 2, span.shape[2] - 1})
+        self.extras["uniformity_bands"] = {
+            float(self.cam.wavelengths[b]): (span[:, :, b] / max(float(np.median(span[:, :, b])),
+                                                                 1e-6)).astype(np.float32)
+            for b in picks}
         self.extras["white_map"] = results[3].data.pop("map")
         self.rho = self.certs["white"].band_values(self.cam.wavelengths, self.cam.fwhm_nm or 0.0)
         return results

@@ -70,8 +70,15 @@ def _figures(plt, record, by: dict[str, CheckResult], qc: dict, extras: dict) ->
             a.set_ylabel("counts")))
     if "dark_level" in by:
         d = by["dark_level"].data
-        add("Dark level per band", lambda f, a: (
-            a.plot(wl, d["band_mean"]), a.set_xlabel("nm"), a.set_ylabel("counts")))
+
+        def dark(f, a):
+            a.plot(wl, d["band_mean"], label="mean")
+            a.set_xlabel("nm"), a.set_ylabel("mean counts")
+            if "band_noise" in d:
+                b = a.twinx()
+                b.plot(wl, d["band_noise"], "--", c="tab:orange", label="temporal noise")
+                b.set_ylabel("noise counts rms")
+        add("Dark level (solid) and temporal noise (dashed) per band", dark)
     if "hot_map" in extras:
         def hot(f, a):
             im = a.imshow(np.asarray(extras["hot_map"], float), cmap="Reds", vmin=0, vmax=1)
@@ -85,6 +92,15 @@ def _figures(plt, record, by: dict[str, CheckResult], qc: dict, extras: dict) ->
                 a.plot(wl, extras["previous_white"], "--", label="previous")
             a.set_xlabel("nm"), a.set_ylabel("counts above dark"), a.legend(fontsize=8)
         add("White spectrum against the previous calibration", white)
+    if "uniformity_bands" in extras:
+        maps = extras["uniformity_bands"]
+        fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps), 2.6))
+        for a, (nm, m) in zip(np.atleast_1d(axes), maps.items()):
+            im = a.imshow(100 * (np.asarray(m, float) - 1), cmap="coolwarm")
+            a.set_title(f"{nm:.0f} nm", fontsize=9)
+            a.set_xticks([]), a.set_yticks([])
+            fig.colorbar(im, ax=a, label="% from median")
+        figs.append(("White uniformity maps (three bands)", _png(fig)))
     if "white_map" in extras:
         def uni(f, a):
             m = 100 * np.asarray(extras["white_map"], float)

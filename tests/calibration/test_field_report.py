@@ -33,7 +33,8 @@ def test_report_is_self_contained_with_plots_and_json_twin(report):
     html = (report / "report.html").read_text()
     imgs = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,([^']+)'", html)
     titles = [t for t, _ in imgs]
-    for want in ("Warm-up", "Dark level per band", "Hot-pixel map", "White spectrum against",
+    for want in ("Warm-up", "Dark level (solid)", "Hot-pixel map", "White spectrum against",
+                 "uniformity maps (three bands)",
                  "uniformity", "SNR per band", "Linearity residuals", "Grey tile: measured",
                  "Colour tile", "Wavelength shift", "MTF", "Drift trend"):
         assert any(want in t for t in titles), (want, titles)
