@@ -96,11 +96,15 @@ class FieldCalibration:
     table : ThresholdTable
     history_root : path, optional
         Folder of the per-serial histories (None: no history).
+    tile_ids : dict of str to str, optional
+        Tile ids read from the tiles, checked against their certificates.
+    on_step : callable, optional
+        ``on_step(step, results)`` after each step (the CLI prints the verdicts).
     """
 
     def __init__(self, camera, placer: Placer, certs: dict[str, Certificate], out, *,
                  settings: FieldSettings, table: ThresholdTable, history_root=None,
-                 tile_ids: dict[str, str] | None = None) -> None:
+                 tile_ids: dict[str, str] | None = None, on_step=None) -> None:
         for role in ("white", "grey_tile"):
             if role not in certs:
                 raise CalibrationError(f"certificates: a {role} certificate is required")
@@ -109,6 +113,7 @@ class FieldCalibration:
             raise CalibrationError(f"optional checks: unknown {', '.join(bad)}; allowed: "
                                    f"{', '.join(OPTIONAL)}")
         self.cam, self.placer, self.certs = camera, placer, certs
+        self.on_step = on_step  # called (step, results) after each step: progress for people
         self.out, self.s, self.t = Path(out), settings, table
         self.tile_ids = dict(tile_ids or {})
         self.history = None if history_root is None else History(history_root, camera.serial)
@@ -147,6 +152,8 @@ class FieldCalibration:
             self.results += results
             for r in results:
                 log.info("  %s", r.line())
+            if self.on_step is not None:
+                self.on_step(step, results)
             if self.steps[step] == FAIL and not self.s.allow_fail:
                 self._log_history(refused_at=step)
                 raise CalibrationRefused(step, results, f"the previous record in {self.out} "

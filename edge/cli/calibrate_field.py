@@ -178,13 +178,18 @@ def run_field(args: argparse.Namespace) -> int:
     with cam:
         fc = FieldCalibration(cam, _placer(args, cam), certs, args.out, settings=settings,
                               table=table, history_root=_history(args, args.out),
-                              tile_ids=tile_ids)
+                              tile_ids=tile_ids, on_step=_print_step)
         result = fc.run()
-    for r in result.results:
-        print(r.line())
     print(f"signed {result.qc['verdict']} record {result.path} (valid until "
           f"{result.qc['valid_until']}); report {result.path / 'report.html'}")
     return 0
+
+
+def _print_step(step: str, results) -> None:
+    from calibration.thresholds import worst
+    print(f"-- {step}: {worst(r.verdict for r in results)}", flush=True)
+    for r in results:
+        print(f"   {r.line()}", flush=True)
 
 
 def run_check(args: argparse.Namespace) -> int:
