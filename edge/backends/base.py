@@ -22,14 +22,17 @@ import numpy as np
 from edge.core.chain import (FLAG_BAD_PIXEL, FLAG_NAMES, FLAG_NONFINITE,  # noqa: F401
                              FLAG_SATURATED, FLAG_UNDEREXPOSED, FLAG_UNMIX_INVALID, MAP_NAMES,
                              ChainResult, PackSpec, chain_bytes)
-from edge.errors import ConfigError
+from edge.errors import BackendUnavailable, ConfigError
 from edge.processing.plan import ChainPlan
 
 __all__ = [
     "FLAG_SATURATED", "FLAG_UNDEREXPOSED", "FLAG_NONFINITE", "FLAG_BAD_PIXEL",
     "FLAG_UNMIX_INVALID", "FLAG_NAMES", "MAP_NAMES", "PackSpec", "ChainResult", "Backend",
-    "chain_bytes", "ChainPlan", "resolve_plan",
+    "chain_bytes", "ChainPlan", "resolve_plan", "QUALITY_BACKENDS",
 ]
+
+#: Backends that run a plan's quality rules (:mod:`edge.processing.quality`).
+QUALITY_BACKENDS = ("numpy",)
 
 
 def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPlan:
@@ -50,8 +53,16 @@ def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPla
             raise ConfigError(f"{backend} backend: {', '.join(sorted(config))} given beside a "
                               f"ChainPlan, which already holds its configuration; pass either "
                               f"a plan or wavelengths with options")
-        return plan
-    return ChainPlan.build(plan, **config)
+    else:
+        plan = ChainPlan.build(plan, **config)
+    if plan.quality is not None and backend not in QUALITY_BACKENDS:
+        # The StO2 sigma, validity bits and the 7x7 spatial step (issue 14) exist in the NumPy
+        # reference only: a compiled chain refuses them rather than silently differ.
+        raise BackendUnavailable(
+            f"{backend} backend: processing.quality (StO2 sigma, validity mask, spatial step) "
+            f"is implemented only in the {', '.join(QUALITY_BACKENDS)} backend; set "
+            f"processing.backend: numpy, or processing.quality: false")
+    return plan
 
 
 class Backend(ABC):

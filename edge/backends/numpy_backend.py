@@ -13,6 +13,14 @@ per block with preallocated buffers:
 3. maps        thb, raw and calibrated StO2, and the index ratios from the matmul columns;
 4. pack        L1-normalised selected bands written transposed into the NCHW input.
 
+With quality rules in the plan (issue 14, :mod:`edge.processing.quality`) each block also
+gets the delta-method variance of raw StO2 (one (bands, 3) matmul on ``var(A)``), the
+specular and low-blood bits, and -- for the spatial step -- the band-group guide (extra
+columns of the fused matmul) and the StO2 index's ``A''`` terms; after the blocks,
+:func:`~edge.processing.quality.finish_quality` runs the frame-wide part (the 7x7 spatial
+step needs every block's neighbours), adds ``sto2_sigma``/``sto2_all`` and
+``FLAG_UNCERTAIN``, and the map channels of the network input are written then.
+
 :meth:`NumpyBackend.run_reference` does the same by calling the public functions one by one
 on the whole frame (slow, obviously right); tests check both agree.
 
@@ -30,11 +38,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.backends.base import Backend, resolve_plan
-from edge.core.chain import FLAG_SATURATED, FLAG_UNMIX_INVALID, MAP_NAMES, ChainResult
+from edge.core.chain import (FLAG_MAPS_ONLY, FLAG_SATURATED, FLAG_SPECULAR, FLAG_STO2_ONLY,
+                             FLAG_UNMIX_INVALID, MAP_NAMES, QUALITY_MAP_NAMES, ChainResult)
 from edge.errors import DataFormatError
 from edge.processing.indices import indices_from_terms, tivita_indices
 from edge.processing.pack import pack_input
 from edge.processing.plan import ChainPlan, pass_through
+from edge.processing.quality import (absorbance_variance, finish_quality, pixel_flags,
+                                     sto2_raw_variance)
 
 __all__ = ["NumpyBackend", "MAP_NAMES"]
 
@@ -83,9 +94,11 @@ class NumpyBackend(Backend):
         self._k = len(p.unmixer.components)
         self._layout = p.index_layout
         # Fused matrix on log(R): A = -log(R), so both parts get a minus sign.
-        self._mat = np.ascontiguousarray(
-            -np.concatenate([p.unmixer.pinv.T.astype(np.float64), p.index_terms], axis=1),
-            dtype=np.float32)
+        cols = [p.unmixer.pinv.T.astype(np.float64), p.index_terms]
+        self._spatial = p.quality is not None and p.quality.spatial != "none"
+        if self._spatial:
+            cols.append(p.guide_terms)        # the spatial step's guide, also linear in A
+        self._mat = np.ascontiguousarray(-np.concatenate(cols, axis=1), dtype=np.float32)
         wl = p.wavelengths
         self._grid_key = ("grid", wl.size, round(float(wl[0]), 3), round(float(wl[-1]), 3))
 
@@ -98,17 +111,46 @@ class NumpyBackend(Backend):
         maps.update(tivita_indices(refl, self.wavelengths, self.index_params))
         flags = flags | np.where((flags == 0) & ~np.isfinite(um["thb"]), FLAG_UNMIX_INVALID,
                                  np.uint8(0)).astype(np.uint8)
+        q = self.plan.quality
+        if q is not None:
+            pixel_flags(self.plan, flags, um["thb"], refl)
         for m in maps.values():
-            m[flags != 0] = np.nan
+            m[(flags & ~FLAG_STO2_ONLY) != 0] = np.nan
+        names = MAP_NAMES
+        if q is not None:
+            self._reference_quality(raw, refl, flags, um, maps)
+            names = MAP_NAMES + QUALITY_MAP_NAMES
         packed = None
         if self.pack is not None:
             packed = pack_input(refl, [maps[n] for n in self.pack.maps], self.pack)
-            # The network sees "no signal" where the reflectance is unusable; pixels that are
-            # only FLAG_UNMIX_INVALID (no haemoglobin: drape, instruments) keep their spectra
-            # so the network can classify them (their maps are NaN and pack as 0).
-            packed[0, :, (flags & ~FLAG_UNMIX_INVALID) != 0] = 0
-        return ChainResult(maps={n: maps[n] for n in MAP_NAMES}, flags=flags, input=packed,
+            # The network sees "no signal" where the reflectance is unusable; pixels flagged
+            # only FLAG_MAPS_ONLY bits (no haemoglobin: drape, instruments; low blood,
+            # uncertain, specular) keep their spectra so the network can classify them
+            # (their maps are NaN and pack as 0).
+            packed[0, :, (flags & ~FLAG_MAPS_ONLY) != 0] = 0
+        return ChainResult(maps={n: maps[n] for n in names}, flags=flags, input=packed,
                            reflectance=refl)
+
+    def _reference_quality(self, raw, refl, flags, um, maps) -> None:
+        """The quality step on the whole frame with the public functions (run_reference)."""
+        p = self.plan
+        ff, var = p.flatfield, None
+        s_raw = np.where((flags & ~FLAG_STO2_ONLY) == 0, um["sto2_raw"], np.float32(np.nan))
+        if p.quality.noise is not None and ff is not None and np.asarray(raw).dtype != np.float32:
+            c = p.unmixer.unmix(refl)
+            v = absorbance_variance(raw, ff.dark, p.quality.noise)
+            rows, cols, bands = v.shape
+            qv = v.reshape(-1, bands) @ p.sigma_weights
+            var = sto2_raw_variance(c[..., p.unmixer.i_hbo2].reshape(-1),
+                                    c[..., p.unmixer.i_hb].reshape(-1), qv).reshape(rows, cols)
+        guide = terms = None
+        if self._spatial:
+            a = np.where(np.isfinite(refl), -np.log(np.maximum(refl, np.float32(p.eps))), 0)
+            guide = (a.astype(np.float64) @ p.guide_terms).astype(np.float32)
+            sel = p.index_minima_cols
+            if sel is not None:
+                terms = (a.astype(np.float64) @ p.index_terms[:, sel]).astype(np.float32)
+        finish_quality(p, s_raw, var, flags, maps, guide, terms)
 
     # ---- fused, blocked path ----------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
@@ -132,6 +174,21 @@ class NumpyBackend(Backend):
         l1_buf = None if sel is None else np.empty((npix_max, sel.size), np.float32)
         t = dict.fromkeys(("calibrate", "unmix", "indices", "pack"), 0)
         i_o, i_d = self.unmixer.i_hbo2, self.unmixer.i_hb
+        q = self.plan.quality
+        if q is not None:
+            t["quality"] = 0
+            ff = self.flatfield
+            noisy = q.noise is not None and ff is not None and raw.dtype != np.float32
+            s_raw = np.empty((rows, cols), np.float32)
+            var = np.empty((rows, cols), np.float32) if noisy else None
+            m_idx = self.plan.index_terms.shape[1]
+            sel_r = self.plan.index_minima_cols
+            guide = terms_r = None
+            if self._spatial:
+                guide = np.empty((rows, cols, mat.shape[1] - k - m_idx), np.float32)
+                if sel_r is not None:
+                    sel_r = sel_r + k
+                    terms_r = np.empty((rows, cols, sel_r.size), np.float32)
         for r0 in range(0, rows, step):
             r1 = min(r0 + step, rows)
             n = (r1 - r0) * cols
@@ -170,8 +227,24 @@ class NumpyBackend(Backend):
             bad |= invalid
             with np.errstate(divide="ignore", invalid="ignore"):
                 sto2_raw = y[:, i_o] / thb
+            if q is not None:
+                fbn = fb.reshape(n)
+                pixel_flags(self.plan, fbn, thb, r2)
+                bad |= (fbn & FLAG_SPECULAR) != 0
+                s_raw[r0:r1] = np.where(bad, np.float32(np.nan), sto2_raw).reshape(r1 - r0, cols)
+                if noisy:
+                    v = absorbance_variance(raw[r0:r1].reshape(n, bands),
+                                            ff.dark[r0:r1].reshape(n, bands), q.noise)
+                    var[r0:r1] = sto2_raw_variance(y[:, i_o], y[:, i_d],
+                                                   v @ self.plan.sigma_weights
+                                                   ).reshape(r1 - r0, cols)
+                if guide is not None:
+                    guide[r0:r1] = y[:, k + m_idx:].reshape(r1 - r0, cols, -1)
+                    if terms_r is not None:
+                        terms_r[r0:r1] = y[:, sel_r].reshape(r1 - r0, cols, -1)
             res = {"sto2": self.calibration.apply(sto2_raw), "thb": thb}
-            res.update(indices_from_terms(y[:, k:], lay, self.index_params, self._grid_key))
+            res.update(indices_from_terms(y[:, k:k + self.plan.index_terms.shape[1]], lay,
+                                          self.index_params, self._grid_key))
             for name in MAP_NAMES:
                 v = res[name]
                 v[bad] = np.nan
@@ -190,17 +263,30 @@ class NumpyBackend(Backend):
                     np.divide(1.0, norm, out=inv, where=pos)
                     np.multiply(src, inv[:, None], out=l1)
                     # Pixels with unusable reflectance (calibration flags) and 0/0 -> 0.
-                    # FLAG_UNMIX_INVALID pixels (drape, instruments: no haemoglobin) keep their
-                    # spectra: the network must see them to classify them (base.py).
-                    l1[(fb.reshape(n) & ~FLAG_UNMIX_INVALID) != 0] = 0.0
+                    # FLAG_MAPS_ONLY pixels (drape, instruments: no haemoglobin; low blood,
+                    # uncertain, specular) keep their spectra: the network must see them to
+                    # classify them (edge.core.chain).
+                    l1[(fb.reshape(n) & ~FLAG_MAPS_ONLY) != 0] = 0.0
                     l1[~pos] = 0.0
                     packed[0, :nb, r0:r1, :] = l1.reshape(r1 - r0, cols, nb).transpose(2, 0, 1)
-                for j, name in enumerate(spec.maps):
-                    v = maps[name][r0:r1]
-                    packed[0, nb + j, r0:r1] = np.where(np.isfinite(v), v, np.float32(0))
+                if q is None:
+                    self._pack_maps(packed, maps, slice(r0, r1))
             t4 = time.monotonic_ns()
             for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 t[key] += dt
+        if q is not None:
+            t0 = time.monotonic_ns()
+            finish_quality(self.plan, s_raw, var, flags, maps, guide, terms_r)
+            if spec is not None:
+                self._pack_maps(packed, maps, slice(0, rows))
+            t["quality"] += time.monotonic_ns() - t0
         timings = {key: v / 1e6 for key, v in t.items()}
         return ChainResult(maps=maps, flags=flags, input=packed, reflectance=refl,
                            timings_ms=timings)
+
+    def _pack_maps(self, packed: np.ndarray, maps: dict, rows: slice) -> None:
+        """The map channels of the network input (NaN -> 0) for a range of rows."""
+        nb = len(self.pack.spectra_bands)
+        for j, name in enumerate(self.pack.maps):
+            v = maps[name][rows]
+            packed[0, nb + j, rows] = np.where(np.isfinite(v), v, np.float32(0))

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLAG_SATURATED", "FLAG_UNDEREXPOSED", "FLAG_NONFINITE", "FLAG_BAD_PIXEL",
-    "FLAG_UNMIX_INVALID", "FLAG_NAMES", "MAP_NAMES", "PackSpec", "ChainResult", "chain_bytes",
+    "FLAG_UNMIX_INVALID", "FLAG_LOW_BLOOD", "FLAG_UNCERTAIN", "FLAG_SPECULAR", "FLAG_MAPS_ONLY",
+    "FLAG_STO2_ONLY", "FLAG_NAMES", "MAP_NAMES", "QUALITY_MAP_NAMES", "PackSpec", "ChainResult",
+    "chain_bytes",
 ]
 
 FLAG_SATURATED = np.uint8(1)      #: a raw band reached the saturation level
@@ -35,14 +37,29 @@ FLAG_UNDEREXPOSED = np.uint8(2)   #: white reference too dark for a usable refle
 FLAG_NONFINITE = np.uint8(4)      #: NaN/inf in the input or reference
 FLAG_BAD_PIXEL = np.uint8(8)      #: dead/hot pixel from the calibration record
 FLAG_UNMIX_INVALID = np.uint8(16)  #: haemoglobin total <= 0 or unmixing out of domain
+FLAG_LOW_BLOOD = np.uint8(32)     #: THb below the limit: StO2 undefined (sto2 NaN only)
+FLAG_UNCERTAIN = np.uint8(64)     #: StO2 standard error above the limit (sto2 NaN only)
+FLAG_SPECULAR = np.uint8(128)     #: specular highlight (every map NaN, spectra kept)
+
+#: Bits after which the reflectance is still usable: the network input keeps the pixel's
+#: spectra and the class overlay keeps its class.
+FLAG_MAPS_ONLY = np.uint8(FLAG_UNMIX_INVALID | FLAG_LOW_BLOOD | FLAG_UNCERTAIN | FLAG_SPECULAR)
+#: Bits that invalidate only the ``sto2`` map (and its ``sto2_sigma``).
+FLAG_STO2_ONLY = np.uint8(FLAG_LOW_BLOOD | FLAG_UNCERTAIN)
 
 FLAG_NAMES = {int(FLAG_SATURATED): "saturated", int(FLAG_UNDEREXPOSED): "underexposed",
               int(FLAG_NONFINITE): "nonfinite", int(FLAG_BAD_PIXEL): "bad_pixel",
-              int(FLAG_UNMIX_INVALID): "unmix_invalid"}
+              int(FLAG_UNMIX_INVALID): "unmix_invalid", int(FLAG_LOW_BLOOD): "low_blood",
+              int(FLAG_UNCERTAIN): "uncertain", int(FLAG_SPECULAR): "specular"}
 
 #: Per-pixel maps every backend produces, in the order of the compiled kernels' ``maps``
 #: output (``HsiMapId`` in cuda_kernels/common.cuh; the CPU tests compare the two).
 MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
+#: Maps added when the plan has quality rules (NumPy reference only, issue 14):
+#: ``sto2_sigma`` -- per-pixel standard error of ``sto2`` (fraction, NaN where sto2 is);
+#: ``sto2_all`` -- StO2 before the validity mask (NaN only where the unmixing failed), for
+#: scoring the error on every pixel against the error on valid ones.
+QUALITY_MAP_NAMES = ("sto2_sigma", "sto2_all")
 
 
 @dataclass(frozen=True)

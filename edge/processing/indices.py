@@ -35,7 +35,7 @@ from edge.core.frame import validate_wavelengths
 from edge.errors import DataFormatError
 
 __all__ = ["IndexParams", "tivita_indices", "savgol_coeffs", "savgol_taps", "savgol_matrix",
-           "index_linear_terms", "indices_from_terms", "INDEX_NAMES"]
+           "index_linear_terms", "indices_from_terms", "sto2_index_from_minima", "INDEX_NAMES"]
 
 log = logging.getLogger(__name__)
 INDEX_NAMES = ("sto2_index", "nir", "thi", "twi")
@@ -182,6 +182,14 @@ def _ratio(num: np.ndarray, den: np.ndarray, offset: float, scale: float) -> np.
     return np.clip(val, 0, 1).astype(np.float32)   # clip keeps NaN
 
 
+def sto2_index_from_minima(min1: np.ndarray, min2: np.ndarray,
+                           params: IndexParams = IndexParams()) -> np.ndarray:
+    """StO2 index from the minima of ``A''`` over its two windows (float32, clipped [0, 1])."""
+    r1 = min1 / np.float32(params.sto2_s1)
+    r2 = min2 / np.float32(params.sto2_s2)
+    return _ratio(r1, r1 + r2, 0.0, 1.0)
+
+
 def indices_from_terms(terms: np.ndarray, layout: dict, params: IndexParams,
                        grid_key: tuple = ()) -> dict[str, np.ndarray]:
     """Finish the indices from ``T = A @ L`` (shape (..., m), float32) -> dict of (...,)."""
@@ -194,9 +202,9 @@ def indices_from_terms(terms: np.ndarray, layout: dict, params: IndexParams,
         return None if s.stop == s.start else terms[..., s.start]
 
     if layout["r1"].stop > layout["r1"].start and layout["r2"].stop > layout["r2"].start:
-        r1 = terms[..., layout["r1"]].min(axis=-1) / np.float32(params.sto2_s1)
-        r2 = terms[..., layout["r2"]].min(axis=-1) / np.float32(params.sto2_s2)
-        out["sto2_index"] = _ratio(r1, r1 + r2, 0.0, 1.0)
+        out["sto2_index"] = sto2_index_from_minima(terms[..., layout["r1"]].min(axis=-1),
+                                                   terms[..., layout["r2"]].min(axis=-1),
+                                                   params)
     else:
         missing.append("sto2_index")
     for name in ("nir", "thi", "twi"):

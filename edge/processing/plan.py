@@ -26,6 +26,8 @@ from edge.core.frame import validate_wavelengths
 from edge.errors import CalibrationError, DataFormatError
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
+from edge.processing.quality import QualityRules, quadratic_weights, thb_floor
+from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
 from edge.processing.unmixing import Unmixer, recommended_components
 
@@ -72,6 +74,17 @@ class ChainPlan:
         Column of each index term in ``A @ index_terms``.
     pack : PackSpec or None
         Network input to build; None: no input.
+    quality : QualityRules or None
+        StO2 standard error, validity bits and spatial step (issue 14,
+        :mod:`edge.processing.quality`); None: the chain as before (NumPy reference only:
+        the compiled backends refuse a plan that has it).
+    thb_min : float or None
+        ``FLAG_LOW_BLOOD`` limit in this unmixing's THb units (:func:`thb_floor`).
+    sigma_weights : ndarray of shape (bands, 3), float32, or None
+        ``[P_o**2, P_d**2, P_o P_d]`` for the delta method.
+    guide_terms : ndarray of shape (bands, G), float64, or None
+        Band-group means of A: the spatial step's guide.
+    bilateral : BilateralParams
     """
 
     wavelengths: np.ndarray
@@ -82,6 +95,11 @@ class ChainPlan:
     index_terms: np.ndarray
     index_layout: dict
     pack: PackSpec | None
+    quality: QualityRules | None = None
+    thb_min: float | None = None
+    sigma_weights: np.ndarray | None = None
+    guide_terms: np.ndarray | None = None
+    bilateral: BilateralParams = field(default_factory=BilateralParams)
     # Exposures already warned about: a log de-duplication cache, not configuration.
     _warned: set = field(default_factory=set, repr=False, compare=False)
 
@@ -91,7 +109,8 @@ class ChainPlan:
               baseline: Sequence[str] | None = None, fwhm_nm: float | None = None,
               eps: float = 1e-4, index_params: IndexParams = IndexParams(),
               pack: PackSpec | None = None,
-              calibration: Sto2Calibration | None = None) -> "ChainPlan":
+              calibration: Sto2Calibration | None = None,
+              quality: QualityRules | None = None) -> "ChainPlan":
         """Check a configuration and build its objects.
 
         Parameters
@@ -109,6 +128,8 @@ class ChainPlan:
         pack : PackSpec or None
         calibration : Sto2Calibration or None
             StO2 table; None: ``Sto2Calibration.for_grid`` (shipped or fitted).
+        quality : QualityRules or None
+            StO2 sigma, validity bits and spatial step (NumPy backend); None: none.
 
         Raises
         ------
@@ -137,9 +158,21 @@ class ChainPlan:
                 raise DataFormatError(f"pack.spectra_bands: indices must be in [0, "
                                       f"{wl.size - 1}], got {pack.spectra_bands}")
         terms, layout = index_linear_terms(wl, index_params)
+        extra = {}
+        if quality is not None:
+            if not isinstance(quality, QualityRules):
+                raise DataFormatError(f"quality: expected a QualityRules or None, got "
+                                      f"{type(quality).__name__}")
+            bil = BilateralParams()
+            extra = {"quality": quality, "bilateral": bil,
+                     "sigma_weights": quadratic_weights(unmixer.pinv, unmixer.i_hbo2,
+                                                        unmixer.i_hb),
+                     "guide_terms": guide_groups(wl.size, bil.groups),
+                     "thb_min": None if quality.min_blood_volume is None
+                     else thb_floor(unmixer, quality.min_blood_volume, fwhm_nm)}
         return cls(wavelengths=wl, flatfield=flatfield, unmixer=unmixer,
                    calibration=calibration, index_params=index_params, index_terms=terms,
-                   index_layout=layout, pack=pack)
+                   index_layout=layout, pack=pack, **extra)
 
     # ---- derived values ---------------------------------------------------------------------
     @property
@@ -150,6 +183,15 @@ class ChainPlan:
     def eps(self) -> float:
         """Reflectance floor of the absorbance (the unmixer's)."""
         return float(self.unmixer.eps)
+
+    @property
+    def index_minima_cols(self) -> np.ndarray | None:
+        """Columns of ``index_terms`` holding the StO2 index's ``A''`` (r1 then r2 window);
+        None when the grid lacks either window (the index is all NaN there)."""
+        r1, r2 = self.index_layout["r1"], self.index_layout["r2"]
+        if r1.stop == r1.start or r2.stop == r2.start:
+            return None
+        return np.r_[r1, r2]
 
     @property
     def saturation(self) -> float:

@@ -1,0 +1,325 @@
+"""StO2 quality: per-pixel standard error (delta method) and the validity rules (issue 14).
+
+Noise model
+-----------
+A raw count ``I`` of a band is shot noise on the photo-electrons plus read noise::
+
+    var(I) = K * max(I - D, 0) + r**2          (counts**2)
+
+with ``K`` the counts per electron at the frame's gain and ``r`` the read noise in counts
+(:class:`NoiseModel`; both are the camera's sensor parameters -- for the simulated camera
+``drivers.sim.sensor.SensorModel.counts_per_e * gain`` and ``read_noise_counts``, whose
+``expose`` draws exactly this variance; science.md section 2 checked the algebra).  The dark
+``D`` is the flat field's.  Reflectance is ``R = (I - D) * scale``, so the scale cancels in the
+absorbance variance::
+
+    var(A_b) = var(ln R_b) = var(I_b) / (I_b - D_b)**2           (first order)
+
+The noise of the averaged white and dark references (a fixed pattern, 8 frames by default:
+about 0.6 % in science.md) is not included: it is the same in every frame of a run.
+
+Delta method
+------------
+The unmixing is linear, ``c = P A`` (P the pseudo-inverse), so with ``c_o``/``c_d`` the HbO2/Hb
+rows, ``T = c_o + c_d`` and raw StO2 ``s = c_o / T``::
+
+    ds/dA_b = (c_d P_ob - c_o P_db) / T**2
+    var(s)  = (c_d**2 q_oo + c_o**2 q_dd - 2 c_o c_d q_od) / T**4,
+    q_xy    = sum_b P_xb P_yb var(A_b)          (one (bands, 3) matmul per pixel block)
+
+and the calibrated StO2 ``f(s)`` has ``sigma = |f'(s)| sqrt(var(s))`` with ``f'`` the table's
+slope (:func:`calibration_slope`, a centred difference over a few knots so the piecewise-linear
+table's kinks do not make sigma jump).  science.md (section 3, ``delta.py``) found this
+first-order sigma matches Monte Carlo (2.5 / 11.7 / 14.5 points predicted against 2.4 / 11.7
+/ 14.3 measured for tivita / snapshot16 / snapshot25).
+
+Validity (:class:`QualityRules`)
+--------------------------------
+- ``FLAG_LOW_BLOOD``: THb below what a tissue with ``min_blood_volume`` blood gives on this
+  grid (:func:`thb_floor`: the unmixing of the diffusion model at the reference tissue with
+  that blood volume), i.e. the same physical limit in the extinction and the pathlength basis;
+- ``FLAG_UNCERTAIN``: sigma above ``max_sigma`` (default 0.05, i.e. 5 points: science.md
+  recommendation 2);
+- ``FLAG_SPECULAR``: a highlight adds a flat offset to every band, so the pixel's darkest band
+  is far brighter than tissue's: ``min_b R_b > specular_min_reflectance`` (:func:`specular`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_STO2_ONLY, FLAG_UNCERTAIN)
+from edge.errors import ConfigError
+
+__all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
+           "quadratic_weights", "pixel_flags", "finish_quality",
+           "calibration_slope", "thb_floor", "specular", "DEFAULT_MAX_SIGMA",
+           "DEFAULT_MIN_BLOOD_VOLUME", "DEFAULT_SPECULAR_MIN_REFLECTANCE"]
+
+log = logging.getLogger(__name__)
+
+#: StO2 standard error above which a pixel is ``FLAG_UNCERTAIN`` (5 points, science.md rec. 2).
+DEFAULT_MAX_SIGMA = 0.05
+#: Blood volume fraction below which StO2 is not defined (``FLAG_LOW_BLOOD``): 0.5 %.  The
+#: simulator's organs hold 1-6.5 % (drivers/sim/tissue_classes.py); science.md saw the error
+#: grow to 10 points below 1 %.
+DEFAULT_MIN_BLOOD_VOLUME = 0.005
+#: Darkest band's reflectance above which a pixel is a specular highlight.  Tissue's darkest
+#: band stays below about 0.45 on every preset grid (measured on the simulated organs); a
+#: highlight adds 0.3-1.0 to every band.
+DEFAULT_SPECULAR_MIN_REFLECTANCE = 0.6
+#: Knots each side of the centred difference of :func:`calibration_slope`.
+_SLOPE_HALF_WIDTH = 3
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Shot + read noise of raw counts: ``var(I) = K * max(I - D, 0) + r**2``.
+
+    Attributes
+    ----------
+    counts_per_electron : float > 0
+        ``K`` at the frame's gain (full scale / full well x gain).
+    read_noise_counts : float >= 0
+        ``r``, rms read noise in counts.
+    source : str
+        Where the numbers come from (logged and written with the run's metrics).
+    """
+
+    counts_per_electron: float
+    read_noise_counts: float
+    source: str = "given"
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.counts_per_electron) and self.counts_per_electron > 0):
+            raise ConfigError(f"noise.counts_per_electron: expected a finite value > 0, got "
+                              f"{self.counts_per_electron!r}")
+        if not (np.isfinite(self.read_noise_counts) and self.read_noise_counts >= 0):
+            raise ConfigError(f"noise.read_noise_counts: expected a finite value >= 0, got "
+                              f"{self.read_noise_counts!r}")
+
+    @classmethod
+    def from_sensor(cls, *, full_well_e: float, read_noise_e: float, bit_depth: int,
+                    gain: float = 1.0, source: str = "sensor parameters") -> "NoiseModel":
+        """From a sensor's full well (e-), read noise (e-) and bit depth at ``gain``.
+
+        As ``drivers.sim.sensor.SensorModel``: gain multiplies the counts per electron; the
+        read noise in counts is taken at gain 1 (the simulator's read noise does not scale
+        with gain, science.md section 2).
+        """
+        counts_per_e = (2 ** int(bit_depth) - 1) / float(full_well_e)
+        return cls(counts_per_e * float(gain), float(read_noise_e) * counts_per_e, source)
+
+
+def absorbance_variance(raw: np.ndarray, dark: np.ndarray, noise: NoiseModel) -> np.ndarray:
+    """``var(A) = var(I) / (I - D)**2`` per element (module docstring).
+
+    Parameters
+    ----------
+    raw : ndarray of shape (..., bands), uint16 or float
+        Raw counts of the frame.
+    dark : ndarray, broadcastable to ``raw``, float32
+        The flat field's dark (counts).
+
+    Returns
+    -------
+    ndarray, same shape, float32.  Where ``I - D < 1`` count the signal is taken as 1 count
+    (such a band is at the reflectance floor and its pixel is flagged ``unmix_invalid``).
+    """
+    d = np.subtract(raw, dark, dtype=np.float32)
+    np.maximum(d, np.float32(1.0), out=d)
+    var = d * np.float32(noise.counts_per_electron)
+    var += np.float32(noise.read_noise_counts ** 2)
+    var /= d
+    var /= d
+    return var
+
+
+def quadratic_weights(pinv: np.ndarray, i_o: int, i_d: int) -> np.ndarray:
+    """``[P_o**2, P_d**2, P_o * P_d]`` as a (bands, 3) float32 matrix (module docstring)."""
+    p = np.asarray(pinv, dtype=np.float64)
+    po, pd = p[i_o], p[i_d]
+    return np.ascontiguousarray(np.stack([po * po, pd * pd, po * pd], axis=1), np.float32)
+
+
+def sto2_raw_variance(c_o: np.ndarray, c_d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Variance of raw StO2 ``c_o / (c_o + c_d)`` from ``q = var(A) @ quadratic_weights``.
+
+    Parameters
+    ----------
+    c_o, c_d : ndarray of shape (n,), float32
+    q : ndarray of shape (n, 3), float32
+
+    Returns
+    -------
+    ndarray (n,), float32; NaN where ``c_o + c_d <= 0``.
+    """
+    t = c_o + c_d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        num = c_d * c_d * q[:, 0] + c_o * c_o * q[:, 1] - 2 * c_o * c_d * q[:, 2]
+        var = np.maximum(num, np.float32(0)) / (t * t) / (t * t)
+    return np.where(t > 0, var, np.float32(np.nan)).astype(np.float32)
+
+
+def calibration_slope(calibration, sto2_raw: np.ndarray) -> np.ndarray:
+    """Slope ``df/ds`` of a :class:`~edge.processing.sto2.Sto2Calibration` table at ``sto2_raw``.
+
+    A centred difference over +-3 knots (clamped at the ends) at the knot interval that
+    :meth:`Sto2Calibration.apply` uses for ``sto2_raw``.  Outside the table, where ``apply``
+    clamps, the end slope is kept, so a raw value beyond the table still gets the spread of
+    its neighbourhood rather than a standard error of 0.
+
+    Returns
+    -------
+    ndarray, shape of ``sto2_raw``, float32 (>= 0; NaN stays NaN).
+    """
+    y = calibration.table_y.astype(np.float64)
+    n, h = y.size, _SLOPE_HALF_WIDTH
+    k = np.arange(n - 1)
+    lo, hi = np.maximum(k - h + 1, 0), np.minimum(k + h, n - 1)
+    slopes = ((y[hi] - y[lo]) / ((hi - lo) * calibration.dx)).astype(np.float32)
+    x = np.asarray(sto2_raw, dtype=np.float32)
+    finite = np.isfinite(x)
+    t = (np.where(finite, x, np.float32(calibration.x0)) - np.float32(calibration.x0)) \
+        / np.float32(calibration.dx)
+    i = np.clip(np.floor(t), 0, n - 2).astype(np.intp)
+    return np.where(finite, slopes[i], np.float32(np.nan)).astype(np.float32)
+
+
+def thb_floor(unmixer, blood_volume: float, fwhm_nm: float | None = None) -> float:
+    """THb that the unmixing gives for the reference tissue with ``blood_volume`` blood.
+
+    The reference tissue is :data:`edge.processing.unmixing.REFERENCE_TISSUE` (diffusion
+    model, ``edge.physics.tissue_reflectance``) with its blood volume replaced; so the limit
+    means the same physical blood volume whatever the basis and its units.
+    """
+    from edge import physics
+    from edge.processing.unmixing import REFERENCE_TISSUE
+
+    p = dict(REFERENCE_TISSUE, blood_volume=float(blood_volume))
+    refl = np.asarray(physics.tissue_reflectance(unmixer.wavelengths, fwhm_nm=fwhm_nm, **p),
+                      dtype=np.float32)
+    thb = float(unmixer.maps(refl[None, :])["thb"][0])
+    if not np.isfinite(thb) or thb <= 0:
+        raise ConfigError(f"quality.min_blood_volume: {blood_volume!r} gives no positive "
+                          f"THb on this grid; use a larger value")
+    return thb
+
+
+def specular(reflectance: np.ndarray, level: float) -> np.ndarray:
+    """Pixels whose darkest band reads above ``level`` (bool, shape ``reflectance.shape[:-1]``;
+    NaN pixels are False)."""
+    r = np.asarray(reflectance, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.nanmin(np.where(np.isfinite(r), r, np.inf), axis=-1) > np.float32(level)
+
+
+@dataclass(frozen=True)
+class QualityRules:
+    """What the chain adds for StO2 quality (issue 14): sigma, validity bits, a spatial step.
+
+    Attributes
+    ----------
+    noise : NoiseModel or None
+        None: no ``sto2_sigma`` (all NaN) and no ``FLAG_UNCERTAIN``.
+    max_sigma : float or None
+        ``FLAG_UNCERTAIN`` above this StO2 standard error (fraction); None: never.
+    min_blood_volume : float or None
+        ``FLAG_LOW_BLOOD`` below the THb of this blood volume (:func:`thb_floor`); None: never.
+    specular_min_reflectance : float or None
+        ``FLAG_SPECULAR`` where the darkest band is above this; None: never.
+    spatial : {"none", "bilateral"}
+        Edge-preserving spatial step on raw StO2 and the StO2-index terms
+        (:mod:`edge.processing.spatial`).
+    """
+
+    noise: NoiseModel | None = None
+    max_sigma: float | None = DEFAULT_MAX_SIGMA
+    min_blood_volume: float | None = DEFAULT_MIN_BLOOD_VOLUME
+    specular_min_reflectance: float | None = DEFAULT_SPECULAR_MIN_REFLECTANCE
+    spatial: str = "none"
+
+    def __post_init__(self) -> None:
+        from edge.processing.spatial import SPATIAL_METHODS
+
+        for name, lo, hi in (("max_sigma", 0.0, 1.0), ("min_blood_volume", 0.0, 0.2),
+                             ("specular_min_reflectance", 0.0, 2.0)):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and lo < v <= hi):
+                raise ConfigError(f"quality.{name}: expected a value in ({lo:g}, {hi:g}] or "
+                                  f"null, got {v!r}")
+        if self.spatial not in SPATIAL_METHODS:
+            raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
+                              f"got {self.spatial!r}")
+
+
+def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, reflectance: np.ndarray) -> None:
+    """OR ``FLAG_SPECULAR`` and ``FLAG_LOW_BLOOD`` into ``flags`` (in place) where the pixel
+    has no other flag; shapes ``flags``/``thb`` (...,), ``reflectance`` (..., bands)."""
+    rules = plan.quality
+    clean = flags == 0
+    if rules.specular_min_reflectance is not None:
+        flags[clean & specular(reflectance, rules.specular_min_reflectance)] |= FLAG_SPECULAR
+    if plan.thb_min is not None:
+        with np.errstate(invalid="ignore"):
+            flags[clean & (thb < np.float32(plan.thb_min))] |= FLAG_LOW_BLOOD
+
+
+def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: np.ndarray,
+                   maps: dict, guide: np.ndarray | None = None,
+                   index_minima_terms: np.ndarray | None = None) -> None:
+    """The frame-wide part of the quality step: spatial step, sigma, ``FLAG_UNCERTAIN``, masks.
+
+    Parameters
+    ----------
+    plan : ChainPlan with ``quality``
+    s_raw : ndarray of shape (rows, cols), float32
+        Raw StO2, NaN where the unmixing failed.
+    var_raw : ndarray (rows, cols), float32, or None
+        Its delta-method variance; None: no noise model (sigma NaN, no ``FLAG_UNCERTAIN``).
+    flags : ndarray (rows, cols), uint8
+        With the calibration, unmixing, specular and low-blood bits (:func:`pixel_flags`);
+        ``FLAG_UNCERTAIN`` is added in place.
+    maps : dict of str to ndarray (rows, cols), float32
+        The chain's maps; ``sto2`` (and ``sto2_index`` with a spatial step) are replaced,
+        ``sto2_sigma`` and ``sto2_all`` added.
+    guide : ndarray (rows, cols, G), float32, or None
+        Spectral guide (needed by the spatial step).
+    index_minima_terms : ndarray (rows, cols, n1 + n2), float32, or None
+        The StO2 index's ``A''`` terms (its r1 then r2 window), for the spatial step.
+    """
+    from edge.processing.indices import sto2_index_from_minima
+    from edge.processing.spatial import bilateral_filter
+
+    rules, cal = plan.quality, plan.calibration
+    # Pixels with an estimate that may be averaged: no flag but low blood (its variance is
+    # large, so inverse-variance weights keep it from pulling its neighbours).
+    est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & np.isfinite(s_raw)
+    s, var = s_raw, var_raw
+    if rules.spatial == "bilateral":
+        s_f, var_f, t_f = bilateral_filter(s_raw, var_raw, guide, est_ok, plan.bilateral,
+                                           index_minima_terms)
+        s = np.where(est_ok, s_f, s_raw)
+        if var_raw is not None:
+            var = np.where(est_ok, var_f, var_raw)
+        if t_f is not None:
+            n1 = plan.index_layout["r1"].stop - plan.index_layout["r1"].start
+            idx = sto2_index_from_minima(t_f[..., :n1].min(axis=-1), t_f[..., n1:].min(axis=-1),
+                                         plan.index_params)
+            maps["sto2_index"] = np.where(est_ok, idx, np.float32(np.nan)).astype(np.float32)
+    has = np.isfinite(s) & ((flags & ~(FLAG_STO2_ONLY | FLAG_SPECULAR)) == 0)
+    sto2_all = np.where(has, cal.apply(s), np.float32(np.nan)).astype(np.float32)
+    if var is None:
+        sigma = np.full(s.shape, np.nan, np.float32)
+    else:
+        sigma = calibration_slope(cal, s) * np.sqrt(var)
+        sigma = np.where(has, sigma, np.float32(np.nan)).astype(np.float32)
+        if rules.max_sigma is not None:
+            with np.errstate(invalid="ignore"):
+                flags[(flags == 0) & (sigma > np.float32(rules.max_sigma))] |= FLAG_UNCERTAIN
+    maps["sto2"] = np.where(flags == 0, sto2_all, np.float32(np.nan)).astype(np.float32)
+    maps["sto2_sigma"] = sigma
+    maps["sto2_all"] = sto2_all
