@@ -7,7 +7,7 @@ import logging
 from edge.errors import BackendUnavailable
 from edge.pipeline.config import AppConfig
 
-__all__ = ["cuda_available", "make_backend"]
+__all__ = ["cuda_available", "make_backend", "quality_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,17 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     """
     from edge.processing.plan import ChainPlan
 
+    quality = quality_rules(camera, cfg)
     if name == "auto":
         reason = cuda_available()
+        if quality is not None and not reason:
+            reason = ("processing.quality is on: the StO2 sigma and validity mask run in the "
+                      "numpy backend only")
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
-                           baseline=cfg.processing.baseline)
+                           baseline=cfg.processing.baseline, quality=quality)
     if name == "cuda":
         from edge.backends.cuda import CudaBackend
         return CudaBackend(plan, device_output=device_output, return_reflectance=reflectance)
@@ -48,3 +52,36 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
         return NativeBackend(plan)
     from edge.backends.numpy_backend import NumpyBackend
     return NumpyBackend(plan)
+
+
+def quality_rules(camera, cfg: AppConfig):
+    """The plan's :class:`~edge.processing.quality.QualityRules` from ``processing``, or None.
+
+    The noise model is ``processing.counts_per_electron``/``read_noise_counts`` when given,
+    else the camera's own (``sensor_noise``: the simulated sensor), with the counts per
+    electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).
+    """
+    from edge.processing.quality import NoiseModel, QualityRules
+
+    pc = cfg.processing
+    if not pc.quality:
+        return None
+    own = getattr(camera, "sensor_noise", None)
+    k, r = pc.counts_per_electron, pc.read_noise_counts
+    noise, source = None, "processing.counts_per_electron/read_noise_counts"
+    if (k is None or r is None) and isinstance(own, dict):
+        k = own["counts_per_electron"] if k is None else k
+        r = own["read_noise_counts"] if r is None else r
+        source = "camera sensor model"
+    if k is not None and r is not None:
+        noise = NoiseModel(k * cfg.camera.gain, r, source)
+        log.info("StO2 sigma: noise model from the %s (%.4g counts/e- at gain %g, read noise "
+                 "%.3g counts)", source, noise.counts_per_electron, cfg.camera.gain, r)
+    else:
+        log.warning("StO2 sigma: no sensor noise known (set processing.counts_per_electron and "
+                    "processing.read_noise_counts); sto2_sigma is NaN and no pixel is flagged "
+                    "'uncertain'")
+    return QualityRules(noise=noise, max_sigma=pc.max_sigma,
+                        min_blood_volume=pc.min_blood_volume,
+                        specular_min_reflectance=pc.specular_min_reflectance,
+                        spatial=pc.spatial)

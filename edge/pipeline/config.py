@@ -29,6 +29,15 @@ Example (every key optional; these are the defaults)::
       backend: auto            # auto | numpy | native | cuda
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
+      quality: true            # StO2 standard error (sto2_sigma) and validity mask (numpy
+                               # backend only; auto then picks numpy)
+      spatial: bilateral       # none | bilateral: edge-preserving 7x7 step on StO2 and the
+                               # StO2 index (needs quality)
+      max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'
+      min_blood_volume: 0.005  # 'low_blood' below the THb of this blood volume fraction
+      specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
+      counts_per_electron: null  # sensor noise at gain 1; null: the camera's (simulated)
+      read_noise_counts: null    # (a replay without these has no sto2_sigma)
     model:
       card: demo               # demo | none | path to a model card YAML
       runtime: auto            # auto | onnxruntime | tensorrt
@@ -104,6 +113,15 @@ class ProcessingSettings:
     # (edge.processing.unmixing.recommended_components)
     chromophores: tuple[Chromophore, ...] | None = None
     baseline: tuple[BaselineTerm, ...] | None = None
+    # StO2 quality (issue 14, edge.processing.quality): sigma map, validity bits, spatial step
+    quality: bool = True
+    spatial: Literal["none", "bilateral"] = "bilateral"
+    max_sigma: float | None = setting(0.05, range=(0.001, 1.0))
+    min_blood_volume: float | None = setting(0.005, range=(0.0001, 0.2))
+    specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))
+    # Sensor noise at gain 1 (None: the camera's own, SimulatedCamera.sensor_noise)
+    counts_per_electron: float | None = setting(None, range=(1e-6, 1e6))
+    read_noise_counts: float | None = setting(None, range=(0.0, 1e6))
 
 
 @dataclass(frozen=True)

@@ -77,38 +77,53 @@ class PngSink(_EveryN):
 
     Files: ``overlay_<frame id>.png`` (true-colour rendering of the reflectance with the class
     colours alpha-blended; invalid pixels hatched) when the frame has a class map, and
-    ``sto2_<frame id>.png`` (StO2 colour map, NaN grey, colour bar 0-100 %).
+    ``sto2_<frame id>.png`` (StO2 colour map, colour bar 0-100 %; pixels without a valid StO2
+    drawn by reason -- grey: no estimate, hatched: low blood or uncertain, white: specular --
+    with a legend of the reasons present and their share, :func:`edge.processing.post.
+    mark_invalid`).  The overlay draws specular highlights white, as the StO2 map does.
     """
 
     name = "png"
 
     def __init__(self, out_dir, every: int = 10, *, colors: np.ndarray | None = None,
-                 class_names: tuple[str, ...] = (), alpha: float = 0.4):
+                 class_names: tuple[str, ...] = (), alpha: float = 0.4,
+                 max_sigma: float | None = None):
         super().__init__(out_dir, every)
         self.colors = colors
         self.class_names = tuple(class_names)
         self.alpha = alpha
+        self.max_sigma = max_sigma
 
     def _write(self, frame: Frame) -> None:
         from PIL import Image
 
         from edge.physics import cube_to_rgb
-        from edge.processing.post import colorbar, colormap, overlay
+        from edge.core.chain import FLAG_SPECULAR
+        from edge.processing.post import (colorbar, colormap, invalid_legend, mark_invalid,
+                                          overlay)
 
         fid = f"{frame.meta.frame_id:06d}"
         p = frame.products
+        flags = p.get("flags")
         if "classes" in p and self.colors is not None and "reflectance" in p:
             rgb = cube_to_rgb(p["reflectance"], frame.wavelengths)
             classes = p["classes"]
             invalid = classes >= len(self.colors)
             img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
                           invalid=invalid)
+            if flags is not None:
+                img[(flags & FLAG_SPECULAR) != 0] = 255
             self._save(self._marked(self._with_legend(Image.fromarray(img)), p),
                        f"overlay_{fid}.png")
         if "sto2" in p:
-            img = colorbar(colormap(p["sto2"], 0.0, 1.0, "sto2"), 0.0, 1.0, "sto2",
-                           label="StO2")
-            self._save(self._marked(Image.fromarray(img), p), f"sto2_{fid}.png")
+            img = colormap(p["sto2"], 0.0, 1.0, "sto2")
+            entries = []
+            if flags is not None and flags.shape == img.shape[:2]:
+                img = mark_invalid(img, flags)
+                entries = invalid_legend(flags, self.max_sigma)
+            img = colorbar(img, 0.0, 1.0, "sto2", label="StO2")
+            self._save(self._marked(self._invalid_panel(Image.fromarray(img), entries), p),
+                       f"sto2_{fid}.png")
 
     @staticmethod
     def _marked(image, products):
@@ -142,6 +157,26 @@ class PngSink(_EveryN):
         out.paste(panel, (image.width, 0))
         return out
 
+    @staticmethod
+    def _invalid_panel(image, entries):
+        """Append a strip below the StO2 map naming why pixels have no StO2 (swatch, share)."""
+        if not entries:
+            return image
+        from PIL import Image, ImageDraw
+
+        line = 14
+        panel = Image.new("RGB", (image.width, 4 + line * len(entries)), (255, 255, 255))
+        draw = ImageDraw.Draw(panel)
+        for i, (label, swatch) in enumerate(entries):
+            y = 2 + i * line
+            panel.paste(Image.fromarray(swatch), (4, y))
+            draw.rectangle((4, y, 13, y + 9), outline=(0, 0, 0))
+            draw.text((20, y - 1), f"no StO2: {label}", fill=(0, 0, 0))
+        out = Image.new("RGB", (image.width, image.height + panel.height), (255, 255, 255))
+        out.paste(image, (0, 0))
+        out.paste(panel, (0, image.height))
+        return out
+
     def _save(self, image, name: str) -> None:
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -149,11 +184,12 @@ class PngSink(_EveryN):
 
 
 class NpzSink(_EveryN):
-    """Every N-th frame: the maps, pixel flags and class map as ``maps_<frame id>.npz``."""
+    """Every N-th frame: the maps, pixel flags and class map as ``maps_<frame id>.npz``
+    (``sto2_sigma``, the StO2 standard error, when the chain has quality rules)."""
 
     name = "npz"
 
-    KEYS = ("sto2", "thb", "sto2_index", "nir", "thi", "twi", "flags", "classes")
+    KEYS = ("sto2", "sto2_sigma", "thb", "sto2_index", "nir", "thi", "twi", "flags", "classes")
 
     def _write(self, frame: Frame) -> None:
         arrays = {k: frame.products[k] for k in self.KEYS if k in frame.products}

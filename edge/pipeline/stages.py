@@ -12,7 +12,8 @@ import logging
 
 import numpy as np
 
-from edge.backends.base import FLAG_UNMIX_INVALID, Backend
+from edge.backends.base import Backend
+from edge.core.chain import FLAG_MAPS_ONLY
 from edge.core.frame import Frame
 from edge.inference.base import Runtime
 
@@ -104,7 +105,8 @@ class PostStage(Stage):
     The class is withheld where the input itself is unusable (saturated, non-finite, bad
     pixel, under-exposed white).  Pixels flagged only ``unmix_invalid`` (no haemoglobin
     signal, e.g. drapes and instruments) keep the model's class: the model was trained on the
-    same zeroed input there and labels them background.
+    same zeroed input there and labels them background; so do the StO2 validity bits
+    (``low_blood``, ``uncertain``, ``specular``: ``FLAG_MAPS_ONLY``), whose spectra are usable.
     """
 
     name = "post"
@@ -122,6 +124,6 @@ class PostStage(Stage):
         else:
             classes = np.argmax(scores[0], axis=0).astype(np.uint8)
         if flags is not None:
-            classes[(flags & ~FLAG_UNMIX_INVALID) != 0] = self.NO_CLASS
+            classes[(flags & ~FLAG_MAPS_ONLY) != 0] = self.NO_CLASS
         frame.products["classes"] = classes
         return frame

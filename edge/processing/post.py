@@ -18,12 +18,23 @@ import numpy as np
 from edge.errors import DataFormatError
 
 __all__ = ["softmax", "argmax", "overlay", "colormap", "colorbar", "colormap_table",
-           "NAN_COLOR", "CMAPS"]
+           "mark_invalid", "invalid_legend", "INVALID_STYLES", "NAN_COLOR", "CMAPS"]
 
 #: RGB of NaN pixels in the "sto2" map (a neutral grey; the sto2 table has no neutral colour).
 NAN_COLOR = (128, 128, 128)
 #: Hatch colours of invalid pixels in the class overlay.
 HATCH_COLORS = ((70, 70, 70), (150, 150, 150))
+
+#: How the StO2 image draws a pixel without a valid StO2, by reason (first match wins):
+#: (label, flag bits, (colour A, colour B), stripe direction: 0 solid, +1 "\\", -1 "/").
+#: "no estimate" is everything the chain could not unmix (calibration flags, no haemoglobin:
+#: drapes, instruments); the StO2 validity bits of issue 14 (edge.core.chain) are hatched.
+INVALID_STYLES = (
+    ("specular", 128, ((255, 255, 255), (255, 255, 255)), 0),
+    ("low blood", 32, ((70, 70, 70), (150, 150, 150)), 1),
+    ("uncertain", 64, ((90, 90, 90), (200, 200, 200)), -1),
+    ("no estimate", 0x1F, (NAN_COLOR, NAN_COLOR), 0),
+)
 
 _ANCHORS = {
     "sto2": ((0, 0, 96), (0, 64, 255), (0, 220, 255), (255, 230, 0), (200, 0, 0)),
@@ -244,3 +255,56 @@ def colorbar(image: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, cmap: str 
     if label:
         draw.text((2, 1), label, fill=(0, 0, 0))
     return np.concatenate([image, np.asarray(panel, dtype=np.uint8)], axis=1)
+
+
+def _pattern(shape: tuple[int, int], colors, direction: int) -> np.ndarray:
+    rr, cc = np.indices(shape)
+    stripe = (((rr + direction * cc) // 4) % 2) if direction else np.zeros(shape, np.intp)
+    return np.asarray(colors, dtype=np.uint8)[stripe]
+
+
+def mark_invalid(image: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Draw pixels with flags in the style of their reason (:data:`INVALID_STYLES`).
+
+    Parameters
+    ----------
+    image : ndarray of shape (rows, cols, 3), uint8 -- e.g. :func:`colormap` of StO2
+    flags : ndarray of shape (rows, cols), uint8 -- the chain's pixel flags
+
+    Returns
+    -------
+    ndarray of shape (rows, cols, 3), uint8 (a copy).
+    """
+    image = np.asarray(image)
+    flags = np.asarray(flags)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 \
+            or flags.shape != image.shape[:2]:
+        raise DataFormatError(f"image/flags: expected uint8 (rows, cols, 3) and flags (rows, "
+                              f"cols), got {image.dtype} {image.shape} and {flags.shape}")
+    out = image.copy()
+    done = np.zeros(flags.shape, bool)
+    for _, bits, colors, direction in INVALID_STYLES:
+        sel = ((flags & bits) != 0) & ~done
+        if sel.any():
+            out[sel] = _pattern(flags.shape, colors, direction)[sel]
+            done |= sel
+    return out
+
+
+def invalid_legend(flags: np.ndarray, max_sigma: float | None = None
+                   ) -> list[tuple[str, np.ndarray]]:
+    """Legend entries for the reasons present in ``flags``: (label with the share of
+    pixels, 10x10 swatch uint8).  ``max_sigma`` (fraction) is named in "uncertain"."""
+    flags = np.asarray(flags)
+    done = np.zeros(flags.shape, bool)
+    entries = []
+    for label, bits, colors, direction in INVALID_STYLES:
+        sel = ((flags & bits) != 0) & ~done
+        done |= sel
+        if not sel.any():
+            continue
+        if label == "uncertain" and max_sigma is not None:
+            label = f"uncertain (sigma > {100 * max_sigma:.3g} pp)"
+        entries.append((f"{label} {100 * sel.mean():.0f}%",
+                        _pattern((10, 10), colors, direction)))
+    return entries

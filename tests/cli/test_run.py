@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from edge.cli import main
+from edge.core.chain import FLAG_MAPS_ONLY
 from onnx_models import write_pixel_classifier
 
 ROWS, COLS = 24, 32
@@ -70,8 +71,9 @@ def test_run_with_model_matches_numpy_reference(tmp_path):
     valid = flags == 0
     assert valid.mean() > 0.5
     np.testing.assert_array_equal(classes[valid], expected[valid])
-    # withheld where the input is unusable; kept where only the unmixing found no blood
-    unusable = (flags & ~np.uint8(16)) != 0
+    # withheld where the input is unusable; kept where only the unmixing found no blood or
+    # only the StO2 validity bits are set (low blood, uncertain, specular: FLAG_MAPS_ONLY)
+    unusable = (flags & ~FLAG_MAPS_ONLY) != 0
     assert np.all(classes[unusable] == 255)
     no_blood = flags == 16
     assert no_blood.any()  # the drape around the scene: the check above is not vacuous
@@ -87,7 +89,7 @@ def test_run_with_spectral_model(tmp_path):
                  "--frames", "1", "--out", str(out), "--no-progress"]) == 0
     with np.load(sorted(out.glob("maps_*.npz"))[-1]) as z:
         assert set(np.unique(z["classes"][z["flags"] == 0])) <= {0, 1, 2}
-        assert np.all(z["classes"][(z["flags"] & ~np.uint8(16)) != 0] == 255)
+        assert np.all(z["classes"][(z["flags"] & ~FLAG_MAPS_ONLY) != 0] == 255)
 
 
 def test_run_flags_frames_when_model_outputs_nan(tmp_path):
