@@ -37,7 +37,7 @@ from typing import Any
 from deploy import UNIT_FORMAT_VERSION
 from deploy.artifact import ArtifactReader, load_public_keys
 from deploy.facts import UnitFacts
-from deploy.unit import Unit, fault_point, recover
+from deploy.unit import Unit, exclusive, fault_point, recover
 from deploy.verify import check_header, read_payload, security_floor
 from edge.errors import BundleError, ConfigError
 
@@ -74,6 +74,7 @@ def _default_python() -> str:
         not os.environ.get("VIRTUAL_ENV") else sys.executable
 
 
+@exclusive(create=True)
 def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts: UnitFacts,
             python: str | None = None, commit: bool = True,
             selftest_timeout: float | None = None) -> Outcome:
@@ -101,6 +102,9 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
                           f"({entry.get('reason')}); it is not retried: build a new version")
     if version == old:
         return Outcome(True, f"{version} is already installed and current")
+    if old and (unit.state_of(old) or {}).get("state") == "pending":
+        raise BundleError(f"release {old} is pending (installed, not yet committed): "
+                          f"deploy commit or deploy rollback first")
     if (unit.releases / version).exists():
         unit.remove_release(version)  # installed before, not current/previous: reinstall
     doc["version"] = version
@@ -153,7 +157,6 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
     unit.set_state(version, "pending", security_version=inner["security_version"],
                    name=inner["name"], starts=0)
     if not commit:
-        unit.write_journal({**doc, "step": "pending"})
         unit.clear_journal()
         return Outcome(True, f"{version} installed and switched, pending its self-test "
                              f"(deploy commit)")
@@ -219,6 +222,7 @@ def finish_rollback(unit: Unit, doc: dict[str, Any]) -> None:
         unit.set_state(version, "rolled-back")
 
 
+@exclusive()
 def rollback(unit: Unit, *, allow_downgrade: bool = False, if_pending: bool = False) -> Outcome:
     """Manual rollback: current <- previous (the release left stays installed).
 
@@ -251,6 +255,7 @@ def rollback(unit: Unit, *, allow_downgrade: bool = False, if_pending: bool = Fa
     return Outcome(True, f"rolled back: current {prev} (was {cur})")
 
 
+@exclusive()
 def commit_pending(unit: Unit, *, selftest_timeout: float | None = None) -> Outcome:
     """Self-test gate of the current release when it is pending (Mender ArtifactCommit)."""
     recover(unit)
@@ -264,6 +269,7 @@ def commit_pending(unit: Unit, *, selftest_timeout: float | None = None) -> Outc
     return _gate(unit, cur, inner, doc, selftest_timeout)
 
 
+@exclusive()
 def service_start(unit: Unit) -> str | None:
     """Count a start of a pending current release; after ``max_failed_starts`` starts
     without a commit, roll back and mark it bad.  Also runs :func:`recover`."""
@@ -283,7 +289,17 @@ def service_start(unit: Unit) -> str | None:
 
 
 def status(unit: Unit) -> dict[str, Any]:
-    recover(unit)
+    """What is installed, current, previous, pending, bad.  Recovers an interrupted step
+    first, unless another deploy command holds the lock (then ``busy`` is true and the
+    journal shown is that command's progress)."""
+    busy = False
+    try:
+        with unit.locked():
+            recover(unit)
+    except BundleError:
+        if not unit.root.is_dir():
+            raise
+        busy = True
     reg = unit.registry()
     installed = sorted(p.name for p in unit.releases.iterdir() if p.is_dir()
                        and not p.name.startswith(".")) if unit.releases.exists() else []
@@ -293,13 +309,14 @@ def status(unit: Unit) -> dict[str, Any]:
         rows.append({"version": v, "state": e.get("state", "unknown"),
                      "installed": v in installed, "reason": e.get("reason"),
                      "security_version": e.get("security_version")})
-    return {"root": str(unit.root), "unit_dir": str(unit.unit_dir),
+    return {"root": str(unit.root), "unit_dir": str(unit.unit_dir), "busy": busy,
             "current": unit.link_target(unit.current),
             "previous": unit.link_target(unit.previous),
             "security_version": security_floor(unit.unit_dir),
             "journal": unit.journal(), "releases": rows}
 
 
+@exclusive()
 def gc(unit: Unit) -> list[str]:
     """Remove installed releases other than current and previous (never unit data)."""
     recover(unit)

@@ -8,7 +8,8 @@ Checks (in order):
 files              every installed file matches the release manifest (size,      required
                    sha256, mode)
 chain-<backend>    the per-pixel chain on the golden frame matches the stored     required
-                   maps: numpy always, native when a C++ compiler exists
+                   maps: numpy always, native when a C++ compiler exists, cuda
+                   on GPU releases
 model-<runtime>    the model on the golden input matches the stored outputs       required
                    (engine-check tolerances): onnxruntime; tensorrt on GPU units
 kernels            the release's CUDA kernels load (GPU units; SKIP otherwise)    required
@@ -120,6 +121,14 @@ def run_selftest(release: Path, unit_dir: Path, *, native: bool = True
         why = native_available()
         check("chain-native", (lambda: (None, f"no native backend here: {why}")) if why else
               (lambda: check_chain(golden, "native", cfg)))
+    if manifest["target"]["compute_capabilities"]:
+        try:
+            from edge.pipeline.backend_factory import cuda_available
+        except ImportError:  # older layout
+            from edge.pipeline.app import cuda_available
+        why_not = cuda_available()
+        check("chain-cuda", (lambda: (False, why_not)) if why_not else
+              (lambda: check_chain(golden, "cuda", cfg)))
     model = manifest.get("model")
     if model:
         card = release / model["card"]

@@ -18,6 +18,9 @@ format version, each with one atomic write.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -29,7 +32,7 @@ from typing import Any
 from edge.core.fileio import atomic_write_bytes, fsync_dir
 from edge.errors import BundleError
 
-__all__ = ["Unit", "recover", "fault_point", "FAULT_ENV"]
+__all__ = ["Unit", "recover", "fault_point", "FAULT_ENV", "exclusive"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,25 @@ class Unit:
     def ensure(self) -> None:
         for d in (self.releases, self.state_dir, self.unit_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, *, create: bool = False):
+        """One deploy command at a time per root (``state/lock``, flock: released by the
+        kernel when the process dies, so a power cut or a kill never leaves it held)."""
+        if not create and not self.root.is_dir():
+            raise BundleError(f"--root: {self.root} is not an hsi-edge install root "
+                              f"(deploy install creates it)")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BundleError(f"{self.root}: another hsi-edge deploy command is running "
+                                  f"(lock {self.state_dir / 'lock'})") from None
+            yield self
+        finally:
+            os.close(fd)
 
     # -- links -------------------------------------------------------------------------------
     def link_target(self, link: Path) -> str | None:
@@ -184,6 +206,17 @@ class Unit:
                 os.replace(d, trash)
                 fsync_dir(self.releases)
                 shutil.rmtree(trash)
+
+
+def exclusive(create: bool = False):
+    """Decorator: run ``fn(unit, ...)`` holding the unit's lock."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(unit: Unit, *args, **kwargs):
+            with unit.locked(create=create):
+                return fn(unit, *args, **kwargs)
+        return inner
+    return wrap
 
 
 def recover(unit: Unit) -> str | None:

@@ -138,8 +138,17 @@ def _unit(args):
     return Unit(args.root, unit_dir=args.unit_dir)
 
 
+def _progress() -> None:
+    """Install steps take minutes (venv, engine build): show their progress lines."""
+    import logging
+    logger = logging.getLogger("deploy")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def _install(args) -> int:
     from deploy.install import install
+    _progress()
     unit = _unit(args)
     outcome = install(unit, args.artifact, trust=args.trust, facts=_facts(args),
                       python=args.python, commit=not args.no_commit,
@@ -150,6 +159,7 @@ def _install(args) -> int:
 
 def _commit(args) -> int:
     from deploy.install import commit_pending
+    _progress()
     outcome = commit_pending(_unit(args), selftest_timeout=args.selftest_timeout)
     print(outcome.line)
     return 0 if outcome.ok else 1
@@ -174,7 +184,8 @@ def _status(args) -> int:
     for r in st["releases"]:
         print(f"  {r['version']:<24} {r['state']:<10} {r.get('reason') or ''}".rstrip())
     if st["journal"]:
-        print(f"interrupted: {st['journal']}")
+        print(f"{'in progress' if st['busy'] else 'interrupted'}: {st['journal']['op']} of "
+              f"{st['journal'].get('version')} at step {st['journal'].get('step')!r}")
     return 0
 
 
@@ -187,7 +198,9 @@ def _gc(args) -> int:
 
 def _recover(args) -> int:
     from deploy.install import recover
-    print(recover(_unit(args)) or "nothing to recover")
+    unit = _unit(args)
+    with unit.locked():
+        print(recover(unit) or "nothing to recover")
     return 0
 
 

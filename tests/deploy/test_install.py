@@ -229,3 +229,24 @@ def test_full_wheelhouse_installs_offline_without_site_packages(tmp_path, spec, 
     cfg = (root / "current" / "venv" / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in cfg
     assert not list((root / "current" / "venv").glob("lib/python*/site-packages/*.pth"))
+
+
+def test_one_deploy_command_at_a_time(root, artifact_v2, facts_file):
+    with Unit(root).locked():
+        r = cli("deploy", "install", str(artifact_v2), "--root", str(root), "--facts",
+                str(facts_file), "--python", sys.executable)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1
+        assert "another hsi-edge deploy command is running" in r.stderr
+        s = cli("deploy", "status", "--root", str(root), "--json")
+        assert s.returncode == 0 and json.loads(s.stdout)["busy"] is True
+    assert Unit(root).link_target(Unit(root).current) == V1
+
+
+def test_install_over_a_pending_release_refused(root, artifact_v2, make_artifact, facts):
+    assert _install(root, artifact_v2, facts, commit=False).ok
+    with pytest.raises(BundleError, match=rf"release {V2} is pending \(installed, not yet "
+                                          rf"committed\): deploy commit or deploy rollback"):
+        _install(root, make_artifact("3.1.0", 2), facts)
+    assert rollback(Unit(root), if_pending=True).line == f"rolled back: current {V1} (was {V2})"
+    assert rollback(Unit(root), if_pending=True).line == \
+        f"nothing to roll back: current {V1} is not pending"
