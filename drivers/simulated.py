@@ -429,11 +429,13 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
     # -- info ----------------------------------------------------------------------------
     @property
     def sensor_noise(self) -> dict[str, float]:
-        """Shot + read noise of the simulated sensor at gain 1: ``counts_per_electron`` and
-        ``read_noise_counts`` (the StO2 standard error's noise model,
-        ``edge.processing.quality.NoiseModel``)."""
+        """Shot + read noise of the simulated sensor at gain 1: ``counts_per_electron``,
+        ``read_noise_counts`` and the mosaic's corrected filter ``crosstalk`` (bands, bands)
+        or None (the StO2 standard error's noise model, ``edge.processing.quality.NoiseModel``)."""
+        xt = getattr(self._sensor, "crosstalk", None)
         return {"counts_per_electron": float(self._sensor.counts_per_e),
-                "read_noise_counts": float(self._sensor.read_noise_counts)}
+                "read_noise_counts": float(self._sensor.read_noise_counts),
+                "crosstalk": None if xt is None else np.array(xt, dtype=np.float64)}
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ from edge.processing.indices import indices_from_terms, tivita_indices
 from edge.processing.pack import pack_input
 from edge.processing.plan import ChainPlan, pass_through
 from edge.processing.quality import (absorbance_variance, finish_quality, pixel_flags,
-                                     sto2_raw_variance)
+                                     sto2_raw_variance, sto2_raw_variance_mixed)
 
 __all__ = ["NumpyBackend", "MAP_NAMES"]
 
@@ -138,11 +138,17 @@ class NumpyBackend(Backend):
         s_raw = np.where((flags & ~FLAG_STO2_ONLY) == 0, um["sto2_raw"], np.float32(np.nan))
         if p.quality.noise is not None and ff is not None and np.asarray(raw).dtype != np.float32:
             c = p.unmixer.unmix(refl)
-            v = absorbance_variance(raw, ff.dark, p.quality.noise)
-            rows, cols, bands = v.shape
-            qv = v.reshape(-1, bands) @ p.sigma_weights
-            var = sto2_raw_variance(c[..., p.unmixer.i_hbo2].reshape(-1),
-                                    c[..., p.unmixer.i_hb].reshape(-1), qv).reshape(rows, cols)
+            rows, cols, bands = refl.shape
+            c_o = c[..., p.unmixer.i_hbo2].reshape(-1)
+            c_d = c[..., p.unmixer.i_hb].reshape(-1)
+            if p.quality.noise.crosstalk is None:
+                v = absorbance_variance(raw, ff.dark, p.quality.noise)
+                var = sto2_raw_variance(c_o, c_d, v.reshape(-1, bands) @ p.sigma_weights)
+            else:
+                signal = np.subtract(raw, ff.dark, dtype=np.float32).reshape(-1, bands)
+                var = sto2_raw_variance_mixed(c_o, c_d, signal, p.unmixer.pinv,
+                                              p.unmixer.i_hbo2, p.unmixer.i_hb, p.quality.noise)
+            var = var.reshape(rows, cols)
         guide = terms = None
         if self._spatial:
             a = np.where(np.isfinite(refl), -np.log(np.maximum(refl, np.float32(p.eps))), 0)
@@ -233,11 +239,16 @@ class NumpyBackend(Backend):
                 bad |= (fbn & FLAG_SPECULAR) != 0
                 s_raw[r0:r1] = np.where(bad, np.float32(np.nan), sto2_raw).reshape(r1 - r0, cols)
                 if noisy:
-                    v = absorbance_variance(raw[r0:r1].reshape(n, bands),
-                                            ff.dark[r0:r1].reshape(n, bands), q.noise)
-                    var[r0:r1] = sto2_raw_variance(y[:, i_o], y[:, i_d],
-                                                   v @ self.plan.sigma_weights
-                                                   ).reshape(r1 - r0, cols)
+                    raw_b = raw[r0:r1].reshape(n, bands)
+                    dark_b = ff.dark[r0:r1].reshape(n, bands)
+                    if q.noise.crosstalk is None:
+                        v = absorbance_variance(raw_b, dark_b, q.noise)
+                        vs = sto2_raw_variance(y[:, i_o], y[:, i_d], v @ self.plan.sigma_weights)
+                    else:
+                        vs = sto2_raw_variance_mixed(
+                            y[:, i_o], y[:, i_d], np.subtract(raw_b, dark_b, dtype=np.float32),
+                            self.unmixer.pinv, i_o, i_d, q.noise)
+                    var[r0:r1] = vs.reshape(r1 - r0, cols)
                 if guide is not None:
                     guide[r0:r1] = y[:, k + m_idx:].reshape(r1 - r0, cols, -1)
                     if terms_r is not None:

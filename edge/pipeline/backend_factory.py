@@ -68,13 +68,14 @@ def quality_rules(camera, cfg: AppConfig):
         return None
     own = getattr(camera, "sensor_noise", None)
     k, r = pc.counts_per_electron, pc.read_noise_counts
-    noise, source = None, "processing.counts_per_electron/read_noise_counts"
+    noise, source, crosstalk = None, "processing.counts_per_electron/read_noise_counts", None
     if (k is None or r is None) and isinstance(own, dict):
         k = own["counts_per_electron"] if k is None else k
         r = own["read_noise_counts"] if r is None else r
+        crosstalk = own.get("crosstalk")
         source = "camera sensor model"
     if k is not None and r is not None:
-        noise = NoiseModel(k * cfg.camera.gain, r, source)
+        noise = NoiseModel(k * cfg.camera.gain, r, source, crosstalk)
         log.info("StO2 sigma: noise model from the %s (%.4g counts/e- at gain %g, read noise "
                  "%.3g counts)", source, noise.counts_per_electron, cfg.camera.gain, r)
     else:

@@ -26,7 +26,7 @@ from edge.core.frame import validate_wavelengths
 from edge.errors import CalibrationError, DataFormatError
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
-from edge.processing.quality import QualityRules, quadratic_weights, thb_floor
+from edge.processing.quality import QualityRules, model_sigma, quadratic_weights, thb_floor
 from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
 from edge.processing.unmixing import Unmixer, recommended_components
@@ -85,6 +85,8 @@ class ChainPlan:
     guide_terms : ndarray of shape (bands, G), float64, or None
         Band-group means of A: the spatial step's guide.
     bilateral : BilateralParams
+    model_sigma : float
+        Calibration error in the stated StO2 standard error (fraction, quality rules).
     """
 
     wavelengths: np.ndarray
@@ -100,6 +102,7 @@ class ChainPlan:
     sigma_weights: np.ndarray | None = None
     guide_terms: np.ndarray | None = None
     bilateral: BilateralParams = field(default_factory=BilateralParams)
+    model_sigma: float = 0.0
     # Exposures already warned about: a log de-duplication cache, not configuration.
     _warned: set = field(default_factory=set, repr=False, compare=False)
 
@@ -169,7 +172,9 @@ class ChainPlan:
                                                         unmixer.i_hb),
                      "guide_terms": guide_groups(wl.size, bil.groups),
                      "thb_min": None if quality.min_blood_volume is None
-                     else thb_floor(unmixer, quality.min_blood_volume, fwhm_nm)}
+                     else thb_floor(unmixer, quality.min_blood_volume, fwhm_nm),
+                     "model_sigma": model_sigma(unmixer, calibration, fwhm_nm)
+                     if quality.model_sigma is None else float(quality.model_sigma)}
         return cls(wavelengths=wl, flatfield=flatfield, unmixer=unmixer,
                    calibration=calibration, index_params=index_params, index_terms=terms,
                    index_layout=layout, pack=pack, **extra)

@@ -15,6 +15,12 @@ absorbance variance::
 
     var(A_b) = var(ln R_b) = var(I_b) / (I_b - D_b)**2           (first order)
 
+A snapshot mosaic camera corrects filter crosstalk ``C`` (bands, bands: measured counts
+``x_in = C x``) on the counts (``x_out = pinv(C) x_in``), which mixes the noise of the bands:
+with :attr:`NoiseModel.crosstalk` the variance is propagated through the correction (the shot
+noise from the uncorrected counts ``C x_out``), see :func:`sto2_raw_variance_mixed`.  Mosaic
+misregistration and demosaicing are not noise and are not in sigma.
+
 The noise of the averaged white and dark references (a fixed pattern, 8 frames by default:
 about 0.6 % in science.md) is not included: it is the same in every frame of a run.
 
@@ -27,9 +33,14 @@ rows, ``T = c_o + c_d`` and raw StO2 ``s = c_o / T``::
     var(s)  = (c_d**2 q_oo + c_o**2 q_dd - 2 c_o c_d q_od) / T**4,
     q_xy    = sum_b P_xb P_yb var(A_b)          (one (bands, 3) matmul per pixel block)
 
-and the calibrated StO2 ``f(s)`` has ``sigma = |f'(s)| sqrt(var(s))`` with ``f'`` the table's
-slope (:func:`calibration_slope`, a centred difference over a few knots so the piecewise-linear
-table's kinks do not make sigma jump).  science.md (section 3, ``delta.py``) found this
+and the calibrated StO2 ``f(s)`` has the noise part ``|f'(s)| sqrt(var(s))`` with ``f'`` the
+table's slope (:func:`calibration_slope`, a centred difference over a few knots so the
+piecewise-linear table's kinks do not make sigma jump).  The stated standard error adds the
+calibration's own residual in quadrature, ``sigma = sqrt(f'(s)**2 var(s) + sigma_model**2)``,
+with ``sigma_model`` the rms error of the table on 2000 fresh noise-free spectra of its
+forward model (:func:`model_sigma`: 1.5 / 0.9 / 3.3 points for tivita / snapshot16 /
+snapshot25 with the tables of Dec 2026): without it, a low-noise pixel would claim an
+accuracy the calibration itself does not have.  science.md (section 3, ``delta.py``) found this
 first-order sigma matches Monte Carlo (2.5 / 11.7 / 14.5 points predicted against 2.4 / 11.7
 / 14.3 measured for tivita / snapshot16 / snapshot25).
 
@@ -47,7 +58,7 @@ Validity (:class:`QualityRules`)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,7 +67,8 @@ from edge.errors import ConfigError
 
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
            "quadratic_weights", "pixel_flags", "finish_quality",
-           "calibration_slope", "thb_floor", "specular", "DEFAULT_MAX_SIGMA",
+           "calibration_slope", "thb_floor", "specular", "model_sigma",
+           "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA",
            "DEFAULT_MIN_BLOOD_VOLUME", "DEFAULT_SPECULAR_MIN_REFLECTANCE"]
 
 log = logging.getLogger(__name__)
@@ -87,11 +99,15 @@ class NoiseModel:
         ``r``, rms read noise in counts.
     source : str
         Where the numbers come from (logged and written with the run's metrics).
+    crosstalk : ndarray of shape (bands, bands), float, or None
+        Filter crosstalk ``C`` the camera corrects on its counts (``x_out = pinv(C) x_in``);
+        None: bands are independent.
     """
 
     counts_per_electron: float
     read_noise_counts: float
     source: str = "given"
+    crosstalk: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.counts_per_electron) and self.counts_per_electron > 0):
@@ -100,6 +116,14 @@ class NoiseModel:
         if not (np.isfinite(self.read_noise_counts) and self.read_noise_counts >= 0):
             raise ConfigError(f"noise.read_noise_counts: expected a finite value >= 0, got "
                               f"{self.read_noise_counts!r}")
+
+    def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(C.T, pinv(C).T)`` as float32 for row vectors, or None without crosstalk."""
+        if self.crosstalk is None:
+            return None
+        c = np.asarray(self.crosstalk, dtype=np.float64)
+        return (np.ascontiguousarray(c.T, np.float32),
+                np.ascontiguousarray(np.linalg.pinv(c).T, np.float32))
 
     @classmethod
     def from_sensor(cls, *, full_well_e: float, read_noise_e: float, bit_depth: int,
@@ -164,6 +188,39 @@ def sto2_raw_variance(c_o: np.ndarray, c_d: np.ndarray, q: np.ndarray) -> np.nda
     return np.where(t > 0, var, np.float32(np.nan)).astype(np.float32)
 
 
+def sto2_raw_variance_mixed(c_o: np.ndarray, c_d: np.ndarray, signal: np.ndarray,
+                            pinv: np.ndarray, i_o: int, i_d: int, noise: NoiseModel
+                            ) -> np.ndarray:
+    """Variance of raw StO2 when the camera's crosstalk correction mixes the bands' noise.
+
+    With ``g_b = (c_d P_ob - c_o P_db) / T**2`` (d s / d A_b), ``u = g / x_out`` (A = -ln x),
+    ``Ct = pinv(C).T`` (``x_out = x_in @ Ct``)::
+
+        var(s) = sum_k var(x_in_k) * (Ct @ u)_k**2,   var(x_in) = K max(x_out @ C.T, 0) + r**2
+
+    Parameters
+    ----------
+    c_o, c_d : ndarray (n,), float32
+    signal : ndarray (n, bands), float32 -- ``I - D`` after the correction (the frame's)
+    pinv : ndarray (k, bands) -- the unmixing pseudo-inverse
+
+    Returns
+    -------
+    ndarray (n,), float32; NaN where ``c_o + c_d <= 0``.
+    """
+    ct_t, ct = noise.correction()
+    p = np.asarray(pinv, dtype=np.float32)
+    t = c_o + c_d
+    d = np.maximum(signal, np.float32(1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = (c_d[:, None] * p[i_o] - c_o[:, None] * p[i_d]) / (t * t)[:, None]
+        z = (g / d) @ ct.T
+        v_in = np.maximum(d @ ct_t, 0) * np.float32(noise.counts_per_electron)
+        v_in += np.float32(noise.read_noise_counts ** 2)
+        var = np.einsum("ij,ij->i", v_in, z * z)
+    return np.where(t > 0, var, np.float32(np.nan)).astype(np.float32)
+
+
 def calibration_slope(calibration, sto2_raw: np.ndarray) -> np.ndarray:
     """Slope ``df/ds`` of a :class:`~edge.processing.sto2.Sto2Calibration` table at ``sto2_raw``.
 
@@ -187,6 +244,18 @@ def calibration_slope(calibration, sto2_raw: np.ndarray) -> np.ndarray:
         / np.float32(calibration.dx)
     i = np.clip(np.floor(t), 0, n - 2).astype(np.intp)
     return np.where(finite, slopes[i], np.float32(np.nan)).astype(np.float32)
+
+
+def model_sigma(unmixer, calibration, fwhm_nm: float | None = None, n: int = 2000,
+                seed: int = 777) -> float:
+    """RMS error (fraction) of ``calibration`` on ``n`` fresh noise-free simulated spectra
+    (``edge.processing.sto2.simulate_spectra``, default ranges; seed unlike the fits')."""
+    from edge.processing.sto2 import simulate_spectra
+
+    refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, fwhm_nm=fwhm_nm)
+    err = calibration.apply(unmixer.maps(refl)["sto2_raw"]).astype(np.float64) - truth
+    ok = np.isfinite(err)
+    return float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else 0.0
 
 
 def thb_floor(unmixer, blood_volume: float, fwhm_nm: float | None = None) -> float:
@@ -234,6 +303,9 @@ class QualityRules:
     spatial : {"none", "bilateral"}
         Edge-preserving spatial step on raw StO2 and the StO2-index terms
         (:mod:`edge.processing.spatial`).
+    model_sigma : float or None
+        Calibration error added in quadrature to the noise (fraction); None: the table's
+        residual on simulated spectra (:func:`model_sigma`); 0: noise only.
     """
 
     noise: NoiseModel | None = None
@@ -241,6 +313,7 @@ class QualityRules:
     min_blood_volume: float | None = DEFAULT_MIN_BLOOD_VOLUME
     specular_min_reflectance: float | None = DEFAULT_SPECULAR_MIN_REFLECTANCE
     spatial: str = "none"
+    model_sigma: float | None = None
 
     def __post_init__(self) -> None:
         from edge.processing.spatial import SPATIAL_METHODS
@@ -251,6 +324,10 @@ class QualityRules:
             if v is not None and not (np.isfinite(v) and lo < v <= hi):
                 raise ConfigError(f"quality.{name}: expected a value in ({lo:g}, {hi:g}] or "
                                   f"null, got {v!r}")
+        m = self.model_sigma
+        if m is not None and not (np.isfinite(m) and 0.0 <= m <= 1.0):
+            raise ConfigError(f"quality.model_sigma: expected a value in [0, 1] or null, got "
+                              f"{m!r}")
         if self.spatial not in SPATIAL_METHODS:
             raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
                               f"got {self.spatial!r}")
@@ -264,6 +341,7 @@ def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, reflectance: np.ndarra
     if rules.specular_min_reflectance is not None:
         flags[clean & specular(reflectance, rules.specular_min_reflectance)] |= FLAG_SPECULAR
     if plan.thb_min is not None:
+        clean = flags == 0          # a highlight's THb means nothing: one reason per pixel
         with np.errstate(invalid="ignore"):
             flags[clean & (thb < np.float32(plan.thb_min))] |= FLAG_LOW_BLOOD
 
@@ -315,7 +393,8 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     if var is None:
         sigma = np.full(s.shape, np.nan, np.float32)
     else:
-        sigma = calibration_slope(cal, s) * np.sqrt(var)
+        sigma = np.sqrt((calibration_slope(cal, s) ** 2) * var
+                        + np.float32(plan.model_sigma ** 2))
         sigma = np.where(has, sigma, np.float32(np.nan)).astype(np.float32)
         if rules.max_sigma is not None:
             with np.errstate(invalid="ignore"):
