@@ -116,3 +116,48 @@ def test_truth_scorer_keeps_running_sums_not_lists():
     assert summary["sto2_mae_pp"] == pytest.approx(10.0, abs=1e-5)
     assert summary["sto2_bias_pp"] == pytest.approx(5.0, abs=1e-5)
     assert not any(isinstance(v, list) for v in vars(s).values())
+
+
+def test_border_mask_grows_two_pixels_from_class_and_sto2_edges():
+    from edge.pipeline.truth import border_mask
+
+    classes = np.zeros((3, 12), np.uint8)
+    classes[:, 6:] = 1
+    sto2 = np.full((3, 12), 0.7, np.float32)
+    m = border_mask(classes, sto2)
+    assert m[0].tolist() == [False] * 3 + [True] * 6 + [False] * 3
+    classes[:] = 1
+    sto2[:, 9:] = 0.6                          # a 10-point StO2 step inside one organ
+    m = border_mask(classes, sto2)
+    assert m[0].tolist() == [False] * 6 + [True] * 6
+    sto2[:, 9:] = 0.68                         # 2 points: texture, not an edge
+    assert not border_mask(classes, sto2).any()
+
+
+class _Q:
+    def __init__(self, products, truth):
+        self.products, self.truth = products, truth
+
+
+def test_truth_scorer_reports_valid_all_share_border_and_coverage():
+    """2x6 tissue, one organ edge between columns 2 and 3: valid pixels err by +0.02 (sigma
+    0.03 covers them), two masked pixels by -0.2 in sto2_all."""
+    truth = np.full((2, 6), 0.5, np.float32)
+    classes = np.zeros((2, 6), np.uint8)
+    classes[:, 3:] = 1
+    est_all = truth + np.float32(0.02)
+    est_all[0, 0] = est_all[1, 0] = 0.3
+    est = est_all.copy()
+    est[:, 0] = np.nan
+    sigma = np.full((2, 6), 0.03, np.float32)
+    s = TruthScorer()
+    s.write(_Q({"sto2": est, "sto2_all": est_all, "sto2_sigma": sigma},
+               {"sto2": truth, "classes": classes}))
+    q = s.summary()
+    assert q["sto2_mae_pp"] == pytest.approx(2.0, abs=1e-4)
+    assert q["sto2_valid_fraction"] == pytest.approx(10 / 12)
+    assert q["sto2_mae_all_pp"] == pytest.approx((10 * 2.0 + 2 * 20.0) / 12, abs=1e-4)
+    assert q["sto2_bias_all_pp"] == pytest.approx((10 * 2.0 - 2 * 20.0) / 12, abs=1e-4)
+    assert q["sto2_mae_border_pp"] == pytest.approx(2.0, abs=1e-4)   # all within 2 px
+    assert "sto2_mae_interior_pp" not in q                            # of the edge
+    assert q["sto2_sigma_coverage"] == 1.0

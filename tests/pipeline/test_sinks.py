@@ -53,3 +53,35 @@ def test_every_must_be_positive(tmp_path):
     null = NullSink()
     null.write(_frame(0))
     assert null.count == 1
+
+
+def test_png_sto2_draws_pixels_without_sto2_by_reason(tmp_path):
+    """Grey: no estimate; hatched: low blood / uncertain; white: specular; the strip below
+    the map names the reasons present with their share of the frame."""
+    f = _frame(0)
+    flags = f.products["flags"]
+    flags[0, 0], flags[1, 0], flags[1, 1], flags[1, 2] = 16, 32, 64, 128
+    f.products["sto2"][flags != 0] = np.nan
+    sink = PngSink(tmp_path, every=1, colors=COLORS, class_names=("bg", "liver", "fat"),
+                   alpha=1.0, max_sigma=0.05)
+    sink.write(f)
+    with Image.open(tmp_path / "sto2_000000.png") as im:
+        img = np.asarray(im)
+    assert img.shape == (6 + 4 + 14 * 4, 8 + 70, 3)          # four legend lines below
+    assert tuple(img[0, 0]) == (128, 128, 128)               # no estimate
+    assert tuple(img[1, 0]) == (70, 70, 70)                  # low blood, hatched
+    assert tuple(img[1, 1]) == (90, 90, 90)                  # uncertain, hatched the other way
+    assert tuple(img[1, 2]) == (255, 255, 255)               # specular
+    assert tuple(img[3, 3]) not in {(128, 128, 128), (255, 255, 255)}
+    with Image.open(tmp_path / "overlay_000000.png") as im:
+        ov = np.asarray(im)
+    assert tuple(ov[1, 2]) == (255, 255, 255)                # the highlight, white
+    assert tuple(ov[1, 0]) == (200, 30, 30)                  # low blood keeps its class
+
+
+def test_npz_sink_writes_sigma(tmp_path):
+    f = _frame(3)
+    f.products["sto2_sigma"] = np.full((6, 8), 0.02, np.float32)
+    NpzSink(tmp_path, every=1).write(f)
+    with np.load(tmp_path / "maps_000003.npz") as z:
+        np.testing.assert_array_equal(z["sto2_sigma"], np.float32(0.02))

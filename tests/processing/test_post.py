@@ -69,3 +69,25 @@ def test_colorbar_appends_panel():
     assert (out[:, 12:] != 255).any()
     with pytest.raises(DataFormatError, match="ticks: expected an integer >= 2"):
         colorbar(img, ticks=1)
+
+
+def test_mark_invalid_and_legend():
+    from edge.processing.post import INVALID_STYLES, invalid_legend, mark_invalid
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    flags = np.zeros((8, 8), np.uint8)
+    flags[0, :4] = 64 | 32                     # first matching style wins: low blood
+    flags[5, 5] = 2                            # underexposed: no estimate
+    out = mark_invalid(img, flags)
+    assert tuple(out[0, 0]) == (70, 70, 70) and tuple(out[0, 4]) == (0, 0, 0)
+    assert tuple(out[5, 5]) == NAN_COLOR and not img.any()     # input untouched
+    labels = [label for label, swatch in invalid_legend(flags, max_sigma=0.05)]
+    assert labels == ["low blood 6%", "no estimate 2%"]
+    assert [s[0] for s in INVALID_STYLES] == ["specular", "low blood", "uncertain",
+                                              "no estimate"]
+    assert invalid_legend(np.full((2, 2), 64, np.uint8), 0.05)[0][0] == \
+        "uncertain (sigma > 5 pp) 100%"
+    with pytest.raises(DataFormatError, match=r"image/flags: expected uint8 \(rows, cols, 3\) "
+                                              r"and flags \(rows, cols\), got uint8 \(8, 8, 3\) "
+                                              r"and \(2, 2\)"):
+        mark_invalid(img, np.zeros((2, 2), np.uint8))
