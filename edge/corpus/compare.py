@@ -10,8 +10,8 @@ Per recording present in both runs with status ok in both, from the stored maps
 - ``sto2_mae_pp`` / ``sto2_max_pp``: mean and largest |StO2 B - StO2 A| over pixels valid in
   both, in percentage points (maps stored to 0.01 pp);
 
-and from the records: per class the shift of the mean StO2 (pp, B - A) and of the index
-means, and the timings.  Overall figures pool the recordings (IoU: summed intersections over
+and from the records: per class the shift of the mean StO2 (pp, B - A) and of each index
+mean, and the timings.  Overall figures pool the recordings (IoU: summed intersections over
 summed unions; shifts: pixel-weighted means).  ``status_changes`` lists recordings that
 changed status or exist in one run only.
 
@@ -172,6 +172,8 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike,
     agree = pixels = 0
     sto2_pairs: list[tuple[float, int]] = []
     class_shift: dict[str, dict[str, list]] = {n: {"a": [], "b": []} for n in names}
+    # (class, index) -> run -> [(mean, n)] for the pooled per-class index means
+    class_index: dict[tuple[str, str], dict[str, list]] = {}
     index_shift: dict[str, dict[str, list]] = {}
     time_a = time_b = 0.0
     for rid in sorted(set(recs_a) | set(recs_b)):
@@ -204,6 +206,13 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike,
                     class_shift[name]["a"].append((sa_["mean"], sa_["n"]))
                 if sb_.get("n"):
                     class_shift[name]["b"].append((sb_["mean"], sb_["n"]))
+                for run, r in (("a", ra), ("b", rb)):
+                    c = (r.get("classes") or {}).get(name) or {}
+                    for iname, mean in (c.get("index_means") or {}).items():
+                        n = (c.get("index_n") or {}).get(iname) or 0
+                        if mean is not None and n:
+                            class_index.setdefault((name, iname), {"a": [], "b": []})[run] \
+                                .append((mean, n))
             entry["index_shift"] = {}
             for iname, ia in (ra.get("indices") or {}).items():
                 ib = (rb.get("indices") or {}).get(iname)
@@ -226,7 +235,13 @@ def compare_runs(a: str | os.PathLike, b: str | os.PathLike,
             "id": c, "inter_px": int(inter[c]), "union_px": int(union[c]),
             "iou": None if union[c] == 0 else float(inter[c] / union[c]),
             "sto2_mean_a": ma, "sto2_mean_b": mb,
-            "sto2_shift_pp": None if ma is None or mb is None else 100 * (mb - ma)}
+            "sto2_shift_pp": None if ma is None or mb is None else 100 * (mb - ma),
+            "index_shift": {}}
+        for (cname, iname), acc in sorted(class_index.items()):
+            if cname == name:
+                ia, ib = _weighted(acc["a"]), _weighted(acc["b"])
+                classes[name]["index_shift"][iname] = \
+                    None if ia is None or ib is None else ib - ia
     indices = {}
     for iname, acc in sorted(index_shift.items()):
         ma, mb = _weighted(acc["a"]), _weighted(acc["b"])

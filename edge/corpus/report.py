@@ -147,10 +147,14 @@ def write_report(out_dir: str | os.PathLike, res: dict[str, Any]) -> Path:
           _f(res["timings"]["task_s_a"], ".2f"), _f(res["timings"]["task_s_b"], ".2f"),
           _f(res["timings"]["ratio"], ".2f")]], left=0))
     parts.extend(_plots(plt, res))
+    inames = sorted({i for c in res["classes"].values() for i in c.get("index_shift", {})})
     parts.append("<h2>Per class (pooled)</h2>" + _table(
-        ["class", "IoU", "union px", "mean StO2 A", "mean StO2 B", "shift (pp)"],
+        ["class", "IoU", "union px", "mean StO2 A", "mean StO2 B", "StO2 shift (pp)"]
+        + [f"Δ {i}" for i in inames],
         [[n, _f(c["iou"]), c["union_px"], _f(c["sto2_mean_a"]), _f(c["sto2_mean_b"]),
-          _f(c["sto2_shift_pp"], "+.3f")] for n, c in res["classes"].items()]))
+          _f(c["sto2_shift_pp"], "+.3f")]
+         + [_f(c.get("index_shift", {}).get(i), "+.4f") for i in inames]
+         for n, c in res["classes"].items()]))
     parts.append("<h2>Indices (pooled means)</h2>" + _table(
         ["map", "mean A", "mean B", "shift"],
         [[n, _f(d["mean_a"]), _f(d["mean_b"]), _f(d["shift"], "+.4f")]

@@ -118,6 +118,7 @@ class RecordingStats:
                          "sto2": self.class_sto2[c].summary()}
                 entry["index_means"] = {n: accs[c].summary()["mean"]
                                         for n, accs in self.class_index.items()}
+                entry["index_n"] = {n: accs[c].n for n, accs in self.class_index.items()}
                 doc["classes"][name] = entry
             doc["withheld_px"] = int(self.areas[-1])
         return doc

@@ -55,6 +55,7 @@ def test_identical_runs_pass_with_iou_one(runs, capsys, tmp_path):
     assert res["verdict"] == "PASS" and res["reasons"] == []
     for c in res["classes"].values():
         assert c["iou"] in (1.0, None) and c["sto2_shift_pp"] in (0.0, None)
+        assert set(c["index_shift"].values()) <= {0.0, None}
     assert any(c["iou"] == 1.0 for c in res["classes"].values())
     for e in res["recordings"].values():
         assert (e["mean_iou"], e["pixel_agreement"], e["sto2_mae_pp"], e["sto2_max_pp"]) == \
@@ -155,3 +156,5 @@ def test_other_unmixing_basis_reports_the_sto2_it_moved(runs, capsys):
     assert re.search(r"recording\(s\) with StO2 MAE > 1 pp \(worst ", text)
     shifts = [c["sto2_shift_pp"] for c in res["classes"].values() if c["sto2_shift_pp"]]
     assert shifts and res["indices"]["sto2"]["shift"] != 0
+    # haemoglobin per class moves with the basis too (thb: a concentration, pooled mean)
+    assert any(c["index_shift"].get("thb") for c in res["classes"].values())
