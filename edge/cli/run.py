@@ -68,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
           f"backend {m['backend']}, runtime {m['runtime'] or '-'}, model {m['model'] or '-'}")
     if m.get("quality"):
         q = m["quality"]
-        print(f"StO2 vs ground truth: MAE {q['sto2_mae_pp']:.2f} pp, bias {q['sto2_bias_pp']:+.2f} pp")
+        line = (f"StO2 vs ground truth: MAE {q['sto2_mae_pp']:.2f} pp, bias "
+                f"{q['sto2_bias_pp']:+.2f} pp")
+        if "sto2_valid_fraction" in q and "sto2_mae_all_pp" in q:
+            line += (f" on valid pixels ({100 * q['sto2_valid_fraction']:.0f} % of tissue); "
+                     f"all pixels MAE {q['sto2_mae_all_pp']:.2f} pp")
+        print(line)
     print(format_latency_table(m))
     if job.metrics_error:
         # the summary above is all the user gets: say so in one line, and fail

@@ -35,12 +35,12 @@ rows, ``T = c_o + c_d`` and raw StO2 ``s = c_o / T``::
 
 and the calibrated StO2 ``f(s)`` has the noise part ``|f'(s)| sqrt(var(s))`` with ``f'`` the
 table's slope (:func:`calibration_slope`, a centred difference over a few knots so the
-piecewise-linear table's kinks do not make sigma jump).  The stated standard error adds the
-calibration's own residual in quadrature, ``sigma = sqrt(f'(s)**2 var(s) + sigma_model**2)``,
-with ``sigma_model`` the rms error of the table on 2000 fresh noise-free spectra of its
-forward model (:func:`model_sigma`: 1.5 / 0.9 / 3.3 points for tivita / snapshot16 /
-snapshot25 with the tables of Dec 2026): without it, a low-noise pixel would claim an
-accuracy the calibration itself does not have.  science.md (section 3, ``delta.py``) found this
+piecewise-linear table's kinks do not make sigma jump).  A calibration error can be added in
+quadrature, ``sigma = sqrt(f'(s)**2 var(s) + sigma_model**2)`` (:attr:`QualityRules.
+model_sigma`; default 0: sigma is the noise part, what the measured coverage refers to;
+None: the table's rms error on 2000 fresh spectra of its forward model, :func:`model_sigma`).
+``FLAG_UNCERTAIN`` always tests the noise part: a constant model term would flag every pixel
+or none.  science.md (section 3, ``delta.py``) found this
 first-order sigma matches Monte Carlo (2.5 / 11.7 / 14.5 points predicted against 2.4 / 11.7
 / 14.3 measured for tivita / snapshot16 / snapshot25).
 
@@ -75,10 +75,11 @@ log = logging.getLogger(__name__)
 
 #: StO2 standard error above which a pixel is ``FLAG_UNCERTAIN`` (5 points, science.md rec. 2).
 DEFAULT_MAX_SIGMA = 0.05
-#: Blood volume fraction below which StO2 is not defined (``FLAG_LOW_BLOOD``): 0.5 %.  The
-#: simulator's organs hold 1-6.5 % (drivers/sim/tissue_classes.py); science.md saw the error
-#: grow to 10 points below 1 %.
-DEFAULT_MIN_BLOOD_VOLUME = 0.005
+#: Blood volume fraction below which StO2 is not defined (``FLAG_LOW_BLOOD``): 0.3 %, below
+#: the calibration prior's 0.5 % (the table extrapolates there).  At 0.5 % the limit flagged
+#: 48 % of the simulated fat (0.8 % blood, a' 28: its THb reads low against the reference
+#: tissue's pathlength) on 64x80 snapshot16 scenes, at 0.3 % 11 %.
+DEFAULT_MIN_BLOOD_VOLUME = 0.003
 #: Darkest band's reflectance above which a pixel is a specular highlight.  Tissue's darkest
 #: band stays below about 0.45 on every preset grid (measured on the simulated organs); a
 #: highlight adds 0.3-1.0 to every band.
@@ -304,8 +305,8 @@ class QualityRules:
         Edge-preserving spatial step on raw StO2 and the StO2-index terms
         (:mod:`edge.processing.spatial`).
     model_sigma : float or None
-        Calibration error added in quadrature to the noise (fraction); None: the table's
-        residual on simulated spectra (:func:`model_sigma`); 0: noise only.
+        Calibration error added in quadrature to the noise (fraction); 0 (default): sigma is
+        the noise part; None: the table's residual on simulated spectra (:func:`model_sigma`).
     """
 
     noise: NoiseModel | None = None
@@ -313,7 +314,7 @@ class QualityRules:
     min_blood_volume: float | None = DEFAULT_MIN_BLOOD_VOLUME
     specular_min_reflectance: float | None = DEFAULT_SPECULAR_MIN_REFLECTANCE
     spatial: str = "none"
-    model_sigma: float | None = None
+    model_sigma: float | None = 0.0
 
     def __post_init__(self) -> None:
         from edge.processing.spatial import SPATIAL_METHODS
@@ -393,12 +394,15 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     if var is None:
         sigma = np.full(s.shape, np.nan, np.float32)
     else:
-        sigma = np.sqrt((calibration_slope(cal, s) ** 2) * var
-                        + np.float32(plan.model_sigma ** 2))
-        sigma = np.where(has, sigma, np.float32(np.nan)).astype(np.float32)
+        noise_sigma = calibration_slope(cal, s) * np.sqrt(var)
+        noise_sigma = np.where(has, noise_sigma, np.float32(np.nan)).astype(np.float32)
         if rules.max_sigma is not None:
             with np.errstate(invalid="ignore"):
-                flags[(flags == 0) & (sigma > np.float32(rules.max_sigma))] |= FLAG_UNCERTAIN
+                flags[(flags == 0)
+                      & (noise_sigma > np.float32(rules.max_sigma))] |= FLAG_UNCERTAIN
+        sigma = noise_sigma
+        if plan.model_sigma:
+            sigma = np.sqrt(noise_sigma ** 2 + np.float32(plan.model_sigma ** 2))
     maps["sto2"] = np.where(flags == 0, sto2_all, np.float32(np.nan)).astype(np.float32)
     maps["sto2_sigma"] = sigma
     maps["sto2_all"] = sto2_all
