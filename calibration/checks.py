@@ -18,7 +18,7 @@ import numpy as np
 
 from calibration.thresholds import CheckResult, ThresholdTable
 
-__all__ = ["central", "hot_mask", "reflectance", "ambient_check", "warmup_change",
+__all__ = ["central", "band_medians", "hot_mask", "reflectance", "ambient_check", "warmup_change",
            "dark_checks", "white_checks", "drift_checks", "accuracy_check", "colour_check",
            "repeatability_check", "linearity_check", "snr_check", "quick_check", "summary",
            "SATURATION_FRACTION"]
@@ -33,6 +33,11 @@ def central(a: np.ndarray, frac: float = 0.8) -> np.ndarray:
     r, c = a.shape[:2]
     dr, dc = int(round(r * (1 - frac) / 2)), int(round(c * (1 - frac) / 2))
     return a[dr:r - dr or None, dc:c - dc or None]
+
+
+def band_medians(a: np.ndarray, frac: float = 0.8) -> np.ndarray:
+    """Median over the central ``frac`` of the pixels, per band: shape (bands,)."""
+    return _band_means(a, frac)
 
 
 def _band_means(a: np.ndarray, frac: float = 0.8) -> np.ndarray:
@@ -70,10 +75,14 @@ def reflectance(signal: np.ndarray, dark: np.ndarray, white: np.ndarray, white_d
 
 def ambient_check(t: ThresholdTable, ambient: np.ndarray, white: np.ndarray,
                   dark: np.ndarray) -> CheckResult:
-    """Room light with the illumination off, as a fraction of the white signal per band."""
-    a = _band_means(ambient - dark)
-    w = _band_means(white - dark)
-    ratio = 100.0 * a / np.maximum(w, 1e-6)
+    """Room light with the illumination off, as a fraction of the white signal per band.
+
+    Parameters
+    ----------
+    ambient, white, dark : ndarray of shape (bands,)
+        Central band medians (:func:`band_medians`) of the three captures.
+    """
+    ratio = 100.0 * (ambient - dark) / np.maximum(white - dark, 1e-6)
     b = int(np.argmax(ratio))
     return t.result("ambient_ratio", float(ratio[b]), detail=f"worst band {b}",
                     data={"ratio_pct": ratio.tolist()})

@@ -192,14 +192,17 @@ class FieldCalibration:
         return [fac, tiles]
 
     def _step_environment(self) -> list[CheckResult]:
+        def capture(what: str) -> np.ndarray:  # band medians only: full cubes cost GBs
+            return C.band_medians(self._avg(self.s.n_env, what=what).mean)
+
         self.placer.place("dark")
-        dark = self._avg(self.s.n_env, what="environment dark")
+        dark = capture("environment dark")
         self.placer.place("white")
         self.placer.lights(False)
-        amb = self._avg(self.s.n_env, what="ambient")
+        amb = capture("ambient")
         self.placer.lights(True)
-        white = self._avg(self.s.n_env, what="environment white")
-        return [C.ambient_check(self.t, amb.mean, white.mean, dark.mean)]
+        white = capture("environment white")
+        return [C.ambient_check(self.t, amb, white, dark)]
 
     def _step_warmup(self) -> list[CheckResult]:
         s = self.s
@@ -265,7 +268,7 @@ class FieldCalibration:
         prev_pair = None
         if same:
             pwd = prev.white_dark if prev.white_dark is not None else prev.dark
-            prev_pair = (prev.white * 1.0, pwd)
+            prev_pair = (prev.white, pwd)
         results = C.white_checks(self.t, self.white.mean, wd.mean, self.cam.bit_depth,
                                  prev_pair, self.baseline)
         if same:
