@@ -133,10 +133,16 @@ class FieldCalibration:
             return None, {}
         try:
             rec = CalibrationRecord.load(self.out)
-            return rec, read_qc(rec) or {}
+            qc = read_qc(rec) or {}
         except CalibrationError as exc:
             log.warning("previous record not usable for comparison: %s", exc)
             return None, {}
+        if rec.camera_serial != self.cam.serial:
+            log.warning("%s holds a record of camera %s, not %s: not compared (it is kept as "
+                        "a backup when this one is signed)", self.out, rec.camera_serial,
+                        self.cam.serial)
+            return None, {}
+        return rec, qc
 
     # -- driver ---------------------------------------------------------------------------
     def run(self) -> FieldResult:

@@ -207,3 +207,14 @@ def test_site_thresholds_from_the_run_config(tmp_path, capsys):
     amb = [c for c in qc["checks"] if c["name"] == "ambient_ratio"][0]
     assert amb["verdict"] == "PASS" and amb["fail"] == 8.0
     assert (tmp_path / "hist").is_dir()
+
+
+def test_a_record_of_another_camera_is_not_a_baseline(tmp_path):
+    calibrate(camera(8), tmp_path / "rec", tmp_path / "history")
+    r = calibrate(camera(9), tmp_path / "rec", tmp_path / "history")
+    names = {x.name for x in r.results}
+    assert "white_drift_level" not in names and r.qc["commissioning"]
+    assert CalibrationRecord.load(tmp_path / "rec").camera_serial == camera(9).serial
+    backups = [p for p in tmp_path.iterdir() if p.name.startswith("rec.backup-")]
+    assert len(backups) == 1
+    assert CalibrationRecord.load(backups[0]).camera_serial == camera(8).serial
