@@ -1,11 +1,16 @@
 """The newest-frame slot: a pipeline sink that never blocks, and the hub that shares JPEGs.
 
 The pipeline thread calls :meth:`LiveSink.write` for every frame.  The sink keeps one frame
-in a few (``fps``, default 4): it copies the maps the page shows (StO2, class map) and the
-reflectance cube (the backends may reuse their output buffers), puts them into the hub's
-single pending slot -- overwriting a frame the encoder has not taken yet -- and into a ring of
-the last ``ring`` frames (the spectrum endpoint averages over it).  Nothing in ``write``
-waits for a client, a socket or the encoder: it takes one lock held only for assignments.
+in a few (``fps``, default 4): read-only views of the maps the page shows (StO2, class map) and
+of the reflectance cube go into the hub's single pending slot -- overwriting a frame the
+encoder has not taken yet -- and into a ring of the last ``ring`` frames (the spectrum
+endpoint averages over it).  Views, not copies: a backend never writes into an output that a
+caller still refers to (numpy and cuda return fresh arrays per frame; native reuses an output
+set only when nothing outside its pool refers to it), and copying a 480x640x100 cube on the
+pipeline thread took ~270 ms on a loaded 2-core machine (tools/serve_bench.py).  Keeping the
+ring alive costs memory instead: ``ring`` cubes (123 MB each at 480x640x100 float32).  Nothing
+in ``write`` waits for a client, a socket or the encoder: it takes one lock held only for
+assignments.
 
 The hub's encoder thread renders the kept frame (overlay and StO2 panels side by side),
 encodes it once as JPEG (Pillow) and publishes it; asyncio clients of the web server are woken
@@ -46,7 +51,7 @@ DEFAULT_COLORS = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 
 
 @dataclass
 class KeptFrame:
-    """What the sink keeps of one frame (copies, owned by the hub).
+    """What the sink keeps of one frame (read-only views of the frame's products).
 
     Attributes
     ----------
@@ -410,8 +415,15 @@ class LiveSink(Sink):
         sto2, classes = p.get("sto2"), p.get("classes")
         self.hub.offer(KeptFrame(
             seq=int(frame.meta.frame_id), trigger_ns=int(frame.meta.timestamp_ns), kept_ns=now,
-            wavelengths=frame.wavelengths,
-            reflectance=None if refl is None else np.array(refl, np.float32, copy=True),
-            sto2=None if sto2 is None else np.array(sto2, np.float32, copy=True),
-            classes=None if classes is None else np.array(classes, np.uint8, copy=True),
+            wavelengths=frame.wavelengths, reflectance=_frozen(refl, np.float32),
+            sto2=_frozen(sto2, np.float32), classes=_frozen(classes, np.uint8),
             flags=sorted(frame.flags)))
+
+
+def _frozen(a: np.ndarray | None, dtype) -> np.ndarray | None:
+    """A read-only view of ``a`` (a copy only when it has another dtype)."""
+    if a is None:
+        return None
+    v = np.asarray(a, dtype=dtype).view()
+    v.flags.writeable = False
+    return v
