@@ -201,7 +201,6 @@ def prepare_tree(spec: ReleaseSpec, tree: Path, *, wheel: Path | None = None) ->
     """Fill ``tree`` (an empty folder) with the release files; returns the inner manifest."""
     import yaml
 
-    from deploy.golden import make_golden
     from deploy.sbom import write_sbom
     from edge.pipeline.config import load_app_config
 
@@ -228,8 +227,10 @@ def prepare_tree(spec: ReleaseSpec, tree: Path, *, wheel: Path | None = None) ->
         for f in sorted((DEPLOY_DIR / sub).glob(pattern)):
             shutil.copy2(f, dst / f.name)
     g = spec.selftest.golden
-    make_golden(tree / "golden", card_path, cfg, preset=g.preset or cfg.camera.preset or "tivita",
-                rows=g.rows, cols=g.cols, seed=g.seed, precision=spec.model.precision)
+    _golden_with_shipped_code(tree, wheel_info, dict(
+        card=str(card_path) if card_path else None, config=str(tree / "config" / "unit.yaml"),
+        preset=g.preset or cfg.camera.preset or "tivita", rows=g.rows, cols=g.cols,
+        seed=g.seed, precision=spec.model.precision))
     st = dataclasses.asdict(spec.selftest)
     (tree / "selftest.json").write_text(json.dumps(st, indent=2) + "\n")
     write_sbom(tree / "sbom.cdx.json", name=spec.name, version=version,
@@ -254,6 +255,28 @@ def prepare_tree(spec: ReleaseSpec, tree: Path, *, wheel: Path | None = None) ->
     }
     manifest["built"]["seconds"] = round(time.monotonic() - t0, 1)
     return manifest
+
+
+def _golden_with_shipped_code(tree: Path, wheel_info: dict[str, Any], args: dict[str, Any]
+                              ) -> None:
+    """Make the golden fixtures with the code of the shipped hsi-edge wheel (unpacked and
+    imported first), not the code this command runs from: the fixtures must describe what
+    the unit will run, even when the checkout changed after the wheel was built."""
+    import zipfile
+    with tempfile.TemporaryDirectory(prefix="hsi-edge-code-") as code:
+        with zipfile.ZipFile(tree / "wheelhouse" / wheel_info["hsi_edge_wheel"]) as z:
+            z.extractall(code)
+        script = ("import json, sys\n"
+                  "from deploy.golden import make_golden\n"
+                  "from edge.pipeline.config import load_app_config\n"
+                  "a = json.loads(sys.argv[1])\n"
+                  "make_golden(sys.argv[2], a['card'], load_app_config(a['config']),\n"
+                  "            preset=a['preset'], rows=a['rows'], cols=a['cols'],\n"
+                  "            seed=a['seed'], precision=a['precision'])\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [code] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+        _run([sys.executable, "-c", script, json.dumps(args), str(tree / "golden")],
+             "golden fixtures (with the shipped code)", timeout=1800, env=env, cwd=code)
 
 
 def tree_manifest(tree: Path) -> list[dict[str, Any]]:

@@ -259,7 +259,7 @@ def _undo_install(unit: Unit, doc: dict[str, Any]) -> None:
         unit.set_link(unit.current, old)
         unit.set_link(unit.previous, old_prev)
     if "restore_unit" in doc:
-        from deploy.install import restore_unit_backup
+        from deploy.steps import restore_unit_backup
         restore_unit_backup(unit, doc["restore_unit"])
     if doc.get("created"):
         unit.remove_release(version)

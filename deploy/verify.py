@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deploy import MANIFEST_NAME, RELEASE_FORMAT, TREE_NAME
-from deploy.artifact import ArtifactReader, iter_tree_verified, parse_inner_manifest
+from deploy.artifact import ArtifactReader, parse_inner_manifest
+from deploy.payload import iter_tree_verified
 from deploy.facts import UnitFacts, check_target
 from deploy.release import target_from_meta
 from edge.errors import BundleError

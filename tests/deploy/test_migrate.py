@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy import install as inst
+from deploy import steps as inst
+from deploy.unit import Unit
 from edge.errors import BundleError
 
 
@@ -41,7 +42,7 @@ def test_migration_keeps_a_backup(tmp_path, monkeypatch):
     assert (kept / "calibration" / "current" / "record.yaml").exists()
     assert not (kept / "engines").exists()  # caches are not backed up
     # a rollback to a release of format 1 puts the backup back
-    inst.restore_unit_backup(inst.Unit(tmp_path, unit_dir=unit), backup)
+    inst.restore_unit_backup(Unit(tmp_path, unit_dir=unit), backup)
     assert (unit / "identity.yaml").read_text() == "unit_serial: U1\n"
     assert (unit / "format_version").read_text() == "1\n"
 

@@ -8,21 +8,35 @@ import os
 
 import yaml
 
-from deploy.selftest import passed, run_selftest
-from deploy_testlib import V1, cli, save_record
+import subprocess
+from types import SimpleNamespace
+
+from deploy_testlib import V1, save_record
 
 CHECKS = ["files", "chain-numpy", "chain-native", "model-onnxruntime", "kernels",
           "device-controller", "device-light", "calibration", "disk", "clock"]
 
 
+def selftest(root, *args):
+    """`hsi-edge selftest` of the installed release, run by the release's own venv (the
+    code the golden fixtures were made with, not the checkout's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSI_EDGE_")}
+    return subprocess.run([str(root / "current" / "venv" / "bin" / "python"), "-m", "edge",
+                           "selftest", *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=root)
+
+
 def _run(root):
-    checks = run_selftest((root / "current").resolve(), root / "unit")
-    return {c.name: c for c in checks}, passed(checks)
+    r = selftest(root, "--release", str(root / "current"), "--unit-dir", str(root / "unit"),
+                 "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == (0 if doc["passed"] else 1), r.stderr
+    return {c["name"]: SimpleNamespace(**c) for c in doc["checks"]}, doc["passed"]
 
 
 def test_cli_json_and_factory_report(root, tmp_path):
-    r = cli("selftest", "--release", str(root / "current"), "--unit-dir", str(root / "unit"),
-            "--json", "--factory", "--report", str(tmp_path / "eol"))
+    r = selftest(root, "--release", str(root / "current"), "--unit-dir", str(root / "unit"),
+                 "--json", "--factory", "--report", str(tmp_path / "eol"))
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     assert doc["passed"] is True and doc["release"] == V1 and doc["unit_serial"] == "UNIT-0007"
@@ -35,17 +49,17 @@ def test_cli_json_and_factory_report(root, tmp_path):
     assert by_name["model-onnxruntime"]["reason"].startswith("onnxruntime: max |err|")
     reports = list((tmp_path / "eol").glob("UNIT-0007-*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["passed"] is True
-    text = cli("selftest", "--release", str(root / "current"), "--unit-dir", str(root / "unit"))
+    text = selftest(root, "--release", str(root / "current"), "--unit-dir", str(root / "unit"))
     assert text.returncode == 0
     assert text.stdout.splitlines()[-1].startswith("PASS: 9 passed, 0 failed, 1 skipped") or \
         text.stdout.splitlines()[-1].startswith("PASS: 8 passed, 0 failed, 2 skipped")
 
 
 def test_cli_refusals_are_one_line(root, tmp_path):
-    r = cli("selftest", "--release", str(tmp_path))
+    r = selftest(root, "--release", str(tmp_path))
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "is not an installed hsi-edge release (no manifest.json)" in r.stderr
-    r = cli("selftest", "--release", str(root / "current"), "--factory")
+    r = selftest(root, "--release", str(root / "current"), "--factory")
     assert r.returncode == 2 and "--factory: needs --report DIR" in r.stderr
 
 
@@ -56,9 +70,9 @@ def test_calibration_of_another_camera_fails(root):
     checks, ok = _run(root)
     assert not ok
     assert checks["calibration"].status == "FAIL"
-    assert checks["calibration"].reason == (f"record is of camera 'SIM-tivita-0005', this "
-                                            f"unit's camera is 'CAM-OTHER'")
-    r = cli("selftest", "--release", str(root / "current"), "--unit-dir", str(root / "unit"))
+    assert checks["calibration"].reason == ("record is of camera 'SIM-tivita-0005', this "
+                                            "unit's camera is 'CAM-OTHER'")
+    r = selftest(root, "--release", str(root / "current"), "--unit-dir", str(root / "unit"))
     assert r.returncode == 1 and "FAIL  calibration" in r.stdout
 
 
