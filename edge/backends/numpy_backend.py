@@ -113,7 +113,8 @@ class NumpyBackend(Backend):
                                  np.uint8(0)).astype(np.uint8)
         q = self.plan.quality
         if q is not None:
-            pixel_flags(self.plan, flags, um["thb"], refl)
+            with np.errstate(invalid="ignore"):
+                pixel_flags(self.plan, flags, um["thb"], np.min(refl, axis=-1))
         for m in maps.values():
             m[(flags & ~FLAG_STO2_ONLY) != 0] = np.nan
         names = MAP_NAMES
@@ -227,7 +228,8 @@ class NumpyBackend(Backend):
             # Out of the unmixing domain: no haemoglobin, or a band at the absorbance floor
             # (R <= eps, unmixing.floored; NaN pixels are already in `bad`).
             with np.errstate(invalid="ignore"):
-                at_floor = r2.min(axis=1) <= eps
+                darkest = r2.min(axis=1)
+                at_floor = darkest <= eps
             invalid = ~bad & (~(thb > 0) | at_floor)
             fb.reshape(n)[invalid] |= FLAG_UNMIX_INVALID
             bad |= invalid
@@ -235,7 +237,7 @@ class NumpyBackend(Backend):
                 sto2_raw = y[:, i_o] / thb
             if q is not None:
                 fbn = fb.reshape(n)
-                pixel_flags(self.plan, fbn, thb, r2)
+                pixel_flags(self.plan, fbn, thb, darkest)
                 bad |= (fbn & FLAG_SPECULAR) != 0
                 s_raw[r0:r1] = np.where(bad, np.float32(np.nan), sto2_raw).reshape(r1 - r0, cols)
                 if noisy:

@@ -156,10 +156,10 @@ def absorbance_variance(raw: np.ndarray, dark: np.ndarray, noise: NoiseModel) ->
     """
     d = np.subtract(raw, dark, dtype=np.float32)
     np.maximum(d, np.float32(1.0), out=d)
-    var = d * np.float32(noise.counts_per_electron)
-    var += np.float32(noise.read_noise_counts ** 2)
-    var /= d
-    var /= d
+    np.reciprocal(d, out=d)                 # K/d + r^2/d^2 = (K + r^2/d) / d
+    var = d * np.float32(noise.read_noise_counts ** 2)
+    var += np.float32(noise.counts_per_electron)
+    var *= d
     return var
 
 
@@ -334,13 +334,16 @@ class QualityRules:
                               f"got {self.spatial!r}")
 
 
-def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, reflectance: np.ndarray) -> None:
+def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -> None:
     """OR ``FLAG_SPECULAR`` and ``FLAG_LOW_BLOOD`` into ``flags`` (in place) where the pixel
-    has no other flag; shapes ``flags``/``thb`` (...,), ``reflectance`` (..., bands)."""
+    has no other flag; ``flags``, ``thb`` and ``darkest`` (the pixel's smallest reflectance,
+    NaN for flagged pixels) of shape (...,)."""
     rules = plan.quality
     clean = flags == 0
     if rules.specular_min_reflectance is not None:
-        flags[clean & specular(reflectance, rules.specular_min_reflectance)] |= FLAG_SPECULAR
+        with np.errstate(invalid="ignore"):
+            flags[clean & (darkest > np.float32(rules.specular_min_reflectance))] |= \
+                FLAG_SPECULAR
     if plan.thb_min is not None:
         clean = flags == 0          # a highlight's THb means nothing: one reason per pixel
         with np.errstate(invalid="ignore"):
