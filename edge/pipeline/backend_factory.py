@@ -85,4 +85,4 @@ def quality_rules(camera, cfg: AppConfig):
     return QualityRules(noise=noise, max_sigma=pc.max_sigma,
                         min_blood_volume=pc.min_blood_volume,
                         specular_min_reflectance=pc.specular_min_reflectance,
-                        spatial=pc.spatial)
+                        spatial=pc.spatial, model_sigma=pc.model_sigma)

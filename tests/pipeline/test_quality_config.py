@@ -1,0 +1,51 @@
+"""processing.quality settings -> the plan's QualityRules and the backend choice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from drivers.simulated import SimulatedCamera
+from edge.errors import BackendUnavailable
+from edge.pipeline.backend_factory import make_backend, quality_rules
+from edge.pipeline.config import AppConfig, ProcessingSettings
+
+
+def _cfg(**processing):
+    return dataclasses.replace(AppConfig(), processing=ProcessingSettings(**processing))
+
+
+@pytest.mark.parametrize("preset, crosstalk", [("tivita", False), ("snapshot25", True)])
+def test_noise_model_from_the_camera(preset, crosstalk):
+    cam = SimulatedCamera(preset, rows=4, cols=5)
+    rules = quality_rules(cam, _cfg())
+    own = cam.sensor_noise
+    assert rules.noise.counts_per_electron == pytest.approx(own["counts_per_electron"])
+    assert rules.noise.read_noise_counts == pytest.approx(own["read_noise_counts"])
+    assert (rules.noise.crosstalk is not None) == crosstalk
+    assert (rules.spatial, rules.max_sigma, rules.min_blood_volume) == ("bilateral", 0.05,
+                                                                         0.003)
+
+
+def test_configured_noise_wins_and_quality_can_be_off():
+    cam = SimulatedCamera("tivita", rows=4, cols=5)
+    rules = quality_rules(cam, _cfg(counts_per_electron=0.5, read_noise_counts=2.0))
+    assert (rules.noise.counts_per_electron, rules.noise.read_noise_counts) == (0.5, 2.0)
+    assert quality_rules(cam, _cfg(quality=False)) is None
+
+
+def test_backends_with_quality(caplog):
+    cam = SimulatedCamera("snapshot16", rows=4, cols=5)
+    with pytest.raises(BackendUnavailable, match=r"^native backend: processing.quality .* "
+                                                 r"processing.quality: false$"):
+        make_backend("native", cam, None, None, _cfg())
+    with caplog.at_level("INFO", logger="edge.pipeline.backend_factory"):
+        be = make_backend("auto", cam, None, None, _cfg())
+    assert be.name == "numpy" and be.plan.quality is not None
+    assert "backend auto: picked numpy" in caplog.text
+    off = make_backend("numpy", cam, None, None, _cfg(quality=False))
+    assert off.plan.quality is None
+    r = be.run(np.full((4, 5, 16), 0.3, np.float32), exposure_us=None)
+    assert np.all(np.isnan(r.maps["sto2_sigma"]))       # float reflectance: no counts, no sigma
