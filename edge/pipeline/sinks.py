@@ -111,9 +111,10 @@ class PngSink(_EveryN):
             invalid = classes >= len(self.colors)
             img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
                           invalid=invalid)
-            if flags is not None:
+            specular = flags is not None and bool(np.any(flags & FLAG_SPECULAR))
+            if specular:
                 img[(flags & FLAG_SPECULAR) != 0] = 255
-            self._save(self._marked(self._with_legend(Image.fromarray(img)), p),
+            self._save(self._marked(self._with_legend(Image.fromarray(img), specular), p),
                        f"overlay_{fid}.png")
         if "sto2" in p:
             img = colormap(p["sto2"], 0.0, 1.0, "sto2")
@@ -137,8 +138,9 @@ class PngSink(_EveryN):
         draw.text((3, 1), str(mark), fill=(255, 255, 255))
         return image
 
-    def _with_legend(self, image):
-        """Append a panel listing the class colours and names (hatched = withheld)."""
+    def _with_legend(self, image, specular: bool = False):
+        """Append a panel listing the class colours and names (hatched = withheld; white =
+        specular highlight, when the frame has one)."""
         if not self.class_names:
             return image
         from PIL import Image, ImageDraw
@@ -148,6 +150,8 @@ class PngSink(_EveryN):
         draw = ImageDraw.Draw(panel)
         entries = list(zip(self.class_names, (tuple(int(v) for v in c) for c in self.colors)))
         entries.append(("withheld", (128, 128, 128)))
+        if specular:
+            entries.append(("specular", (255, 255, 255)))
         for i, (name, color) in enumerate(entries[: max(1, image.height // line)]):
             y = 4 + i * line
             draw.rectangle((4, y, 14, y + 10), fill=color, outline=(0, 0, 0))

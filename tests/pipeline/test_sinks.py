@@ -77,6 +77,13 @@ def test_png_sto2_draws_pixels_without_sto2_by_reason(tmp_path):
         ov = np.asarray(im)
     assert tuple(ov[1, 2]) == (255, 255, 255)                # the highlight, white
     assert tuple(ov[1, 0]) == (200, 30, 30)                  # low blood keeps its class
+    # the legend's 5th entry (after 3 classes and "withheld") is the white specular swatch,
+    # outlined in black; without a highlight there is no 5th entry
+    for spec, outline in ((True, (0, 0, 0)), (False, (255, 255, 255))):
+        legend = np.asarray(sink._with_legend(Image.new("RGB", (10, 100)), specular=spec))
+        y = 4 + 4 * 14
+        assert tuple(legend[y + 5, 10 + 9]) == (255, 255, 255)
+        assert tuple(legend[y, 10 + 9]) == outline
 
 
 def test_npz_sink_writes_sigma(tmp_path):
