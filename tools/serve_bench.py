@@ -165,7 +165,7 @@ def main(argv=None) -> int:
           f"({a.rows}x{a.cols}, {a.clients} reading clients + 1 stalled, page at "
           f"{a.serve_fps:g} fps; load average {load0[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs)")
-    print(f"sink stage p50 {sink_off:.2f} -> {sink_on:.2f} ms per frame (the copy into the "
+    print(f"sink stage p50 {sink_off:.2f} -> {sink_on:.2f} ms per frame (views into the "
           f"slot); render + JPEG {enc:.1f} ms CPU per kept frame in the encoder thread = "
           f"{enc * a.serve_fps / 10:.1f} % of one core at {a.serve_fps:g} fps")
     if a.json:
