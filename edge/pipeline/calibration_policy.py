@@ -36,7 +36,7 @@ __all__ = ["CalibrationGate", "calibration_gate", "MarkStage", "QUANTITATIVE"]
 log = logging.getLogger(__name__)
 
 #: Products withheld when a run may not be quantitative.
-QUANTITATIVE = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
+QUANTITATIVE = ("sto2", "thb", "sto2_index", "nir", "thi", "twi", "sto2_sigma", "sto2_all")
 
 
 @dataclass(frozen=True)
