@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -183,20 +184,27 @@ def test_client_that_never_reads_keeps_server_memory_bounded():
         sock = _raw_ws(served.base)
         try:
             client = wait_for(lambda: served.hub.clients(), what="the client")[0]
-            biggest = 0
-            for seq in range(1, 41):
+            # publish until the server is stuck in a send to this client (how many frames
+            # that takes depends on the kernel's socket buffers: bounded, not fixed)
+            biggest, seq, last_sent, still = 0, 0, -1, 0
+            while still < 20 and seq < 600:
+                seq += 1
                 pub = served.hub.encode_now(_noise_frame(seq, rng))
                 biggest = max(biggest, len(pub.jpeg))
-            # the server tried: it is stuck in one send, holding that one frame
-            wait_for(lambda: client.in_flight > 0, what="a send to block")
+                time.sleep(0.01)
+                if client.in_flight > 0 and client.sent == last_sent:
+                    still += 1
+                else:
+                    still, last_sent = 0, client.sent
+            assert still >= 20, "the server never blocked on a client that does not read"
             conns = served.server._server.server_state.connections
             buffered = sum(p.transport.get_write_buffer_size() for p in conns
                            if getattr(p, "transport", None) is not None)
             # flow control: transport buffer <= high-water mark (64 KiB) + the message that
-            # crossed it; plus the one frame in flight -- not 40 frames (4 MB)
+            # crossed it; plus the one frame in flight -- not every frame published
             assert buffered <= 64 * 1024 + 2 * biggest + 4096, (buffered, biggest)
-            assert client.in_flight <= biggest and client.sent < 40
-            assert served.hub.summary()["encoded"] == 40
+            assert client.in_flight <= biggest and client.sent < seq
+            assert served.hub.summary()["encoded"] == seq    # one shared slot, no backlog
             # now read everything: the client is sent the newest frame next, the ones
             # published while it was stuck are skipped and counted
             sock.settimeout(0.2)
