@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -284,3 +285,20 @@ def test_release_file_errors_name_the_key(tmp_path):
     p.write_text("format: hsi-edge-release/1\nname: x\nsecurity_version: 1\nbogus: 1\n")
     with pytest.raises(ConfigError, match=r"bogus: unknown key"):
         load_release_spec(p)
+
+
+def test_cli_build_prints_one_line_summary(tmp_path, wheel, keys):
+    example = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "cpu-unit.yaml"
+    r = cli("deploy", "build", str(example), "--key", str(keys["ec"]), "--out",
+            str(tmp_path / "dist"), "--wheel", str(wheel))
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert "\n" not in line
+    assert line.startswith(str(tmp_path / "dist" / "hsi-edge-cpu-0.1.0+cpu1.mender"))
+    assert ": hsi-edge-cpu 0.1.0+cpu1 (security version 1) for hsi-edge-x86_64 " \
+           "[x86_64, CPU], " in line and line.endswith(" MB")
+    import os
+    no_tool = cli("deploy", "build", str(example), "--key", str(keys["ec"]), "--out",
+                  str(tmp_path / "d2"), env={"PATH": os.path.dirname(sys.executable)})
+    assert no_tool.returncode == 2 and no_tool.stderr.count("\n") == 1
+    assert "package 'mender-artifact'" in no_tool.stderr
