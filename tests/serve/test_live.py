@@ -12,7 +12,8 @@ from PIL import Image
 from edge.errors import ConfigError
 from edge.physics import cube_to_rgb
 from edge.processing.post import colormap_table
-from edge.serve.live import FrameHub, LiveSink, render_panels
+from edge.serve.live import FrameHub, LiveSink
+from edge.serve.render import render_panels
 from serve_scene import (COLORS, COLS, ROWS, STO2, scene_frame,
                                   scene_reflectance)
 
