@@ -137,9 +137,10 @@ def run_selftest(release: Path, unit_dir: Path, *, native: bool = True
         if gpu:
             from edge.inference.base import tensorrt_usable
             if tensorrt_usable():
-                import os
-                os.environ.setdefault("HSI_EDGE_ENGINE_CACHE", str(unit_dir / "engines"))
-                check("model-tensorrt", lambda: check_model(golden, card, "tensorrt"))
+                # the engine the install step built (same cache, same precision: a hit)
+                check("model-tensorrt", lambda: check_model(
+                    golden, card, "tensorrt", precision=model["engine"]["precision"],
+                    cache_dir=str(unit_dir / "engines")))
             else:
                 check("model-tensorrt", lambda: (False, "TensorRT is not usable on this unit"))
     check("kernels", lambda: _kernels(release, manifest))
