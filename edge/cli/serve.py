@@ -24,7 +24,8 @@ def add_status_options(p: argparse.ArgumentParser) -> None:
     """Options naming where the unit status comes from (all optional)."""
     g = p.add_argument_group("service page: unit status sources")
     g.add_argument("--selftest-report", metavar="JSON",
-                   help="last self-test report (hsi-edge selftest --json > FILE)")
+                   help="last self-test report (hsi-edge selftest --json > FILE), or a folder "
+                        "of them (default with --unit-root: ROOT/unit/selftest)")
     g.add_argument("--unit-root", metavar="DIR",
                    help="install root of a deployed unit (shows the installed release)")
     g.add_argument("--calibration-max-age-days", type=float, metavar="DAYS",

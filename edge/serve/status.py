@@ -42,7 +42,8 @@ class StatusSources:
     calibration_max_age_days : float or None
         Expiry = record creation + this, when the record states no ``expires`` itself.
     selftest_report : path or None
-        JSON written by ``hsi-edge selftest --json``.
+        JSON written by ``hsi-edge selftest --json``, or a folder of them (the newest by
+        name is shown); None with ``unit_root``: deploy's ``<root>/unit/selftest``.
     unit_root : path or None
         Install root of a deployed unit (``/opt/hsi-edge``).
     serial_urls : dict of str to str
@@ -107,9 +108,20 @@ def _calibration(src: StatusSources, today: _dt.date) -> dict[str, Any]:
 
 
 def _selftest(src: StatusSources) -> dict[str, Any] | None:
-    if not src.selftest_report:
+    where = src.selftest_report
+    if not where and src.unit_root:
+        # deploy keeps one report per self-test run: <unit dir>/selftest/<UTC stamp>-<release>.json
+        where = Path(src.unit_root) / "unit" / "selftest"
+        if not where.is_dir():
+            return None
+    if not where:
         return None
-    p = Path(src.selftest_report)
+    p = Path(where)
+    if p.is_dir():
+        reports = sorted(p.glob("*.json"))   # names start with a UTC stamp: newest last
+        if not reports:
+            return {"report": str(p), "error": f"{p}: no self-test report yet"}
+        p = reports[-1]
     try:
         doc = json.loads(p.read_text())
     except (OSError, ValueError) as exc:

@@ -79,3 +79,18 @@ def test_status_says_what_it_could_not_read(tmp_path):
     assert none["selftest"] is None and none["release"] is None
     bad = unit_status(StatusSources(calibration_record=tmp_path / "nope"))
     assert "nope" in bad["calibration"]["error"] and bad["calibration"]["verdict"] is None
+
+
+def test_last_selftest_of_a_deployed_unit(tmp_path):
+    reports = tmp_path / "unit" / "selftest"
+    reports.mkdir(parents=True)
+    for stamp, passed in (("20261201T070000Z-1.1.0", True), ("20261203T070000Z-1.2.0", False)):
+        (reports / f"{stamp}.json").write_text(json.dumps(
+            {"passed": passed, "time": stamp, "release": stamp.split("-")[1], "checks": []}))
+    st = unit_status(StatusSources(unit_root=tmp_path))
+    assert st["selftest"]["release"] == "1.2.0" and st["selftest"]["passed"] is False
+    assert st["selftest"]["report"].endswith("20261203T070000Z-1.2.0.json")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    st = unit_status(StatusSources(selftest_report=empty))
+    assert st["selftest"] == {"report": str(empty), "error": f"{empty}: no self-test report yet"}
