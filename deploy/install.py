@@ -104,6 +104,9 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
     if old and (unit.state_of(old) or {}).get("state") == "pending":
         raise BundleError(f"release {old} is pending (installed, not yet committed): "
                           f"deploy commit or deploy rollback first")
+    if version == old_prev:
+        raise BundleError(f"release {version} is installed as the previous release: "
+                          f"deploy rollback returns to it")
     if (unit.releases / version).exists():
         unit.remove_release(version)  # installed before, not current/previous: reinstall
     doc["version"] = version

@@ -261,10 +261,11 @@ def _undo_install(unit: Unit, doc: dict[str, Any]) -> None:
     if "restore_unit" in doc:
         from deploy.steps import restore_unit_backup
         restore_unit_backup(unit, doc["restore_unit"])
-    if doc.get("created"):
+    shutil.rmtree(unit.releases / f"{version}.tmp", ignore_errors=True)
+    if version not in (old, old_prev) and (doc.get("created") or doc.get("step") != "verify"):
+        # made by this install (an existing folder of that version was removed before the
+        # install began), including a rename that completed before the journal said so
         unit.remove_release(version)
-    else:
-        shutil.rmtree(unit.releases / f"{version}.tmp", ignore_errors=True)
     entry = unit.state_of(version)
     if entry and entry.get("state") == "pending":
         unit.set_state(version, "interrupted", reason=f"interrupted at {doc.get('step')}")
