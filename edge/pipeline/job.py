@@ -167,12 +167,6 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
                      gate.flatfield(camera, lambda: obtain_flatfield(cfg, camera,
                                                                      progress=progress)))
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
-        rt = None
-        if card is not None:
-            from edge.inference import open_runtime
-            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend).
-            gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
-            rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
         # The packed input stays on the GPU only for a runtime that reads device input.
         be = make_backend(backend, camera, flatfield, pack, cfg,
                           reflectance=want_png or bool(extra_sinks),
