@@ -23,10 +23,11 @@ _CERT_ROLES = (("white", "white"), ("grey", "grey_tile"), ("colour", "colour_til
 
 
 def _camera_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tivita", help="simulated camera preset (default tivita)")
+    p.add_argument("--preset", default=None,
+                   help="simulated camera preset (default: --config's camera.preset, else tivita)")
     p.add_argument("--rows", type=int, default=None, help="override the preset's rows")
     p.add_argument("--cols", type=int, default=None, help="override the preset's cols")
-    p.add_argument("--seed", type=int, default=0, help="simulated unit (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="simulated unit (default 0)")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                    help="simulated fault with its magnitude, e.g. lamp_dimming=0.1 (repeatable; "
                         "drivers/sim/faults_optical.py lists them)")
@@ -36,8 +37,8 @@ def _camera_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help="site limits over calibration/thresholds.yaml ({check: {warn:, fail:}})")
     p.add_argument("--config", default=None, metavar="FILE",
-                   help="the unit's run config: calibration.history and calibration.thresholds "
-                        "are used unless given here")
+                   help="the unit's run config: its camera (preset, size, seed, exposure, gain) "
+                        "and calibration.history/thresholds are used unless given here")
     p.add_argument("--operator", default=None, help="who calibrates (recorded)")
     p.add_argument("--non-interactive", action="store_true",
                    help="scripted: the simulated bench places the targets itself")
@@ -51,9 +52,10 @@ def add_field_parsers(sub, func) -> None:
                     "previous record in DIR is kept (as a timestamped backup when replaced).")
     fld.add_argument("--out", required=True, metavar="DIR", help="record folder")
     _camera_args(fld)
-    fld.add_argument("--exposure-us", type=float, default=8000.0,
+    fld.add_argument("--exposure-us", type=float, default=None,
                      help="frame exposure of the record (the run's camera.exposure_us)")
-    fld.add_argument("--gain", type=float, default=1.0)
+    fld.add_argument("--gain", type=float, default=None,
+                     help="analogue gain of the record (default: --config's camera.gain, else 1)")
     for flag, role in _CERT_ROLES:
         fld.add_argument(f"--{flag}-cert", default=None, metavar="FILE",
                          help=f"certificate of the {role.replace('_', ' ')} (YAML/JSON); "
@@ -111,13 +113,20 @@ def _camera(args):
 
 
 def _site(args) -> None:
-    """Fill --history/--thresholds from the run config's calibration section (--config)."""
-    if not args.config:
-        return
-    from edge.pipeline.config import load_app_config
-    cal = load_app_config(args.config).calibration
+    """Fill what was not given from the run config (--config), else the defaults: a record
+    must match the run's camera settings or ``hsi-edge run`` refuses it."""
+    from edge.pipeline.config import AppConfig, load_app_config
+    cfg = load_app_config(args.config) if args.config else AppConfig()
+    cam, cal = cfg.camera, cfg.calibration
     args.history = args.history or cal.history
     args.thresholds = args.thresholds or cal.thresholds
+    args.preset = args.preset or cam.preset or "tivita"
+    args.seed = cam.seed if args.seed is None else args.seed
+    args.rows = cam.rows if args.rows is None else args.rows
+    args.cols = cam.cols if args.cols is None else args.cols
+    if hasattr(args, "exposure_us"):
+        args.exposure_us = cam.exposure_us if args.exposure_us is None else args.exposure_us
+        args.gain = cam.gain if args.gain is None else args.gain
 
 
 def _table(args):

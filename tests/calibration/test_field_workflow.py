@@ -193,16 +193,19 @@ def test_interactive_mode_prompts_for_every_placement(tmp_path):
         assert want in text, want
 
 
-def test_site_thresholds_from_the_run_config(tmp_path, capsys):
+def test_camera_and_site_thresholds_from_the_run_config(tmp_path, capsys):
     (tmp_path / "site.yaml").write_text("ambient_ratio: {warn: 4.0, fail: 8.0}\n")
     (tmp_path / "run.yaml").write_text(
+        f"camera: {{preset: snapshot16, rows: {ROWS}, cols: {COLS}, exposure_us: 6000}}\n"
         f"calibration:\n  thresholds: {tmp_path / 'site.yaml'}\n"
         f"  history: {tmp_path / 'hist'}\n")
     args = ["calibrate", "field", "--out", str(tmp_path / "rec"), "--non-interactive",
-            "--preset", "snapshot16", "--rows", str(ROWS), "--cols", str(COLS), "--no-plots",
-            "--fault", "ambient=0.02", "--config", str(tmp_path / "run.yaml")]
+            "--no-plots", "--fault", "ambient=0.02", "--config", str(tmp_path / "run.yaml")]
     assert main(args) == 0, capsys.readouterr().err
-    qc = read_qc(CalibrationRecord.load(tmp_path / "rec"))
+    rec = CalibrationRecord.load(tmp_path / "rec")
+    # the record fits the unit's run config: camera, exposure and gain from it
+    assert rec.shape == (ROWS, COLS, 16) and rec.exposure_us == 6000.0 and rec.gain == 1.0
+    qc = read_qc(rec)
     assert qc["thresholds_version"] == "2026.12-1+site"
     amb = [c for c in qc["checks"] if c["name"] == "ambient_ratio"][0]
     assert amb["verdict"] == "PASS" and amb["fail"] == 8.0
