@@ -35,8 +35,8 @@ from typing import Any
 from deploy.artifact import ArtifactReader, load_public_keys
 from deploy.facts import UnitFacts
 from deploy.steps import (FORMAT_FILE, MIGRATIONS, _fsync_tree, _migrate_in_release,  # noqa: F401
-                          build_engine, make_venv, migrate_unit, restore_unit_backup,
-                          run_selftest, unit_format)
+                          backup_path, build_engine, make_venv, migrate_unit, needs_migration,
+                          restore_unit_backup, run_selftest, unit_format)
 from deploy.unit import Unit, exclusive, fault_point, recover
 from deploy.verify import check_header, read_payload, security_floor
 from edge.errors import BundleError, ConfigError
@@ -143,10 +143,12 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
         unit.step(doc, "venv")
         make_venv(unit, rel, inner, python or _default_python())
         unit.step(doc, "migrate")
-        backup = _migrate_in_release(unit, rel, inner)
-        if backup:
-            doc["restore_unit"] = backup
+        if needs_migration(unit, inner):
+            # journaled before anything changes: recovery restores from this backup (only
+            # once it is complete: it is written under .tmp and renamed)
+            doc["restore_unit"] = str(backup_path(unit.unit_dir))
             unit.write_journal(doc)
+            _migrate_in_release(unit, rel, inner, doc["restore_unit"])
         unit.step(doc, "engine")
         build_engine(unit, rel, inner, facts)
     except BundleError as exc:

@@ -21,6 +21,7 @@ from deploy.unit import Unit
 from edge.errors import BundleError
 
 __all__ = ["make_venv", "venv_key", "build_engine", "run_selftest", "migrate_unit",
+           "needs_migration", "backup_path",
            "restore_unit_backup", "unit_format", "MIGRATIONS", "FORMAT_FILE"]
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,20 @@ def unit_format(unit_dir: Path) -> int:
         return UNIT_FORMAT_VERSION
 
 
-def migrate_unit(unit_dir: Path, to_version: int) -> str | None:
-    """Migrate the unit data to ``to_version`` with a kept backup; returns the backup path."""
-    from edge.core.fileio import atomic_write_bytes
+def backup_path(unit_dir: Path) -> Path:
+    """Where the next migration's backup of the unit data goes."""
+    return unit_dir / "backups" / f"format-{unit_format(unit_dir)}-" \
+        f"{time.strftime('%Y%m%dT%H%M%S')}"
+
+
+def migrate_unit(unit_dir: Path, to_version: int, backup: str | None = None) -> str | None:
+    """Migrate the unit data to ``to_version`` with a kept backup; returns the backup path.
+
+    The backup is copied to ``<backup>.tmp`` and renamed when complete, before any file is
+    changed: a migration interrupted at any point can be undone from it
+    (:func:`restore_unit_backup`, run by recovery when the journal names the backup).
+    """
+    from edge.core.fileio import atomic_write_bytes, fsync_dir
     have = unit_format(unit_dir)
     if have == to_version:
         if not (unit_dir / FORMAT_FILE).exists():
@@ -212,32 +224,39 @@ def migrate_unit(unit_dir: Path, to_version: int) -> str | None:
     if have > to_version:
         raise BundleError(f"unit data format {have} is newer than this release's "
                           f"{to_version}; install a release that reads format {have}")
-    backup = unit_dir / "backups" / f"format-{have}-{time.strftime('%Y%m%dT%H%M%S')}"
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(unit_dir, backup, symlinks=True,
+    missing = [v for v in range(have, to_version) if v not in MIGRATIONS]
+    if missing:
+        raise BundleError(f"unit data: no migration from format {missing[0]} to "
+                          f"{missing[0] + 1} in this release")
+    dst = Path(backup) if backup else backup_path(unit_dir)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(unit_dir, tmp, symlinks=True,
                     ignore=shutil.ignore_patterns("backups", "engines", "logs"))
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
     for v in range(have, to_version):
-        if v not in MIGRATIONS:
-            raise BundleError(f"unit data: no migration from format {v} to {v + 1} in this "
-                              f"release")
         MIGRATIONS[v](unit_dir)
     atomic_write_bytes(unit_dir / FORMAT_FILE, f"{to_version}\n".encode())
-    return str(backup)
+    return str(dst)
 
 
-def _migrate_in_release(unit: Unit, rel: Path, inner: dict[str, Any]) -> str | None:
+def needs_migration(unit: Unit, inner: dict[str, Any]) -> bool:
+    want = int(inner.get("unit_format_version", 1))
+    return not (want == unit_format(unit.unit_dir) and (unit.unit_dir / FORMAT_FILE).exists())
+
+
+def _migrate_in_release(unit: Unit, rel: Path, inner: dict[str, Any], backup: str) -> None:
     """Run the migration with the *new* release's code (it knows its format)."""
     want = int(inner.get("unit_format_version", 1))
-    if want == unit_format(unit.unit_dir) and (unit.unit_dir / FORMAT_FILE).exists():
-        return None
     out = subprocess.run([str(rel / "venv" / "bin" / "python"), "-c",
                           "import sys; from pathlib import Path; from deploy.steps import "
-                          "migrate_unit; print(migrate_unit(Path(sys.argv[1]), int(sys.argv[2]))"
-                          " or '')", str(unit.unit_dir), str(want)],
+                          "migrate_unit; migrate_unit(Path(sys.argv[1]), int(sys.argv[2]), "
+                          "sys.argv[3])", str(unit.unit_dir), str(want), backup],
                          capture_output=True, text=True, cwd=str(rel))
     if out.returncode != 0:
         raise BundleError(f"migrate: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
-    return out.stdout.strip() or None
 
 
 def restore_unit_backup(unit: Unit, backup: str | None) -> None:
