@@ -260,11 +260,25 @@ def rollback(unit: Unit, *, allow_downgrade: bool = False, if_pending: bool = Fa
 
 
 @exclusive()
-def commit_pending(unit: Unit, *, selftest_timeout: float | None = None) -> Outcome:
-    """Self-test gate of the current release when it is pending (Mender ArtifactCommit)."""
+def commit_pending(unit: Unit, *, selftest_timeout: float | None = None,
+                   version: str | None = None) -> Outcome:
+    """Self-test gate of the current release when it is pending (Mender ArtifactCommit).
+
+    ``version``: the release the caller installed (the Mender module passes its artifact's);
+    when it is no longer the pending current release (rolled back meanwhile, e.g. after
+    ``max_failed_starts`` failed starts), the commit fails instead of committing nothing.
+    """
     recover(unit)
     cur = unit.link_target(unit.current)
     entry = unit.state_of(cur) if cur else None
+    if version is not None and (cur != version or not entry
+                                or entry.get("state") != "pending"):
+        if cur == version and entry and entry.get("state") == "committed":
+            return Outcome(True, f"{version} is already committed")
+        was = unit.state_of(version) or {}
+        return Outcome(False, f"{version} is not pending: {was.get('state', 'not installed')}"
+                              f"{': ' + was['reason'] if was.get('reason') else ''} "
+                              f"(current: {cur or '-'})")
     if not entry or entry.get("state") != "pending":
         return Outcome(True, f"nothing pending (current: {cur or '-'})")
     inner = json.loads((unit.releases / cur / MANIFEST_FILE).read_text())

@@ -69,6 +69,8 @@ def register(sub) -> None:
         _root_args(a)
         if name == "commit":
             a.add_argument("--selftest-timeout", type=float)
+            a.add_argument("--version", help="fail unless this release is the pending one "
+                                             "(the Mender module passes its artifact's)")
         if name == "rollback":
             a.add_argument("--allow-downgrade", action="store_true",
                            help="allow a previous release below the unit's security version")
@@ -160,7 +162,8 @@ def _install(args) -> int:
 def _commit(args) -> int:
     from deploy.install import commit_pending
     _progress()
-    outcome = commit_pending(_unit(args), selftest_timeout=args.selftest_timeout)
+    outcome = commit_pending(_unit(args), selftest_timeout=args.selftest_timeout,
+                             version=args.version)
     print(outcome.line)
     return 0 if outcome.ok else 1
 

@@ -115,3 +115,16 @@ def test_mender_refuses_a_release_for_another_unit(mender, root, make_artifact):
     assert r.returncode != 0
     assert "target.arch: this unit is x86_64, the release is for aarch64" in r.stderr
     assert _states(root) == (V1, {V1: "committed"})
+
+
+def test_mender_commit_fails_after_crash_loop_rollback(mender, root, artifact_v2):
+    from deploy.install import service_start
+    assert mender("install", str(artifact_v2)).returncode == 0
+    for _ in range(4):  # max_failed_starts = 3: the fourth start rolls back
+        line = service_start(Unit(root))
+    assert line.endswith("marked bad: 3 starts without a commit (crash loop)")
+    c = mender("commit")
+    assert c.returncode != 0
+    assert f"{V2} is not pending: bad: 3 starts without a commit (crash loop)" in c.stderr
+    assert _states(root) == (V1, {V1: "committed", V2: "bad"})
+    assert mender("show-artifact").stdout.strip() == "factory-image"
