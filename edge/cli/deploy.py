@@ -43,7 +43,8 @@ def register(sub) -> None:
     v = acts.add_parser("verify", help="verify an artifact against this unit")
     v.add_argument("artifact")
     _trust_args(v)
-    v.add_argument("--unit-dir", help="unit data folder (stored security version)")
+    v.add_argument("--unit-dir", help="unit data folder (stored security version; its "
+                                      "trusted-keys/ when --trust is not given)")
     v.add_argument("--root", help="unit root (unit data in ROOT/unit)")
     v.add_argument("--json", action="store_true", help="print the inner manifest as JSON")
 
@@ -125,7 +126,9 @@ def _verify(args) -> int:
     from deploy.verify import verify_artifact
     unit = Path(args.unit_dir) if args.unit_dir else (
         Path(args.root) / "unit" if args.root else None)
-    inner = verify_artifact(args.artifact, load_public_keys(args.trust), _facts(args), unit)
+    trust = args.trust or ([unit / "trusted-keys"] if unit and (unit / "trusted-keys").is_dir()
+                           else [])
+    inner = verify_artifact(args.artifact, load_public_keys(trust), _facts(args), unit)
     if args.json:
         json.dump(inner, sys.stdout, indent=1)
         print()

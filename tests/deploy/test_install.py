@@ -250,3 +250,19 @@ def test_install_over_a_pending_release_refused(root, artifact_v2, make_artifact
     assert rollback(Unit(root), if_pending=True).line == f"rolled back: current {V1} (was {V2})"
     assert rollback(Unit(root), if_pending=True).line == \
         f"nothing to roll back: current {V1} is not pending"
+
+
+def test_cli_recover_and_gc_lines(root, artifact_v2, facts_file):
+    r = cli("deploy", "install", str(artifact_v2), "--root", str(root), "--facts",
+            str(facts_file), "--python", sys.executable,
+            env={"HSI_EDGE_DEPLOY_FAULT": "exit:switch-mid"})
+    assert r.returncode == 97
+    first = cli("deploy", "recover", "--root", str(root))
+    assert first.returncode == 0
+    assert first.stdout.strip() == (f"recovered: install of {V2} interrupted at step 'switch'; "
+                                    f"{V1} is current, {V2} removed")
+    assert cli("deploy", "recover", "--root", str(root)).stdout.strip() == "nothing to recover"
+    assert cli("deploy", "gc", "--root", str(root)).stdout.strip() == "removed 0 release(s)"
+    v = cli("deploy", "verify", str(artifact_v2), "--root", str(root), "--facts",
+            str(facts_file))  # trusted keys and security version from the unit
+    assert v.returncode == 0 and "OK: hsi-edge-cpu 2.0.0" in v.stdout, v.stderr
