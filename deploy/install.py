@@ -128,7 +128,8 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
         shutil.rmtree(staging, ignore_errors=True)
         unit.clear_journal()
         raise
-    (staging / MANIFEST_FILE).write_text(json.dumps(inner, indent=1) + "\n")
+    from edge.core.fileio import atomic_write_bytes
+    atomic_write_bytes(staging / MANIFEST_FILE, (json.dumps(inner, indent=1) + "\n").encode())
     _fsync_tree(staging)
     unit.step(doc, "rename")
     os.replace(staging, unit.releases / version)
@@ -159,7 +160,7 @@ def install(unit: Unit, artifact: str | os.PathLike, *, trust: list[str], facts:
     fault_point("switch-mid")
     unit.set_link(unit.current, version)
     unit.set_state(version, "pending", security_version=inner["security_version"],
-                   name=inner["name"], starts=0)
+                   name=inner["name"], starts=0, old_previous=old_prev)
     if not commit:
         unit.clear_journal()
         return Outcome(True, f"{version} installed and switched, pending its self-test "
@@ -283,7 +284,7 @@ def commit_pending(unit: Unit, *, selftest_timeout: float | None = None,
         return Outcome(True, f"nothing pending (current: {cur or '-'})")
     inner = json.loads((unit.releases / cur / MANIFEST_FILE).read_text())
     doc = {"op": "install", "version": cur, "old": unit.link_target(unit.previous),
-           "old_previous": None, "created": False}
+           "old_previous": entry.get("old_previous"), "created": False}
     return _gate(unit, cur, inner, doc, selftest_timeout)
 
 
@@ -300,7 +301,8 @@ def service_start(unit: Unit) -> str | None:
     limit = int(inner["selftest"]["max_failed_starts"])
     starts = int(entry.get("starts", 0)) + 1
     if starts > limit:
-        return _auto_rollback(unit, cur, unit.link_target(unit.previous), None,
+        return _auto_rollback(unit, cur, unit.link_target(unit.previous),
+                              entry.get("old_previous"),
                               f"{limit} starts without a commit (crash loop)")
     unit.set_state(cur, "pending", starts=starts)
     return line
