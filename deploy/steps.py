@@ -17,7 +17,7 @@ from typing import Any
 
 from deploy import UNIT_FORMAT_VERSION
 from deploy.facts import UnitFacts
-from deploy.unit import Unit
+from deploy.unit import Unit, fault_point
 from edge.errors import BundleError
 
 __all__ = ["make_venv", "venv_key", "build_engine", "run_selftest", "migrate_unit",
@@ -81,6 +81,7 @@ def _build_venv(venv: Path, rel: Path, inner: dict[str, Any], python: str) -> No
     system = bool(inner.get("venv", {}).get("system_site_packages"))
     cmd = [python, "-m", "venv", "--without-pip"] + (["--system-site-packages"] if system else [])
     _check_run(cmd + [str(venv)], "venv")
+    fault_point("venv-mid")  # a power cut with an incomplete venv
     vpy = venv / "bin" / "python"
     want = str(inner.get("python", {}).get("version", ""))
     got = subprocess.run([str(vpy), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],

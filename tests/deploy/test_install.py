@@ -266,3 +266,22 @@ def test_cli_recover_and_gc_lines(root, artifact_v2, facts_file):
     v = cli("deploy", "verify", str(artifact_v2), "--root", str(root), "--facts",
             str(facts_file))  # trusted keys and security version from the unit
     assert v.returncode == 0 and "OK: hsi-edge-cpu 2.0.0" in v.stdout, v.stderr
+
+
+def test_power_cut_while_the_first_venv_is_built(tmp_path, artifact_v1, keys, facts_file, sims):
+    """A fresh unit (no venv to share): a cut with the venv half made; the next install
+    rebuilds it (a venv counts only once marked complete)."""
+    from deploy_testlib import make_unit_data
+    root = tmp_path / "fresh"
+    make_unit_data(root / "unit", sims)
+    args = ("deploy", "install", str(artifact_v1), "--root", str(root), "--facts",
+            str(facts_file), "--python", sys.executable, "--trust",
+            str(keys["ec"].with_suffix(".pub")))
+    assert cli(*args, env={"HSI_EDGE_DEPLOY_FAULT": "exit:venv-mid"}).returncode == 97
+    venvs = list((root / "venvs").iterdir())
+    assert len(venvs) == 1 and not (venvs[0] / ".complete").exists()
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{V1} installed, self-test passed, committed (previous: -)"
+    assert (venvs[0] / ".complete").exists()
+    _assert_runs(root, V1)
