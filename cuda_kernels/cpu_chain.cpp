@@ -415,3 +415,6 @@ int hsi_cpu_chain(const ChainParams* P, const void* raw, int raw_kind, const flo
 }
 
 }  // extern "C"
+
+// The StO2 quality pass (native only; see the file).
+#include "cpu_quality.h"

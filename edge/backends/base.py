@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Backends that run a plan's quality rules (:mod:`edge.processing.quality`).
-QUALITY_BACKENDS = ("numpy",)
+QUALITY_BACKENDS = ("numpy", "native")
 
 
 def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPlan:
@@ -57,10 +57,10 @@ def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPla
         plan = ChainPlan.build(plan, **config)
     if plan.quality is not None and backend not in QUALITY_BACKENDS:
         # The StO2 sigma, validity bits and the 7x7 spatial step (issue 14) exist in the NumPy
-        # reference only: a compiled chain refuses them rather than silently differ.
+        # reference and the native chain: the CUDA chain refuses them rather than differ.
         raise BackendUnavailable(
             f"{backend} backend: processing.quality (StO2 sigma, validity mask, spatial step) "
-            f"is implemented only in the {', '.join(QUALITY_BACKENDS)} backend; set "
+            f"is implemented only in the {' and '.join(QUALITY_BACKENDS)} backends; set "
             f"processing.backend: numpy, or processing.quality: false")
     return plan
 

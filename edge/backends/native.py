@@ -12,6 +12,10 @@ flat-field reflectance bit for bit; maps within the tolerances of ``tests/native
 a vectorised fdlibm/FreeBSD logf (within 1 ulp of glibc's), and the unmixing sums run in
 another order than OpenBLAS's sgemm.
 
+With quality rules in the plan (issue 14) a second native pass and the NumPy reference's
+frame-wide step add ``sto2_sigma``, ``sto2_all`` and the validity bits
+(:mod:`edge.backends.native_quality`).
+
 Needs a C++ compiler at first use (built once per compiler and CPU, cached:
 :mod:`edge.backends.native_build`); without one, :class:`~edge.errors.BackendUnavailable`.
 """
@@ -126,6 +130,10 @@ class NativeBackend(Backend):
             np.ascontiguousarray(ff.static_flags, np.uint8))
         self.params = chain_params(p.wavelengths, p.unmixer, p.calibration, p.index_params,
                                    p.pack, saturation=p.saturation)
+        self._quality = None
+        if p.quality is not None:
+            from edge.backends.native_quality import NativeQuality
+            self._quality = NativeQuality(p, self._lib)
         self.threads = int(threads) if threads is not None else default_threads()
         self._pool: list[list] = []       # [(maps, flags, refl, packed), busy]
         self._pool_lock = threading.Lock()
@@ -204,5 +212,11 @@ class NativeBackend(Backend):
         if rc != 0:
             raise DataFormatError(f"native chain: rejected its inputs (code {rc}: "
                                   f"{'parameter block out of range' if rc == 1 else 'input/output kinds'})")
-        return ChainResult(maps=dict(zip(MAP_NAMES, maps)), flags=flags, input=packed,
-                           reflectance=refl, timings_ms={"chain": elapsed})
+        timings = {"chain": elapsed}
+        out_maps = dict(zip(MAP_NAMES, maps))
+        if self._quality is not None:
+            t1 = time.monotonic_ns()
+            out_maps = self._quality.apply(raw, f32, maps, flags, refl, packed, self.threads)
+            timings["quality"] = (time.monotonic_ns() - t1) / 1e6
+        return ChainResult(maps=out_maps, flags=flags, input=packed, reflectance=refl,
+                           timings_ms=timings)

@@ -38,7 +38,7 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
         reason = cuda_available()
         if quality is not None and not reason:
             reason = ("processing.quality is on: the StO2 sigma and validity mask run in the "
-                      "numpy backend only")
+                      "numpy and native backends, not cuda")
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,

@@ -30,7 +30,7 @@ Example (every key optional; these are the defaults)::
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
       quality: true            # StO2 standard error (sto2_sigma) and validity mask (numpy
-                               # backend only; auto then picks numpy)
+                               # and native backends; auto then picks numpy, cuda refuses)
       spatial: bilateral       # none | bilateral: edge-preserving 7x7 step on StO2 and the
                                # StO2 index (needs quality)
       max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'

@@ -62,7 +62,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_STO2_ONLY, FLAG_UNCERTAIN)
+from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_STO2_ONLY, FLAG_UNCERTAIN,
+                             FLAG_UNMIX_INVALID)
 from edge.errors import ConfigError
 
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
@@ -335,11 +336,14 @@ class QualityRules:
 
 
 def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -> None:
-    """OR ``FLAG_SPECULAR`` and ``FLAG_LOW_BLOOD`` into ``flags`` (in place) where the pixel
-    has no other flag; ``flags``, ``thb`` and ``darkest`` (the pixel's smallest reflectance,
-    NaN for flagged pixels) of shape (...,)."""
+    """OR ``FLAG_SPECULAR`` (pixels with no flag or only ``unmix_invalid``) and
+    ``FLAG_LOW_BLOOD`` (pixels with no flag) into ``flags`` in place; ``flags``, ``thb`` and
+    ``darkest`` (the pixel's smallest reflectance, NaN for calibration-flagged pixels) of
+    shape (...,)."""
     rules = plan.quality
-    clean = flags == 0
+    # A highlight is named even where it pushed the unmixing out of its domain (a flat offset
+    # flattens the visible haemoglobin bands: THb <= 0 on snapshot16).
+    clean = (flags & ~FLAG_UNMIX_INVALID) == 0
     if rules.specular_min_reflectance is not None:
         with np.errstate(invalid="ignore"):
             flags[clean & (darkest > np.float32(rules.specular_min_reflectance))] |= \

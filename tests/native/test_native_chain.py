@@ -31,7 +31,7 @@ from edge.backends.base import FLAG_NONFINITE, FLAG_SATURATED, FLAG_UNMIX_INVALI
 from edge.backends.cuda_params import MAX_BANDS
 from edge.backends.native import MAP_NAMES, NativeBackend
 from edge.backends.numpy_backend import NumpyBackend
-from edge.errors import BackendUnavailable, CalibrationError, ConfigError, DataFormatError
+from edge.errors import CalibrationError, ConfigError, DataFormatError
 
 from hsi_cuda_scenes import make_scene, synthetic_calibration
 
@@ -421,10 +421,8 @@ def test_make_backend_native(native, simulated, monkeypatch):
     class Cam:                             # what make_backend reads of a camera
         wavelengths, fwhm_nm = wl, fwhm
 
-    # The StO2 quality step (processing.quality, on by default) is NumPy-only: native refuses
-    # it in one line, and runs the chain without it exactly like numpy without it.
-    with pytest.raises(BackendUnavailable, match=r"^native backend: processing.quality"):
-        make_backend("native", Cam(), ff, None, cfg)
+    # Without the StO2 quality step (tests/native/test_native_quality.py compares it): the
+    # chain alone, like numpy's.
     cfg = dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing,
                                                                   quality=False))
     be = make_backend("native", Cam(), ff, None, cfg)
@@ -438,10 +436,8 @@ def test_cli_run_with_native_backend(native, tmp_path, monkeypatch, caplog):
     from edge.cli import main
 
     monkeypatch.setenv("HSI_EDGE_NATIVE_CACHE", str(native.cache_dir))
-    # processing.quality (on by default) is NumPy-only and the native backend refuses it
     cfg = {"camera": {"rows": 24, "cols": 32, "seed": 3}, "calibration": {"frames": 2},
-           "model": {"card": "none"}, "sinks": {"png_every": 0, "npz_every": 1},
-           "processing": {"quality": False}}
+           "model": {"card": "none"}, "sinks": {"png_every": 0, "npz_every": 1}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"

@@ -1,0 +1,92 @@
+"""The StO2 quality step of the native backend (issue 14; :mod:`edge.processing.quality`).
+
+After the fused chain, ``hsi_cpu_quality`` (``cuda_kernels/cpu_quality.h``) makes the per-pixel
+inputs -- raw StO2, its delta-method variance from the raw counts, the darkest band, the
+spatial step's guide and the StO2 index's second-derivative terms -- and the frame-wide part
+(validity bits, the 7x7 spatial step, the calibration curve and sigma) is
+:func:`~edge.processing.quality.finish_quality`, the NumPy reference's own code.  The map
+channels of the network input are then rewritten from the final maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.core.chain import FLAG_SPECULAR, FLAG_STO2_ONLY, MAP_NAMES
+from edge.errors import DataFormatError
+from edge.processing.quality import finish_quality, pixel_flags
+
+__all__ = ["NativeQuality"]
+
+
+def _ptr(a: np.ndarray | None):
+    return None if a is None else a.ctypes.data
+
+
+class NativeQuality:
+    """The quality rules of ``plan`` run with the native library ``lib``."""
+
+    def __init__(self, plan, lib) -> None:
+        self.plan, self._lib = plan, lib
+        u = plan.unmixer
+        self._po = np.ascontiguousarray(u.pinv[u.i_hbo2], np.float32)
+        self._pd = np.ascontiguousarray(u.pinv[u.i_hb], np.float32)
+        ext = []
+        self._spatial = plan.quality.spatial != "none"
+        self._n_guide = self._n_terms = 0
+        if self._spatial:
+            ext.append(plan.guide_terms.T)
+            self._n_guide = plan.guide_terms.shape[1]
+            cols = plan.index_minima_cols
+            if cols is not None:
+                ext.append(plan.index_terms[:, cols].T)
+                self._n_terms = cols.size
+        nb = plan.bands
+        self._ext = np.ascontiguousarray(np.concatenate(ext, axis=0) if ext
+                                         else np.zeros((0, nb)), np.float32)
+        noise = plan.quality.noise
+        self._noise = noise
+        corr = None if noise is None else noise.correction()
+        self._c_t, self._ct = (None, None) if corr is None else corr
+
+    def apply(self, raw: np.ndarray, f32: bool, maps_arr: np.ndarray, flags: np.ndarray,
+              refl: np.ndarray, packed: np.ndarray | None, threads: int) -> dict:
+        """Finish one frame: ``flags`` gains the validity bits in place; returns the maps
+        (``MAP_NAMES`` + ``sto2_sigma``, ``sto2_all``), the network input's map channels
+        rewritten."""
+        p = self.plan
+        rows, cols, nb = refl.shape
+        npix = rows * cols
+        m = self._ext.shape[0]
+        counts = self._noise is not None and not f32 and p.flatfield is not None
+        s_raw = np.empty((rows, cols), np.float32)
+        darkest = np.empty((rows, cols), np.float32)
+        var = np.empty((rows, cols), np.float32) if counts else None
+        ext_out = np.empty((rows, cols, m), np.float32)
+        dark = np.ascontiguousarray(p.flatfield.dark, np.float32) if counts else None
+        k = self._noise.counts_per_electron if counts else 0.0
+        r2 = self._noise.read_noise_counts ** 2 if counts else 0.0
+        rc = self._lib.hsi_cpu_quality(
+            refl.ctypes.data, flags.ctypes.data, _ptr(raw) if counts else None, _ptr(dark),
+            npix, nb, p.eps, self._po.ctypes.data, self._pd.ctypes.data, self._ext.ctypes.data,
+            m, k, r2, _ptr(self._ct) if counts else None, _ptr(self._c_t) if counts else None,
+            s_raw.ctypes.data, _ptr(var), darkest.ctypes.data, ext_out.ctypes.data, threads)
+        if rc != 0:
+            raise DataFormatError(f"native quality pass: rejected its inputs (code {rc})")
+        maps = dict(zip(MAP_NAMES, maps_arr))
+        pixel_flags(p, flags, maps["thb"], darkest)
+        spec = (flags & FLAG_SPECULAR) != 0
+        if spec.any():
+            for v in maps.values():
+                v[spec] = np.nan
+        s_raw[(flags & ~FLAG_STO2_ONLY) != 0] = np.nan
+        guide = ext_out[..., :self._n_guide] if self._spatial else None
+        terms = ext_out[..., self._n_guide:] if self._n_terms else None
+        finish_quality(p, s_raw, var, flags, maps, guide, terms)
+        spec_pack = p.pack
+        if packed is not None and spec_pack.maps:
+            nb_spec = len(spec_pack.spectra_bands)
+            for j, name in enumerate(spec_pack.maps):
+                v = maps[name]
+                packed[0, nb_spec + j] = np.where(np.isfinite(v), v, np.float32(0))
+        return maps
