@@ -85,4 +85,5 @@ def quality_rules(camera, cfg: AppConfig):
     return QualityRules(noise=noise, max_sigma=pc.max_sigma,
                         min_blood_volume=pc.min_blood_volume,
                         specular_min_reflectance=pc.specular_min_reflectance,
-                        spatial=pc.spatial, model_sigma=pc.model_sigma)
+                        spatial=pc.spatial, model_sigma=pc.model_sigma,
+                        spatial_radius=pc.spatial_radius)

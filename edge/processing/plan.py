@@ -166,7 +166,8 @@ class ChainPlan:
             if not isinstance(quality, QualityRules):
                 raise DataFormatError(f"quality: expected a QualityRules or None, got "
                                       f"{type(quality).__name__}")
-            bil = BilateralParams()
+            r = int(quality.spatial_radius)
+            bil = BilateralParams(radius=r, sigma_s=2.0 * r / 3.0)
             extra = {"quality": quality, "bilateral": bil,
                      "sigma_weights": quadratic_weights(unmixer.pinv, unmixer.i_hbo2,
                                                         unmixer.i_hb),

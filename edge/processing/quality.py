@@ -308,6 +308,9 @@ class QualityRules:
     model_sigma : float or None
         Calibration error added in quadrature to the noise (fraction); 0 (default): sigma is
         the noise part; None: the table's residual on simulated spectra (:func:`model_sigma`).
+    spatial_radius : int
+        Half-width of the spatial step's window (3: 7 x 7), 1-8 pixels; its Gaussian's sigma
+        is 2/3 of it.
     """
 
     noise: NoiseModel | None = None
@@ -316,6 +319,7 @@ class QualityRules:
     specular_min_reflectance: float | None = DEFAULT_SPECULAR_MIN_REFLECTANCE
     spatial: str = "none"
     model_sigma: float | None = 0.0
+    spatial_radius: int = 3
 
     def __post_init__(self) -> None:
         from edge.processing.spatial import SPATIAL_METHODS
@@ -330,6 +334,10 @@ class QualityRules:
         if m is not None and not (np.isfinite(m) and 0.0 <= m <= 1.0):
             raise ConfigError(f"quality.model_sigma: expected a value in [0, 1] or null, got "
                               f"{m!r}")
+        r = self.spatial_radius
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= 8:
+            raise ConfigError(f"quality.spatial_radius: expected an integer in [1, 8], got "
+                              f"{r!r}")
         if self.spatial not in SPATIAL_METHODS:
             raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
                               f"got {self.spatial!r}")

@@ -48,3 +48,10 @@ def test_backends_with_quality(caplog):
     assert off.plan.quality is None
     r = be.run(np.full((4, 5, 16), 0.3, np.float32), exposure_us=None)
     assert np.all(np.isnan(r.maps["sto2_sigma"]))       # float reflectance: no counts, no sigma
+
+
+def test_spatial_radius_reaches_the_plan():
+    cam = SimulatedCamera("snapshot25", rows=4, cols=5)
+    be = make_backend("numpy", cam, None, None, _cfg(spatial_radius=5))
+    assert be.plan.bilateral.radius == 5
+    assert be.plan.bilateral.sigma_s == pytest.approx(10 / 3)

@@ -62,6 +62,9 @@ def test_noise_model_refuses_bad_values():
         QualityRules(spatial="box")
     with pytest.raises(ConfigError, match=r"quality.model_sigma: .* got -0.1"):
         QualityRules(model_sigma=-0.1)
+    with pytest.raises(ConfigError, match=r"quality.spatial_radius: expected an integer in "
+                                          r"\[1, 8\], got 9"):
+        QualityRules(spatial_radius=9)
 
 
 def test_from_sensor_matches_the_simulated_sensor():
