@@ -26,6 +26,10 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
                  device_output: bool = False, reflectance: bool = True):
     """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged).
 
+    ``processing.quality`` (:func:`quality_rules`): ``null`` (default) -- the StO2 quality
+    step where the backend has it (numpy, native), a logged warning and none on cuda;
+    ``true`` -- required (``auto`` picks numpy, cuda refuses in one line); ``false`` -- off.
+
     The configuration is built once as a :class:`~edge.processing.plan.ChainPlan` that the
     backend runs.  ``device_output`` asks a backend that offers it (cuda) to leave the packed
     input on the GPU -- pass it only for a runtime that ``accepts_device_input``;
@@ -33,14 +37,25 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     """
     from edge.processing.plan import ChainPlan
 
-    quality = quality_rules(camera, cfg)
+    from edge.backends.base import QUALITY_BACKENDS
+
+    wanted = cfg.processing.quality
     if name == "auto":
         reason = cuda_available()
-        if quality is not None and not reason:
-            reason = ("processing.quality is on: the StO2 sigma and validity mask run in the "
+        if wanted and not reason:
+            reason = ("processing.quality: true: the StO2 sigma and validity mask run in the "
                       "numpy and native backends, not cuda")
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
+    if wanted is None and name not in QUALITY_BACKENDS:
+        # quality: null (auto) -- on where the backend has it; the cuda chain runs without
+        # it, with a warning (processing.quality: true makes cuda refuse instead)
+        log.warning("%s backend: no StO2 sigma and validity mask (processing.quality runs in "
+                    "the %s backends); the maps are the per-pixel chain's", name,
+                    " and ".join(QUALITY_BACKENDS))
+        quality = None
+    else:
+        quality = quality_rules(camera, cfg)
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
                            baseline=cfg.processing.baseline, quality=quality)
@@ -64,7 +79,7 @@ def quality_rules(camera, cfg: AppConfig):
     from edge.processing.quality import NoiseModel, QualityRules
 
     pc = cfg.processing
-    if not pc.quality:
+    if pc.quality is False:
         return None
     own = getattr(camera, "sensor_noise", None)
     k, r = pc.counts_per_electron, pc.read_noise_counts

@@ -29,8 +29,9 @@ Example (every key optional; these are the defaults)::
       backend: auto            # auto | numpy | native | cuda
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
-      quality: true            # StO2 standard error (sto2_sigma) and validity mask (numpy
-                               # and native backends; auto then picks numpy, cuda refuses)
+      quality: null            # StO2 standard error (sto2_sigma) and validity mask: null
+                               # where the backend has it (numpy, native; not cuda, logged),
+                               # true: required (auto picks numpy, cuda refuses), false: off
       spatial: bilateral       # none | bilateral: edge-preserving 7x7 step on StO2 and the
                                # StO2 index (needs quality)
       spatial_radius: 3        # half-width of its window in pixels (3: 7x7, 5: 11x11)
@@ -117,7 +118,7 @@ class ProcessingSettings:
     chromophores: tuple[Chromophore, ...] | None = None
     baseline: tuple[BaselineTerm, ...] | None = None
     # StO2 quality (issue 14, edge.processing.quality): sigma map, validity bits, spatial step
-    quality: bool = True
+    quality: bool | None = None
     spatial: Literal["none", "bilateral"] = "bilateral"
     spatial_radius: int = setting(3, range=(1, 8))
     max_sigma: float | None = setting(0.05, range=(0.001, 1.0))

@@ -189,7 +189,7 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
                                      colors=None if card is None else card.colors,
                                      class_names=() if card is None else card.class_names,
                                      max_sigma=cfg.processing.max_sigma
-                                     if cfg.processing.quality else None))
+                                     if cfg.processing.quality is not False else None))
             if cfg.sinks.npz_every:
                 sinks.append(NpzSink(out_dir, cfg.sinks.npz_every))
         sinks.extend(extra_sinks)

@@ -39,11 +39,14 @@ def test_configured_noise_wins_and_quality_can_be_off():
 def test_backends_with_quality(caplog):
     cam = SimulatedCamera("snapshot16", rows=4, cols=5)
     with pytest.raises(BackendUnavailable, match=r"^cuda backend: "):
-        make_backend("cuda", cam, None, None, _cfg())     # no PyCUDA here, or: quality
+        make_backend("cuda", cam, None, None, _cfg(quality=True))   # no PyCUDA, or quality
     with caplog.at_level("INFO", logger="edge.pipeline.backend_factory"):
-        be = make_backend("auto", cam, None, None, _cfg())
+        be = make_backend("auto", cam, None, None, _cfg(quality=True))
     assert be.name == "numpy" and be.plan.quality is not None
     assert "backend auto: picked numpy" in caplog.text
+    # null (the default): on where the backend has it
+    assert ProcessingSettings().quality is None
+    assert make_backend("numpy", cam, None, None, _cfg()).plan.quality is not None
     off = make_backend("numpy", cam, None, None, _cfg(quality=False))
     assert off.plan.quality is None
     r = be.run(np.full((4, 5, 16), 0.3, np.float32), exposure_us=None)
@@ -55,3 +58,17 @@ def test_spatial_radius_reaches_the_plan():
     be = make_backend("numpy", cam, None, None, _cfg(spatial_radius=5))
     assert be.plan.bilateral.radius == 5
     assert be.plan.bilateral.sigma_s == pytest.approx(10 / 3)
+
+
+def test_cuda_runs_without_quality_by_default(caplog):
+    """quality null: the cuda chain gets no quality rules (warned), so what stops it here is
+    only a missing PyCUDA, never the quality step."""
+    cam = SimulatedCamera("snapshot16", rows=4, cols=5)
+    with caplog.at_level("WARNING", logger="edge.pipeline.backend_factory"):
+        try:
+            be = make_backend("cuda", cam, None, None, _cfg())
+        except BackendUnavailable as exc:
+            assert "processing.quality" not in str(exc)
+        else:
+            assert be.plan.quality is None
+    assert "cuda backend: no StO2 sigma and validity mask" in caplog.text
