@@ -107,4 +107,69 @@ int hsi_cpu_quality(const float* refl, const unsigned char* flags, const uint16_
     return 0;
 }
 
+
+// The spatial step (edge/processing/spatial.py bilateral_filter, without inverse-variance
+// weights): for each pixel i with ok[i], over the (2r+1)^2 window, neighbours j with ok[j]:
+// a = exp(-(di^2 + dj^2) / (2 sigma_s^2)) * exp(-sum_k (g_jk - g_ik)^2 / (2 h^2 G));
+// s' = sum a s_j / sum a, var' = sum a^2 var_j / (sum a)^2, t' = sum a t_j / sum a. Same
+// float32 operations in the same order (dy outer, dx inner) as the NumPy reference.
+// s, var (nullable), ok (rows*cols); guide (rows*cols, G); terms (rows*cols, m) or m = 0.
+// Outputs NaN where !ok. Returns 0, 1 for bad sizes.
+int hsi_cpu_bilateral(const float* s, const float* var, const float* guide,
+                      const unsigned char* ok, const float* terms, int rows, int cols, int G,
+                      int m, int radius, float sigma_s, float h, float* s_out, float* var_out,
+                      float* t_out, int nthreads) {
+    if (rows < 1 || cols < 1 || G < 1 || m < 0 || radius < 0 || radius > 16) return 1;
+    if (nthreads < 1) nthreads = 1;
+    const float nan = hsi_nan();
+    const float inv_2h2 = (float)(1.0 / (2.0 * (double)h * (double)h * (double)G));
+    const int w = 2 * radius + 1;
+    float ks[33 * 33];
+    for (int dy = -radius; dy <= radius; ++dy)
+        for (int dx = -radius; dx <= radius; ++dx)
+            ks[(dy + radius) * w + dx + radius] =
+                (float)exp(-(double)(dy * dy + dx * dx) / (2.0 * (double)sigma_s * sigma_s));
+#pragma omp parallel for schedule(static, 4) num_threads(nthreads)
+    for (int y = 0; y < rows; ++y) {
+        float tacc[HSI_MAX_BANDS];
+        for (int x = 0; x < cols; ++x) {
+            const long long i = (long long)y * cols + x;
+            if (!ok[i]) {
+                s_out[i] = nan;
+                if (var_out) var_out[i] = nan;
+                for (int c = 0; c < m; ++c) t_out[i * m + c] = nan;
+                continue;
+            }
+            const float* gi = guide + i * G;
+            float aw = 0.0f, ws = 0.0f, w2v = 0.0f;
+            for (int c = 0; c < m; ++c) tacc[c] = 0.0f;
+            for (int dy = -radius; dy <= radius; ++dy) {
+                const int yy = y + dy;
+                if (yy < 0 || yy >= rows) continue;
+                for (int dx = -radius; dx <= radius; ++dx) {
+                    const int xx = x + dx;
+                    if (xx < 0 || xx >= cols) continue;
+                    const long long j = (long long)yy * cols + xx;
+                    if (!ok[j]) continue;
+                    const float* gj = guide + j * G;
+                    float d2 = 0.0f;
+                    for (int k = 0; k < G; ++k) {
+                        const float d = gj[k] - gi[k];
+                        d2 += d * d;
+                    }
+                    const float a = expf(d2 * -inv_2h2) * ks[(dy + radius) * w + dx + radius];
+                    aw += a;
+                    ws += a * s[j];
+                    if (var) w2v += a * a * var[j];
+                    for (int c = 0; c < m; ++c) tacc[c] += a * terms[j * m + c];
+                }
+            }
+            s_out[i] = ws / aw;
+            if (var_out) var_out[i] = w2v / (aw * aw);
+            for (int c = 0; c < m; ++c) t_out[i * m + c] = tacc[c] / aw;
+        }
+    }
+    return 0;
+}
+
 }  // extern "C"

@@ -62,6 +62,9 @@ _SIGNATURES = {
     "hsi_cpu_quality": ([_P, _P, _P, _P, ctypes.c_longlong, ctypes.c_int, ctypes.c_float, _P,
                          _P, _P, ctypes.c_int, ctypes.c_float, ctypes.c_float, _P, _P, _P, _P,
                          _P, _P, ctypes.c_int], ctypes.c_int),
+    "hsi_cpu_bilateral": ([_P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, _P, _P,
+                           _P, ctypes.c_int], ctypes.c_int),
 }
 
 

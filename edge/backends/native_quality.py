@@ -23,6 +23,10 @@ def _ptr(a: np.ndarray | None):
     return None if a is None else a.ctypes.data
 
 
+def _c32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, np.float32)
+
+
 class NativeQuality:
     """The quality rules of ``plan`` run with the native library ``lib``."""
 
@@ -48,6 +52,32 @@ class NativeQuality:
         self._noise = noise
         corr = None if noise is None else noise.correction()
         self._c_t, self._ct = (None, None) if corr is None else corr
+
+    def _filter(self, threads: int):
+        """``bilateral_filter`` (edge.processing.spatial) by ``hsi_cpu_bilateral``."""
+        lib = self._lib
+
+        def run(values, variance, guide, valid, params, terms=None):
+            rows, cols = values.shape
+            ok = valid & np.isfinite(values)
+            if variance is not None:
+                with np.errstate(invalid="ignore"):
+                    ok &= np.isfinite(variance) & (variance > 0)
+            ok8 = np.ascontiguousarray(ok, np.uint8)
+            s, v, g, t = _c32(values), _c32(variance), _c32(guide), _c32(terms)
+            m = 0 if t is None else t.shape[2]
+            s_out = np.empty((rows, cols), np.float32)
+            v_out = None if v is None else np.empty((rows, cols), np.float32)
+            t_out = None if t is None else np.empty((rows, cols, m), np.float32)
+            rc = lib.hsi_cpu_bilateral(
+                s.ctypes.data, _ptr(v), g.ctypes.data, ok8.ctypes.data, _ptr(t), rows, cols,
+                g.shape[2], m, params.radius, params.sigma_s, params.h, s_out.ctypes.data,
+                _ptr(v_out), _ptr(t_out), threads)
+            if rc != 0:
+                raise DataFormatError(f"native spatial step: rejected its inputs (code {rc})")
+            return s_out, v_out, t_out
+
+        return run
 
     def apply(self, raw: np.ndarray, f32: bool, maps_arr: np.ndarray, flags: np.ndarray,
               refl: np.ndarray, packed: np.ndarray | None, threads: int) -> dict:
@@ -82,7 +112,8 @@ class NativeQuality:
         s_raw[(flags & ~FLAG_STO2_ONLY) != 0] = np.nan
         guide = ext_out[..., :self._n_guide] if self._spatial else None
         terms = ext_out[..., self._n_guide:] if self._n_terms else None
-        finish_quality(p, s_raw, var, flags, maps, guide, terms)
+        native_filter = None if p.bilateral.inverse_variance else self._filter(threads)
+        finish_quality(p, s_raw, var, flags, maps, guide, terms, native_filter)
         spec_pack = p.pack
         if packed is not None and spec_pack.maps:
             nb_spec = len(spec_pack.spectra_bands)

@@ -364,7 +364,7 @@ def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -
 
 def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: np.ndarray,
                    maps: dict, guide: np.ndarray | None = None,
-                   index_minima_terms: np.ndarray | None = None) -> None:
+                   index_minima_terms: np.ndarray | None = None, spatial_filter=None) -> None:
     """The frame-wide part of the quality step: spatial step, sigma, ``FLAG_UNCERTAIN``, masks.
 
     Parameters
@@ -384,6 +384,9 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
         Spectral guide (needed by the spatial step).
     index_minima_terms : ndarray (rows, cols, n1 + n2), float32, or None
         The StO2 index's ``A''`` terms (its r1 then r2 window), for the spatial step.
+    spatial_filter : callable or None
+        Replaces :func:`~edge.processing.spatial.bilateral_filter` (same arguments and
+        results): the native backend's compiled one.
     """
     from edge.processing.indices import sto2_index_from_minima
     from edge.processing.spatial import bilateral_filter
@@ -394,8 +397,8 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & np.isfinite(s_raw)
     s, var = s_raw, var_raw
     if rules.spatial == "bilateral":
-        s_f, var_f, t_f = bilateral_filter(s_raw, var_raw, guide, est_ok, plan.bilateral,
-                                           index_minima_terms)
+        s_f, var_f, t_f = (spatial_filter or bilateral_filter)(
+            s_raw, var_raw, guide, est_ok, plan.bilateral, index_minima_terms)
         s = np.where(est_ok, s_f, s_raw)
         if var_raw is not None:
             var = np.where(est_ok, var_f, var_raw)

@@ -62,3 +62,34 @@ def test_native_quality_without_counts(native):
     assert np.all(np.isnan(b.maps["sto2_sigma"]))
     np.testing.assert_array_equal(a.flags, b.flags)
     np.testing.assert_allclose(b.maps["sto2"], a.maps["sto2"], atol=1e-4)
+
+
+def test_native_spatial_step_equals_the_reference(native):
+    """hsi_cpu_bilateral against edge.processing.spatial.bilateral_filter on 30x40 random
+    values, variances, a 5-group guide with a step and 14 terms, invalid pixels included:
+    the same float32 operations in the same order, so within 2e-6 (expf against NumPy's
+    exp)."""
+    from edge.backends.native_quality import NativeQuality
+    from edge.processing.spatial import BilateralParams, bilateral_filter
+
+    rng = np.random.default_rng(1)
+    rows, cols = 30, 40
+    values = rng.uniform(0.2, 0.9, (rows, cols)).astype(np.float32)
+    var = rng.uniform(1e-4, 4e-3, (rows, cols)).astype(np.float32)
+    guide = rng.normal(0, 0.03, (rows, cols, 5)).astype(np.float32)
+    guide[:, cols // 2:] += 0.3
+    terms = rng.normal(0, 1, (rows, cols, 14)).astype(np.float32)
+    valid = rng.uniform(size=(rows, cols)) > 0.1
+    values[0, 0] = np.nan
+    p, _, ff, noise = _camera("snapshot16", 4, 5)
+    plan = ChainPlan.build(p.wavelength_array(), fwhm_nm=p.fwhm_nm,
+                           quality=QualityRules(noise, spatial="bilateral"))
+    nb = NativeBackend(plan, cache_dir=native.cache_dir)
+    run = NativeQuality(plan, nb._lib)._filter(2)
+    for params in (BilateralParams(), BilateralParams(radius=5, sigma_s=10 / 3, h=0.04)):
+        want = bilateral_filter(values, var, guide, valid, params, terms)
+        got = run(values, var, guide, valid, params, terms)
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+            np.testing.assert_allclose(g[np.isfinite(w)], w[np.isfinite(w)], rtol=2e-6,
+                                       atol=2e-7)
