@@ -55,8 +55,8 @@ FLAG_NAMES = {int(FLAG_SATURATED): "saturated", int(FLAG_UNDEREXPOSED): "underex
 #: Per-pixel maps every backend produces, in the order of the compiled kernels' ``maps``
 #: output (``HsiMapId`` in cuda_kernels/common.cuh; the CPU tests compare the two).
 MAP_NAMES = ("sto2", "thb", "sto2_index", "nir", "thi", "twi")
-#: Maps added when the plan has quality rules (NumPy reference only, issue 14):
-#: ``sto2_sigma`` -- per-pixel standard error of ``sto2`` (fraction, NaN where sto2 is);
+#: Maps added when the plan has quality rules (numpy and native backends, issue 14):
+#: ``sto2_sigma`` -- per-pixel standard error of StO2 (fraction; NaN where ``sto2_all`` is);
 #: ``sto2_all`` -- StO2 before the validity mask (NaN only where the unmixing failed), for
 #: scoring the error on every pixel against the error on valid ones.
 QUALITY_MAP_NAMES = ("sto2_sigma", "sto2_all")
