@@ -14,7 +14,8 @@ arrays, written in the same atomic save::
       steps: {identify: PASS, ...}
       checks: [{name, value, unit, verdict, warn, fail, method, source, fix, detail}, ...]
       summary, baseline                       trend figures; the commissioning baseline
-    report.html, report.json                  the signed report (checksummed in ``files``)
+    report.html, report.json                  the signed report, checksummed in ``files``
+                                              (:meth:`CalibrationRecord.save` extra_files)
 
 A record without ``qc`` (``hsi-edge calibrate capture``, older versions) loads as before;
 :func:`read_qc` returns None for it.
@@ -27,76 +28,27 @@ from pathlib import Path
 from typing import Any
 
 from calibration.history import clean
-from calibration.records import RECORD_FILE, CalibrationRecord
-from edge.core.config import load_yaml
-from edge.core.fileio import sha256_file
-from edge.errors import CalibrationError, ConfigError
+from calibration.records import CalibrationRecord
 
-__all__ = ["save_record", "read_qc", "QC_KEY"]
-
-QC_KEY = "qc"
-
-
-class _SignedRecord(CalibrationRecord):
-    """A record saved with its ``qc`` metadata and report files (same atomic save)."""
-
-    _qc: dict[str, Any] = {}
-    _files: dict[str, bytes] = {}
-    _digests: dict[str, str] = {}
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta[QC_KEY] = self._qc
-        meta["report_files"] = {name: self._digests[name] for name in self._files}
-        return meta
-
-    def _write_into(self, d: Path) -> None:
-        self._digests = {}
-        for name, blob in self._files.items():
-            path = d / name
-            with open(path, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._digests[name] = sha256_file(path)
-        super()._write_into(d)
+__all__ = ["save_record", "read_qc"]
 
 
 def save_record(record: CalibrationRecord, out: str | os.PathLike, qc: dict[str, Any],
                 files: dict[str, bytes] | None = None) -> Path:
-    """Save ``record`` with its ``qc`` and report ``files`` atomically into ``out`` (a
-    previous record there is kept as a timestamped backup)."""
-    signed = _SignedRecord(**{k: getattr(record, k) for k in record.__dataclass_fields__})
-    signed._qc = clean(qc)
-    signed._files = dict(files or {})
-    path = signed.save(out, overwrite=True)
-    record.path = path
-    return path
+    """Sign ``record`` with ``qc`` and save it with the report ``files`` atomically into
+    ``out`` (a previous record there is kept as a timestamped backup)."""
+    record.qc = clean(qc)
+    return record.save(out, overwrite=True, extra_files=files)
 
 
 def read_qc(record: CalibrationRecord | str | os.PathLike) -> dict[str, Any] | None:
-    """The ``qc`` of a record (loaded and verified first when given a folder); None when the
-    record has none.  Report files listed in the record are verified too.
+    """The ``qc`` of a record (a folder is loaded and verified first, report files
+    included); None for a record without field calibration QC.
 
     Raises
     ------
     CalibrationError
-        The record does not load, or a report file is missing or modified.
+        The record does not load (a modified report or ``qc`` fails its checksum).
     """
     rec = record if isinstance(record, CalibrationRecord) else CalibrationRecord.load(record)
-    if rec.path is None:
-        return getattr(rec, "_qc", None) or None
-    meta_path = Path(rec.path) / RECORD_FILE
-    try:
-        meta = load_yaml(meta_path, what="calibration record")
-    except ConfigError as exc:
-        raise CalibrationError(str(exc)) from None
-    qc = meta.get(QC_KEY) if isinstance(meta, dict) else None
-    if qc is not None and not isinstance(qc, dict):
-        raise CalibrationError(f"{meta_path}: {QC_KEY}: expected a mapping, got {qc!r}"[:200])
-    for name, digest in (meta.get("report_files") or {}).items():
-        path = Path(rec.path) / Path(str(name)).name
-        if not path.is_file() or sha256_file(path) != digest:
-            raise CalibrationError(f"{path}: report file missing or modified since the record "
-                                   "was signed")
-    return qc
+    return rec.qc

@@ -9,6 +9,12 @@ A record is a directory::
     white.npz         mean, std          (rows, cols, bands) float32, counts
     white_dark.npz    mean, std          only when the white had its own dark exposure
     masks.npz         hot, dead, overexposed, underexposed   (rows, cols) bool
+    report.html, ...  optional extra files a workflow signs with the record (the field
+                      calibration's report, :mod:`calibration.qc`): checksummed in ``files``
+
+``record.yaml`` may also hold ``qc``: the field calibration's quality control (verdicts,
+operator, tiles, versions, valid-until; :mod:`calibration.qc`), covered by ``record_sha256``.
+A record without it (``hsi-edge calibrate capture``, older versions) loads as before.
 
 Saving never loses calibration data: the record is written into a temporary sibling directory
 and renamed into place; an existing record is refused unless ``overwrite=True``, and then it is
@@ -78,6 +84,8 @@ class CalibrationRecord:
     masks : dict of str to ndarray of shape (rows, cols), bool
         ``hot``, ``dead``, ``overexposed``, ``underexposed``.
     wavelengths : ndarray of shape (bands,), float64 nm
+    qc : dict or None
+        Field calibration QC (:mod:`calibration.qc`); None for a plain dark/white record.
     """
 
     dark: np.ndarray
@@ -99,6 +107,7 @@ class CalibrationRecord:
     software_version: str = __version__
     n_dark: int = 0
     n_white: int = 0
+    qc: dict[str, Any] | None = None
     path: Path | None = None
 
     @property
@@ -208,7 +217,8 @@ class CalibrationRecord:
                 "created": self.created, "software_version": self.software_version,
                 "shape": list(self.shape), "rho_ref": self.rho_ref,
                 "n_dark": int(self.n_dark), "n_white": int(self.n_white),
-                "wavelengths": [float(v) for v in self.wavelengths]}
+                "wavelengths": [float(v) for v in self.wavelengths],
+                **({} if self.qc is None else {"qc": self.qc})}
 
     def mask_counts(self) -> dict[str, int]:
         return {k: int(np.count_nonzero(v)) for k, v in self.masks.items()}
@@ -249,8 +259,12 @@ class CalibrationRecord:
                 f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
         return occupied
 
-    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False,
+             extra_files: dict[str, bytes] | None = None) -> Path:
         """Write the record atomically into ``directory``; returns its path.
+
+        ``extra_files`` (file name -> bytes, e.g. a signed report) are written in the same
+        atomic step and checksummed in ``files`` like the arrays.
 
         Raises
         ------
@@ -259,15 +273,22 @@ class CalibrationRecord:
             record is then untouched), or it is a file.
         """
         target = Path(directory)
+        extra = dict(extra_files or {})
+        for name in extra:
+            if Path(name).name != name or name.startswith(".") or name == RECORD_FILE \
+                    or name.endswith(".npz"):
+                raise CalibrationError(f"extra_files: {name!r} is not allowed (a plain file "
+                                       f"name, not {RECORD_FILE} nor an .npz)")
         self.check_target(target, overwrite=overwrite)
         with _replace.parent_lock(target):
             _replace.recover(target, self._problem)
-            self._save_locked(target, self.check_target(target, overwrite=overwrite))
+            self._save_locked(target, self.check_target(target, overwrite=overwrite), extra)
         self.path = target
         log.info("calibration record saved to %s", target)
         return target
 
-    def _save_locked(self, target: Path, occupied: bool) -> None:
+    def _save_locked(self, target: Path, occupied: bool,
+                     extra: dict[str, bytes] | None = None) -> None:
         """The steps of a save (see :mod:`calibration._replace`), with the parent locked."""
         try:
             tmp = Path(tempfile.mkdtemp(prefix=_replace.tmp_prefix(target), dir=target.parent))
@@ -279,7 +300,7 @@ class CalibrationRecord:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             backup = target.with_name(f"{target.name}.backup-{stamp}")
         try:
-            self._write_into(tmp)
+            self._write_into(tmp, extra)
             _replace.crash_point("written")
             _replace.write_journal(target, tmp, backup)
             _replace.crash_point("journal")
@@ -307,7 +328,7 @@ class CalibrationRecord:
             raise
         fsync_dir(target.parent)
 
-    def _write_into(self, d: Path) -> None:
+    def _write_into(self, d: Path, extra: dict[str, bytes] | None = None) -> None:
         arrays = {"dark.npz": {"mean": self.dark, "std": self.dark_std},
                   "white.npz": {"mean": self.white, "std": self.white_std},
                   "masks.npz": {k: np.asarray(self.masks[k], bool) for k in MASK_NAMES}}
@@ -324,6 +345,12 @@ class CalibrationRecord:
                 os.fsync(fh.fileno())
             files[name] = sha256_file(path)
             _replace.crash_point("writing")
+        for name, blob in (extra or {}).items():
+            with open(d / name, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[name] = sha256_file(d / name)
         meta = self.metadata()
         meta["files"] = files
         meta[META_CHECKSUM_KEY] = meta_checksum(meta)
@@ -396,6 +423,8 @@ class CalibrationRecord:
                 raise CalibrationError(
                     f"{path}: checksum mismatch (expected sha256 {digest[:16]}..., got "
                     f"{actual[:16]}...): the file is corrupt, truncated or was modified")
+            if not name.endswith(".npz"):
+                continue  # a signed extra file (report): its checksum is all there is to check
             try:
                 with np.load(path, allow_pickle=False) as npz:
                     data[name] = {k: npz[k] for k in npz.files}
@@ -420,11 +449,14 @@ class CalibrationRecord:
                       software_version=str(meta.get("software_version", "unknown")),
                       n_dark=meta_count(meta_path, meta, "n_dark"),
                       n_white=meta_count(meta_path, meta, "n_white"),
-                      path=d)
+                      qc=meta.get("qc"), path=d)
         except KeyError as exc:
             raise CalibrationError(f"{d}: calibration array {exc} missing") from exc
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"{meta_path}: bad metadata value: {exc}") from exc
+        if rec.qc is not None and not isinstance(rec.qc, dict):
+            raise CalibrationError(f"{meta_path}: qc: expected a mapping (field calibration "
+                                   f"QC), got {rec.qc!r}"[:300])
         for key in ("exposure_us", "white_exposure_us", "gain"):
             value = getattr(rec, key)
             if not (np.isfinite(value) and value > 0):
