@@ -126,6 +126,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _print_summary(record) -> None:
     meta = record.metadata()
+    meta.pop("qc", None)  # summarised by `info` below the metadata
     wl = meta.pop("wavelengths")
     for key, value in meta.items():
         print(f"{key}: {value}")
