@@ -351,6 +351,7 @@ class FieldCalibration:
         s = C.summary(self.results)
         band = np.asarray(self.extras["white_band"])
         s["white_level"] = float(np.median(band)) * 1e4 / self.white_exposure  # per 10 ms
+        s["white_band_mean"] = band.tolist()
         if "snr" in s:
             s["snr_min"] = float(np.min(s["snr"]))
         return s

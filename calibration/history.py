@@ -118,6 +118,19 @@ class History:
                                            f"{slope:+.2f} %/30 days",
                                     data={"days": days.tolist(), "series": rel.tolist(),
                                           "metric": "white level %"}))
+        bands = [e["summary"].get("white_band_mean") for e in es]
+        pts = [(d, np.asarray(b, float)) for d, b in zip(days, bands)
+               if b is not None and len(b) == len(bands[0] or [])]
+        if len(pts) >= 2 and pts[0][1].size:
+            # colour drift per band since commissioning, the level divided out
+            shape = [100.0 * float(np.max(np.abs(b / pts[0][1] / np.median(b / pts[0][1]) - 1)))
+                     for _, b in pts]
+            r = table.result("white_drift_shape", shape[-1],
+                             detail="white per band against commissioning, level removed",
+                             data={"days": [p[0] for p in pts], "series": shape,
+                                   "metric": "max band change %"})
+            r.name = "drift_white_bands"
+            out.append(r)
         hot = [e["summary"].get("hot_pct") for e in es]
         if all(v is not None for v in hot):
             growth = float(hot[-1]) - float(hot[0])

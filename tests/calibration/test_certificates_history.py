@@ -68,3 +68,19 @@ def test_history_appends_skips_damaged_lines_and_finds_the_baseline(tmp_path, ca
     # a refused calibration is never the baseline; later figures complete it
     assert h.baseline() == {"white_level": 500.0, "mtf50": 0.6}
     assert h.commissioning()["summary"]["white_level"] == 500.0
+
+
+def test_trend_per_band_colour_drift(tmp_path):
+    from calibration.thresholds import load_thresholds
+    h = History(tmp_path, "SIM-1")
+    base = np.linspace(200.0, 600.0, 16)
+    tilt = np.linspace(-0.02, 0.02, 16)  # blue -2 %, red +2 %: a colour change
+    for i, k in enumerate((0.0, 0.5, 1.0, 2.0)):
+        h.append({"kind": "check", "verdict": "PASS", "epoch": 86400.0 * 30 * i,
+                  "summary": {"white_level": 400.0, "white_band_mean":
+                              (base * 0.97 * (1 + k * tilt)).tolist()}})
+    trend = {r.name: r for r in h.trend(load_thresholds())}
+    bands = trend["drift_white_bands"]
+    # level removed (the 3 % dimming is not a colour change); 2 x 2 % at the ends
+    assert bands.value == pytest.approx(4.0, abs=0.2) and bands.verdict == "FAIL"
+    assert trend["drift_white_level"].value == 0.0
