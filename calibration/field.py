@@ -172,7 +172,7 @@ class FieldCalibration:
 
     # -- steps ------------------------------------------------------------------------------
     def _step_identify(self) -> list[CheckResult]:
-        fh = getattr(self.cam, "factory_calibration_hash", None)
+        fh = self.cam.factory_calibration_hash
         self.factory_hash = fh
         if fh is None:
             fac = self.t.result("factory_calibration", True, detail="the camera reports none")
@@ -342,7 +342,7 @@ class FieldCalibration:
                                        self.certs["wavelength_std"].spectrum())
         if "mtf" in todo:
             out.append(S.mtf_check(self.t, self._reflectance("slanted_edge"), self.baseline))
-        if getattr(self.cam, "target", None) is not None:
+        if self.cam.target is not None:
             self.placer.place("scene")
         return out
 

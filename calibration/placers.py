@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Callable
 
-from drivers.camera import IlluminationInput
+from drivers.camera import IlluminationInput, VirtualClock
 from edge.errors import CalibrationError
 
 __all__ = ["Placer", "ScriptedPlacer", "InteractivePlacer", "INSTRUCTIONS"]
@@ -86,7 +86,7 @@ class ScriptedPlacer(Placer):
         self._sim_lights(on)
 
     def wait(self, seconds: float, why: str = "") -> None:
-        if hasattr(self.camera, "advance_clock"):
+        if isinstance(self.camera, VirtualClock):
             self.camera.advance_clock(seconds)
         else:
             time.sleep(seconds)
@@ -114,7 +114,7 @@ class InteractivePlacer(Placer):
 
     def wait(self, seconds: float, why: str = "") -> None:
         self.say(f"Waiting {seconds:.0f} s{': ' + why if why else ''} ...")
-        if hasattr(self.camera, "advance_clock"):  # a rehearsal on the simulator
+        if isinstance(self.camera, VirtualClock):  # a rehearsal on the simulator
             self.camera.advance_clock(seconds)
         else:
             time.sleep(seconds)

@@ -130,6 +130,6 @@ def quick_check(camera, record: CalibrationRecord, table: ThresholdTable, *, n: 
             "thresholds_version": table.version,
             "summary": {"white_level": float(np.median(band)) * 1e4 / record.white_exposure_us,
                         "white_band_mean": band.tolist()}})
-    if placer is not None and getattr(camera, "target", None) is not None:
+    if placer is not None and camera.target is not None:
         placer.place("scene")
     return result

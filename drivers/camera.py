@@ -57,7 +57,8 @@ from edge.core.frame import Frame
 from edge.errors import DeviceError
 
 __all__ = ["DEFAULT_EXPOSURE_US",
-           "Camera", "CalibrationTarget", "ExternalTrigger", "IlluminationInput", "TriggerMode",
+           "Camera", "CalibrationTarget", "ExternalTrigger", "IlluminationInput", "VirtualClock",
+           "TriggerMode",
            "TRIGGER_MODES", "TARGETS"]
 
 #: The exposure every entry point defaults to (``hsi-edge run``'s ``camera.exposure_us``,
@@ -93,6 +94,12 @@ class Camera(ABC):
     target: str | None = None
     #: How often the current target was placed again (CalibrationTarget cameras).
     placement: int = 0
+    #: sha256 of the camera's factory calibration (band centres, FWHM, serial) as read from
+    #: the device; None: this camera reports none.
+    factory_calibration_hash: str | None = None
+    #: The sensor's noise model for the StO2 standard error (``counts_per_electron``,
+    #: ``read_noise_counts``, optional ``crosstalk``); None: unknown (give it in the config).
+    sensor_noise: dict | None = None
 
     def __init__(self) -> None:
         self._opened = False
@@ -305,6 +312,15 @@ class CalibrationTarget(ABC):
     @target.setter
     @abstractmethod
     def target(self, value: str) -> None: ...
+
+
+class VirtualClock(ABC):
+    """Capability mixin: device time can be advanced at once (simulators), so a scripted
+    calibration waits for warm-up without sleeping."""
+
+    @abstractmethod
+    def advance_clock(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass."""
 
 
 class ExternalTrigger(ABC):

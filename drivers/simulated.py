@@ -52,7 +52,8 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from drivers.camera import Camera, CalibrationTarget, ExternalTrigger, IlluminationInput
+from drivers.camera import (Camera, CalibrationTarget, ExternalTrigger, IlluminationInput,
+                            VirtualClock)
 from drivers.sim import (LED_CHANNELS, SCENE_CLASSES, CameraPreset, SensorModel, SurgicalScene,
                          get_preset, get_species, led_illumination)
 from drivers.sim.faults_optical import OpticalFaults
@@ -85,7 +86,8 @@ class _Exposure(NamedTuple):
     light: np.ndarray
 
 
-class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationInput):
+class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationInput,
+                      VirtualClock):
     """Simulated spectral camera (see module docstring).
 
     Parameters

@@ -81,7 +81,7 @@ def quality_rules(camera, cfg: AppConfig):
     pc = cfg.processing
     if pc.quality is False:
         return None
-    own = getattr(camera, "sensor_noise", None)
+    own = camera.sensor_noise
     k, r = pc.counts_per_electron, pc.read_noise_counts
     noise, source, crosstalk = None, "processing.counts_per_electron/read_noise_counts", None
     if (k is None or r is None) and isinstance(own, dict):
