@@ -34,8 +34,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cuda_kernels import DEFAULT_PREBUILT_DIR, arch_of
+from cuda_kernels.driver import explain_pycuda_import_error, primary_context
 from edge.backends.base import Backend, resolve_plan
-from edge.backends.cuda_ops import CudaOps, load_module, tile_launch
+from edge.backends.cuda_ops import CudaOps, _p, load_module, tile_launch
 from edge.backends.cuda_params import chain_params
 from edge.core.chain import MAP_NAMES, ChainResult
 from edge.core.tensor import DeviceTensor
@@ -54,8 +55,9 @@ def import_pycuda():
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
-        raise BackendUnavailable(f"cuda backend: PyCUDA is not installed ({exc}); "
-                                 f"{INSTALL_HINT}") from exc
+        # "undefined symbol: cuCtxCreate_v4" is a driver too old for this PyCUDA build, not a
+        # missing PyCUDA (cuda_kernels/driver.py)
+        raise BackendUnavailable(explain_pycuda_import_error(exc)) from exc
     try:
         cuda.init()
         count = cuda.Device.count()
@@ -116,7 +118,9 @@ class CudaBackend(Backend):
         # and written by the kernels in place, no copies (FACTS.md, "GPU, Jetson and TensorRT").
         self.mapped_host_memory = bool(self._dev.get_attribute(attr.INTEGRATED)
                                        and self._dev.get_attribute(attr.CAN_MAP_HOST_MEMORY))
-        self._ctx = self._dev.retain_primary_context()
+        # Retained once per process and shared with TensorRT; pushed and popped per call,
+        # never detached (PyCUDA's detach of a non-current primary context leaves it pushed).
+        self._ctx = primary_context(cuda, int(device))
         self._closed = False
         self._shape: tuple | None = None
         try:
@@ -165,7 +169,7 @@ class CudaBackend(Backend):
         """(host buffer, device pointer): the same memory with :attr:`mapped_host_memory`."""
         h = self._host(shape, dtype)
         if self.mapped_host_memory:
-            return h, np.uintp(h.base.get_device_pointer())
+            return h, int(h.base.get_device_pointer())   # an int, as memcpy/TensorRT take
         return h, self._cuda.mem_alloc(max(h.nbytes, 1))
 
     def _ensure_buffers(self, shape: tuple[int, int, int], dtype: np.dtype) -> None:
@@ -188,6 +192,7 @@ class CudaBackend(Backend):
         self._h_refl = self._d_refl = None
         if self.return_reflectance:
             self._h_refl, self._d_refl = self._pair(shape, np.float32)
+        self._ring, self._ring_next = [], 0    # input_buffer()'s ring, for this shape
         self._shape = key
 
     # ---- device output ----------------------------------------------------------------------
@@ -206,11 +211,40 @@ class CudaBackend(Backend):
         """Device address of the packed NCHW input (None before the first frame / no pack)."""
         return None if getattr(self, "_d_input", None) is None else int(self._d_input)
 
+    #: Raw-frame buffers :meth:`input_buffer` hands out in turn.  The pipeline holds at most
+    #: ``queue_size + 2`` frames (4 with the default queue of 2) between the camera thread
+    #: and the chain, so a driver filling them never overwrites a frame still queued.
+    INPUT_RING = 4
+
     def input_buffer(self, shape: tuple[int, int, int], dtype=np.uint16) -> np.ndarray:
-        """The page-locked raw-frame buffer: a driver that fills it saves one host copy."""
+        """The next of :attr:`INPUT_RING` page-locked raw-frame buffers, for a driver to fill
+        (on any thread) and pass to :meth:`run`: no host copy, and with mapped host memory the
+        kernel reads it in place.  Buffers are handed out in turn, so a buffer comes back only
+        after ``INPUT_RING - 1`` later calls: a driver may hold at most that many filled frames
+        not yet run.  A reallocation (new shape/dtype) starts a new ring.
+        """
         with self._active():
             self._ensure_buffers(tuple(shape), np.dtype(dtype))
-        return self._h_raw
+            if not self._ring:
+                self._ring = [self._ring_entry(tuple(shape), np.dtype(dtype))
+                              for _ in range(self.INPUT_RING)]
+            h, _ = self._ring[self._ring_next]
+            self._ring_next = (self._ring_next + 1) % len(self._ring)
+        return h
+
+    def _ring_entry(self, shape, dtype):
+        h = self._host(shape, dtype)
+        return h, (int(h.base.get_device_pointer()) if self.mapped_host_memory else None)
+
+    def _raw_source(self, raw: np.ndarray):
+        """(host buffer, device pointer the kernel reads) of a frame: an input_buffer() is
+        used where it is, anything else is copied into the backend's own raw buffer."""
+        for h, d in self._ring:
+            if raw is h:
+                return h, (d if d is not None else self._d_raw)
+        if raw is not self._h_raw:
+            np.copyto(self._h_raw, raw)
+        return self._h_raw, self._d_raw
 
     # ---- per frame ----------------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
@@ -221,23 +255,23 @@ class CudaBackend(Backend):
         cuda, s, ev = self._cuda, self.stream, self._events
         with self._active():
             self._ensure_buffers(raw.shape, raw.dtype)
-            if raw is not self._h_raw:
-                np.copyto(self._h_raw, raw)
+            h_raw, d_raw = self._raw_source(raw)
             ev[0].record(s)
             if not self.mapped_host_memory:
-                cuda.memcpy_htod_async(self._d_raw, self._h_raw, s)
+                cuda.memcpy_htod_async(self._d_raw, h_raw, s)
             ev[1].record(s)
             ln = self._launch
             kernel = (f"chain_{'u16' if raw.dtype == np.uint16 else 'f32'}_"
                       f"{'f16' if self.pack is not None and self.pack.dtype == 'float16' else 'f32'}")
             npix = raw.shape[0] * raw.shape[1]
-            none = np.uintp(0)
+            # _p: every pointer as np.uintp (PyCUDA packs numpy scalars; a plain int, as the
+            # mapped buffers' pointers are, is refused as a kernel argument)
             self.ops.fn("chain", kernel)(
-                self._d_raw, self._d_dark if calibrated else none,
-                self._d_scale if calibrated else none, self._d_static if calibrated else none,
-                np.int64(npix), np.int32(ln.stride), factor, self._d_maps, self._d_flags,
-                none if self._d_input is None else self._d_input,
-                none if self._d_refl is None else self._d_refl,
+                _p(d_raw), _p(self._d_dark if calibrated else None),
+                _p(self._d_scale if calibrated else None),
+                _p(self._d_static if calibrated else None),
+                np.int64(npix), np.int32(ln.stride), factor, _p(self._d_maps),
+                _p(self._d_flags), _p(self._d_input), _p(self._d_refl),
                 grid=ln.grid, block=ln.block, shared=ln.shared, stream=s)
             ev[2].record(s)
             if not self.mapped_host_memory:
@@ -281,11 +315,11 @@ class CudaBackend(Backend):
                 setattr(self, name, None)
             for name in ("_h_raw", "_h_maps", "_h_flags", "_h_input", "_h_refl"):
                 setattr(self, name, None)
+            self._ring = []
             self.ops, self._events = None, []
             stream, self.stream = getattr(self, "stream", None), None
             if stream is not None:
                 stream.synchronize()
                 del stream
             self._shape = None
-        self._closed = True
-        self._ctx.detach()
+        self._closed = True   # the primary context stays retained (primary_context)

@@ -1,0 +1,104 @@
+"""The CUDA backend's host side on the CPU: contexts, buffers, pointers (issue 20, items 5 and 8).
+
+``pycuda`` is fake_pycuda with add_fake_device: PyCUDA's context push/pop and the driver's
+context stack as PyCUDA 2026.1 drives them, page-locked and device-mapped buffers, and the
+argument rules of kernel launches (numpy scalars or allocations) and of ``memcpy_htod``
+(ints or allocations, never ``np.uintp``).  No kernel runs: results are not checked here
+(tests/gpu does that on a GPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.backends.base import PackSpec
+from fake_pycuda import add_fake_device, make_fake_pycuda
+from hsi_cuda_scenes import make_scene
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """Install a fake pycuda with one device; nvcc for the run-time compile under
+    $CUDA_HOME (a stub: the fake SourceModule never runs it)."""
+    home = tmp_path / "cuda"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("CUDA_HOME", str(home))
+
+    def install(integrated=False):
+        pkg = make_fake_pycuda()
+        drv = add_fake_device(pkg, integrated=integrated)
+        for name, mod in (("pycuda", pkg), ("pycuda.driver", drv),
+                          ("pycuda.compiler", pkg.compiler)):
+            monkeypatch.setitem(sys.modules, name, mod)
+        return drv
+    return install
+
+
+def _backend(**kw):
+    from edge.backends.cuda import CudaBackend
+    s = make_scene(5, 7, 16, seed=3)
+    spec = PackSpec(spectra_bands=tuple(range(0, 16, 2)), maps=("sto2",), dtype="float32")
+    return CudaBackend(s.wl, flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
+                       baseline=s.unmixer.baseline, calibration=s.calibration, pack=spec,
+                       prebuilt_dir=None, return_reflectance=True, **kw), s
+
+
+# ---- item 8: the primary context ------------------------------------------------------------
+@pytest.mark.parametrize("integrated", [False, True])
+def test_close_leaves_the_threads_context_stack_as_it_was(fake, integrated):
+    drv = fake(integrated)
+    for _ in range(2):
+        be, s = _backend()
+        be.run(s.raw, exposure_us=1000.0)
+        be.close()
+        be.close()                                  # idempotent
+        assert drv.driver_stack == [] and drv.pycuda_stack == []
+    assert drv.retained == ["primary"]              # retained once per process, never leaked
+
+
+# ---- item 5: device pointers of mapped host memory --------------------------------------------
+def test_mapped_buffers_have_plain_int_device_pointers_and_launch(fake):
+    drv = fake(integrated=True)
+    be, s = _backend()
+    try:
+        be.input_buffer(s.raw.shape, s.raw.dtype)
+        for name in ("_d_raw", "_d_maps", "_d_flags", "_d_input", "_d_refl"):
+            assert type(getattr(be, name)) is int, name
+        be.run(s.raw, exposure_us=1000.0)           # launch args packed as pointers
+        (kernel, args, _), = [x for x in drv.launches if x[0].startswith("chain")]
+        assert args[0] == be._d_raw and args[7] == be._d_maps
+        assert not [c for c in drv.copies if c[0] != "htod"]   # mapped: no async copies
+    finally:
+        be.close()
+
+
+# ---- item 8: input buffers a camera thread may fill ------------------------------------------
+@pytest.mark.parametrize("integrated", [False, True])
+def test_input_buffers_rotate_so_queued_frames_are_not_overwritten(fake, integrated):
+    drv = fake(integrated)
+    be, s = _backend()
+    try:
+        bufs = [be.input_buffer(s.raw.shape, s.raw.dtype) for _ in range(be.INPUT_RING)]
+        assert len({id(b) for b in bufs}) == be.INPUT_RING          # all distinct
+        assert be.input_buffer(s.raw.shape, s.raw.dtype) is bufs[0]  # then the ring repeats
+        for b, value in zip(bufs, (1, 2, 3, 4)):
+            b.fill(value)                       # a camera thread fills frames ahead
+        drv.launches.clear(), drv.copies.clear()
+        be.run(bufs[1], exposure_us=1000.0)     # the second queued frame
+        assert (bufs[2] == 3).all() and (bufs[1] == 2).all()          # nothing overwritten
+        (_, args, _), = drv.launches
+        if integrated:      # the kernel reads that buffer in place
+            assert args[0] == bufs[1].base.get_device_pointer()
+        else:               # uploaded from that buffer, not copied into another first
+            (up,) = [c for c in drv.copies if c[0] == "htod_async"]
+            assert up[1] == int(be._d_raw) and up[2] == bufs[1].nbytes
+    finally:
+        be.close()
