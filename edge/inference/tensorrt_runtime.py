@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.core.tensor import DeviceTensor
+from cuda_kernels.driver import primary_context
 from edge.errors import ConfigError, EngineError
 from edge.inference.base import Runtime, TensorInfo
 from edge.inference.engine_cache import EngineCache, EngineKey
@@ -60,6 +61,10 @@ __all__ = ["TensorRTRuntime", "import_tensorrt", "trt_major", "engine_key", "bui
            "build_settings", "TRT11", "OPT_LEVEL"]
 
 log = logging.getLogger(__name__)
+
+
+class _Undeserializable(EngineError):
+    """``deserialize_cuda_engine`` returned None for a plan."""
 
 
 def _dtype_name(trt, dt, tensor: str = "?") -> str:
@@ -138,13 +143,25 @@ class TensorRTRuntime(Runtime):
     def _do_load(self) -> None:
         trt = self._trt = import_tensorrt()
         cuda = self._cuda = _import_cuda()
-        self._ctx = cuda.Device(self.device).retain_primary_context()  # shared with kernels
+        # Shared with the kernels, retained once per process: pushed and popped, never
+        # detached (cuda_kernels.driver.primary_context).
+        self._ctx = primary_context(cuda, self.device)
         self._ctx.push()
         try:
-            self.key, plan, _ = build_engine(
-                self.card, cache=self.cache, precision=self.precision,
-                strongly_typed=self.strongly_typed, workspace_mib=self.workspace_mib,
-                onnx_path=self.onnx_path, device=self.device, progress=self.progress)
+            self.key, plan, built = self._build(force=False)
+            try:
+                self._deserialize(trt, plan)
+            except _Undeserializable:
+                if built:
+                    raise
+                # A cached plan this TensorRT cannot load (a plugin library missing when it
+                # was built, a driver update): rebuild it once instead of failing every load
+                # until a manual 'engine clear' (tensorrt_review.md item 4).
+                log.warning("TensorRT %s could not deserialize the cached engine %s; "
+                            "discarding it and rebuilding", trt.__version__,
+                            self.cache.path_for(self.key).name)
+                self.key, plan, built = self._build(force=True)
+                self._deserialize(trt, plan)
             verified = self.cache.is_verified(self.key)
             if self.require_verified and not verified:
                 raise EngineError(f"engine {self.cache.path_for(self.key).name} has not passed "
@@ -152,10 +169,15 @@ class TensorRTRuntime(Runtime):
             if not verified:
                 log.warning("engine %s is not verified; run 'hsi-edge engine check'",
                             self.cache.path_for(self.key).name)
-            self._deserialize(trt, plan)
             self._allocate(cuda)
         finally:
             self._ctx.pop()
+
+    def _build(self, force: bool):
+        return build_engine(self.card, cache=self.cache, precision=self.precision,
+                            strongly_typed=self.strongly_typed,
+                            workspace_mib=self.workspace_mib, onnx_path=self.onnx_path,
+                            device=self.device, progress=self.progress, force=force)
 
     def _deserialize(self, trt, plan: bytes) -> None:
         # The Runtime must outlive the engine and the engine the context: close() drops them
@@ -163,9 +185,10 @@ class TensorRTRuntime(Runtime):
         self._runtime = trt.Runtime(_logger(trt))
         engine = self._engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise EngineError(f"TensorRT could not deserialize "
-                              f"{self.cache.path_for(self.key)}; run 'hsi-edge engine clear' "
-                              f"and rebuild")
+            raise _Undeserializable(f"TensorRT could not deserialize "
+                                    f"{self.cache.path_for(self.key)}, even as just built; "
+                                    f"see the TensorRT messages above (a plugin library "
+                                    f"missing?), then 'hsi-edge engine clear' and rebuild")
         ctx = self._context = engine.create_execution_context()
         if ctx is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU "
@@ -260,6 +283,5 @@ class TensorRTRuntime(Runtime):
                 self._context = self._engine = self._runtime = self._stream = None
             finally:
                 self._ctx.pop()
-                self._ctx.detach()
-                self._ctx = None
+                self._ctx = None   # stays retained for the process (primary_context)
         super().close()

@@ -276,3 +276,41 @@ def test_auto_keeps_tensorrt_when_it_loads(fake_gpu, card, tmp_path, monkeypatch
     finally:
         rt.close()
     assert load_runtime("auto", card, gpu_chain=False).name == "onnxruntime"
+
+
+# ---- a cached engine this TensorRT cannot deserialize is rebuilt once (item 13) ---------------
+def test_a_cached_engine_that_does_not_deserialize_is_rebuilt_once(fake_gpu, card, tmp_path,
+                                                                   caplog):
+    import logging
+    trt = fake_gpu(10)
+    cache = EngineCache(tmp_path / "c")
+    key, _, _ = tb.build_engine(card, cache=cache, progress=False)
+    cache.store(key, b"STALE")     # a valid cache entry this TensorRT cannot deserialize
+    with caplog.at_level(logging.WARNING):
+        with tr.TensorRTRuntime(card, cache_dir=tmp_path / "c", progress=False) as rt:
+            assert [t.name for t in rt.outputs()] == ["logits"]
+    assert "could not deserialize the cached engine" in caplog.text
+    assert cache.load(key) == b"PLAN"                 # replaced: later loads just work
+    assert len([e for e in trt.events if e[0] == "parse"]) == 2   # first build + one rebuild
+
+
+def test_an_engine_that_never_deserializes_fails_after_one_rebuild(fake_gpu, card, tmp_path):
+    trt = fake_gpu(10)
+    cache = EngineCache(tmp_path / "c")
+    tb.build_engine(card, cache=cache, progress=False)
+    trt.Runtime.deserialize_cuda_engine = lambda self, plan: None   # e.g. a plugin missing
+    with pytest.raises(tb.EngineError, match=r"could not deserialize .*even as just built.*"
+                                             r"engine clear"):
+        tr.TensorRTRuntime(card, cache_dir=tmp_path / "c", progress=False).load()
+    assert len([e for e in trt.events if e[0] == "parse"]) == 2   # rebuilt once, not looped
+    assert fake_gpu.cuda.events.count("push") == fake_gpu.cuda.events.count("pop")
+
+
+def test_runtime_close_pops_and_keeps_the_shared_primary_context(fake_gpu, card, tmp_path):
+    fake_gpu(10)
+    cuda = fake_gpu.cuda
+    for _ in range(2):
+        with tr.TensorRTRuntime(card, cache_dir=tmp_path / "c", progress=False):
+            pass
+    assert "detach" not in cuda.events and cuda.events.count("retain") == 1
+    assert cuda.events.count("push") == cuda.events.count("pop")
