@@ -5,9 +5,10 @@ the TensorRT version and GPU model that built it, and a first build on an Orin t
 So an engine is keyed on everything that makes it valid — the ONNX file's sha256, the TensorRT
 version, the GPU name and compute capability, the precision/typing mode, the optimization
 profile shapes and the builder settings the plan depends on (``build``: e.g. optimization
-level, hardware compatibility, TF32, workspace, the GPU's SM count, which tells Jetson Orin
-variants apart although all report the name "Orin" and sm_87) — and a file whose key,
-header or payload does not match is rebuilt, never loaded.
+level, hardware compatibility, TF32, workspace, and the GPU's SM count, total memory and peak
+clock, which tell Jetson Orin modules apart although all report the name "Orin" and sm_87:
+Orin NX 16 GB, NX 8 GB and Nano 8 GB even share 8 SMs) — and a file whose key, header or
+payload does not match is rebuilt, never loaded.
 
 File format (one file per key, ``<model>-<digest16>.engine``)::
 
@@ -37,7 +38,9 @@ The parity gate (:mod:`edge.inference.parity`) records its verdict in a sidecar
 gate on exactly these bytes passed; a rebuilt engine starts unverified.
 
 The TensorRT timing cache lives beside the engines (``timing-<digest16>.cache``), keyed on
-TensorRT version and GPU only, so rebuilding a changed model reuses earlier tactic timings.
+TensorRT version and GPU only (the ``gpu_*`` build settings included), so rebuilding a changed
+model reuses earlier tactic timings; builds merge it under a lock
+(:mod:`edge.inference.tensorrt_timing`).
 """
 
 from __future__ import annotations
