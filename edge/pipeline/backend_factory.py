@@ -40,6 +40,7 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     from edge.backends.base import QUALITY_BACKENDS
 
     wanted = cfg.processing.quality
+    auto = name == "auto"
     if name == "auto":
         reason = cuda_available()
         if wanted and not reason:
@@ -61,7 +62,17 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
                            baseline=cfg.processing.baseline, quality=quality)
     if name == "cuda":
         from edge.backends.cuda import CudaBackend
-        return CudaBackend(plan, device_output=device_output, return_reflectance=reflectance)
+        try:
+            return CudaBackend(plan, device_output=device_output,
+                               return_reflectance=reflectance)
+        except BackendUnavailable as exc:
+            if not auto:
+                raise
+            # PyCUDA imports but the kernels cannot be loaded (binaries newer than the
+            # driver and no nvcc, a failed compile): auto falls back instead of crashing.
+            log.warning("backend auto: cuda is not usable here (%s); using numpy", exc)
+            return make_backend("numpy", camera, flatfield, pack, cfg,
+                                device_output=device_output, reflectance=reflectance)
     if name == "native":
         from edge.backends.native import NativeBackend
         return NativeBackend(plan)

@@ -159,10 +159,13 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             check_free_space(out_dir, need)
         rt = None
         if card is not None:
-            from edge.inference import open_runtime
-            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend).
+            from edge.pipeline.runtime_choice import load_runtime
+            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend), and
+            # falls back to ONNX Runtime (with a warning) when the engine cannot be built.
             gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
-            rt = open_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain)
+            rt = load_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain,
+                              precision=cfg.model.precision, progress=progress)
+            stack.callback(rt.close)   # also if the job fails before its pipeline exists
         flatfield = (obtain_flatfield(cfg, camera, progress=progress) if gate is None else
                      gate.flatfield(camera, lambda: obtain_flatfield(cfg, camera,
                                                                      progress=progress)))
@@ -174,7 +177,6 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
         stages: list[Stage] = [ChainStage(be)]
         runtime_name = None
         if rt is not None:
-            rt.load()
             runtime_name = rt.name
             stages += [InferStage(rt), PostStage()]
         if gate is not None and gate.stage() is not None:

@@ -102,3 +102,27 @@ def test_input_buffers_rotate_so_queued_frames_are_not_overwritten(fake, integra
             assert up[1] == int(be._d_raw) and up[2] == bufs[1].nbytes
     finally:
         be.close()
+
+
+# ---- item 2: backend auto falls back when the kernels cannot be loaded -----------------------
+def test_backend_auto_falls_back_to_numpy_when_no_kernels_load(fake, monkeypatch, tmp_path,
+                                                              caplog):
+    import logging
+    import types
+
+    from edge.errors import BackendUnavailable
+    from edge.pipeline.backend_factory import make_backend
+    from edge.pipeline.config import AppConfig
+    fake()
+    monkeypatch.delenv("CUDA_HOME", raising=False)       # no nvcc for a run-time compile
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    s = make_scene(5, 7, 16, seed=3)
+    camera = types.SimpleNamespace(wavelengths=s.wl, fwhm_nm=None, sensor_noise=None)
+    with caplog.at_level(logging.WARNING):
+        be = make_backend("auto", camera, s.flatfield, None, AppConfig())
+    assert be.name == "numpy"
+    assert "backend auto: cuda is not usable here (cuda backend: no loadable prebuilt kernels " \
+           "for chain" in caplog.text
+    with pytest.raises(BackendUnavailable, match=r"no run-time compile: nvcc not found"):
+        make_backend("cuda", camera, s.flatfield, None, AppConfig())
