@@ -247,8 +247,8 @@ def test_cli_kernels_build_and_info(tmp_path, capsys):
 def test_backend_without_pycuda_says_what_to_install():
     from edge.backends.cuda import CudaBackend
     with pytest.raises(BackendUnavailable,
-                       match=r"PyCUDA is not installed .*pip install 'hsi-edge\[cuda\]' \(needs "
-                             r"the CUDA toolkit\) and an NVIDIA GPU"):
+                       match=r"PyCUDA is not installed .*pip install 'hsi-edge\[cuda\]' "
+                             r"\(pycuda>=2025\.1\.2, needs the CUDA toolkit\) and an NVIDIA GPU"):
         CudaBackend(np.linspace(500, 1000, 100))
 
 
