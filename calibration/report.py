@@ -12,9 +12,7 @@ has the tables only (said in the file and the log).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from calibration.history import clean
+from edge.core.plots import png_base64, pyplot_or_none
 from calibration.thresholds import CheckResult
 
 __all__ = ["render", "REPORT_HTML", "REPORT_JSON"]
@@ -34,23 +33,12 @@ _COLOURS = {"PASS": "#1b7f3b", "WARN": "#b36b00", "FAIL": "#b00020"}
 
 
 def _plt():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
+    return pyplot_or_none()
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=72)
-    fig.clf()
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_base64(fig, dpi=72, tight=False)
 
 
 def _figures(plt, record, by: dict[str, CheckResult], qc: dict, extras: dict) -> list[tuple]:

@@ -12,15 +12,13 @@ raises BackendUnavailable naming ``pip install 'hsi-edge[corpus]'``.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from pathlib import Path
 from typing import Any
 
 from edge.core.fileio import atomic_write_bytes
-from edge.errors import BackendUnavailable
+from edge.core.plots import img_tag, require_pyplot
 
 __all__ = ["write_report"]
 
@@ -31,22 +29,11 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:75em}"
 
 
 def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise BackendUnavailable("corpus compare: matplotlib is not installed (report "
-                                 "plots); pip install 'hsi-edge[corpus]'") from exc
-    return plt
+    return require_pyplot("corpus compare", "corpus")
 
 
 def _png(plt, fig, alt: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return img_tag(fig, alt, dpi=80)
 
 
 def _f(v: Any, fmt: str = ".4f") -> str:
