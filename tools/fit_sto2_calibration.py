@@ -58,9 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.processing.sto2 import (_SMOOTH, CALIBRATION_VERSION, KNOTS, SimulationRanges,
-                                  Sto2Calibration, _components, _key, isotonic_regression,
-                                  simulate_spectra)
+from edge.processing.sto2 import (CALIBRATION_VERSION, SimulationRanges, Sto2Calibration,
+                                  _components, _key, simulate_spectra, table_from_pairs)
 from edge.processing.unmixing import Unmixer
 
 PRESETS = {
@@ -123,19 +122,7 @@ def fit_table(wl: np.ndarray, fwhm: float, raw: np.ndarray, truth: np.ndarray,
     ``Sto2Calibration.fit`` (isotonic regression, knots over the central 99.8 % of raw values,
     block centres interpolated, 9-knot moving average, clipped to [0, 1])."""
     ok = np.isfinite(raw)
-    raw, truth = raw[ok].astype(np.float64), truth[ok]
-    order = np.argsort(raw, kind="stable")
-    raw, fitted = raw[order], isotonic_regression(truth[order])
-    lo, hi = np.quantile(raw, [0.001, 0.999])
-    x = np.linspace(lo, hi, KNOTS)
-    change = np.flatnonzero(np.diff(fitted) > 0) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [raw.size]])
-    cx = np.array([raw[s:e].mean() for s, e in zip(starts, ends)])
-    y = np.interp(x, cx, fitted[starts])
-    pad = _SMOOTH // 2
-    y = np.convolve(np.pad(y, pad, mode="edge"), np.ones(_SMOOTH) / _SMOOTH, mode="valid")
-    y = np.maximum.accumulate(np.clip(y, 0.0, 1.0))
+    x, y = table_from_pairs(raw[ok], truth[ok])
     meta = {"version": str(CALIBRATION_VERSION), **meta, "fwhm_nm": str(fwhm),
             "chromophores": " ".join(unmixer.chromophores),
             "baseline": " ".join(unmixer.baseline), "eps": repr(float(unmixer.eps)),

@@ -37,7 +37,7 @@ from edge.errors import CalibrationError
 from edge.processing.unmixing import Unmixer, recommended_basis, recommended_components
 
 __all__ = ["SimulationRanges", "Sto2Calibration", "simulate_spectra", "isotonic_regression",
-           "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION"]
+           "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION", "table_from_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,39 @@ def _key(wl: np.ndarray, fwhm_nm, chromophores, baseline, eps: float,
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def table_from_pairs(raw: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The monotone calibration table from (raw StO2, true StO2) pairs.
+
+    Isotonic regression of truth on raw; :data:`KNOTS` knots over the central 99.8 % of raw
+    values (outside, the table clamps); the step function interpolated through its block
+    centres (mean raw of each block); a ``_SMOOTH``-knot moving average; clipped to [0, 1].
+
+    Parameters
+    ----------
+    raw, truth : ndarray (n,)
+        Finite raw StO2 estimates and the true StO2 of the same spectra.
+
+    Returns
+    -------
+    (x, y) : two ndarrays (KNOTS,), float64
+        Knot positions (raw StO2) and calibrated StO2, non-decreasing.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    order = np.argsort(raw, kind="stable")
+    raw, fitted = raw[order], isotonic_regression(np.asarray(truth)[order])
+    lo, hi = np.quantile(raw, [0.001, 0.999])
+    x = np.linspace(lo, hi, KNOTS)
+    change = np.flatnonzero(np.diff(fitted) > 0) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [raw.size]])
+    cx = np.array([raw[s:e].mean() for s, e in zip(starts, ends)])
+    y = np.interp(x, cx, fitted[starts])
+    pad = _SMOOTH // 2
+    y = np.convolve(np.pad(y, pad, mode="edge"), np.ones(_SMOOTH) / _SMOOTH, mode="valid")
+    y = np.maximum.accumulate(np.clip(y, 0.0, 1.0))   # guard rounding; already monotone
+    return x, y
+
+
 class Sto2Calibration:
     """A monotone lookup table raw StO2 -> calibrated StO2.
 
@@ -216,22 +249,7 @@ class Sto2Calibration:
             raise CalibrationError(f"StO2 calibration: only {int(ok.sum())} of {n} simulated "
                                    "spectra unmix to a positive haemoglobin total; the grid "
                                    "cannot resolve HbO2/Hb")
-        raw, truth = raw[ok], truth[ok]
-        order = np.argsort(raw, kind="stable")
-        raw, fitted = raw[order], isotonic_regression(truth[order])
-        # Knots over the central 99.8 % of raw values; outside, the table clamps.
-        lo, hi = np.quantile(raw, [0.001, 0.999])
-        x = np.linspace(lo, hi, KNOTS)
-        # Interpolate the step function through its block centres (mean raw of each block).
-        change = np.flatnonzero(np.diff(fitted) > 0) + 1
-        starts = np.concatenate([[0], change])
-        ends = np.concatenate([change, [raw.size]])
-        cx = np.array([raw[s:e].mean() for s, e in zip(starts, ends)])
-        cy = fitted[starts]
-        y = np.interp(x, cx, cy)
-        pad = _SMOOTH // 2
-        y = np.convolve(np.pad(y, pad, mode="edge"), np.ones(_SMOOTH) / _SMOOTH, mode="valid")
-        y = np.maximum.accumulate(np.clip(y, 0.0, 1.0))   # guard rounding; already monotone
+        x, y = table_from_pairs(raw[ok], truth[ok])
         meta = {"version": str(CALIBRATION_VERSION), "n_spectra": str(n), "seed": str(seed),
                 "fwhm_nm": str(fwhm_nm), "chromophores": " ".join(unmixer.chromophores),
                 "baseline": " ".join(unmixer.baseline), "eps": repr(float(eps)),
