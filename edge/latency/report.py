@@ -12,7 +12,6 @@ BackendUnavailable naming ``pip install 'hsi-edge[report]'``.
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge.core.fileio import atomic_write_bytes
-from edge.errors import BackendUnavailable
+from edge.core.plots import png_base64, require_pyplot
 from edge.latency.records import FrameRecords
 from edge.latency.stats import durations
 
@@ -34,21 +33,11 @@ _COLORS = {"A": "#1f77b4", "B": "#d62728", "": "#1f77b4"}
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or BackendUnavailable naming the extra."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise BackendUnavailable("latency report: matplotlib is not installed; "
-                                 "pip install 'hsi-edge[report]'") from exc
-    return plt
+    return require_pyplot("latency report")
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    pyplot().close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_base64(fig, dpi=90)
 
 
 def _img(b64: str, alt: str) -> str:

@@ -155,5 +155,6 @@ def test_report_without_matplotlib_names_the_extra(monkeypatch):
     from edge.latency.report import pyplot
     monkeypatch.setitem(sys.modules, "matplotlib", None)      # as if not installed
     with pytest.raises(BackendUnavailable, match=r"latency report: matplotlib is not "
-                                                 r"installed; pip install 'hsi-edge\[report\]'"):
+                                                 r"installed \(report plots\); "
+                                                 r"pip install 'hsi-edge\[report\]'"):
         pyplot()
