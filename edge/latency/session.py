@@ -81,7 +81,7 @@ class LatencySession:
         self._stack.close()
 
     def _camera(self):
-        from edge.pipeline.app import build_camera, start_triggers
+        from edge.pipeline.app import build_camera
 
         c = self.cfg.camera
         if c.source == "simulated":
