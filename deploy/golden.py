@@ -59,7 +59,8 @@ def _backend(name: str, wavelengths: np.ndarray, fwhm_nm: float | None, flatfiel
         from edge.pipeline.backend_factory import make_backend
     except ImportError:  # older layout
         from edge.pipeline.app import make_backend
-    camera = SimpleNamespace(wavelengths=wavelengths, fwhm_nm=fwhm_nm)
+    # what make_backend reads of a camera (the Camera contract: no sensor noise model here)
+    camera = SimpleNamespace(wavelengths=wavelengths, fwhm_nm=fwhm_nm, sensor_noise=None)
     return make_backend(name, camera, flatfield, pack, cfg)
 
 
