@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parent
 #: Headers every module may include; a change to any of them makes every binary stale.
-HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh")
+HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh", "chain_tail.cuh")
 #: Where ``hsi-edge kernels build`` writes by default and the backend looks first.
 DEFAULT_PREBUILT_DIR = KERNEL_DIR / "prebuilt"
 MANIFEST_NAME = "manifest.json"

@@ -74,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hsi-edge {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:
+        # A frame (rows x cols x bands) or a reference average larger than this machine, or
+        # a process memory limit, allows: one line, not numpy's traceback.
+        if args.debug:
+            raise
+        print(f"hsi-edge {args.command}: error: out of memory: the frames (camera.rows x "
+              f"camera.cols x bands) or the frames averaged do not fit in this machine's "
+              f"memory; use smaller frames or fewer frames", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
         # stdout closed early (e.g. `hsi-edge kernels info | head`): not an error of ours
         try:

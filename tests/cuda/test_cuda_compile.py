@@ -257,3 +257,11 @@ def test_importing_the_backend_needs_no_pycuda_pil_or_tqdm():
             "print(sorted(m for m in ('pycuda', 'PIL', 'tqdm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_shipped_header_is_hashed_into_the_manifest():
+    """A header missing from HEADERS (chain_tail.cuh was) would leave prebuilt binaries
+    'current' after it changed: every .cuh beside the kernels is listed."""
+    import cuda_kernels as ck
+
+    assert set(ck.HEADERS) == {p.name for p in ck.KERNEL_DIR.glob("*.cuh")}
