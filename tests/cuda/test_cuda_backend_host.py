@@ -9,37 +9,16 @@ argument rules of kernel launches (numpy scalars or allocations) and of ``memcpy
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edge.backends.base import PackSpec
-from fake_pycuda import add_fake_device, make_fake_pycuda
 from hsi_cuda_scenes import make_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def fake(monkeypatch, tmp_path):
-    """Install a fake pycuda with one device; nvcc for the run-time compile under
-    $CUDA_HOME (a stub: the fake SourceModule never runs it)."""
-    home = tmp_path / "cuda"
-    (home / "bin").mkdir(parents=True)
-    (home / "bin" / "nvcc").write_text("#!/bin/sh\n")
-    monkeypatch.setenv("CUDA_HOME", str(home))
-
-    def install(integrated=False):
-        pkg = make_fake_pycuda()
-        drv = add_fake_device(pkg, integrated=integrated)
-        for name, mod in (("pycuda", pkg), ("pycuda.driver", drv),
-                          ("pycuda.compiler", pkg.compiler)):
-            monkeypatch.setitem(sys.modules, name, mod)
-        return drv
-    return install
 
 
 def _backend(**kw):

@@ -8,34 +8,17 @@ fake_pycuda with add_fake_device; no kernel runs.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.backends.base import PackSpec
-from fake_pycuda import add_fake_device, make_fake_pycuda
 from hsi_cuda_scenes import make_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def fake(monkeypatch, tmp_path):
-    home = tmp_path / "cuda"
-    (home / "bin").mkdir(parents=True)
-    (home / "bin" / "nvcc").write_text("#!/bin/sh\n")
-    monkeypatch.setenv("CUDA_HOME", str(home))
-
-    def install(integrated=False):
-        pkg = make_fake_pycuda()
-        drv = add_fake_device(pkg, integrated=integrated)
-        for name, mod in (("pycuda", pkg), ("pycuda.driver", drv),
-                          ("pycuda.compiler", pkg.compiler)):
-            monkeypatch.setitem(sys.modules, name, mod)
-        return drv
-    return install
 
 
 def _backend():
