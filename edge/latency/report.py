@@ -58,13 +58,18 @@ def _split(rec: FrameRecords, warmup: int) -> dict[str, FrameRecords]:
     return out
 
 
-def _cdfs(arms: dict[str, FrameRecords]) -> str:
-    plt = pyplot()
+def _stage_grid(arms: dict[str, FrameRecords]):
+    """The stage names and a figure with one panel per stage, three to a row."""
     names = list(durations(next(iter(arms.values()))))
     cols = 3
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = pyplot().subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows),
+                                  squeeze=False, layout="constrained")
+    return names, fig, axes
+
+
+def _cdfs(arms: dict[str, FrameRecords]) -> str:
+    names, fig, axes = _stage_grid(arms)
     for ax, name in zip(axes.flat, names):
         for arm, rec in arms.items():
             x = np.sort(durations(rec)[name] / 1e6)
@@ -83,12 +88,7 @@ def _cdfs(arms: dict[str, FrameRecords]) -> str:
 
 
 def _histograms(arms: dict[str, FrameRecords]) -> str:
-    plt = pyplot()
-    names = list(durations(next(iter(arms.values()))))
-    cols = 3
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False,
-                             layout="constrained")
+    names, fig, axes = _stage_grid(arms)
     for ax, name in zip(axes.flat, names):
         allx = np.concatenate([durations(r)[name] for r in arms.values()]) / 1e6
         if allx.size == 0:
