@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from edge.errors import CalibrationError
+from edge.core.config import load_yaml
+from edge.errors import ConfigError, CalibrationError
 from edge.physics import band_integrate
 
 __all__ = ["Certificate", "load_certificate", "KINDS"]
@@ -121,9 +121,7 @@ def load_certificate(path: str | os.PathLike | dict) -> Certificate:
         return _parse(path, f"certificate {path.get('tile_id', '?')}")
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CalibrationError(f"{p}: cannot read certificate: {exc.strerror or exc}") from None
-    except yaml.YAMLError:
-        raise CalibrationError(f"{p}: certificate is not valid YAML/JSON") from None
+        doc = load_yaml(p, what="certificate")   # the one YAML reader: one-line errors
+    except ConfigError as exc:
+        raise CalibrationError(str(exc)) from None
     return _parse(doc, str(p))

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from calibration.thresholds import FAIL, PASS, CheckResult, ThresholdTable
+from edge.core.fileio import json_safe
 from edge.errors import CalibrationError
 
-__all__ = ["History", "HISTORY_FILE", "clean"]
+__all__ = ["History", "HISTORY_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,31 @@ class History:
         if not self.path.is_file():
             return []
         out = []
-        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            # a damaged byte spoils its line only (that line is then skipped as not JSON)
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CalibrationError(f"{self.path}: cannot read calibration history: "
+                                   f"{exc.strerror or exc}") from None
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("%s: line %d is not JSON; skipped", self.path, i)
+                continue
+            if not isinstance(entry, dict):
+                log.warning("%s: line %d is not a JSON object; skipped", self.path, i)
+                continue
+            out.append(entry)
         return out
 
     def append(self, entry: dict[str, Any]) -> None:
         """Append one entry (a line written and fsynced in one call)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            line = json.dumps(clean(entry), allow_nan=False) + "\n"
+            line = json.dumps(json_safe(entry), allow_nan=False) + "\n"
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(line)
                 fh.flush()
@@ -171,17 +183,3 @@ def _slope(days: np.ndarray, y: np.ndarray) -> float:
         return 0.0
     return float(np.polyfit(days, y, 1)[0] * 30.0)
 
-
-def clean(obj: Any) -> Any:
-    """``obj`` as plain JSON: numpy made Python, NaN/inf as None, arrays as lists."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from calibration.history import clean
+from edge.core.fileio import json_safe
 from calibration.records import CalibrationRecord
 
 __all__ = ["save_record", "read_qc"]
@@ -37,7 +37,7 @@ def save_record(record: CalibrationRecord, out: str | os.PathLike, qc: dict[str,
                 files: dict[str, bytes] | None = None) -> Path:
     """Sign ``record`` with ``qc`` and save it with the report ``files`` atomically into
     ``out`` (a previous record there is kept as a timestamped backup)."""
-    record.qc = clean(qc)
+    record.qc = json_safe(qc)
     return record.save(out, overwrite=True, extra_files=files)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.history import clean
+from edge.core.fileio import json_safe
 from edge.core.plots import png_base64, pyplot_or_none
 from calibration.thresholds import CheckResult
 
@@ -171,7 +171,7 @@ def render(record, results: list[CheckResult], qc: dict[str, Any],
     """The report files of a signed calibration: ``{"report.html": ..., "report.json": ...}``
     (``plots`` False: tables only, e.g. on a slow bench)."""
     by = {r.name: r for r in results}
-    doc = clean({"serial": record.camera_serial, "qc": qc,
+    doc = json_safe({"serial": record.camera_serial, "qc": qc,
                  "checks": [r.as_dict(with_data=True) for r in results
                             if not isinstance(r.data.get("map"), np.ndarray)],
                  "warmup": extras.get("warmup"), "white_band": extras.get("white_band"),

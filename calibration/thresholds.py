@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
+from edge.core.config import load_yaml
 from edge.errors import CalibrationError, ConfigError
 
 __all__ = ["PASS", "WARN", "FAIL", "VERDICTS", "Threshold", "ThresholdTable", "CheckResult",
@@ -160,13 +160,9 @@ def load_thresholds(path: str | Path | None = None,
         Unreadable file, invalid YAML, an unknown check or kind, limits of the wrong form.
     """
     p = Path(path) if path is not None else DEFAULT_TABLE
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the threshold table: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: threshold table is not valid YAML: {exc}".splitlines()[0]) \
-            from None
+    if not p.is_file():
+        raise ConfigError(f"{p}: cannot read the threshold table: no such file")
+    doc = load_yaml(p, what="threshold table")   # the one YAML reader: one-line errors
     if not isinstance(doc, dict) or not isinstance(doc.get("checks"), dict) \
             or not isinstance(doc.get("version"), str):
         # a site file with only limits: overrides of the shipped table

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import shutil
@@ -39,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from deploy.unit import fault_point
+from edge.core.config import load_yaml
+from edge.core.fileio import sha256_file
+from edge.errors import BundleError
 
 __all__ = ["Check", "run_selftest", "format_checks"]
 
@@ -58,11 +58,20 @@ class Check:
 
 
 def _yaml(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    """A unit YAML file ({} when missing); damaged: one-line ConfigError naming it."""
+    if not path.exists():
         return {}
+    doc = load_yaml(path, what="unit file")
     return doc if isinstance(doc, dict) else {}
+
+
+def _json(path: Path) -> Any:
+    """An installed release's JSON file; missing or damaged: one-line BundleError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: cannot read the release's {path.name}: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _files(rel: Path) -> tuple[bool | None, str]:
@@ -75,14 +84,11 @@ def _files(rel: Path) -> tuple[bool | None, str]:
         p = rel / f["path"]
         try:
             st = p.stat()
-            h = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            digest = sha256_file(p)
         except OSError:
             bad.append(f"{f['path']} missing")
             continue
-        if st.st_size != f["size"] or h.hexdigest() != f["sha256"]:
+        if st.st_size != f["size"] or digest != f["sha256"]:
             bad.append(f"{f['path']} altered")
         elif st.st_mode & 0o777 != int(f["mode"], 8):
             bad.append(f"{f['path']} mode {st.st_mode & 0o777:04o} != {f['mode']}")
@@ -96,8 +102,8 @@ def run_selftest(release: Path, unit_dir: Path, *, native: bool = True
     """Run every check of the installed release at ``release``; returns them in order."""
     from edge.pipeline.config import load_app_config
     fault_point("selftest-run")
-    manifest = json.loads((release / "manifest.json").read_text())
-    settings = json.loads((release / "selftest.json").read_text())
+    manifest = _json(release / "manifest.json")
+    settings = _json(release / "selftest.json")
     cfg = load_app_config(str(release / "config" / "unit.yaml"))
     identity = _yaml(unit_dir / "identity.yaml")
     checks: list[Check] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from edge.errors import ConfigError
@@ -180,6 +181,9 @@ def run_field(args: argparse.Namespace) -> int:
         elif needed:
             log.info("%s: using the simulated tile's certificate", role)
             certs[role] = load_certificate(certificate(role))
+    if not (math.isfinite(args.valid_hours) and 0 < args.valid_hours <= 24 * 366):
+        raise ConfigError(f"--valid-hours: expected hours in (0, 8784] (one year), got "
+                          f"{args.valid_hours:g}")
     operator = args.operator or getpass.getuser()
     settings = FieldSettings(exposure_us=args.exposure_us, gain=args.gain, operator=operator,
                              optional=tuple(opt), valid_hours=args.valid_hours,

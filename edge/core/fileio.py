@@ -8,9 +8,11 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "fsync_dir", "sha256_file"]
+import numpy as np
+
+__all__ = ["json_safe", "atomic_open", "atomic_write_bytes", "fsync_dir", "sha256_file"]
 
 
 def _umask() -> int:
@@ -74,3 +76,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats replaced by None and numpy scalars/arrays made Python.
+
+    ``json.dumps`` would otherwise write the bare tokens ``NaN``/``Infinity``, which are not
+    JSON (RFC 8259) and break strict readers; a figure that does not exist (no samples, no
+    frames) is ``null``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

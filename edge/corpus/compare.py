@@ -95,6 +95,9 @@ def load_run(run: str | os.PathLike, option: str) -> dict[str, dict[str, Any]]:
             doc = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise DataFormatError(f"{f}: unreadable result record: {exc}") from exc
+        if not isinstance(doc, dict) or "id" not in doc:
+            raise DataFormatError(f"{f}: not a corpus result record (expected a mapping with "
+                                  f"'id')")
         out[doc["id"]] = doc
     return out
 

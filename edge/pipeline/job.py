@@ -179,8 +179,9 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
         if rt is not None:
             runtime_name = rt.name
             stages += [InferStage(rt), PostStage()]
-        if gate is not None and gate.stage() is not None:
-            stages.append(gate.stage())  # marks outputs, withholds quantitative maps
+        mark = gate.stage() if gate is not None else None
+        if mark is not None:
+            stages.append(mark)  # marks outputs, withholds quantitative maps
         scorer = TruthScorer()
         sinks: list[Sink] = [scorer]
         if null_sink or out_dir is None:

@@ -8,9 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edge.core.fileio import atomic_write_bytes
+from edge.core.fileio import atomic_write_bytes, json_safe
 from edge.errors import ConfigError, HsiEdgeError
 
 __all__ = ["prepare_out_dir", "json_safe", "write_json", "RunDir", "RUN_OUTPUTS", "check_free_space"]
@@ -37,26 +35,6 @@ def prepare_out_dir(out: str | os.PathLike, option: str = "--out") -> Path:
         raise ConfigError(f"{option}: cannot write to {str(out_dir)!r}: "
                           f"{exc.strerror or exc}") from exc
     return out_dir
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats replaced by None and numpy scalars/arrays made Python.
-
-    ``json.dumps`` would otherwise write the bare tokens ``NaN``/``Infinity``, which are not
-    JSON (RFC 8259) and break strict readers; a figure that does not exist (no samples, no
-    frames) is ``null``.
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def write_json(path: str | os.PathLike, doc: Any) -> None:

@@ -111,9 +111,10 @@ class PngSink(_EveryN):
             invalid = classes >= len(self.colors)
             img = overlay(rgb, np.where(invalid, 0, classes), self.colors, self.alpha,
                           invalid=invalid)
-            specular = flags is not None and bool(np.any(flags & FLAG_SPECULAR))
+            spec = None if flags is None else (flags & FLAG_SPECULAR) != 0
+            specular = spec is not None and bool(spec.any())
             if specular:
-                img[(flags & FLAG_SPECULAR) != 0] = 255
+                img[spec] = 255
             self._save(self._marked(self._with_legend(Image.fromarray(img), specular), p),
                        f"overlay_{fid}.png")
         if "sto2" in p:

@@ -57,6 +57,7 @@ Validity (:class:`QualityRules`)
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -119,13 +120,18 @@ class NoiseModel:
             raise ConfigError(f"noise.read_noise_counts: expected a finite value >= 0, got "
                               f"{self.read_noise_counts!r}")
 
-    def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(C.T, pinv(C).T)`` as float32 for row vectors, or None without crosstalk."""
+    @functools.cached_property
+    def _correction(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self.crosstalk is None:
             return None
         c = np.asarray(self.crosstalk, dtype=np.float64)
         return (np.ascontiguousarray(c.T, np.float32),
                 np.ascontiguousarray(np.linalg.pinv(c).T, np.float32))
+
+    def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(C.T, pinv(C).T)`` as float32 for row vectors, or None without crosstalk
+        (computed once per model: it is used for every row block of every frame)."""
+        return self._correction
 
     @classmethod
     def from_sensor(cls, *, full_well_e: float, read_noise_e: float, bit_depth: int,

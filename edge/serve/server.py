@@ -141,13 +141,15 @@ class ServerThread:
             server did not come up.
         """
         port = self._config.port
+        sock = None
         try:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, port))
         except OSError as exc:
-            sock.close()
+            if sock is not None:  # socket() itself may fail (IPv6 disabled)
+                sock.close()
             raise HsiEdgeError(f"{self.option}: cannot serve on {self.host}:{port}: "
                                f"{exc.strerror or exc}") from None
         self.port = int(sock.getsockname()[1])

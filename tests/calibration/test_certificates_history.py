@@ -84,3 +84,18 @@ def test_trend_per_band_colour_drift(tmp_path):
     # level removed (the 3 % dimming is not a colour change); 2 x 2 % at the ends
     assert bands.value == pytest.approx(4.0, abs=0.2) and bands.verdict == "FAIL"
     assert trend["drift_white_level"].value == 0.0
+
+
+def test_history_with_damaged_bytes_and_non_object_lines_is_read(tmp_path, caplog):
+    """A non-UTF-8 byte or a line that is JSON but not an object spoils only its line (it was
+    a UnicodeDecodeError / AttributeError traceback from every run with a record)."""
+    from calibration.history import History
+
+    h = History(tmp_path, "SN1")
+    h.append({"kind": "check", "verdict": "PASS"})
+    with open(h.path, "ab") as fh:
+        fh.write(b"\xff\xfe not text\n[1, 2]\n")
+    h.append({"kind": "check", "verdict": "WARN"})
+    assert [e["verdict"] for e in h.entries()] == ["PASS", "WARN"]
+    assert "line 2 is not JSON; skipped" in caplog.text
+    assert "line 3 is not a JSON object; skipped" in caplog.text

@@ -55,3 +55,15 @@ def test_bad_overrides_are_one_line(overrides, match):
 def test_unreadable_table(tmp_path):
     with pytest.raises(ConfigError, match=r"missing.yaml: cannot read the threshold table"):
         load_thresholds(tmp_path / "missing.yaml")
+
+
+def test_a_binary_or_duplicate_key_table_is_one_line(tmp_path):
+    """Binary files were a UnicodeDecodeError traceback; duplicate keys silently won."""
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"bin.yaml: cannot read threshold table: not UTF-8"):
+        load_thresholds(bad)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("version: a\nversion: b\nchecks: {}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: not valid YAML at line 2.*duplicate key"):
+        load_thresholds(dup)
