@@ -4,7 +4,8 @@ The session assembles the same chain as ``hsi-edge run`` (camera, flat-field, ba
 post) once, and runs rounds of ``warmup + frames`` frames through
 :class:`edge.pipeline.Pipeline` with a :class:`~edge.latency.records.RecordCollector` on its
 ``on_record`` hook.  The load is paced: the simulated camera is triggered at its frame rate by
-:class:`~edge.latency.paced.PacedCamera` (``camera.fps``, default :data:`DEFAULT_FPS`); the
+:class:`~edge.latency.paced.PacedCamera` (``camera.fps``, default :data:`DEFAULT_FPS`), its
+frames rendered once beforehand (:class:`~edge.latency.bank.FrameBank`); the
 simulated bench is paced by its trigger controller and a replay by its ``fps``.  The sink is the
 null sink: the display is reached when the overlay is ready; file sinks are not measured.
 The drop policy is ``newest``, as for a live display.
@@ -19,6 +20,7 @@ from typing import Any
 
 from edge.core.fileio import sha256_file
 from edge.errors import ConfigError
+from edge.latency.bank import DEFAULT_BANK_SIZE, FrameBank
 from edge.latency.paced import PacedCamera
 from edge.latency.records import FrameRecords, RecordCollector
 from edge.latency.slow import apply_slow
@@ -47,12 +49,17 @@ class LatencySession:
     marker_every : int
         Glass to glass (simulated camera only): the marker LED lights every N-th trigger slot
         and :class:`~edge.latency.marker.MarkerDetector` finds it in the output (0: off).
+    bank_size : int
+        Simulated camera only: frames rendered once when the session opens and replayed on
+        the paced grid (:class:`~edge.latency.bank.FrameBank`), so the renderer's CPU time
+        does not compete with the measured chain (a unit's camera costs no CPU).
     """
 
     def __init__(self, cfg: AppConfig, *, backend: str | None = None,
                  runtime: str | None = None, slow: dict | None = None, label: str = "A",
-                 marker_every: int = 0):
+                 marker_every: int = 0, bank_size: int = DEFAULT_BANK_SIZE):
         self.cfg = cfg
+        self.bank_size = int(bank_size)
         self.backend_name = backend or cfg.processing.backend
         self.runtime_name = runtime or cfg.model.runtime
         self.slow = dict(slow or {})
@@ -91,7 +98,7 @@ class LatencySession:
                                   realtime=True, fwhm_nm=c.fwhm_nm)
             self._stack.enter_context(cam)
             cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
-            return cam, PacedCamera(cam, fps, marker_every=self.marker_every), None, fps
+            return cam, None, None, fps
         if self.marker_every:
             raise ConfigError(f"--marker-every: glass-to-glass markers need the simulated "
                               f"camera (camera.source 'simulated'), got {c.source!r}")
@@ -114,6 +121,9 @@ class LatencySession:
         cam, paced, bench, fps = self._camera()
         self.camera, self._paced, self._bench, self.fps = cam, paced, bench, float(fps)
         flatfield = obtain_flatfield(self.cfg, cam)
+        if paced is None:      # simulated: frames rendered now, replayed on the paced grid
+            self._paced = PacedCamera(FrameBank(cam, self.bank_size), self.fps,
+                                      marker_every=self.marker_every)
         card_path = resolve_model_card(self.cfg.model.card, camera_preset(self.cfg, cam))
         card = pack = None
         if card_path is not None:
