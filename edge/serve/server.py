@@ -110,10 +110,14 @@ class ServerThread:
         0: a free port chosen by the system; read :attr:`port` after :meth:`start`.
     option : str
         The option that named the address, for messages.
+    sock : socket.socket, optional
+        An already bound socket to serve on instead of binding ``host:port``.  The server
+        owns it and closes it in :meth:`stop`; to keep an address across a restart, hand
+        each server ``held.dup()`` of a socket kept open meanwhile.
     """
 
     def __init__(self, app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-                 option: str = "--serve"):
+                 option: str = "--serve", sock: socket.socket | None = None):
         require_serve()
         import uvicorn
 
@@ -125,6 +129,7 @@ class ServerThread:
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._given = sock
         self.option = option
         self.port: int | None = None
 
@@ -140,18 +145,7 @@ class ServerThread:
             The address cannot be bound (in use, not an address of this machine), or the
             server did not come up.
         """
-        port = self._config.port
-        sock = None
-        try:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, port))
-        except OSError as exc:
-            if sock is not None:  # socket() itself may fail (IPv6 disabled)
-                sock.close()
-            raise HsiEdgeError(f"{self.option}: cannot serve on {self.host}:{port}: "
-                               f"{exc.strerror or exc}") from None
+        sock = self._given if self._given is not None else self._bind()
         self.port = int(sock.getsockname()[1])
         self._sock = sock
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
@@ -165,6 +159,21 @@ class ServerThread:
                                    f"did not start (see the log above)")
             time.sleep(0.02)
         return self
+
+    def _bind(self) -> socket.socket:
+        port = self._config.port
+        sock = None
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
+        except OSError as exc:
+            if sock is not None:  # socket() itself may fail (IPv6 disabled)
+                sock.close()
+            raise HsiEdgeError(f"{self.option}: cannot serve on {self.host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        return sock
 
     @property
     def url(self) -> str:

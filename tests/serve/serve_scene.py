@@ -88,7 +88,7 @@ class Served:
     """A hub, its sink, rolling latency and a real uvicorn serving them."""
 
     def __init__(self, *, token: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 max_clients: int = 4, hub: FrameHub | None = None):
+                 max_clients: int = 4, hub: FrameHub | None = None, sock=None):
         self.hub = hub or FrameHub(max_clients=max_clients, colors=COLORS,
                                    class_names=CLASS_NAMES)
         self.latency = RollingLatency(
@@ -96,7 +96,8 @@ class Served:
         self.sink = LiveSink(self.hub, fps=60.0)
         self.state = ServeState(hub=self.hub, latency=self.latency, token=token,
                                 unmixers=UnmixerCache(CHROMOPHORES, BASELINE))
-        self.server = ServerThread(create_app(self.state), host, port).start()
+        self.server = ServerThread(create_app(self.state), host, port,
+                                   sock=sock).start()
         self.base = self.server.url.rstrip("/")
         self._seq = 0
 

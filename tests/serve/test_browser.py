@@ -7,8 +7,11 @@ reason where it is missing.  Screenshots are kept under each test's tmp dir (pat
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
+import threading
 
 import numpy as np
 import pytest
@@ -144,23 +147,62 @@ def test_overlay_colours_at_known_coordinates(page, tmp_path):
             assert np.abs(got - want).max() <= 12, ((x, y), got, want)
 
 
-def test_page_reconnects_after_a_server_restart(page, tmp_path):
-    first = Served()
-    port = first.server.port
+@contextlib.contextmanager
+def _refusing(sock):
+    """While no server runs on ``sock`` (bound, listening): close every connection at once.
+
+    The browser sees what a stopped server gives it (the WebSocket fails with 1006), while the
+    address stays this test's: nothing else can take the port between the two servers.
+    """
+    stop = threading.Event()
+    sock.settimeout(0.05)
+
+    def refuse():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.close()
+
+    t = threading.Thread(target=refuse, name="refuse", daemon=True)
+    t.start()
     try:
-        first.push(2)
-        page.goto(first.base + "/")
-        page.wait_for_function("window.hsi.frames >= 1", timeout=TIMEOUT_MS)
+        yield
     finally:
-        first.close()
-    page.wait_for_function("window.hsi.connected === false", timeout=TIMEOUT_MS)
-    assert "retrying" in page.inner_text("#conn")
-    frames_before = page.evaluate("window.hsi.frames")
-    with serving(port=port) as second, Pusher(second, period_s=0.1):
-        page.wait_for_function(f"window.hsi.connects >= 2 && window.hsi.frames > "
-                               f"{frames_before}", timeout=TIMEOUT_MS)
-        assert page.inner_text("#conn") == "live"
-        _shot(page, tmp_path, "reconnected")
+        stop.set()
+        t.join()
+        sock.settimeout(None)
+
+
+def test_page_reconnects_after_a_server_restart(page, tmp_path):
+    # One socket holds the address for the whole test; each server gets a dup of it.
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        held.bind(("127.0.0.1", 0))
+        held.listen(16)
+        first = Served(sock=held.dup())
+        try:
+            first.push(2)
+            page.goto(first.base + "/")
+            page.wait_for_function("window.hsi.frames >= 1", timeout=TIMEOUT_MS)
+        finally:
+            first.close()
+        with _refusing(held):
+            page.wait_for_function("window.hsi.connected === false", timeout=TIMEOUT_MS)
+            assert "retrying" in page.inner_text("#conn")
+            # the server's close, then at least one retry that failed and was retried
+            page.wait_for_function("window.hsi.closes.length >= 2", timeout=TIMEOUT_MS)
+            assert page.evaluate("window.hsi.connects") == 1
+        frames_before = page.evaluate("window.hsi.frames")
+        with serving(sock=held.dup()) as second, Pusher(second, period_s=0.1):
+            assert second.base == first.base
+            page.wait_for_function(f"window.hsi.connects >= 2 && window.hsi.frames > "
+                                   f"{frames_before}", timeout=TIMEOUT_MS)
+            assert page.inner_text("#conn") == "live"
+            _shot(page, tmp_path, "reconnected")
+    finally:
+        held.close()
 
 
 def test_token_required_off_loopback_in_the_browser(page, tmp_path):
