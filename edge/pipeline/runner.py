@@ -241,11 +241,13 @@ class Pipeline:
                 in_process = 1
                 t_dequeue = time.monotonic_ns()
                 spans: list[tuple[str, int, int]] = []
-                frame = self._process(item[0], stats, spans)
+                sub_ms: dict[str, float] = {}
+                frame = self._process(item[0], stats, spans, sub_ms)
                 in_process = 0
                 e2e.add(spans[-1][2] - frame.meta.timestamp_ns)
                 if self.on_record is not None:
-                    self.on_record(self._record(frame, item[1], t_dequeue, q.qsize(), spans))
+                    self.on_record(self._record(frame, item[1], t_dequeue, q.qsize(), spans,
+                                                sub_ms))
                 result.frames_processed += 1
                 result.frames_flagged += bool(frame.flags)
                 result.last_frame = frame
@@ -297,17 +299,23 @@ class Pipeline:
             raise error
         return result
 
-    def _process(self, frame: Frame, stats: LatencyStats,
-                 spans: list[tuple[str, int, int]]) -> Frame:
-        """Run stages and sinks on ``frame``; appends ``(name, start_ns, end_ns)`` to ``spans``."""
+    def _process(self, frame: Frame, stats: LatencyStats, spans: list[tuple[str, int, int]],
+                 sub_ms: dict[str, float]) -> Frame:
+        """Run stages and sinks on ``frame``.
+
+        Appends ``(name, start_ns, end_ns)`` to ``spans`` and puts the stages' finer timings
+        into ``sub_ms`` (each stage asked once per frame; a later stage's name wins).
+        """
         for stage in self.stages:
             t0 = time.monotonic_ns()
             frame = stage.process(frame)
             t1 = time.monotonic_ns()
             stats.add(stage.name, t1 - t0)
             spans.append((stage.name, t0, t1))
-            for sub, ms in stage.sub_timings_ms().items():
-                stats.add(sub, int(ms * 1e6))
+            sub = stage.sub_timings_ms()
+            for name, ms in sub.items():
+                stats.add(name, int(ms * 1e6))
+            sub_ms.update(sub)
         t0 = time.monotonic_ns()
         for sink in self.sinks:
             sink.write(frame)
@@ -317,11 +325,8 @@ class Pipeline:
         return frame
 
     def _record(self, frame: Frame, arrival_ns: int, dequeue_ns: int, depth: int,
-                spans: list[tuple[str, int, int]]) -> dict[str, Any]:
+                spans: list[tuple[str, int, int]], sub: dict[str, float]) -> dict[str, Any]:
         """The per-frame record handed to ``on_record`` (see the class docstring)."""
-        sub: dict[str, float] = {}
-        for stage in self.stages:
-            sub.update(stage.sub_timings_ms())
         return {"seq": int(frame.meta.frame_id), "trigger_ns": int(frame.meta.timestamp_ns),
                 "exposure_us": float(frame.meta.exposure_us), "arrival_ns": arrival_ns,
                 "dequeue_ns": dequeue_ns, "queue_depth": depth, "stages": spans,

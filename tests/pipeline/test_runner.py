@@ -175,3 +175,29 @@ def test_stage_error_keeps_the_figures_of_frames_before_it():
     partial = info.value.partial_result
     assert partial.frames_processed == 3
     assert partial.stages["record"]["max_ms"] >= partial.stages["record"]["p50_ms"]
+
+
+class SubTimed(Stage):
+    """A stage with finer timings: frame i reports ``{"part": i ms}``; counts the asks."""
+
+    name = "subtimed"
+
+    def __init__(self):
+        self.asked, self._last = 0, {}
+
+    def process(self, frame):
+        self._last = {"part": float(frame.meta.frame_id)}
+        return frame
+
+    def sub_timings_ms(self):
+        self.asked += 1
+        return self._last
+
+
+def test_sub_timings_are_asked_once_per_frame_and_reach_stats_and_records():
+    stage, records = SubTimed(), []
+    res = Pipeline(CountingCamera(), [stage], on_record=records.append).run(6)
+    assert stage.asked == 6
+    assert [r["sub_ms"] for r in records] == [{"part": float(i)} for i in range(6)]
+    # 0..5 ms: the per-stage figures see every frame's value
+    assert res.stages["part"]["max_ms"] == pytest.approx(5.0, abs=1e-6)
