@@ -1,7 +1,8 @@
 """A latency measurement session: one arm (config, backend, runtime, slowdown), many rounds.
 
-The session assembles the same chain as ``hsi-edge run`` (camera, flat-field, backend, model,
-post) once, and runs rounds of ``warmup + frames`` frames through
+The session assembles the same chain as ``hsi-edge run`` once, through the same builder
+(:func:`edge.pipeline.assembly.assemble_chain`: camera, calibration gate and flat field, model
+card, runtime with ``model.precision`` and ``auto``'s fallback, backend, stages), and runs rounds of ``warmup + frames`` frames through
 :class:`edge.pipeline.Pipeline` with a :class:`~edge.latency.records.RecordCollector` on its
 ``on_record`` hook.  The load is paced: the simulated camera is triggered at its frame rate by
 :class:`~edge.latency.paced.PacedCamera` (``camera.fps``, default :data:`DEFAULT_FPS`), its
@@ -87,71 +88,57 @@ class LatencySession:
     def close(self) -> None:
         self._stack.close()
 
-    def _camera(self):
-        from edge.pipeline.app import build_camera
+    def _open_camera(self, cfg: AppConfig, stack: contextlib.ExitStack):
+        """The camera of the arm (``assemble_chain``'s ``open_camera``): a simulated camera
+        renders in real time at ``camera.fps`` (default :data:`DEFAULT_FPS`) and is paced
+        later; the bench and a replay come from the job's camera factory."""
+        from edge.pipeline.cameras import build_camera
 
-        c = self.cfg.camera
+        c = cfg.camera
         if c.source == "simulated":
             from drivers.simulated import SimulatedCamera
-            fps = c.fps or DEFAULT_FPS
-            cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed, fps=fps,
-                                  realtime=True, fwhm_nm=c.fwhm_nm)
-            self._stack.enter_context(cam)
+            cam = SimulatedCamera(c.preset, rows=c.rows, cols=c.cols, seed=c.seed,
+                                  fps=c.fps or DEFAULT_FPS, realtime=True, fwhm_nm=c.fwhm_nm)
+            stack.enter_context(cam)
             cam.configure(exposure_us=c.exposure_us, gain=c.gain, trigger_mode="software")
-            return cam, None, None, fps
+            return cam, None
         if self.marker_every:
             raise ConfigError(f"--marker-every: glass-to-glass markers need the simulated "
                               f"camera (camera.source 'simulated'), got {c.source!r}")
-        cam, bench = build_camera(self.cfg, self._stack)
         if c.source == "replay" and not c.fps:
             raise ConfigError("camera.fps: a latency run of a replay needs a frame rate (the "
                               "load is paced, as on a unit)")
-        fps = c.fps or (1e9 / bench.trigger_period_ns if hasattr(bench, "trigger_period_ns")
-                        else None)
-        if fps is None:
-            from edge.pipeline.app import BENCH_FPS
-            fps = BENCH_FPS
-        return cam, cam, bench, fps
+        return build_camera(cfg, stack)
+
+    def _fps(self, bench) -> float:
+        from edge.pipeline.cameras import BENCH_FPS
+
+        c = self.cfg.camera
+        if c.source == "simulated":
+            return float(c.fps or DEFAULT_FPS)
+        if c.fps:
+            return float(c.fps)
+        period = getattr(bench, "trigger_period_ns", None)
+        return 1e9 / period if period else BENCH_FPS
 
     def _open(self) -> None:
-        from edge.pipeline.app import (camera_preset, make_backend, obtain_flatfield,
-                                       resolve_model_card)
-        from edge.pipeline.stages import ChainStage, InferStage, PostStage
+        from edge.pipeline.assembly import assemble_chain
+        from edge.pipeline.cameras import start_triggers
 
-        cam, paced, bench, fps = self._camera()
-        self.camera, self._paced, self._bench, self.fps = cam, paced, bench, float(fps)
-        flatfield = obtain_flatfield(self.cfg, cam)
-        if paced is None:      # simulated: frames rendered now, replayed on the paced grid
+        chain = assemble_chain(self.cfg, self._stack, backend=self.backend_name,
+                               runtime=self.runtime_name, reflectance=False,
+                               open_camera=self._open_camera,
+                               card_hint=" (--model none measures without segmentation)")
+        cam, bench, card, rt = chain.camera, chain.bench, chain.card, chain.runtime
+        self.camera, self._bench, self.fps = cam, bench, self._fps(bench)
+        if self.cfg.camera.source == "simulated":
+            # after the flat field is obtained (the references are captured from the live
+            # camera): frames rendered now, replayed on the paced grid
             self._paced = PacedCamera(FrameBank(cam, self.bank_size), self.fps,
                                       marker_every=self.marker_every)
-        card_path = resolve_model_card(self.cfg.model.card, camera_preset(self.cfg, cam))
-        card = pack = None
-        if card_path is not None:
-            from edge.inference import load_model_card
-            card = load_model_card(card_path)
-            pack = card.pack_spec(cam.wavelengths)
-            rows, cols = cam.shape[:2]
-            if (card.input.height, card.input.width) != (rows, cols):
-                raise ConfigError(
-                    f"model.card: model {card.name!r} takes {card.input.height}x"
-                    f"{card.input.width} frames but the camera delivers {rows}x{cols} "
-                    f"(--model none measures without segmentation)")
-        rt = None
-        if card is not None:
-            from edge.inference import open_runtime
-            from edge.pipeline.app import cuda_available
-            gpu_chain = self.backend_name == "cuda" or (self.backend_name == "auto"
-                                                        and cuda_available() is None)
-            rt = open_runtime(self.runtime_name, card, threads=self.cfg.model.threads,
-                              gpu_chain=gpu_chain)
-        # the packed input stays on the GPU only for a runtime that reads device input
-        be = make_backend(self.backend_name, cam, flatfield, pack, self.cfg, reflectance=False,
-                          device_output=rt is not None and rt.accepts_device_input)
-        stages = [ChainStage(be)]
-        if rt is not None:
-            rt.load()
-            stages += [InferStage(rt), PostStage()]
-        self.stages = apply_slow(stages, self.slow)
+        else:
+            self._paced = cam
+        self.stages = apply_slow(list(chain.stages), self.slow)
         if self.marker_every:
             from edge.latency.marker import MarkerDetector
             self.detector = MarkerDetector()
@@ -164,17 +151,19 @@ class LatencySession:
         self.info = {
             "label": self.label, "source": self.cfg.camera.source,
             "preset": self.cfg.camera.preset, "frame_shape": list(cam.shape),
-            "fps": self.fps, "exposure_us": cam.exposure_us, "backend": be.name,
-            "runtime": None if rt is None else rt.name,
+            "fps": self.fps, "exposure_us": cam.exposure_us, "backend": chain.backend.name,
+            "runtime": chain.runtime_name,
             "model": None if card is None else card.name, "model_sha256": model_sha,
             "engine_sha256": getattr(rt, "engine_sha256", None),
             "precision": None if card is None else card.input.dtype,
+            # model.precision reaches a TensorRT build (runtime_choice.load_runtime)
+            "build_precision": (self.cfg.model.precision if chain.runtime_name == "tensorrt"
+                                else None),
+            "calibration": chain.calibration_metrics(),
             "stages": [s.name for s in self.stages],
             "slow": {k: {"fraction": f, "fixed_ms": n / 1e6} for k, (f, n) in self.slow.items()},
         }
-        if bench is not None:
-            from edge.pipeline.app import start_triggers
-            start_triggers(bench)
+        start_triggers(bench)
 
     @property
     def period_ns(self) -> int:

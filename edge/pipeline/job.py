@@ -1,4 +1,5 @@
-"""Job assembly: camera -> flat field -> backend chain -> model -> post -> sinks, then
+"""The main job: the frame path of :func:`edge.pipeline.assembly.assemble_chain` (camera ->
+calibration gate / flat field -> backend chain -> model -> post), the job's sinks, then
 ``metrics.json``.  Used by ``hsi-edge run`` and ``hsi-edge bench``."""
 
 from __future__ import annotations
@@ -12,36 +13,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edge import __version__
-from edge.errors import ConfigError, HsiEdgeError
-from edge.pipeline.backend_factory import cuda_available, make_backend
-from edge.pipeline.calibration_policy import calibration_gate
-from edge.pipeline.cameras import DEFAULT_PRESET, build_camera, camera_preset, start_triggers
+from edge.errors import HsiEdgeError
+from edge.pipeline.assembly import assemble_chain, resolve_model_card
+from edge.pipeline.cameras import camera_preset, start_triggers
 from edge.pipeline.config import AppConfig
 from edge.pipeline.outputs import RunDir, check_free_space, write_json
-from edge.pipeline.reference import obtain_flatfield
 from edge.pipeline.runner import Pipeline, RunResult
 from edge.pipeline.sinks import NpzSink, NullSink, PngSink, Sink
-from edge.pipeline.stages import ChainStage, InferStage, PostStage, Stage
 from edge.pipeline.truth import TruthScorer
 
 __all__ = ["resolve_model_card", "JobResult", "run_job"]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_card(card: str, preset: str | None):
-    """The model card path for ``model.card`` (None for ``none``); preset None: tivita."""
-    if card == "none":
-        return None
-    preset = preset or DEFAULT_PRESET
-    if card == "demo":
-        from edge.models import DEMO_MODELS, demo_card_path
-        if preset not in DEMO_MODELS:
-            log.warning("no demo model for preset %r (demo models: %s): running without "
-                        "segmentation", preset, ", ".join(DEMO_MODELS))
-            return None
-        return demo_card_path(preset)
-    return Path(card)
 
 
 @dataclass
@@ -68,34 +51,6 @@ class JobResult:
 _PNG_BYTES_PER_PIXEL = 2 * 3
 _NPZ_BYTES_PER_PIXEL = 6 * 4 + 2
 _METRICS_BYTES = 64 * 1024
-
-
-def _check_available(backend: str, runtime: str) -> None:
-    """Refuse an explicitly requested backend or runtime that cannot run here (before any
-    device moves; ``auto`` decides later and says what it picked)."""
-    from edge.errors import BackendUnavailable
-
-    if backend == "cuda":
-        reason = cuda_available()
-        if reason:
-            raise BackendUnavailable(f"--backend cuda: {reason}")
-    elif backend == "native":
-        from edge.backends.native import native_available
-        reason = native_available()
-        if reason:
-            raise BackendUnavailable(f"--backend native: {reason}")
-    if runtime == "tensorrt":
-        from edge.inference.tensorrt_build import import_tensorrt
-        import_tensorrt()
-
-
-def _load_card(cfg: AppConfig, preset: str | None):
-    """The model card for ``preset`` (None: no model), loaded and checked."""
-    card_path = resolve_model_card(cfg.model.card, preset)
-    if card_path is None:
-        return None
-    from edge.inference import load_model_card
-    return load_model_card(card_path)
 
 
 def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
@@ -134,54 +89,19 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             runtime: str, progress: bool, null_sink: bool,
             extra_sinks: Sequence[Sink], on_record=None) -> JobResult:
     with contextlib.ExitStack() as stack:
-        _check_available(backend, runtime)
-        # A replayed recording may name its preset; everything else knows it now.
-        preset_known = cfg.camera.source != "replay" or cfg.camera.preset is not None
-        card = _load_card(cfg, cfg.camera.preset) if preset_known else None
-        # the record's verdict and expiry decide before any device moves (issue 12)
-        gate = calibration_gate(cfg)
-        camera, bench = build_camera(cfg, stack)
-        if not preset_known:
-            card = _load_card(cfg, camera_preset(cfg, camera))
-        pack = None
-        if card is not None:
-            pack = card.pack_spec(camera.wavelengths)
-            rows, cols = camera.shape[:2]
-            if (card.input.height, card.input.width) != (rows, cols):
-                raise ConfigError(
-                    f"model.card: model {card.name!r} takes {card.input.height}x"
-                    f"{card.input.width} frames but the camera delivers {rows}x{cols}")
-        if out_dir is not None and not null_sink:
-            pixels = camera.shape[0] * camera.shape[1]
-            need = _METRICS_BYTES + pixels * (
-                _PNG_BYTES_PER_PIXEL * bool(cfg.sinks.png_every)
-                + _NPZ_BYTES_PER_PIXEL * bool(cfg.sinks.npz_every))
-            check_free_space(out_dir, need)
-        rt = None
-        if card is not None:
-            from edge.pipeline.runtime_choice import load_runtime
-            # 'auto' picks TensorRT for a chain that runs on the GPU (the cuda backend), and
-            # falls back to ONNX Runtime (with a warning) when the engine cannot be built.
-            gpu_chain = backend == "cuda" or (backend == "auto" and cuda_available() is None)
-            rt = load_runtime(runtime, card, threads=cfg.model.threads, gpu_chain=gpu_chain,
-                              precision=cfg.model.precision, progress=progress)
-            stack.callback(rt.close)   # also if the job fails before its pipeline exists
-        flatfield = (obtain_flatfield(cfg, camera, progress=progress) if gate is None else
-                     gate.flatfield(camera, lambda: obtain_flatfield(cfg, camera,
-                                                                     progress=progress)))
+        def check_space(camera) -> None:
+            if out_dir is not None and not null_sink:
+                pixels = camera.shape[0] * camera.shape[1]
+                need = _METRICS_BYTES + pixels * (
+                    _PNG_BYTES_PER_PIXEL * bool(cfg.sinks.png_every)
+                    + _NPZ_BYTES_PER_PIXEL * bool(cfg.sinks.npz_every))
+                check_free_space(out_dir, need)
+
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
-        # The packed input stays on the GPU only for a runtime that reads device input.
-        be = make_backend(backend, camera, flatfield, pack, cfg,
-                          reflectance=want_png or bool(extra_sinks),
-                          device_output=rt is not None and rt.accepts_device_input)
-        stages: list[Stage] = [ChainStage(be)]
-        runtime_name = None
-        if rt is not None:
-            runtime_name = rt.name
-            stages += [InferStage(rt), PostStage()]
-        mark = gate.stage() if gate is not None else None
-        if mark is not None:
-            stages.append(mark)  # marks outputs, withholds quantitative maps
+        chain = assemble_chain(cfg, stack, backend=backend, runtime=runtime, progress=progress,
+                               reflectance=want_png or bool(extra_sinks), on_camera=check_space)
+        camera, bench, card, be = chain.camera, chain.bench, chain.card, chain.backend
+        stages, runtime_name = chain.stages, chain.runtime_name
         scorer = TruthScorer()
         sinks: list[Sink] = [scorer]
         if null_sink or out_dir is None:
@@ -214,7 +134,7 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
                 drop_policy=policy, quality=scorer.summary(),
                 host={"machine": platform.machine(), "python": platform.python_version(),
                       "cpus": os.cpu_count()},
-                calibration=None if gate is None else gate.metrics(),
+                calibration=chain.calibration_metrics(),
                 version=__version__, **extra)
 
         try:

@@ -15,10 +15,16 @@ __all__ = ["obtain_flatfield"]
 log = logging.getLogger(__name__)
 
 
-def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
+def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False, record=None):
     """The flat-field for this camera: from a saved record, or captured now.
 
     Returns None for cameras that deliver float32 reflectance (e.g. TIVITA recordings).
+
+    Parameters
+    ----------
+    record : CalibrationRecord, optional
+        ``calibration.record`` already loaded (by the calibration gate: a run loads it
+        once); default: loaded here when ``calibration.record`` is set.
 
     Raises
     ------
@@ -36,8 +42,9 @@ def obtain_flatfield(cfg: AppConfig, camera, *, progress: bool = False):
             log.warning("calibration.record %s is not applied: the recording holds calibrated "
                         "reflectance (%s), not raw counts", cal.record, camera.dtype)
         return None
-    if cal.record:
-        record = CalibrationRecord.load(cal.record)
+    if cal.record or record is not None:
+        if record is None:
+            record = CalibrationRecord.load(cal.record)
         serial = camera.serial if camera.serial_known else None
         record.check_compatible(serial, camera.shape, camera.exposure_us, camera.gain,
                                 wavelengths=camera.wavelengths)

@@ -89,6 +89,7 @@ def test_expired_uncalibrated_withholds_quantitative_maps(signed, tmp_path):
 def test_failed_record_never_yields_sto2_unless_forced(signed, tmp_path):
     cal, maps, _ = _run(tmp_path, signed / "failed")
     assert cal["state"] == "failed" and cal["outputs_marked"] == "FAILED CALIBRATION"
+    assert cal["flat_field_applied"] and not cal["quantitative_maps"]   # warn: calibrated
     assert "sto2" not in maps.files
     shutil.rmtree(tmp_path / "out")
     cal, maps, _ = _run(tmp_path, signed / "failed", force_quantitative=True)
