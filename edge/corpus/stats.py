@@ -42,8 +42,7 @@ class MapStats:
         self.n += int(v.size)
         self.total += float(v.sum())
         if self.hist is not None:
-            idx = np.clip((v * BINS).astype(np.int64), 0, BINS - 1)
-            self.hist += np.bincount(idx, minlength=BINS)
+            self.hist += np.bincount(_bin(v), minlength=BINS)
 
     def summary(self) -> dict[str, Any]:
         """``n``, ``mean`` and ``p5``/``p50``/``p95`` (bin centres; None without values)."""
@@ -58,6 +57,36 @@ class MapStats:
                 i = int(np.searchsorted(cum, q / 100.0 * self.n, side="left"))
                 doc[f"p{q}"] = (min(i, BINS - 1) + 0.5) / BINS
         return doc
+
+
+def _bin(v: np.ndarray) -> np.ndarray:
+    """Histogram bin of each value (float64, any shape) -> int64 in [0, BINS)."""
+    return np.clip((v * BINS).astype(np.int64), 0, BINS - 1)
+
+
+def _add_by_class(accs: list[MapStats], values: np.ndarray, classes: np.ndarray) -> None:
+    """Add each pixel's finite value to its class's accumulator, all classes at once.
+
+    ``values`` float (rows, cols), ``classes`` (rows, cols) class ids; ids >= len(accs)
+    (withheld) are skipped.  One ``bincount`` per figure over class x bin instead of a mask
+    and a histogram per class: the same counts, and sums within float64 rounding.
+    """
+    k = len(accs)
+    keep = np.isfinite(values) & (classes < k)
+    cls = classes[keep].astype(np.int64)
+    if not cls.size:
+        return
+    v = values[keep].astype(np.float64)
+    n = np.bincount(cls, minlength=k)
+    total = np.bincount(cls, weights=v, minlength=k)
+    hist = (np.bincount(cls * BINS + _bin(v), minlength=k * BINS).reshape(k, BINS)
+            if accs[0].hist is not None else None)
+    for c, acc in enumerate(accs):
+        if n[c]:
+            acc.n += int(n[c])
+            acc.total += float(total[c])
+            if hist is not None:
+                acc.hist += hist[c]
 
 
 class RecordingStats:
@@ -76,7 +105,8 @@ class RecordingStats:
         self.maps = {name: MapStats(name in FRACTION_MAPS) for name in INDEX_MAPS}
         self.areas = np.zeros(len(self.class_names) + 1, np.int64)  # last: withheld
         self.class_sto2 = [MapStats() for _ in self.class_names]
-        self.class_index = {name: [MapStats(name in FRACTION_MAPS) for _ in self.class_names]
+        # only their means are reported: no histograms
+        self.class_index = {name: [MapStats(fraction=False) for _ in self.class_names]
                             for name in INDEX_MAPS if name != "sto2"}
 
     def add(self, products: dict[str, np.ndarray]) -> None:
@@ -94,15 +124,11 @@ class RecordingStats:
         k = len(self.class_names)
         counts = np.bincount(np.where(classes < k, classes, k).ravel(), minlength=k + 1)
         self.areas += counts[: k + 1]
-        for c in range(k):
-            if not counts[c]:
-                continue
-            mask = classes == c
-            if sto2 is not None:
-                self.class_sto2[c].add(sto2[mask])
-            for name, accs in self.class_index.items():
-                if name in products:
-                    accs[c].add(products[name][mask])
+        if sto2 is not None:
+            _add_by_class(self.class_sto2, sto2, classes)
+        for name, accs in self.class_index.items():
+            if name in products:
+                _add_by_class(accs, products[name], classes)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able figures: ``indices`` (per map) and ``classes`` (per class name)."""

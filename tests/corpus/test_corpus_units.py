@@ -40,6 +40,37 @@ def test_class_areas_and_per_class_sto2():
     assert s["classes"]["c"]["sto2"]["p50"] == pytest.approx(0.6005)  # centre of its bin
 
 
+def test_per_class_figures_equal_a_mask_per_class():
+    """All classes in one bincount give what masking each class and adding it gives."""
+    rng = np.random.default_rng(7)
+    names = ("a", "b", "c", "d")
+    acc = RecordingStats(names)
+    ref_sto2 = [MapStats() for _ in names]
+    ref_nir = [MapStats(fraction=False) for _ in names]
+    for _ in range(4):
+        classes = rng.choice(np.array([0, 1, 2, 3, 9, 255], np.uint8), size=(30, 40))
+        classes[classes == 3] = 0  # class "d" never occurs: no values, no figures
+        sto2 = rng.uniform(-0.05, 1.05, size=(30, 40)).astype(np.float32)  # clipped bins
+        sto2[rng.random((30, 40)) < 0.1] = np.nan
+        nir = rng.uniform(0, 1, size=(30, 40)).astype(np.float32)
+        nir[:3] = np.inf
+        acc.add({"classes": classes, "sto2": sto2, "nir": nir})
+        for c in range(len(names)):
+            ref_sto2[c].add(sto2[classes == c])
+            ref_nir[c].add(nir[classes == c])
+    for c in range(len(names)):
+        got, want = acc.class_sto2[c], ref_sto2[c]
+        assert got.n == want.n and np.array_equal(got.hist, want.hist)
+        assert got.total == pytest.approx(want.total, rel=1e-12, abs=1e-12)
+        assert acc.class_index["nir"][c].n == ref_nir[c].n
+        assert acc.class_index["nir"][c].total == pytest.approx(ref_nir[c].total, rel=1e-12)
+    s = acc.summary()["classes"]
+    assert s["d"]["sto2"] == {"n": 0, "mean": None, "p5": None, "p50": None, "p95": None}
+    assert s["a"]["sto2"]["p50"] == ref_sto2[0].summary()["p50"]
+    assert s["b"]["index_means"]["nir"] == pytest.approx(ref_nir[1].summary()["mean"],
+                                                         rel=1e-12)
+
+
 RECORDS = [
     {"id": "b", "status": "failed", "error": "x: bad", "error_type": "DataFormatError",
      "frames": 0, "classes": {}, "indices": {}, "timings": {"task_s": 0.5}},
