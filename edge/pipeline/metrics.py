@@ -25,12 +25,13 @@ __all__ = ["LatencyStats", "StreamingHistogram", "summarise_ms"]
 _SUMMARY_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
-def summarise_ms(samples_ns: list[int] | np.ndarray) -> dict[str, float]:
+def summarise_ms(samples_ns: list[int] | np.ndarray, scale: float = 1e-6) -> dict[str, float]:
     """Mean, p50, p90, p99 and max of durations given in ns, in milliseconds (exact).
 
-    An empty sample list gives NaN for every figure (never 0, which would look like a result).
+    ``scale`` converts a sample to ms (1.0 for samples already in ms).  An empty sample list
+    gives NaN for every figure (never 0, which would look like a result).
     """
-    a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    a = np.asarray(samples_ns, dtype=np.float64) * scale
     if a.size == 0:
         return {k: float("nan") for k in _SUMMARY_KEYS}
     p50, p90, p99 = np.percentile(a, [50, 90, 99])

@@ -17,10 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.errors import ConfigError
+from edge.pipeline.metrics import summarise_ms
 
-__all__ = ["RollingLatency", "PERCENTILES"]
-
-PERCENTILES = (50.0, 90.0, 99.0)
+__all__ = ["RollingLatency"]
 
 
 class RollingLatency:
@@ -92,8 +91,8 @@ class RollingLatency:
             ``frames`` (in the window), ``total`` (ever), ``deadline_ms``, ``deadline_source``
             ("given" or "frame period"), ``misses`` (end to end over the deadline, in the
             window), ``miss_fraction``, ``missed_frames`` (frame-id gaps, ever), ``stages``:
-            name -> ``{"p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"}`` (None when no
-            sample), in pipeline order, then ``queue``, ``overlay``, ``end_to_end``.
+            name -> ``{"mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"}``
+            (:func:`~edge.pipeline.metrics.summarise_ms`; None when no sample), in pipeline order, then ``queue``, ``overlay``, ``end_to_end``.
         """
         with self._lock:
             n = min(self._n, self.window)
@@ -106,10 +105,9 @@ class RollingLatency:
         for name in order:
             v = cols[name][:n] if total <= self.window else cols[name]
             v = v[np.isfinite(v)]
-            stages[name] = ({f"p{p:g}_ms": float(np.percentile(v, p)) for p in PERCENTILES}
-                            | {"max_ms": float(v.max()), "mean_ms": float(v.mean())}
-                            if v.size else dict.fromkeys(
-                                [f"p{p:g}_ms" for p in PERCENTILES] + ["max_ms", "mean_ms"]))
+            figures = summarise_ms(v, scale=1.0)
+            # None, not NaN, without a sample: the page gets JSON
+            stages[name] = figures if v.size else dict.fromkeys(figures)
         deadline, source = self.deadline_ms, "given"
         if deadline is None:
             source = "frame period"

@@ -38,6 +38,18 @@ def test_percentiles_and_deadline_misses_over_the_window():
     assert list(s["stages"])[-3:] == ["queue", "overlay", "end_to_end"]
 
 
+def test_a_stage_without_samples_in_the_window_is_null_not_nan():
+    lat = RollingLatency(window=4)
+    rec = _rec(0, 0, chain_ms=3.0)
+    rec["stages"].append(("extra", 0, 2_000_000))
+    lat.add(rec)
+    for i in range(1, 5):            # 4 more frames without "extra": it leaves the window
+        lat.add(_rec(i, i * 10_000_000, chain_ms=3.0))
+    s = lat.summary()["stages"]
+    assert s["extra"] == dict.fromkeys(["mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"])
+    assert s["chain"]["mean_ms"] == pytest.approx(3.0) and s["chain"]["max_ms"] == 3.0
+
+
 def test_deadline_defaults_to_the_frame_period_and_gaps_are_counted():
     lat = RollingLatency(window=10)
     for seq in (1, 2, 3, 6, 7):      # 4 and 5 missing
