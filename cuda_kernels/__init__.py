@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parent
 #: Headers every module may include; a change to any of them makes every binary stale.
-HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh", "chain_tail.cuh")
+HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh", "chain_tail.cuh",
+                            "quality_math.cuh", "quality_tail.cuh")
 #: Where ``hsi-edge kernels build`` writes by default and the backend looks first.
 DEFAULT_PREBUILT_DIR = KERNEL_DIR / "prebuilt"
 MANIFEST_NAME = "manifest.json"
@@ -67,6 +68,7 @@ MODULES: dict[str, Module] = {m.name: m for m in (
     Module("post", "post.cu", ("argmax_f32", "argmax_f16", "overlay_u8"), ("c_colours",)),
     Module("chain", "chain.cu", ("chain_u16_f32", "chain_u16_f16", "chain_f32_f32",
                                  "chain_f32_f16"), ("c_params",)),
+    Module("quality", "quality.cu", ("quality_pixel", "bilateral_f32"), ("c_params",)),
 )}
 
 

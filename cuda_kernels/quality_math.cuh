@@ -1,0 +1,85 @@
+// quality_math.cuh -- the per-pixel arithmetic of the StO2 quality step (issue 14), as
+// __host__ __device__ functions: the CUDA quality kernels (quality.cu via quality_tail.cuh)
+// call them on rows staged in shared memory, the host emulation (tests/cuda/
+// quality_emulation.cpp) runs them on the CPU. NumPy reference: edge/processing/quality.py
+// (absorbance_variance + sto2_raw_variance, sto2_raw_variance_mixed, specular); the native
+// CPU pass (cpu_quality.h) computes the same formulas operation for operation.
+//
+// Every function walks the bands in order and keeps no per-band array of its own (a local
+// array of HSI_MAX_BANDS floats would live in local memory on the GPU): callers hand in rows
+// (absorbance, counts above dark) that already sit in shared memory or on the host stack.
+#pragma once
+#include "pixel_math.cuh"
+
+// Fused multiply-add of the dot products (cpu_chain.cpp defines HSI_FMA before including).
+#ifndef HSI_QFMA
+#ifdef HSI_FMA
+#define HSI_QFMA(a, b, c) HSI_FMA(a, b, c)
+#else
+#define HSI_QFMA(a, b, c) fmaf((a), (b), (c))
+#endif
+#endif
+
+// The darkest band of a reflectance row (quality.specular: min over bands), +inf when every
+// band is NaN; the caller replaces it by NaN for calibration-flagged pixels.
+HSI_HD float q_darkest(const float* r, int nb) {
+    float m = INFINITY;
+    for (int b = 0; b < nb; ++b) m = r[b] < m ? r[b] : m;
+    return m;
+}
+
+// sum_b w[b] a[b] in band order.
+HSI_HD float q_dot(const float* w, const float* a, int nb) {
+    float acc = 0.0f;
+    for (int b = 0; b < nb; ++b) acc = HSI_QFMA(w[b], a[b], acc);
+    return acc;
+}
+
+// Counts above dark, at least 1 (quality.absorbance_variance: a band at the floor is flagged).
+HSI_HD float q_signal(float x) { return x > 1.0f ? x : 1.0f; }
+
+// Delta-method variance of raw StO2 co / (co + cd) without crosstalk (sto2_raw_variance of
+// absorbance_variance): var(A_b) = (K + r^2 / d_b) / d_b with d_b = max(I_b - D_b, 1);
+// po, pd: the HbO2 and Hb rows of the pseudo-inverse; x: I - D per band. NaN where
+// co + cd <= 0.
+HSI_HD float q_sto2_var(const float* po, const float* pd, const float* x, int nb, float co,
+                        float cd, float kpe, float r2) {
+    const float t = co + cd;
+    if (!(t > 0.0f)) return hsi_nan();
+    float qoo = 0.0f, qdd = 0.0f, qod = 0.0f;
+    for (int b = 0; b < nb; ++b) {
+        const float w = 1.0f / q_signal(x[b]);
+        const float v = (kpe + r2 * w) * w;     // (K d + r^2) / d^2
+        qoo += po[b] * po[b] * v;
+        qdd += pd[b] * pd[b] * v;
+        qod += po[b] * pd[b] * v;
+    }
+    const float num = cd * cd * qoo + co * co * qdd - 2.0f * co * cd * qod;
+    return (num > 0.0f ? num : 0.0f) / (t * t) / (t * t);
+}
+
+// The same through a crosstalk correction x_out = x_in @ ct (sto2_raw_variance_mixed):
+// g_b = (cd po_b - co pd_b) / t^2, u_b = g_b / d_b,
+// var(s) = sum_k (K max(sum_b d_b c_t[b][k], 0) + r^2) (sum_b ct[k][b] u_b)^2;
+// ct = pinv(C).T and c_t = C.T, (nb, nb) row-major. u_b is recomputed per k (the same
+// float32 operations each time) rather than kept in an array.
+HSI_HD float q_sto2_var_mixed(const float* po, const float* pd, const float* x, int nb,
+                              float co, float cd, float kpe, float r2, const float* ct,
+                              const float* c_t) {
+    const float t = co + cd;
+    if (!(t > 0.0f)) return hsi_nan();
+    const float t2 = t * t;
+    float acc = 0.0f;
+    for (int k = 0; k < nb; ++k) {
+        float z = 0.0f, xin = 0.0f;
+        for (int b = 0; b < nb; ++b) {
+            const float d = q_signal(x[b]);
+            const float u = ((cd * po[b] - co * pd[b]) / t2) / d;
+            z = HSI_QFMA(ct[k * nb + b], u, z);
+            xin = HSI_QFMA(d, c_t[b * nb + k], xin);
+        }
+        const float vin = (xin > 0.0f ? xin : 0.0f) * kpe + r2;
+        acc += vin * z * z;
+    }
+    return acc;
+}

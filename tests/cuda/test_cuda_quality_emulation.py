@@ -1,0 +1,265 @@
+"""The CUDA quality step (cuda_kernels/quality.cu) emulated on the CPU, block by block,
+against the NumPy reference backend with quality rules (tests/cuda/quality_emulation.cpp).
+
+The whole CUDA path runs: chain.cu (emulated) -> quality_pixel (emulated) -> the backend's own
+host part (edge.backends.cuda_quality.finish_frame, i.e. finish_quality) with the spatial
+step by bilateral_f32 (emulated, the launches of bilateral_launches). Shared memory is
+NaN-poisoned before every block, so a tile row or halo slot no thread staged fails.
+
+Tolerances: the spatial step alone (same float32 operations in the same order as
+bilateral_filter, expf against NumPy's exp) within relative 2e-6 and the same NaN pattern.
+The per-pixel pass within relative 1e-5 of the reference's raw StO2 and variance (sums over
+bands in band order against sgemm's). End to end on noisy preset frames: flags exact and
+every map within relative 1e-5, except where a value lies within rounding of a threshold --
+checked by asserting the reference itself is that close (the flag rules compare sigma,
+THb and the darkest band with a limit; a 1e-6 relative difference can flip a pixel whose
+value is within 1e-6 of its limit, and no tolerance on maps makes such a pixel agree).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.backends.cuda_ops import tile_launch
+from edge.backends.cuda_params import chain_params
+from edge.backends.cuda_quality import (BIL_TERMS_PER_LAUNCH, bilateral_launches,
+                                        filter_mask, finish_frame, pixel_launch,
+                                        quality_terms, range_factor, spatial_weights)
+from edge.backends.numpy_backend import NumpyBackend
+from edge.core.chain import FLAG_SPECULAR, MAP_NAMES, QUALITY_MAP_NAMES, PackSpec
+from edge.processing.plan import ChainPlan
+from edge.processing.quality import QualityRules
+from edge.processing.spatial import BilateralParams, bilateral_filter
+
+from host_shim_build import EMU_SIGNATURES, build_library
+from hsi_cuda_scenes import ptr, rel_err
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "processing"))
+from test_quality import EXPOSURE, _camera, _tissue  # noqa: E402
+
+_P, _LL, _I, _F = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
+SIGNATURES = dict(EMU_SIGNATURES, **{
+    "emu_quality_pixel": [_P, _P, _P, _P, _P, _LL, _I, _I, _P, _I, _F, _F, _P, _P, _P, _P,
+                          _P, _P],
+    "emu_bilateral": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _P, _I, _I, _P, _P,
+                      _P],
+})
+SRC = Path(__file__).resolve().parent / "quality_emulation.cpp"
+
+
+@pytest.fixture(scope="module")
+def qemu(tmp_path_factory):
+    return build_library(SRC, tmp_path_factory.mktemp("qemu") / "libhsi_qemu.so",
+                         ["-ffp-contract=off"], SIGNATURES, "host emulation of quality.cu")
+
+
+def _c(a, dtype=np.float32):
+    return None if a is None else np.ascontiguousarray(a, dtype)
+
+
+def emulated_filter(lib, rows, cols, keep):
+    """bilateral_filter's signature, run by the emulated bilateral_f32 launches (as
+    CudaQuality._filter runs the real ones); ``keep`` holds the arrays alive."""
+    def run(values, variance, guide, valid, params, terms=None):
+        G = guide.shape[2]
+        n = 0 if terms is None else terms.shape[2]
+        s = _c(values)
+        v = _c(variance)
+        ok = filter_mask(values, variance, valid)
+        g = _c(np.moveaxis(guide, -1, 0))
+        t = None if terms is None else _c(np.moveaxis(terms, -1, 0))
+        ks = spatial_weights(params)
+        out = np.full((2 + n, rows, cols), -7.0, np.float32)       # poisoned outputs
+        plane = rows * cols * 4
+        keep.extend([s, v, ok, g, t, ks, out])
+        for i, ln in enumerate(bilateral_launches(rows, cols, params.radius, G, n)):
+            first = i == 0
+            lib.emu_bilateral(
+                ptr(s), ptr(v), ptr(ok), ptr(g), ptr(t), rows, cols, G, ln.t0, ln.tc,
+                params.radius, float(range_factor(params, G)), ptr(ks), ln.block[0],
+                ln.block[1], out.ctypes.data if first else None,
+                out.ctypes.data + plane if first and v is not None else None,
+                out.ctypes.data + 2 * plane)
+        tt = None if terms is None else np.moveaxis(out[2:], 0, -1)
+        return out[0], (out[1] if v is not None else None), tt
+    return run
+
+
+def run_emulated(lib, plan, raw, *, block=None):
+    """The CUDA backend's quality path with every kernel emulated: returns (maps, flags,
+    packed) as CudaBackend.run would."""
+    rows, cols, nb = raw.shape
+    npix = rows * cols
+    counts = raw.dtype == np.uint16 and plan.flatfield is not None
+    ff = plan.flatfield if counts else None
+    params = chain_params(plan.wavelengths, plan.unmixer, plan.calibration, plan.index_params,
+                          plan.pack, saturation=plan.saturation)
+    ln = tile_launch(npix, nb)
+    maps = np.full((6, npix), -9, np.float32)
+    flags = np.full(npix, 255, np.uint8)
+    spec = plan.pack
+    packed = np.full((spec.channels, npix), -9, np.float32) if spec else None
+    refl = np.full((npix, nb), -9, np.float32)
+    rawc = np.ascontiguousarray(raw)
+    dark = _c(ff.dark) if ff else None
+    scale = _c(ff.scale) if ff else None
+    static = _c(ff.static_flags, np.uint8) if ff else None
+    keep = [params, rawc, dark, scale, static]       # alive across the calls (raw addresses)
+    ffargs = (ptr(dark), ptr(scale), ptr(static))
+    lib.emu_chain(ptr(params), ptr(rawc), int(counts), *ffargs, npix, ln.block[0], ln.stride,
+                  1.0, ptr(maps), ptr(flags), ptr(packed), ptr(refl))
+    # quality_pixel
+    ext, G, n = quality_terms(plan)
+    m = ext.shape[0]
+    noise = plan.quality.noise
+    use_counts = counts and noise is not None
+    corr = noise.correction() if use_counts else None
+    c_t, ct = (None, None) if corr is None else corr
+    q = np.full((3, npix), -9, np.float32)
+    ext_out = np.full((max(m, 1), npix), -9, np.float32)
+    pl = pixel_launch(npix, nb, use_counts)
+    blk = block or pl.block[0]
+    lib.emu_quality_pixel(
+        ptr(params), ptr(refl), ptr(flags), ptr(rawc) if use_counts else None,
+        ptr(dark) if use_counts else None, npix, blk, pl.stride, ptr(ext), m,
+        noise.counts_per_electron if use_counts else 0.0,
+        noise.read_noise_counts ** 2 if use_counts else 0.0, ptr(ct), ptr(c_t),
+        q[0].ctypes.data, q[1].ctypes.data, q[2].ctypes.data, ext_out.ctypes.data)
+    guide = terms = None
+    if m:
+        e = ext_out[:m].reshape(m, rows, cols)
+        guide = np.moveaxis(e[:G], 0, -1).copy()
+        terms = np.moveaxis(e[G:], 0, -1).copy() if n else None
+    flags2 = flags.reshape(rows, cols).copy()
+    pk = None if packed is None else packed.reshape(1, spec.channels, rows, cols).copy()
+    filt = emulated_filter(lib, rows, cols, keep) if plan.quality.spatial != "none" else None
+    out = finish_frame(plan, maps.reshape(6, rows, cols), flags2, q[0].reshape(rows, cols),
+                       q[1].reshape(rows, cols) if use_counts else None,
+                       q[2].reshape(rows, cols), guide, terms, filt, pk)
+    return out, flags2, pk, refl
+
+
+def _scene(preset, rows, cols, seed):
+    p, sensor, ff, noise = _camera(preset, rows, cols)
+    refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, rows * cols, seed)
+    refl = refl.reshape(rows, cols, -1)
+    refl[:, cols // 2:] *= 0.7              # an edge the spatial step must keep
+    refl[2:6, 2:6] += 0.8                   # a highlight
+    refl[rows - 3:, :4] *= 0.02             # little blood signal: low-blood / unmix-invalid
+    raw = sensor.expose(refl, EXPOSURE, 1.0, seed)
+    return p, ff, noise, raw
+
+
+def _compare(a, maps, flags, packed):
+    """Flags exact; each map's NaN pattern exact and within relative 1e-5."""
+    np.testing.assert_array_equal(flags, a.flags)
+    for name in MAP_NAMES + QUALITY_MAP_NAMES:
+        x, y = a.maps[name], maps[name]
+        if np.all(np.isnan(x)):
+            assert np.all(np.isnan(y)), name
+            continue
+        assert rel_err(y, x) < 1e-5, name
+    if packed is not None:
+        assert rel_err(packed, a.input) < 1e-5
+
+
+@pytest.mark.parametrize("preset,rows,cols,radius", [
+    ("tivita", 37, 53, 3),          # odd sizes: partial 2-D tiles at the right and bottom
+    ("snapshot16", 37, 53, 1),
+    ("snapshot25", 29, 41, 5),      # crosstalk correction (mixed variance)
+    ("tivita", 19, 23, 5),
+])
+def test_quality_path_matches_numpy(qemu, preset, rows, cols, radius):
+    p, ff, noise, raw = _scene(preset, rows, cols, seed=rows + cols + radius)
+    pack = PackSpec(spectra_bands=(0, 2, 4), maps=("sto2", "thb", "sto2_index"))
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
+                           quality=QualityRules(noise, spatial="bilateral",
+                                                spatial_radius=radius))
+    if preset.startswith("snapshot"):
+        assert noise.crosstalk is not None, "the snapshot presets model filter crosstalk"
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    maps, flags, packed, _ = run_emulated(qemu, plan, raw)
+    assert np.all(flags[3:5, 3:5] & FLAG_SPECULAR)
+    assert np.count_nonzero(flags == 0) >= 20       # snapshot16: most pixels "uncertain"
+    assert np.isfinite(maps["sto2_sigma"]).sum() > rows * cols // 2
+    _compare(a, maps, flags, packed)
+
+
+@pytest.mark.parametrize("spatial", ["none", "bilateral"])
+def test_quality_without_spatial_step_and_small_blocks(qemu, spatial):
+    """No spatial step (no guide, no terms), and the per-pixel pass with 32-pixel blocks so
+    several blocks and a partial last one run."""
+    p, ff, noise, raw = _scene("snapshot16", 11, 13, seed=4)
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
+                           quality=QualityRules(noise, spatial=spatial))
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    maps, flags, _, _ = run_emulated(qemu, plan, raw, block=32)
+    _compare(a, maps, flags, None)
+
+
+def test_float32_input_has_no_sigma(qemu):
+    """Reflectance input: no counts, so var is not computed and sigma is NaN everywhere."""
+    p, ff, noise, raw = _scene("snapshot25", 9, 12, seed=5)
+    refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, 9 * 12, 2)
+    cube = np.ascontiguousarray(refl.reshape(9, 12, -1), np.float32)
+    plan = ChainPlan.build(p.wavelength_array(), fwhm_nm=p.fwhm_nm,
+                           quality=QualityRules(noise, spatial="bilateral"))
+    a = NumpyBackend(plan).run(cube, exposure_us=EXPOSURE)
+    maps, flags, _, _ = run_emulated(qemu, plan, cube)
+    assert np.all(np.isnan(maps["sto2_sigma"]))
+    _compare(a, maps, flags, None)
+
+
+@pytest.mark.parametrize("radius,rows,cols,terms", [(1, 37, 53, 14), (3, 37, 53, 14),
+                                                    (5, 17, 29, 3), (8, 40, 33, 9),
+                                                    (3, 5, 4, 0)])
+def test_spatial_step_equals_bilateral_filter(qemu, radius, rows, cols, terms):
+    """bilateral_f32 (emulated) against bilateral_filter on random inputs with invalid pixels
+    and a guide edge: partial tiles, halos larger than the frame (5x4 at radius 3), terms
+    split over launches (14 = 6 + 6 + 2, 9 = 6 + 3), no terms."""
+    rng = np.random.default_rng(radius * 100 + rows)
+    values = rng.uniform(0.2, 0.9, (rows, cols)).astype(np.float32)
+    var = rng.uniform(1e-4, 4e-3, (rows, cols)).astype(np.float32)
+    guide = rng.normal(0, 0.03, (rows, cols, 5)).astype(np.float32)
+    guide[:, cols // 2:] += 0.3
+    t = rng.normal(0, 1, (rows, cols, terms)).astype(np.float32) if terms else None
+    valid = rng.uniform(size=(rows, cols)) > 0.1
+    values[0, 0] = np.nan
+    var[1, 1] = 0.0                       # not > 0: left out like a NaN
+    params = BilateralParams(radius=radius, sigma_s=2 * radius / 3, h=0.08)
+    want = bilateral_filter(values, var, guide, valid, params, t)
+    got = emulated_filter(qemu, rows, cols, [])(values, var, guide, valid, params, t)
+    for w, g in zip(want, got):
+        if w is None:
+            assert g is None
+            continue
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))
+        np.testing.assert_allclose(g[np.isfinite(w)], w[np.isfinite(w)], rtol=2e-6,
+                                   atol=2e-7)
+    # without a variance (no noise model)
+    w2 = bilateral_filter(values, None, guide, valid, params, t)
+    g2 = emulated_filter(qemu, rows, cols, [])(values, None, guide, valid, params, t)
+    assert g2[1] is None
+    np.testing.assert_allclose(g2[0], w2[0], rtol=2e-6, atol=2e-7)
+
+
+def test_launches_fit_shared_memory_and_cover_every_term():
+    from cuda_kernels import KERNEL_DIR
+    from edge.backends.cuda_ops import STATIC_SHARED_LIMIT
+    header = (KERNEL_DIR / "quality_tail.cuh").read_text()
+    assert f"#define HSI_BIL_TC {BIL_TERMS_PER_LAUNCH}\n" in header
+    for radius in range(1, 9):
+        for n in (0, 1, 8, 9, 14, 30):
+            ls = bilateral_launches(480, 640, radius, 5, n)
+            assert all(ln.shared <= STATIC_SHARED_LIMIT for ln in ls)
+            assert sum(ln.tc for ln in ls) == n
+            assert [ln.t0 for ln in ls] == list(range(0, max(n, 1), BIL_TERMS_PER_LAUNCH))
+    assert bilateral_launches(480, 640, 3, 5, 14)[0].block == (16, 16, 1)
+    for bands in (16, 25, 100, 256):
+        for counts in (False, True):
+            assert pixel_launch(1000, bands, counts).shared <= STATIC_SHARED_LIMIT
