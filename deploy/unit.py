@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.core.fileio import atomic_write_bytes, fsync_dir
+from edge.core.install_root import REGISTRY, link_version, read_registry
 from edge.errors import BundleError
 
 __all__ = ["Unit", "recover", "fault_point", "FAULT_ENV", "exclusive"]
@@ -77,7 +78,7 @@ class Unit:
         self.current = self.root / "current"
         self.previous = self.root / "previous"
         self.journal_path = self.state_dir / "journal.json"
-        self.registry_path = self.state_dir / "releases.json"
+        self.registry_path = self.root / REGISTRY
 
     def ensure(self) -> None:
         for d in (self.releases, self.state_dir, self.unit_dir):
@@ -105,12 +106,8 @@ class Unit:
     # -- links -------------------------------------------------------------------------------
     def link_target(self, link: Path) -> str | None:
         """The release version a link points at (None when absent or dangling)."""
-        try:
-            target = os.readlink(link)
-        except OSError:
-            return None
-        name = Path(target).name
-        return name if (self.releases / name).is_dir() else None
+        name = link_version(link)
+        return name if name is not None and (self.releases / name).is_dir() else None
 
     def set_link(self, link: Path, version: str | None) -> None:
         """Point ``link`` at ``releases/<version>`` atomically (rename over it); None removes."""
@@ -165,9 +162,7 @@ class Unit:
     # -- registry ----------------------------------------------------------------------------
     def registry(self) -> dict[str, dict[str, Any]]:
         try:
-            return json.loads(self.registry_path.read_text())
-        except FileNotFoundError:
-            return {}
+            return read_registry(self.registry_path)
         except ValueError:
             raise BundleError(f"{self.registry_path}: damaged release registry") from None
 

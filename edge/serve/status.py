@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.core.install_root import LINKS, REGISTRY, link_version, read_registry
 
 __all__ = ["StatusSources", "unit_status", "VERSION_PACKAGES"]
 
@@ -140,17 +141,12 @@ def _release(src: StatusSources) -> dict[str, Any] | None:
         return None
     root = Path(src.unit_root)
     doc: dict[str, Any] = {"root": str(root)}
-    for link in ("current", "previous"):
-        try:
-            doc[link] = Path(os.readlink(root / link)).name
-        except OSError:
-            doc[link] = None
+    for link in LINKS:
+        doc[link] = link_version(root / link)
     try:
-        reg = json.loads((root / "state" / "releases.json").read_text())
+        reg = read_registry(root / REGISTRY)
         doc["releases"] = {v: e.get("state") for v, e in reg.items() if isinstance(e, dict)}
-    except FileNotFoundError:
-        doc["releases"] = {}
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         doc["error"] = f"release registry: cannot read: {exc}"
     return doc
 
