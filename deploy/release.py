@@ -23,7 +23,6 @@ versions or GPUs (FACTS.md, TensorRT).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,8 @@ from typing import Any
 from deploy import MANIFEST_NAME, PAYLOAD_TYPE, RELEASE_FORMAT, TREE_NAME, UNIT_FORMAT_VERSION
 from deploy.spec import ReleaseSpec
 from edge import __version__
+from edge.core.config import load_yaml
+from edge.core.fileio import sha256_file
 from edge.errors import BundleError, ConfigError
 
 __all__ = ["build_release", "prepare_tree", "write_artifact", "mender_artifact_tool",
@@ -185,12 +186,10 @@ def _model(spec: ReleaseSpec, cfg, tree: Path) -> tuple[Path | None, dict[str, A
 
 
 def _unit_config(spec: ReleaseSpec, tree: Path, card_rel: str | None):
-    import yaml
-
     from edge.pipeline.config import load_app_config
     src = spec.resolve(spec.config) if spec.config else None
     cfg = load_app_config(str(src) if src else None)
-    doc = yaml.safe_load(src.read_text()) if src else {}
+    doc = load_yaml(src, what="unit config") if src else {}
     doc = doc or {}
     doc.setdefault("model", {})
     doc["model"]["card"] = card_rel or "none"
@@ -288,13 +287,9 @@ def tree_manifest(tree: Path) -> list[dict[str, Any]]:
                 raise BundleError(f"release tree: {p.relative_to(tree)} is a symlink; "
                                   f"releases hold regular files only")
             continue
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
         mode = 0o755 if p.stat().st_mode & stat.S_IXUSR else 0o644
         files.append({"path": p.relative_to(tree).as_posix(), "size": p.stat().st_size,
-                      "mode": f"{mode:04o}", "sha256": h.hexdigest()})
+                      "mode": f"{mode:04o}", "sha256": sha256_file(p)})
     return files
 
 

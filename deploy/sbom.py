@@ -10,23 +10,15 @@ software release (research/deploy.md, section 3).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from edge.core.fileio import sha256_file
 from edge.errors import BackendUnavailable
 
 __all__ = ["write_sbom"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _name_version(path: Path) -> tuple[str, str]:
@@ -73,7 +65,7 @@ def write_sbom(path: Path, *, name: str, version: str, wheelhouse: Path,
         bom.components.add(Component(
             name=pkg, version=ver, type=ComponentType.LIBRARY, bom_ref=f"pypi:{pkg}@{ver}",
             purl=PackageURL(type="pypi", name=pkg, version=ver),
-            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=_sha256(f))],
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha256_file(f))],
             properties=[Property(name="hsi-edge:file", value=f"wheelhouse/{f.name}")]))
     shipped = {_name_version(f)[0] for f in wheelhouse.iterdir()}
     if hsi_wheel is not None and hsi_wheel.suffix == ".whl":
