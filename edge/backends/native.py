@@ -192,12 +192,13 @@ class NativeBackend(Backend):
         raw = np.ascontiguousarray(raw)
         entry = self._outputs(raw.shape)
         try:
-            return self._run(raw, f32, factor, entry[0])
+            return self._run(raw, f32, factor, entry[0], exposure_us)
         finally:
             with self._pool_lock:
                 entry[1] = False
 
-    def _run(self, raw, f32: bool, factor: float, arrays: tuple) -> ChainResult:
+    def _run(self, raw, f32: bool, factor: float, arrays: tuple,
+             exposure_us: float = 0.0) -> ChainResult:
         maps, flags, refl, packed = arrays
         spec = self.pack
         npix = raw.shape[0] * raw.shape[1]
@@ -216,7 +217,8 @@ class NativeBackend(Backend):
         out_maps = dict(zip(MAP_NAMES, maps))
         if self._quality is not None:
             t1 = time.monotonic_ns()
-            out_maps = self._quality.apply(raw, f32, maps, flags, refl, packed, self.threads)
+            out_maps = self._quality.apply(raw, f32, maps, flags, refl, packed, self.threads,
+                                           stream_key=exposure_us)
             timings["quality"] = (time.monotonic_ns() - t1) / 1e6
         return ChainResult(maps=out_maps, flags=flags, input=packed, reflectance=refl,
                            timings_ms=timings)

@@ -3,7 +3,8 @@
 After the fused chain, ``hsi_cpu_quality`` (``cuda_kernels/cpu_quality.h``) makes the per-pixel
 inputs -- raw StO2, its delta-method variance from the raw counts, the darkest band, the
 spatial step's guide and the StO2 index's second-derivative terms -- and the frame-wide part
-(validity bits, the 7x7 spatial step, the calibration curve and sigma) is
+(validity bits, the 7x7 spatial step, the motion-gated temporal step with its per-stream
+state held here, the calibration curve and sigma) is
 :func:`~edge.processing.quality.finish_quality`, the NumPy reference's own code.  The map
 channels of the network input are then rewritten from the final maps.
 """
@@ -36,7 +37,12 @@ class NativeQuality:
         self._po = np.ascontiguousarray(u.pinv[u.i_hbo2], np.float32)
         self._pd = np.ascontiguousarray(u.pinv[u.i_hb], np.float32)
         ext = []
-        self._spatial = plan.quality.spatial != "none"
+        # The guide and index terms feed the spatial and the temporal step.
+        self._spatial = plan.quality.needs_guide
+        self._temporal = None
+        if plan.quality.temporal.enabled:
+            from edge.processing.temporal import TemporalFilter
+            self._temporal = TemporalFilter(plan.quality.temporal)
         self._n_guide = self._n_terms = 0
         if self._spatial:
             ext.append(plan.guide_terms.T)
@@ -52,6 +58,11 @@ class NativeQuality:
         self._noise = noise
         corr = None if noise is None else noise.correction()
         self._c_t, self._ct = (None, None) if corr is None else corr
+
+    def reset_stream(self) -> None:
+        """Forget the temporal step's state (a new stream)."""
+        if self._temporal is not None:
+            self._temporal.reset()
 
     def _filter(self, threads: int):
         """``bilateral_filter`` (edge.processing.spatial) by ``hsi_cpu_bilateral``."""
@@ -80,10 +91,12 @@ class NativeQuality:
         return run
 
     def apply(self, raw: np.ndarray, f32: bool, maps_arr: np.ndarray, flags: np.ndarray,
-              refl: np.ndarray, packed: np.ndarray | None, threads: int) -> dict:
+              refl: np.ndarray, packed: np.ndarray | None, threads: int,
+              stream_key=None) -> dict:
         """Finish one frame: ``flags`` gains the validity bits in place; returns the maps
         (``MAP_NAMES`` + ``sto2_sigma``, ``sto2_all``), the network input's map channels
-        rewritten."""
+        rewritten.  ``stream_key`` (the exposure) restarts the temporal state when it
+        changes."""
         p = self.plan
         rows, cols, nb = refl.shape
         npix = rows * cols
@@ -113,7 +126,8 @@ class NativeQuality:
         guide = ext_out[..., :self._n_guide] if self._spatial else None
         terms = ext_out[..., self._n_guide:] if self._n_terms else None
         native_filter = None if p.bilateral.inverse_variance else self._filter(threads)
-        finish_quality(p, s_raw, var, flags, maps, guide, terms, native_filter)
+        finish_quality(p, s_raw, var, flags, maps, guide, terms, native_filter,
+                       temporal=self._temporal, stream_key=stream_key)
         spec_pack = p.pack
         if packed is not None and spec_pack.maps:
             nb_spec = len(spec_pack.spectra_bands)

@@ -95,12 +95,26 @@ class NumpyBackend(Backend):
         self._layout = p.index_layout
         # Fused matrix on log(R): A = -log(R), so both parts get a minus sign.
         cols = [p.unmixer.pinv.T.astype(np.float64), p.index_terms]
-        self._spatial = p.quality is not None and p.quality.spatial != "none"
+        # The spectral guide of the spatial and temporal steps (issue 14).
+        self._spatial = p.quality is not None and p.quality.needs_guide
+        # Per-stream temporal state, one for run() and one for run_reference() so that a
+        # check calling both on one backend does not feed each frame twice.
+        self._temporal = self._temporal_ref = None
+        if p.quality is not None and p.quality.temporal.enabled:
+            from edge.processing.temporal import TemporalFilter
+            self._temporal = TemporalFilter(p.quality.temporal)
+            self._temporal_ref = TemporalFilter(p.quality.temporal)
         if self._spatial:
             cols.append(p.guide_terms)        # the spatial step's guide, also linear in A
         self._mat = np.ascontiguousarray(-np.concatenate(cols, axis=1), dtype=np.float32)
         wl = p.wavelengths
         self._grid_key = ("grid", wl.size, round(float(wl[0]), 3), round(float(wl[-1]), 3))
+
+    def reset_stream(self) -> None:
+        """Forget the temporal step's state (a new stream: its next frame starts afresh)."""
+        for state in (self._temporal, self._temporal_ref):
+            if state is not None:
+                state.reset()
 
     # ---- straightforward reference --------------------------------------------------------
     def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
@@ -119,7 +133,7 @@ class NumpyBackend(Backend):
             m[(flags & ~FLAG_STO2_ONLY) != 0] = np.nan
         names = MAP_NAMES
         if q is not None:
-            self._reference_quality(raw, refl, flags, um, maps)
+            self._reference_quality(raw, refl, flags, um, maps, exposure_us)
             names = MAP_NAMES + QUALITY_MAP_NAMES
         packed = None
         if self.pack is not None:
@@ -132,7 +146,7 @@ class NumpyBackend(Backend):
         return ChainResult(maps={n: maps[n] for n in names}, flags=flags, input=packed,
                            reflectance=refl)
 
-    def _reference_quality(self, raw, refl, flags, um, maps) -> None:
+    def _reference_quality(self, raw, refl, flags, um, maps, exposure_us) -> None:
         """The quality step on the whole frame with the public functions (run_reference)."""
         p = self.plan
         ff, var = p.flatfield, None
@@ -157,7 +171,8 @@ class NumpyBackend(Backend):
             sel = p.index_minima_cols
             if sel is not None:
                 terms = (a.astype(np.float64) @ p.index_terms[:, sel]).astype(np.float32)
-        finish_quality(p, s_raw, var, flags, maps, guide, terms)
+        finish_quality(p, s_raw, var, flags, maps, guide, terms, temporal=self._temporal_ref,
+                       stream_key=exposure_us)
 
     # ---- fused, blocked path ----------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
@@ -289,7 +304,8 @@ class NumpyBackend(Backend):
                 t[key] += dt
         if q is not None:
             t0 = time.monotonic_ns()
-            finish_quality(self.plan, s_raw, var, flags, maps, guide, terms_r)
+            finish_quality(self.plan, s_raw, var, flags, maps, guide, terms_r,
+                           temporal=self._temporal, stream_key=exposure_us)
             if spec is not None:
                 self._pack_maps(packed, maps, slice(0, rows))
             t["quality"] += time.monotonic_ns() - t0

@@ -26,9 +26,8 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
                  device_output: bool = False, reflectance: bool = True):
     """Create the per-pixel backend; ``auto`` picks cuda when usable, else numpy (logged).
 
-    ``processing.quality`` (:func:`quality_rules`): ``null`` (default) -- the StO2 quality
-    step where the backend has it (numpy, native), a logged warning and none on cuda;
-    ``true`` -- required (``auto`` picks numpy, cuda refuses in one line); ``false`` -- off.
+    ``processing.quality`` (:func:`quality_rules`): ``null`` (default) or ``true`` -- the
+    StO2 quality step, which every backend (numpy, native, cuda) runs; ``false`` -- off.
 
     The configuration is built once as a :class:`~edge.processing.plan.ChainPlan` that the
     backend runs.  ``device_output`` asks a backend that offers it (cuda) to leave the packed
@@ -37,26 +36,12 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     """
     from edge.processing.plan import ChainPlan
 
-    from edge.backends.base import QUALITY_BACKENDS
-
-    wanted = cfg.processing.quality
     auto = name == "auto"
     if name == "auto":
         reason = cuda_available()
-        if wanted and not reason:
-            reason = ("processing.quality: true: the StO2 sigma and validity mask run in the "
-                      "numpy and native backends, not cuda")
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
-    if wanted is None and name not in QUALITY_BACKENDS:
-        # quality: null (auto) -- on where the backend has it; the cuda chain runs without
-        # it, with a warning (processing.quality: true makes cuda refuse instead)
-        log.warning("%s backend: no StO2 sigma and validity mask (processing.quality runs in "
-                    "the %s backends); the maps are the per-pixel chain's", name,
-                    " and ".join(QUALITY_BACKENDS))
-        quality = None
-    else:
-        quality = quality_rules(camera, cfg)
+    quality = quality_rules(camera, cfg)
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
                            baseline=cfg.processing.baseline, quality=quality)
@@ -88,6 +73,7 @@ def quality_rules(camera, cfg: AppConfig):
     electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).
     """
     from edge.processing.quality import NoiseModel, QualityRules
+    from edge.processing.temporal import TemporalParams
 
     pc = cfg.processing
     if pc.quality is False:
@@ -112,4 +98,6 @@ def quality_rules(camera, cfg: AppConfig):
                         min_blood_volume=pc.min_blood_volume,
                         specular_min_reflectance=pc.specular_min_reflectance,
                         spatial=pc.spatial, model_sigma=pc.model_sigma,
-                        spatial_radius=pc.spatial_radius)
+                        spatial_radius=pc.spatial_radius,
+                        temporal=TemporalParams(pc.temporal.method, pc.temporal.window,
+                                                pc.temporal.gate))

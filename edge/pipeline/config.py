@@ -40,6 +40,11 @@ Example (every key optional; these are the defaults)::
       specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
       model_sigma: 0.0         # calibration error added to sto2_sigma (fraction); null: the
                                # table's residual on simulated spectra
+      temporal:                # motion-gated recursive average over frames (video; needs
+                               # quality; edge/processing/temporal.py)
+        method: none           # none | recursive
+        window: 8              # bound of the effective number of averaged frames (2-64)
+        gate: 4.0              # guide change (over its noise) above which a pixel restarts
       counts_per_electron: null  # sensor noise at gain 1; null: the camera's (simulated)
       read_noise_counts: null    # (a replay without these has no sto2_sigma)
     model:
@@ -72,6 +77,7 @@ Chromophore = Literal[CHROMOPHORES]
 BaselineTerm = Literal[BASELINE_TERMS]
 
 __all__ = ["AppConfig", "CameraSettings", "CalibrationSettings", "ProcessingSettings",
+           "TemporalSettings",
            "ModelSettings", "PipelineSettings", "SinkSettings", "load_app_config"]
 
 
@@ -111,6 +117,14 @@ class CalibrationSettings:
 
 
 @dataclass(frozen=True)
+class TemporalSettings:
+    """``processing.temporal``: edge.processing.temporal.TemporalParams."""
+    method: Literal["none", "recursive"] = "none"
+    window: int = setting(8, range=(2, 64))
+    gate: float = setting(4.0, range=(0.01, 100.0))
+
+
+@dataclass(frozen=True)
 class ProcessingSettings:
     backend: Literal["auto", "numpy", "native", "cuda"] = "auto"
     # None: the basis recommended for the camera's band set
@@ -128,6 +142,8 @@ class ProcessingSettings:
     # Sensor noise at gain 1 (None: the camera's own, SimulatedCamera.sensor_noise)
     counts_per_electron: float | None = setting(None, range=(1e-6, 1e6))
     read_noise_counts: float | None = setting(None, range=(0.0, 1e6))
+    # Motion-gated temporal step (video), after the spatial one
+    temporal: TemporalSettings = setting(default_factory=TemporalSettings)
 
 
 @dataclass(frozen=True)

@@ -66,10 +66,12 @@ import numpy as np
 from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_STO2_ONLY, FLAG_UNCERTAIN,
                              FLAG_UNMIX_INVALID)
 from edge.errors import ConfigError
+from edge.processing.temporal import TemporalParams
 
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
            "quadratic_weights", "pixel_flags", "finish_quality",
-           "calibration_slope", "thb_floor", "specular", "model_sigma",
+           "calibration_slope", "thb_floor", "specular", "model_sigma", "model_error",
+           "guide_contrast",
            "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA",
            "DEFAULT_MIN_BLOOD_VOLUME", "DEFAULT_SPECULAR_MIN_REFLECTANCE"]
 
@@ -256,9 +258,15 @@ def calibration_slope(calibration, sto2_raw: np.ndarray) -> np.ndarray:
 
 def model_sigma(unmixer, calibration, fwhm_nm: float | None = None, n: int = 2000,
                 seed: int = 777) -> float:
-    """RMS error (fraction) of ``calibration`` on ``n`` fresh noise-free simulated spectra
+    """The calibration error term of sigma (fraction) for ``quality.model_sigma: null``: the
+    table's fitted ``a`` (:func:`model_error`) when its header has one, else the RMS error of
+    ``calibration`` on ``n`` fresh noise-free simulated spectra
     (``edge.processing.sto2.simulate_spectra``, default ranges; seed unlike the fits')."""
     from edge.processing.sto2 import simulate_spectra
+
+    fitted = model_error(calibration)
+    if fitted is not None:
+        return fitted[0]
 
     refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, fwhm_nm=fwhm_nm)
     err = calibration.apply(unmixer.maps(refl)["sto2_raw"]).astype(np.float64) - truth
@@ -317,6 +325,9 @@ class QualityRules:
     spatial_radius : int
         Half-width of the spatial step's window (3: 7 x 7), 1-8 pixels; its Gaussian's sigma
         is 2/3 of it.
+    temporal : TemporalParams
+        Motion-gated recursive average over frames (:mod:`edge.processing.temporal`);
+        ``method: none`` (default here) for single frames.
     """
 
     noise: NoiseModel | None = None
@@ -326,6 +337,12 @@ class QualityRules:
     spatial: str = "none"
     model_sigma: float | None = 0.0
     spatial_radius: int = 3
+    temporal: TemporalParams = TemporalParams()
+
+    @property
+    def needs_guide(self) -> bool:
+        """Whether the chain must make the spectral guide (spatial or temporal step)."""
+        return self.spatial != "none" or self.temporal.enabled
 
     def __post_init__(self) -> None:
         from edge.processing.spatial import SPATIAL_METHODS
@@ -344,6 +361,9 @@ class QualityRules:
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= 8:
             raise ConfigError(f"quality.spatial_radius: expected an integer in [1, 8], got "
                               f"{r!r}")
+        if not isinstance(self.temporal, TemporalParams):
+            raise ConfigError(f"quality.temporal: expected TemporalParams, got "
+                              f"{type(self.temporal).__name__}")
         if self.spatial not in SPATIAL_METHODS:
             raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
                               f"got {self.spatial!r}")
@@ -368,10 +388,59 @@ def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -
             flags[clean & (thb < np.float32(plan.thb_min))] |= FLAG_LOW_BLOOD
 
 
+def guide_contrast(guide: np.ndarray) -> np.ndarray:
+    """Local contrast of the spectral guide: ``sqrt(max_j mean_k (g_ik - g_jk)**2)`` over the
+    8 neighbours ``j`` of each pixel (absorbance; 0 at pixels without a finite neighbour).
+
+    Large at organ borders, where a snapshot camera's bands see different tissue (mosaic
+    misregistration) and the spatial step mixes across the edge: the model-error term of
+    sigma grows with it (:func:`model_error`).
+
+    Parameters
+    ----------
+    guide : ndarray (rows, cols, G), float32
+
+    Returns
+    -------
+    ndarray (rows, cols), float32
+    """
+    g = np.asarray(guide, dtype=np.float32)
+    rows, cols, _ = g.shape
+    gp = np.pad(g, ((1, 1), (1, 1), (0, 0)), constant_values=np.nan)
+    best = np.zeros((rows, cols), np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy == 0 and dx == 0:
+                continue
+            d = gp[1 + dy:1 + dy + rows, 1 + dx:1 + dx + cols] - g
+            with np.errstate(invalid="ignore"):
+                d2 = np.mean(d * d, axis=-1)
+            np.fmax(best, d2, out=best)
+    return np.sqrt(np.where(np.isfinite(best), best, np.float32(0))).astype(np.float32)
+
+
+def model_error(calibration) -> tuple[float, float] | None:
+    """The table's fitted model-error term ``(a, b)``: ``sigma_model**2 = a**2 + (b c)**2``
+    with ``c`` the guide contrast (:func:`guide_contrast`), from its ``model_error`` header
+    line (``tools/fit_sto2_model_error.py``); None when the table has none."""
+    text = getattr(calibration, "meta", {}).get("model_error")
+    if not text:
+        return None
+    import json
+    try:
+        d = json.loads(text)
+        return float(d["a"]), float(d["b"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"StO2 table: bad model_error header {text[:60]!r} (expected JSON "
+                          f"with numbers 'a' and 'b')") from exc
+
+
 def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: np.ndarray,
                    maps: dict, guide: np.ndarray | None = None,
-                   index_minima_terms: np.ndarray | None = None, spatial_filter=None) -> None:
-    """The frame-wide part of the quality step: spatial step, sigma, ``FLAG_UNCERTAIN``, masks.
+                   index_minima_terms: np.ndarray | None = None, spatial_filter=None,
+                   temporal=None, stream_key=None) -> None:
+    """The frame-wide part of the quality step: spatial and temporal steps, sigma,
+    ``FLAG_UNCERTAIN``, masks.
 
     Parameters
     ----------
@@ -384,15 +453,20 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
         With the calibration, unmixing, specular and low-blood bits (:func:`pixel_flags`);
         ``FLAG_UNCERTAIN`` is added in place.
     maps : dict of str to ndarray (rows, cols), float32
-        The chain's maps; ``sto2`` (and ``sto2_index`` with a spatial step) are replaced,
-        ``sto2_sigma`` and ``sto2_all`` added.
+        The chain's maps; ``sto2`` (and ``sto2_index`` with a spatial or temporal step) are
+        replaced, ``sto2_sigma`` and ``sto2_all`` added.
     guide : ndarray (rows, cols, G), float32, or None
-        Spectral guide (needed by the spatial step).
+        Spectral guide (needed by the spatial and temporal steps).
     index_minima_terms : ndarray (rows, cols, n1 + n2), float32, or None
-        The StO2 index's ``A''`` terms (its r1 then r2 window), for the spatial step.
+        The StO2 index's ``A''`` terms (its r1 then r2 window), for those steps.
     spatial_filter : callable or None
         Replaces :func:`~edge.processing.spatial.bilateral_filter` (same arguments and
         results): the native backend's compiled one.
+    temporal : TemporalFilter or None
+        The stream's state for ``quality.temporal`` (held by the backend); None: no temporal
+        step.
+    stream_key : hashable
+        Identity of the stream's frames (the exposure); a change restarts the temporal state.
     """
     from edge.processing.indices import sto2_index_from_minima
     from edge.processing.spatial import bilateral_filter
@@ -401,18 +475,21 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     # Pixels with an estimate that may be averaged: no flag but low blood (its variance is
     # large, so inverse-variance weights keep it from pulling its neighbours).
     est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & np.isfinite(s_raw)
-    s, var = s_raw, var_raw
+    s, var, t_f = s_raw, var_raw, None
     if rules.spatial == "bilateral":
         s_f, var_f, t_f = (spatial_filter or bilateral_filter)(
             s_raw, var_raw, guide, est_ok, plan.bilateral, index_minima_terms)
         s = np.where(est_ok, s_f, s_raw)
         if var_raw is not None:
             var = np.where(est_ok, var_f, var_raw)
-        if t_f is not None:
-            n1 = plan.index_layout["r1"].stop - plan.index_layout["r1"].start
-            idx = sto2_index_from_minima(t_f[..., :n1].min(axis=-1), t_f[..., n1:].min(axis=-1),
-                                         plan.index_params)
-            maps["sto2_index"] = np.where(est_ok, idx, np.float32(np.nan)).astype(np.float32)
+    if temporal is not None and rules.temporal.enabled:
+        t_in = t_f if t_f is not None else index_minima_terms
+        s, var, t_f = temporal.apply(s, var, guide, est_ok, t_in, key=stream_key)
+    if t_f is not None:
+        n1 = plan.index_layout["r1"].stop - plan.index_layout["r1"].start
+        idx = sto2_index_from_minima(t_f[..., :n1].min(axis=-1), t_f[..., n1:].min(axis=-1),
+                                     plan.index_params)
+        maps["sto2_index"] = np.where(est_ok, idx, np.float32(np.nan)).astype(np.float32)
     has = np.isfinite(s) & ((flags & ~(FLAG_STO2_ONLY | FLAG_SPECULAR)) == 0)
     sto2_all = np.where(has, cal.apply(s), np.float32(np.nan)).astype(np.float32)
     if var is None:
@@ -425,8 +502,12 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
                 flags[(flags == 0)
                       & (noise_sigma > np.float32(rules.max_sigma))] |= FLAG_UNCERTAIN
         sigma = noise_sigma
-        if plan.model_sigma:
-            sigma = np.sqrt(noise_sigma ** 2 + np.float32(plan.model_sigma ** 2))
+        model2 = np.float32((plan.model_sigma or 0.0) ** 2)
+        fitted = model_error(cal) if rules.model_sigma is None else None
+        if fitted is not None and fitted[1] > 0 and guide is not None:
+            model2 = model2 + (np.float32(fitted[1]) * guide_contrast(guide)) ** 2
+        if np.any(model2 > 0):
+            sigma = np.sqrt(noise_sigma ** 2 + model2).astype(np.float32)
     maps["sto2"] = np.where(flags == 0, sto2_all, np.float32(np.nan)).astype(np.float32)
     maps["sto2_sigma"] = sigma
     maps["sto2_all"] = sto2_all
