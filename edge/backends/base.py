@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Backends that run a plan's quality rules (:mod:`edge.processing.quality`).
-QUALITY_BACKENDS = ("numpy", "native")
+QUALITY_BACKENDS = ("numpy", "native", "cuda")
 
 
 def resolve_plan(plan: Any, config: dict[str, Any], *, backend: str) -> ChainPlan:

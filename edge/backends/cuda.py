@@ -21,6 +21,10 @@ GPU resources (DESIGN.md "CUDA"; FACTS.md "GPU, Jetson and TensorRT"):
 - kernels loaded from ``hsi-edge kernels build`` output when its manifest matches the sources
   and the device arch, otherwise compiled at run time with a logged warning.
 
+With quality rules in the plan (issue 14) the chain is followed by the quality kernels
+(``cuda_kernels/quality.cu``: per-pixel sigma inputs, the 2-D tiled spatial step) and the
+reference's own frame-wide finish on the host (:mod:`edge.backends.cuda_quality`).
+
 Importing this module needs no PyCUDA; constructing a backend does.
 """
 
@@ -38,6 +42,7 @@ from cuda_kernels.driver import explain_pycuda_import_error, primary_context
 from edge.backends.base import Backend, resolve_plan
 from edge.backends.cuda_ops import CudaOps, _p, load_module, tile_launch
 from edge.backends.cuda_params import chain_params
+from edge.backends.cuda_quality import CudaQuality
 from edge.core.chain import MAP_NAMES, ChainResult
 from edge.core.tensor import DeviceTensor
 from edge.errors import BackendUnavailable
@@ -126,9 +131,12 @@ class CudaBackend(Backend):
         try:
             with self._active():
                 self.stream = cuda.Stream()
-                self.ops = CudaOps({"chain": load_module("chain", self.arch, prebuilt_dir)},
+                names = ("chain", "quality") if p.quality is not None else ("chain",)
+                self.ops = CudaOps({n: load_module(n, self.arch, prebuilt_dir) for n in names},
                                    self.params, self.stream,
                                    self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
+                self._quality = None if p.quality is None else \
+                    CudaQuality(self, self.ops.modules["quality"])
                 self._events = [cuda.Event() for _ in range(4)]
                 flatfield = p.flatfield
                 if flatfield is not None:   # references: uploaded once per configuration
@@ -192,6 +200,10 @@ class CudaBackend(Backend):
         self._h_refl = self._d_refl = None
         if self.return_reflectance:
             self._h_refl, self._d_refl = self._pair(shape, np.float32)
+        elif self._quality is not None:    # the quality pass reads it: device only
+            self._d_refl = self._cuda.mem_alloc(rows * cols * bands * 4)
+        if self._quality is not None:
+            self._quality.ensure(rows, cols)
         self._ring, self._ring_next = [], 0    # input_buffer()'s ring, for this shape
         self._shape = key
 
@@ -273,18 +285,24 @@ class CudaBackend(Backend):
                 np.int64(npix), np.int32(ln.stride), factor, _p(self._d_maps),
                 _p(self._d_flags), _p(self._d_input), _p(self._d_refl),
                 grid=ln.grid, block=ln.block, shared=ln.shared, stream=s)
+            if self._quality is not None:
+                self._quality.launch_pixel(self._d_refl, self._d_flags, d_raw,
+                                           self._d_dark if calibrated else None, npix,
+                                           raw.shape[2], calibrated)
             ev[2].record(s)
             if not self.mapped_host_memory:
                 cuda.memcpy_dtoh_async(self._h_maps, self._d_maps, s)
                 cuda.memcpy_dtoh_async(self._h_flags, self._d_flags, s)
                 if self._d_input is not None and copy_input:
                     cuda.memcpy_dtoh_async(self._h_input, self._d_input, s)
-                if self._d_refl is not None:
+                if self._h_refl is not None:
                     cuda.memcpy_dtoh_async(self._h_refl, self._d_refl, s)
             ev[3].record(s)
             ev[3].synchronize()
             timings = {"upload": ev[1].time_since(ev[0]), "chain": ev[2].time_since(ev[1]),
                        "download": ev[3].time_since(ev[2])}
+            if self._quality is not None:
+                return self._finish_quality(timings, copy_input, float(exposure_us or 0.0))
         # Copies: the page-locked buffers are overwritten by the next frame.
         maps = {n: self._h_maps[i].copy() for i, n in enumerate(MAP_NAMES)}
         packed = None
@@ -295,6 +313,34 @@ class CudaBackend(Backend):
         refl = self._h_refl.copy() if self._h_refl is not None else None
         return ChainResult(maps=maps, flags=self._h_flags.copy(), input=packed,
                            reflectance=refl, timings_ms=timings)
+
+    def _finish_quality(self, timings: dict, copy_input: bool, stream_key) -> ChainResult:
+        """The quality step's host part (context pushed, stream synchronised): the validity
+        bits, the spatial step on the GPU, sigma and the masks (cuda_quality.finish_frame);
+        the network input's map channels rewritten from the final maps."""
+        flags = self._h_flags.copy()
+        packed = None
+        if self._h_input is not None:
+            # Mapped memory: the device input is this host buffer, rewritten in place.
+            packed = self._h_input.copy() if copy_input else \
+                (self._h_input if self.mapped_host_memory else None)
+        maps, ms = self._quality.finish(self._h_maps, flags, packed, stream_key)
+        if self._h_input is not None and not copy_input:
+            if not self.mapped_host_memory:
+                rows, cols = flags.shape
+                self._quality.upload_map_channels(maps, self._d_input, self._h_input.dtype,
+                                                  rows, cols)
+            packed = DeviceTensor(int(self._d_input), self._h_input.shape,
+                                  self._h_input.dtype, self.stream_handle)
+        timings["quality"] = ms
+        refl = self._h_refl.copy() if self._h_refl is not None else None
+        return ChainResult(maps=maps, flags=flags, input=packed, reflectance=refl,
+                           timings_ms=timings)
+
+    def reset_stream(self) -> None:
+        """Forget the temporal step's state (a new stream), where the plan has one."""
+        if self._quality is not None:
+            self._quality.reset_stream()
 
     def close(self) -> None:
         """Free the GPU resources and release the primary context (idempotent).
@@ -307,6 +353,8 @@ class CudaBackend(Backend):
         if self._closed:
             return
         with self._active():
+            if getattr(self, "_quality", None) is not None:
+                self._quality.free()
             for name in ("_d_raw", "_d_maps", "_d_flags", "_d_input", "_d_refl", "_d_dark",
                          "_d_scale", "_d_static"):
                 buf = getattr(self, name, None)

@@ -76,8 +76,8 @@ class ChainPlan:
         Network input to build; None: no input.
     quality : QualityRules or None
         StO2 standard error, validity bits and spatial step (issue 14,
-        :mod:`edge.processing.quality`); None: the chain as before (numpy and native
-        backends; the CUDA backend refuses a plan that has it).
+        :mod:`edge.processing.quality`; the numpy, native and cuda backends run them);
+        None: the chain as before.
     thb_min : float or None
         ``FLAG_LOW_BLOOD`` limit in this unmixing's THb units (:func:`thb_floor`).
     sigma_weights : ndarray of shape (bands, 3), float32, or None

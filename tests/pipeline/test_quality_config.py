@@ -60,9 +60,9 @@ def test_spatial_radius_reaches_the_plan():
     assert be.plan.bilateral.sigma_s == pytest.approx(10 / 3)
 
 
-def test_cuda_runs_without_quality_by_default(caplog):
-    """quality null: the cuda chain gets no quality rules (warned), so what stops it here is
-    only a missing PyCUDA, never the quality step."""
+def test_cuda_gets_quality_rules_by_default(caplog):
+    """quality null: the cuda backend runs the quality step like the others (no warning), so
+    what stops it here is only a missing PyCUDA, never the quality step."""
     cam = SimulatedCamera("snapshot16", rows=4, cols=5)
     with caplog.at_level("WARNING", logger="edge.pipeline.backend_factory"):
         try:
@@ -70,5 +70,5 @@ def test_cuda_runs_without_quality_by_default(caplog):
         except BackendUnavailable as exc:
             assert "processing.quality" not in str(exc)
         else:
-            assert be.plan.quality is None
-    assert "cuda backend: no StO2 sigma and validity mask" in caplog.text
+            assert be.plan.quality is not None
+    assert "no StO2 sigma" not in caplog.text

@@ -232,14 +232,15 @@ def test_flag_unmix_invalid_pixels_get_no_quality_bits(constructed):
     assert np.isnan(res.maps["sto2_sigma"][0, 0]) and np.isnan(res.maps["sto2_all"][0, 0])
 
 
-def test_cuda_backend_refuses_quality_rules(constructed):
+def test_every_backend_takes_quality_rules(constructed):
     plan, _ = constructed
+    for name in ("numpy", "native", "cuda"):
+        assert resolve_plan(plan, {}, backend=name) is plan
     with pytest.raises(BackendUnavailable,
-                       match=r"^cuda backend: processing.quality .* only in the numpy and native "
-                             r"backends; set processing.backend: numpy, or "
+                       match=r"^other backend: processing.quality .* only in the numpy and "
+                             r"native and cuda backends; set processing.backend: numpy, or "
                              r"processing.quality: false$"):
-        resolve_plan(plan, {}, backend="cuda")
-    assert resolve_plan(plan, {}, backend="native") is plan
+        resolve_plan(plan, {}, backend="other")
 
 
 def test_without_quality_rules_the_chain_is_unchanged(constructed):

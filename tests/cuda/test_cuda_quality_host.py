@@ -1,0 +1,90 @@
+"""The CUDA backend's quality step, host side, on the CPU (fake_pycuda, no kernel runs):
+which kernels are launched in which order with which buffers, the copies, the network
+input's map channels for device output, and that close() frees it all.  The results of the
+kernels are checked by test_cuda_quality_emulation.py (emulated) and tests/gpu (real)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.backends.base import PackSpec
+from edge.backends.cuda_quality import bilateral_launches, pixel_launch
+from edge.core.chain import QUALITY_MAP_NAMES
+from edge.processing.plan import ChainPlan
+from edge.processing.quality import NoiseModel, QualityRules
+
+from hsi_cuda_scenes import make_scene
+
+
+def _backend(spatial="bilateral", **kw):
+    from edge.backends.cuda import CudaBackend
+    s = make_scene(5, 7, 100, seed=3)
+    spec = PackSpec(spectra_bands=(0, 4, 8), maps=("sto2", "thb"), dtype="float32")
+    plan = ChainPlan.build(s.wl, flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
+                           baseline=s.unmixer.baseline, calibration=s.calibration, pack=spec,
+                           quality=QualityRules(NoiseModel(0.1, 2.0), spatial=spatial))
+    return CudaBackend(plan, prebuilt_dir=None, **kw), s
+
+
+@pytest.mark.parametrize("integrated", [False, True])
+def test_quality_kernels_follow_the_chain(fake, integrated):
+    drv = fake(integrated)
+    be, s = _backend()
+    try:
+        res = be.run(s.raw, exposure_us=1000.0)
+        names = [k for k, _, _ in drv.launches]
+        plan = be.plan
+        n_terms = plan.index_minima_cols.size
+        assert n_terms > 6, "the 100-band grid needs several bilateral launches"
+        launches = bilateral_launches(5, 7, plan.bilateral.radius, plan.guide_terms.shape[1],
+                                      n_terms)
+        assert names == ["chain_u16_f32", "quality_pixel"] + ["bilateral_f32"] * len(launches)
+        chain, pixel = drv.launches[0], drv.launches[1]
+        assert chain[1][10] == int(be._d_refl) != 0         # the chain writes the reflectance
+        args, kw = pixel[1], pixel[2]
+        assert args[0] == int(be._d_refl) and args[2] == int(be._d_raw)   # counts: variance
+        assert args[8] == pytest.approx(0.1) and args[9] == pytest.approx(4.0)   # K, r^2
+        ln = pixel_launch(35, 100, True)
+        assert kw["block"] == ln.block and kw["shared"] == ln.shared
+        for i, (_, a, k) in enumerate(drv.launches[2:]):
+            assert (a[13] != 0) == (i == 0), "value/variance written by the first launch only"
+            assert (a[8], a[9]) == (launches[i].t0, launches[i].tc)
+            assert k["block"] == launches[i].block and k["shared"] == launches[i].shared
+        assert set(QUALITY_MAP_NAMES) <= set(res.maps) and "quality" in res.timings_ms
+        if integrated:
+            assert not [c for c in drv.copies if c[0] != "htod"]   # mapped: no async copies
+    finally:
+        be.close()
+    assert drv.driver_stack == [] and drv.pycuda_stack == []
+    assert be._quality._d_q is None
+
+
+def test_device_output_gets_the_final_map_channels(fake):
+    """Device output on a discrete GPU: the packed input's map channels are rewritten on
+    the device from the final maps (one upload at the channels' offset)."""
+    drv = fake(False)
+    be, s = _backend(spatial="none", device_output=True)
+    try:
+        res = be.run(s.raw, exposure_us=1000.0)
+        assert [k for k, _, _ in drv.launches] == ["chain_u16_f32", "quality_pixel"]
+        assert drv.launches[1][1][6] == 0 and drv.launches[1][1][7] == 0   # no guide, m = 0
+        off = 3 * 35 * 4                                # after the 3 spectra channels
+        ups = [c for c in drv.copies if c[0] == "htod" and c[1] == int(be._d_input) + off]
+        assert ups and ups[-1][2] == 2 * 35 * 4
+        assert res.input.ptr == int(be._d_input)
+    finally:
+        be.close()
+
+
+def test_float32_input_launches_no_variance(fake):
+    drv = fake(False)
+    be, s = _backend(spatial="none")
+    try:
+        cube = np.nan_to_num(s.reflectance, nan=0.5, posinf=0.5).astype(np.float32)
+        res = be.run(cube, exposure_us=1000.0)
+        args = drv.launches[1][1]
+        assert args[2] == 0 and args[3] == 0 and args[13] == 0    # no raw, dark, var
+        assert np.all(np.isnan(res.maps["sto2_sigma"]))
+    finally:
+        be.close()
