@@ -55,10 +55,7 @@ def model_input(packed: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _backend(name: str, wavelengths: np.ndarray, fwhm_nm: float | None, flatfield, pack, cfg):
-    try:
-        from edge.pipeline.backend_factory import make_backend
-    except ImportError:  # older layout
-        from edge.pipeline.app import make_backend
+    from edge.pipeline.backend_factory import make_backend
     # what make_backend reads of a camera (the Camera contract: no sensor noise model here)
     camera = SimpleNamespace(wavelengths=wavelengths, fwhm_nm=fwhm_nm, sensor_noise=None)
     return make_backend(name, camera, flatfield, pack, cfg)

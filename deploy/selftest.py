@@ -128,10 +128,7 @@ def run_selftest(release: Path, unit_dir: Path, *, native: bool = True
         check("chain-native", (lambda: (None, f"no native backend here: {why}")) if why else
               (lambda: check_chain(golden, "native", cfg)))
     if manifest["target"]["compute_capabilities"]:
-        try:
-            from edge.pipeline.backend_factory import cuda_available
-        except ImportError:  # older layout
-            from edge.pipeline.app import cuda_available
+        from edge.pipeline.backend_factory import cuda_available
         why_not = cuda_available()
         check("chain-cuda", (lambda: (False, why_not)) if why_not else
               (lambda: check_chain(golden, "cuda", cfg)))
