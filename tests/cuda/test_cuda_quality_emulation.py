@@ -8,12 +8,10 @@ NaN-poisoned before every block, so a tile row or halo slot no thread staged fai
 
 Tolerances: the spatial step alone (same float32 operations in the same order as
 bilateral_filter, expf against NumPy's exp) within relative 2e-6 and the same NaN pattern.
-The per-pixel pass within relative 1e-5 of the reference's raw StO2 and variance (sums over
-bands in band order against sgemm's). End to end on noisy preset frames: flags exact and
-every map within relative 1e-5, except where a value lies within rounding of a threshold --
-checked by asserting the reference itself is that close (the flag rules compare sigma,
-THb and the darkest band with a limit; a 1e-6 relative difference can flip a pixel whose
-value is within 1e-6 of its limit, and no tolerance on maps makes such a pixel agree).
+End to end on noisy preset frames: flags exact, NaN patterns exact, every map within
+relative 1e-5 (norm over the pixels; sigma 5e-5) where the estimate is well conditioned,
+5e-3 where it is not (:func:`_compare` says why: sums over bands in band order against
+sgemm's, amplified where c_o + c_d is near 0).
 """
 
 from __future__ import annotations
@@ -90,7 +88,7 @@ def emulated_filter(lib, rows, cols, keep):
     return run
 
 
-def run_emulated(lib, plan, raw, *, block=None):
+def run_emulated(lib, plan, raw, *, block=None, **temporal):
     """The CUDA backend's quality path with every kernel emulated: returns (maps, flags,
     packed) as CudaBackend.run would."""
     rows, cols, nb = raw.shape
@@ -140,7 +138,7 @@ def run_emulated(lib, plan, raw, *, block=None):
     filt = emulated_filter(lib, rows, cols, keep) if plan.quality.spatial != "none" else None
     out = finish_frame(plan, maps.reshape(6, rows, cols), flags2, q[0].reshape(rows, cols),
                        q[1].reshape(rows, cols) if use_counts else None,
-                       q[2].reshape(rows, cols), guide, terms, filt, pk)
+                       q[2].reshape(rows, cols), guide, terms, filt, pk, **temporal)
     return out, flags2, pk, refl
 
 
@@ -155,17 +153,35 @@ def _scene(preset, rows, cols, seed):
     return p, ff, noise, raw
 
 
+#: Reference sigma (StO2 fraction) above which a pixel's float32 estimate is ill-conditioned.
+ILL = 0.25
+#: sigma: the variance's numerator is a difference of three products of like size (below),
+#: so it keeps about one digit less than the maps: 5e-5 (measured up to 1.2e-5).
+TOL = {"sto2_sigma": 5e-5}
+
+
 def _compare(a, maps, flags, packed):
-    """Flags exact; each map's NaN pattern exact and within relative 1e-5."""
+    """Flags exact; each map's NaN pattern exact; within relative 1e-5 (sigma: TOL) over the
+    pixels whose reference sigma is below ILL (25 points, 5x the 'uncertain' limit) and
+    within 5e-3 at the rest. There c_o + c_d is near 0: s = c_o / (c_o + c_d) and its variance's numerator
+    (c_d^2 q_oo + c_o^2 q_dd - 2 c_o c_d q_od) cancel, so float32 sums over the bands in
+    another order (sgemm's against band order) differ by up to 1e-3 relative (measured 9e-4
+    on sigma 167 at a highlight's edge); every such pixel is flagged 'uncertain' anyway."""
     np.testing.assert_array_equal(flags, a.flags)
+    sig = a.maps["sto2_sigma"]
+    ill = sig >= ILL
     for name in MAP_NAMES + QUALITY_MAP_NAMES:
         x, y = a.maps[name], maps[name]
-        if np.all(np.isnan(x)):
-            assert np.all(np.isnan(y)), name
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(x), err_msg=name)
+        if np.all(np.isnan(x[~ill])):
             continue
-        assert rel_err(y, x) < 1e-5, name
+        assert rel_err(y[~ill], x[~ill]) < TOL.get(name, 1e-5), name
+        fin = ill & np.isfinite(x)
+        np.testing.assert_allclose(y[fin], x[fin], rtol=5e-3, err_msg=name)
     if packed is not None:
-        assert rel_err(packed, a.input) < 1e-5
+        assert rel_err(packed[0][:, ~ill], a.input[0][:, ~ill]) < 1e-5
+        np.testing.assert_allclose(packed[0][:, ill], a.input[0][:, ill], rtol=5e-3,
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("preset,rows,cols,radius", [
@@ -263,3 +279,24 @@ def test_launches_fit_shared_memory_and_cover_every_term():
     for bands in (16, 25, 100, 256):
         for counts in (False, True):
             assert pixel_launch(1000, bands, counts).shared <= STATIC_SHARED_LIMIT
+
+
+def test_temporal_step_runs_in_the_cuda_finish(qemu):
+    """A plan with the motion-gated temporal step (edge.processing.temporal): three frames
+    through the emulated CUDA path with its own state equal the NumPy backend's frames (the
+    finish is finish_quality itself, the guide downloaded from the device)."""
+    from edge.processing.temporal import TemporalFilter, TemporalParams
+
+    p, ff, noise, raw0 = _scene("snapshot25", 17, 19, seed=8)
+    rules = QualityRules(noise, spatial="bilateral",
+                         temporal=TemporalParams("recursive", window=4, gate=4.0))
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
+                           quality=rules)
+    ref = NumpyBackend(plan)
+    state = TemporalFilter(rules.temporal)
+    for k in range(3):
+        _, _, _, raw = _scene("snapshot25", 17, 19, seed=20 + k)
+        a = ref.run(raw, exposure_us=EXPOSURE)
+        maps, flags, _, _ = run_emulated(qemu, plan, raw, temporal=state,
+                                         stream_key=float(EXPOSURE))
+        _compare(a, maps, flags, None)
