@@ -24,7 +24,7 @@ miss_rate   50 %       end-to-end deadline misses per slot of a round, smoothed
 Verdicts (``alpha`` = 0.01):
 
 REGRESSION
-    some hypothesis has a Holm-adjusted p < alpha (B is slower, beyond doubt) AND its median
+    some hypothesis has a Holm-adjusted p < alpha / looks (B is slower, beyond doubt) AND its median
     ratio > 1 + δ (by more than the tolerance).  The research note proposed "interval's lower
     bound > 1 + δ"; on this project's shared 2-core machine that rule left a 10 % chain
     slowdown INCONCLUSIVE after 48 rounds (ratio 1.10, interval [1.02, 1.17]), while the
@@ -34,12 +34,20 @@ PASS
 INCONCLUSIVE
     anything else: run more rounds (``hsi-edge latency ab`` does, up to a cap); never a pass.
 
+``looks`` is how often the same growing run may be tested: ``hsi-edge latency ab`` tests
+after its first rounds and again after every block it adds while INCONCLUSIVE, and each test
+is another chance of a false alarm.  The level is split evenly over the planned looks
+(Bonferroni over looks: the chance of any false REGRESSION in the whole run stays <= alpha
+whatever the dependence between looks).  Before this, an A/A run under a CPU hog on the 2-core
+development machine was flagged at its second look (p_holm 0.0094 < 0.01).
+
 A metric is gated only if its median p50 in arm A is at least ``min_gate_ms`` (a 20 µs sink
 cannot be resolved at 3 %); the others are reported, not gated.  ``to_overlay`` is reported,
 not gated: it differs from ``end_to_end`` only by the sinks, and a duplicate hypothesis costs
-power under the Holm correction.  With H hypotheses the
-smallest Wilcoxon p of m pairs is 2^-m, so REGRESSION needs m > log2(H / alpha) pairs (for
-H = 15: 11 pairs, 22 rounds); fewer rounds can only be INCONCLUSIVE.
+power under the Holm correction.  With H hypotheses and L looks the
+smallest Wilcoxon p of m pairs is 2^-m, so REGRESSION needs m > log2(H L / alpha) pairs (for
+H = 9 and L = 4, as ``ab --rounds 24 --max-rounds 48`` with a model-less chain: 12 pairs, 24
+rounds); fewer rounds can only be INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ import numpy as np
 REPORT_ONLY = ("to_overlay",)
 
 __all__ = ["THRESHOLDS", "REPORT_ONLY", "GateResult", "Hypothesis", "gate", "pair_rounds", "holm",
+           "planned_looks",
            "REGRESSION", "PASS", "INCONCLUSIVE", "EXIT_CODES"]
 
 REGRESSION, PASS, INCONCLUSIVE = "REGRESSION", "PASS", "INCONCLUSIVE"
@@ -94,6 +103,7 @@ class GateResult:
     reason: str = ""
     alpha: float = 0.01
     confidence: float = 0.95
+    looks: int = 1
 
     @property
     def exit_code(self) -> int:
@@ -101,9 +111,22 @@ class GateResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reason": self.reason, "pairs": self.pairs,
-                "alpha": self.alpha, "confidence": self.confidence,
+                "alpha": self.alpha, "confidence": self.confidence, "looks": self.looks,
+                "level": self.alpha / self.looks,
                 "thresholds": dict(THRESHOLDS),
                 "hypotheses": [h.as_dict() for h in self.hypotheses]}
+
+
+def planned_looks(rounds: int, max_rounds: int, step: int = 8) -> int:
+    """Tests an A/B run makes at most: after ``rounds`` (whole ABBA blocks), then after every
+    ``step`` more rounds (rounded up to whole blocks) until ``max_rounds``."""
+    target = rounds + (-rounds) % 4
+    n = 1
+    while target < max_rounds:
+        target = min(max_rounds, target + step)
+        target += (-target) % 4
+        n += 1
+    return n
 
 
 def abba_arms(rounds: int) -> list[str]:
@@ -165,7 +188,8 @@ def _round_value(r: dict[str, Any], metric: str, stat: str) -> float:
 
 def gate(pairs: Sequence[tuple[dict, dict]], *, alpha: float = 0.01, confidence: float = 0.95,
          min_pairs: int = 8, min_gate_ms: float = 0.5, metrics: Sequence[str] | None = None,
-         thresholds: dict[str, float] | None = None, seed: int = 0) -> GateResult:
+         thresholds: dict[str, float] | None = None, seed: int = 0,
+         looks: int = 1) -> GateResult:
     """Compare paired rounds; see the module docstring for the rule.
 
     Parameters
@@ -174,7 +198,13 @@ def gate(pairs: Sequence[tuple[dict, dict]], *, alpha: float = 0.01, confidence:
         Entries of :func:`edge.latency.stats.round_stats` (``metrics``, ``misses``, ``slots``).
     metrics : sequence of str, optional
         Metrics to consider (default: every metric of the rounds).
+    looks : int
+        Planned number of tests of this run (:func:`planned_looks`); REGRESSION needs a
+        Holm-adjusted p below ``alpha / looks``.
     """
+    if isinstance(looks, bool) or not isinstance(looks, (int, np.integer)) or looks < 1:
+        raise ValueError(f"looks: expected an integer >= 1, got {looks!r}")
+    level = alpha / int(looks)
     th = dict(THRESHOLDS if thresholds is None else thresholds)
     if not pairs:
         return GateResult(INCONCLUSIVE, 0, reason="no pairs of rounds", alpha=alpha,
@@ -203,14 +233,15 @@ def gate(pairs: Sequence[tuple[dict, dict]], *, alpha: float = 0.01, confidence:
     gated = [h for h in hyps if h.gated]
     for h, ph in zip(gated, holm([h.p for h in gated]) if gated else []):
         h.p_holm = float(ph)
-        if ph < alpha and h.median_ratio > 1.0 + h.delta:
+        if ph < level and h.median_ratio > 1.0 + h.delta:
             h.verdict = REGRESSION
         elif h.ci[1] < 1.0 + h.delta:
             h.verdict = PASS
     for h in hyps:
         if not h.gated:
             h.verdict = "not gated"
-    result = GateResult(INCONCLUSIVE, len(pairs), hyps, alpha=alpha, confidence=confidence)
+    result = GateResult(INCONCLUSIVE, len(pairs), hyps, alpha=alpha, confidence=confidence,
+                        looks=int(looks))
     flagged = [h for h in gated if h.verdict == REGRESSION]
     if not gated:
         result.reason = "no metric long enough to gate"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.latency.gate import (INCONCLUSIVE, PASS, REGRESSION, THRESHOLDS, abba_arms, gate,
-                               holm, pair_rounds)
+                               holm, pair_rounds, planned_looks)
 
 PERIOD_MS = 40.0
 
@@ -115,3 +115,35 @@ def test_significant_but_tolerated_slowdown_is_not_a_regression():
     chain = next(h for h in res.hypotheses if (h.metric, h.statistic) == ("chain", "p50"))
     assert chain.p_holm < 0.01 and chain.median_ratio < 1 + THRESHOLDS["p50"]
     assert res.verdict != REGRESSION
+
+
+def test_planned_looks_follow_the_block_schedule_of_ab():
+    assert planned_looks(24, 24) == 1
+    assert planned_looks(24, 48) == 4                 # 24, 32, 40, 48
+    assert planned_looks(24, 64) == 6                 # ... 56, 64
+    assert planned_looks(22, 30) == 2                 # 24 (whole blocks), then 30 -> 32
+    assert planned_looks(24, 50) == 5                 # 24, 32, 40, 48, 50 -> 52
+
+
+def test_more_looks_need_stronger_evidence():
+    # 12 pairs, 11 slower and the least one faster: the Wilcoxon p is 2/4096; chain p50 and p99
+    # both hold it, so Holm over the 2 gated hypotheses gives 2 * 2/4096 = 9.8e-4
+    rounds = []
+    for i, arm in enumerate(abba_arms(24)):
+        pair = i // 2
+        up = 1.0 + (0.05 + 0.01 * pair if pair else -0.05)
+        x = 12.0 * (up if arm == "B" else 1.0)
+        rounds.append({"index": i, "arm": arm, "misses": 0, "slots": 100,
+                       "metrics": {"chain": {"p50": x, "p99": 2 * x}}})
+    one = gate(pair_rounds(rounds), metrics=["chain"], seed=0)
+    assert one.verdict == REGRESSION and one.looks == 1
+    p = next(h for h in one.hypotheses if h.statistic == "p50").p_holm
+    assert p == pytest.approx(2 * 2 / 4096)
+    # the same data at the first of 4 looks: level 0.01 / 4 = 0.0025 still above 9.8e-4
+    assert gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=4).verdict == REGRESSION
+    # ... of 11 looks (level 9.1e-4): not enough, INCONCLUSIVE, and the level is reported
+    many = gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=11)
+    assert many.verdict == INCONCLUSIVE
+    assert many.as_dict()["level"] == pytest.approx(0.01 / 11)
+    with pytest.raises(ValueError, match=r"looks: expected an integer >= 1, got 0"):
+        gate(pair_rounds(rounds), looks=0)
