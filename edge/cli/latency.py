@@ -2,7 +2,9 @@
 
   run       measure a unit: paced rounds, per-frame records (latency.npz) and a summary
             with the unit's fingerprint (latency.json) in --out
-  ab        two configs (or a test-only --slow-b) interleaved in ABBA rounds, then the gate
+  ab        two configs, or two installed builds (--python-b: arm B in a worker of the other
+            install's python), or a test-only --slow-b, interleaved in ABBA rounds, then
+            the gate; a round whose clocks changed voids the run (INCONCLUSIVE)
   compare   gate two stored results (refused across hardware keys unless
             --allow-different-hardware)
   baseline  add|check|history: stored baselines per hardware key, trend plot
@@ -15,6 +17,7 @@ regression testing").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -68,6 +71,13 @@ def register(sub) -> None:
     a.add_argument("--config-b", help="settings of arm B")
     a.add_argument("--backend-b", choices=("auto", "numpy", "native", "cuda"), default=None)
     a.add_argument("--runtime-b", choices=("auto", "onnxruntime", "tensorrt"), default=None)
+    a.add_argument("--python-b", metavar="PYTHON", default=None,
+                   help="arm B is another installed build: the python of its install (e.g. "
+                   "another venv's bin/python); B runs in a worker of it, rounds stay "
+                   "interleaved")
+    a.add_argument("--worker-timeout", type=float, default=600.0, metavar="S",
+                   help="--python-b: longest wait for the worker's answer (default 600 s; "
+                   "opening may build a TensorRT engine)")
     a.add_argument("--slow-a", default=None, help="TEST ONLY: slow stages of arm A")
     a.add_argument("--slow-b", default=None, help="TEST ONLY: slow stages of arm B, e.g. "
                    "chain=10%% (default: $HSI_EDGE_LATENCY_SLOW)")
@@ -109,23 +119,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _config(path: str | None, args: argparse.Namespace):
-    from edge.errors import ConfigError
-    from edge.latency.session import with_overrides
-    from edge.pipeline.config import load_app_config
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"preset": args.preset, "rows": args.rows, "cols": args.cols, "fps": args.fps,
+            "model": args.model}
 
-    for name in ("rows", "cols"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise ConfigError(f"--{name}: expected an integer >= 1, got {v}")
-    if args.fps is not None and not args.fps > 0:
-        raise ConfigError(f"--fps: expected a frame rate > 0, got {args.fps}")
-    cfg = with_overrides(load_app_config(path), preset=args.preset, rows=args.rows,
-                         cols=args.cols, fps=args.fps)
-    if args.model is not None:
-        import dataclasses
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, card=args.model))
-    return cfg
+
+def _config(path: str | None, args: argparse.Namespace):
+    from edge.latency.session import config_with_overrides
+    return config_with_overrides(path, **_overrides(args))
 
 
 def _check(args: argparse.Namespace, frames: int, max_rounds: int | None = None) -> None:
@@ -212,6 +213,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"glass to glass (marker LED -> found in the output): {g2g['detected']} of "
               f"{g2g['flashes']} markers seen, p50 {g2g['p50_ms']:.2f} ms, max "
               f"{g2g['max_ms']:.2f} ms")
+    if doc.get("void"):
+        from edge.latency.ab import void_reason
+        print(f"warning: {void_reason(doc['void'])}; `compare` and `baseline add` will not "
+              f"accept it", file=sys.stderr)
     print(f"hardware key: {doc['fingerprint']['hardware_key']}")
     print(f"result: {path}")
     _report(args.report, doc, rec)
@@ -226,15 +231,27 @@ def _ab(args: argparse.Namespace) -> int:
     frames = 60 if args.frames is None else args.frames
     _check(args, frames, args.max_rounds)
     cfg_a = _config(args.config, args)
-    cfg_b = _config(args.config_b or args.config, args)
+    # with --python-b, B's config is read by B's build (it may know other keys)
+    cfg_b = None if args.python_b else _config(args.config_b or args.config, args)
     slow_a = _slow(args.slow_a, "--slow-a") if args.slow_a else {}
     slow_b = _slow(args.slow_b, "--slow-b")
     out = _out(args)
-    with LatencySession(cfg_a, backend=args.backend, runtime=args.runtime, slow=slow_a,
-                        label="A") as a, \
-            LatencySession(cfg_b, backend=args.backend_b or args.backend,
-                           runtime=args.runtime_b or args.runtime, slow=slow_b,
-                           label="B") as b:
+    if args.python_b is not None and not args.worker_timeout > 0:
+        from edge.errors import ConfigError
+        raise ConfigError(f"--worker-timeout: expected seconds > 0, got {args.worker_timeout}")
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(LatencySession(cfg_a, backend=args.backend,
+                                               runtime=args.runtime, slow=slow_a, label="A"))
+        backend_b, runtime_b = args.backend_b or args.backend, args.runtime_b or args.runtime
+        if args.python_b is not None:
+            from edge.latency.worker import WorkerArm
+            b = stack.enter_context(WorkerArm(
+                args.python_b, config=args.config_b or args.config, overrides=_overrides(args),
+                backend=backend_b, runtime=runtime_b, slow=slow_b, label="B",
+                timeout_s=args.worker_timeout))
+        else:
+            b = stack.enter_context(LatencySession(cfg_b, backend=backend_b,
+                                                   runtime=runtime_b, slow=slow_b, label="B"))
         doc, rec = run_ab(a, b, frames=frames, warmup=args.warmup,
                           rounds=args.rounds, max_rounds=args.max_rounds,
                           deadline_ms=args.deadline_ms, seed=args.seed,
@@ -242,6 +259,10 @@ def _ab(args: argparse.Namespace) -> int:
     path = save_result(out, doc, rec)
     _print_summary("A: ", doc["summary"]["A"])
     _print_summary("B: ", doc["summary"]["B"])
+    diff = doc["software_differences"]
+    if diff:
+        print("software differences (A -> B): " + "; ".join(
+            f"{k}: {a_!r} -> {b_!r}" for k, (a_, b_) in diff.items()))
     print(f"result: {path}")
     _report(args.report, doc, rec)
     return _print_gate(doc["gate"])
@@ -266,12 +287,13 @@ def _compare_docs(doc_a: dict, doc_b: dict, args: argparse.Namespace, report: st
 
 def _compare(args: argparse.Namespace) -> int:
     from edge.latency.store import load_result
-    return _compare_docs(load_result(args.a), load_result(args.b), args, args.report)
+    return _compare_docs(load_result(args.a, kind="run", what="compare"),
+                         load_result(args.b, kind="run", what="compare"), args, args.report)
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from edge.errors import ConfigError
-    from edge.latency.store import BaselineStore, load_result
+    from edge.errors import ConfigError, DataFormatError
+    from edge.latency.store import BaselineStore, history_point, load_result
 
     store = BaselineStore(args.store)
     if args.action in ("add", "check") and not args.result:
@@ -282,7 +304,7 @@ def _baseline(args: argparse.Namespace) -> int:
         print(f"baseline stored: {dest}")
         return 0
     if args.action == "check":
-        doc_b = load_result(args.result)
+        doc_b = load_result(args.result, kind="run", what="baseline check")
         base = store.latest(doc_b["fingerprint"]["hardware_key"])
         print(f"baseline: {base}")
         return _compare_docs(load_result(base), doc_b, args, args.report)
@@ -290,16 +312,22 @@ def _baseline(args: argparse.Namespace) -> int:
     if not keys:
         raise ConfigError(f"--store: no baselines in {store.root}")
     points = []
+    damaged = 0
     for key in keys:
         print(key)
         for path in store.history(key):
-            doc = load_result(path)
-            e = doc["summary"]["end_to_end"]
-            p = {"label": path.name, "p50_ms": e["p50_ms"], "p99_ms": e["p99_ms"],
-                 "miss_rate": e["deadline"]["rate"]}
+            try:
+                p = history_point(path)
+            except DataFormatError as exc:     # one damaged entry does not hide the others
+                damaged += 1
+                print(f"warning: skipped {exc}", file=sys.stderr)
+                continue
             points.append(p)
             print(f"  {path.name}: p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
                   f"miss rate {p['miss_rate']:.2%}")
+    if damaged and not points:
+        raise DataFormatError(f"--store: no readable baseline in {store.root} ({damaged} "
+                              f"damaged)")
     if args.plot:
         from edge.core.fileio import atomic_write_bytes
         from edge.latency.report import history_plot_png

@@ -2,9 +2,11 @@
 
 ``measure``   one arm, R rounds; the result stores per-round statistics so that two stored
               results can be compared later (``compare``), round by round.
-``run_ab``    two arms interleaved in ABBA rounds in one process (the gate's intended use:
-              drift and background load hit both arms alike); INCONCLUSIVE adds rounds in
-              blocks of four up to a cap.
+``run_ab``    two arms interleaved in ABBA rounds in one run (the gate's intended use: drift
+              and background load hit both arms alike); an arm is a session in this process
+              or another build's worker (:mod:`edge.latency.worker`); INCONCLUSIVE adds
+              rounds up to a cap.  A round whose clocks changed (:mod:`edge.latency.clocks`)
+              voids the run: INCONCLUSIVE naming the round and the change.
 ``compare``   two stored results; refused across hardware keys unless allowed, and then the
               comparison says so.  Stored results were not interleaved: rounds are paired by
               index and the comparison says that drift between the runs is not controlled.
@@ -18,14 +20,19 @@ from typing import Any, Callable
 
 from edge.errors import ConfigError
 from edge.latency import fingerprint as fpmod
-from edge.latency.gate import INCONCLUSIVE, abba_arms, gate
+from edge.latency.gate import INCONCLUSIVE, abba_arms, gate, planned_looks
 from edge.latency.records import FrameRecords
 from edge.latency.session import LatencySession
 from edge.latency.stats import round_stats, summarise
 
-__all__ = ["measure", "run_ab", "compare", "check_hardware", "check_settings", "Settings"]
+__all__ = ["measure", "run_ab", "compare", "check_hardware", "check_settings", "Settings",
+           "void_rounds", "void_reason"]
 
 log = logging.getLogger(__name__)
+
+#: Rounds ``run_ab`` adds while INCONCLUSIVE (rounded up to whole ABBA blocks); the gate's
+#: level is split over the looks this schedule makes (:func:`~edge.latency.gate.planned_looks`).
+BLOCK_ROUNDS = 8
 
 
 class Settings(dict):
@@ -44,6 +51,32 @@ def check_settings(frames: int, warmup: int, rounds: int, max_rounds: int | None
         raise ConfigError(f"--deadline-ms: expected a value > 0, got {deadline_ms!r}")
     return Settings(frames=int(frames), warmup=int(warmup), rounds=int(rounds),
                     max_rounds=max_rounds, deadline_ms=deadline_ms)
+
+
+def void_rounds(rounds: list[dict]) -> list[dict]:
+    """The void rounds (clocks changed during them, :mod:`edge.latency.clocks`):
+    ``[{"round": index, "arm": arm, "changes": [...]}]``."""
+    return [{"round": r["index"], "arm": r.get("arm", ""), "changes": list(r["void"])}
+            for r in rounds if r.get("void")]
+
+
+def void_reason(void: list[dict], where: str = "") -> str:
+    """One line naming every void round and its changes (at most 3 changes per round)."""
+    parts = []
+    for v in void:
+        arm = f" ({v['arm']})" if v.get("arm") else ""
+        more = f" and {len(v['changes']) - 3} more" if len(v["changes"]) > 3 else ""
+        parts.append(f"{where}round {v['round']}{arm}: {'; '.join(v['changes'][:3])}{more}")
+    return ("clocks changed during the run, the data is void (never a pass or a regression): "
+            + " | ".join(parts))
+
+
+def _void_gate(result, void: list[dict], where: str = ""):
+    """INCONCLUSIVE naming the void rounds, whatever the statistics said."""
+    if void:
+        result.verdict = INCONCLUSIVE
+        result.reason = void_reason(void, where)
+    return result
 
 
 def _deadline_ns(settings: Settings, period_ns: int) -> int:
@@ -65,9 +98,10 @@ def measure(session: LatencySession, *, frames: int, warmup: int = 10, rounds: i
     period, deadline = session.period_ns, _deadline_ns(st, session.period_ns)
     doc = {"kind": "run", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "settings": dict(st, period_ms=period / 1e6, deadline_ms=deadline / 1e6),
-           "fingerprint": fpmod.collect(session.info),
+           "fingerprint": session.fingerprint(),
            "summary": summarise(rec, period_ns=period, deadline_ns=deadline, warmup=warmup),
            "rounds": round_stats(rec, period_ns=period, deadline_ns=deadline, warmup=warmup)}
+    doc["void"] = void_rounds(doc["rounds"])
     markers = [r["marker"] for r in rec.rounds if "marker" in r]
     if markers:
         from edge.latency.marker import glass_to_glass
@@ -108,23 +142,27 @@ def run_ab(a: LatencySession, b: LatencySession, *, frames: int, warmup: int = 1
             if progress:
                 progress(f"round {i + 1}/{target} ({arms[i]})")
         from edge.latency.gate import pair_rounds
-        result = gate(pair_rounds(stats), seed=seed, **gate_kw)
+        result = gate(pair_rounds(stats), seed=seed,
+                      looks=planned_looks(rounds, max_rounds, BLOCK_ROUNDS), **gate_kw)
+        void = void_rounds(stats)
+        _void_gate(result, void)
         log.info("after %d rounds: %s (%s)", target, result.verdict, result.reason)
-        if result.verdict != INCONCLUSIVE or target >= max_rounds:
+        # void data stays void: more rounds cannot make it a pass or a regression
+        if result.verdict != INCONCLUSIVE or target >= max_rounds or void:
             break
-        target = min(max_rounds, target + 8)
+        target = min(max_rounds, target + BLOCK_ROUNDS)
         target += (-target) % 4
     rec = FrameRecords.concatenate(parts)
     summaries = {arm: summarise(_arm(rec, arm), period_ns=period, deadline_ns=deadline,
                                 warmup=warmup) for arm in ("A", "B")}
-    fp_a, fp_b = fpmod.collect(a.info), fpmod.collect(b.info)
+    fp_a, fp_b = a.fingerprint(), b.fingerprint()
     doc = {"kind": "ab", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "interleaved": True,
            "settings": dict(st, rounds=len(parts), period_ms=period / 1e6,
                             deadline_ms=deadline / 1e6),
            "fingerprint": fp_a, "fingerprint_b": fp_b,
            "software_differences": fpmod.software_differences(fp_a, fp_b),
-           "summary": summaries, "rounds": stats, "gate": result.as_dict()}
+           "summary": summaries, "rounds": stats, "gate": result.as_dict(), "void": void}
     return doc, rec
 
 
@@ -156,15 +194,23 @@ def check_hardware(fp_a: dict, fp_b: dict, allow: bool) -> str | None:
     return f"DIFFERENT HARDWARE compared on request: {ka} vs {kb} ({diff})"
 
 
+def _stored_void(doc: dict) -> list[dict]:
+    """A stored result's void rounds (``void``; older results: from their rounds)."""
+    return list(doc.get("void") or void_rounds(doc.get("rounds", [])))
+
+
 def compare(doc_a: dict, doc_b: dict, *, allow_different_hardware: bool = False, seed: int = 0,
             **gate_kw: Any) -> dict:
     """Gate two stored results (round i of A against round i of B).
+
+    A result with a void round (its clocks changed, :mod:`edge.latency.clocks`) is never
+    passed: the verdict is INCONCLUSIVE naming the rounds and the changes.
 
     Returns
     -------
     dict
         ``gate``, ``hardware_warning`` (None or the text), ``software_differences``,
-        ``interleaved`` (False), ``pairs``.
+        ``interleaved`` (False), ``pairs``, ``void``.
     """
     warning = check_hardware(doc_a["fingerprint"], doc_b["fingerprint"],
                              allow_different_hardware)
@@ -174,7 +220,10 @@ def compare(doc_a: dict, doc_b: dict, *, allow_different_hardware: bool = False,
     if len(ra) != len(rb):
         log.warning("A has %d rounds, B %d: comparing the first %d of each", len(ra), len(rb), n)
     result = gate([(ra[i], rb[i]) for i in range(n)], seed=seed, **gate_kw)
-    return {"kind": "compare", "interleaved": False, "hardware_warning": warning,
+    void = ([dict(v, arm="A") for v in _stored_void(doc_a)]
+            + [dict(v, arm="B") for v in _stored_void(doc_b)])
+    _void_gate(result, void)
+    return {"kind": "compare", "void": void, "interleaved": False, "hardware_warning": warning,
             "a": doc_a.get("_path"), "b": doc_b.get("_path"),
             "software_differences": fpmod.software_differences(doc_a["fingerprint"],
                                                                doc_b["fingerprint"]),

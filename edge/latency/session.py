@@ -22,6 +22,7 @@ from typing import Any
 from edge.core.fileio import sha256_file
 from edge.errors import ConfigError
 from edge.latency.bank import DEFAULT_BANK_SIZE, FrameBank
+from edge.latency.clocks import ClockReader, default_reader, void_reasons
 from edge.latency.paced import PacedCamera
 from edge.latency.records import FrameRecords, RecordCollector
 from edge.latency.slow import apply_slow
@@ -54,12 +55,17 @@ class LatencySession:
         Simulated camera only: frames rendered once when the session opens and replayed on
         the paced grid (:class:`~edge.latency.bank.FrameBank`), so the renderer's CPU time
         does not compete with the measured chain (a unit's camera costs no CPU).
+    clocks : ClockReader, optional
+        Reads the clock state before and after every round (:mod:`edge.latency.clocks`; a
+        test passes one over recorded files).  A round whose clocks changed is void.
     """
 
     def __init__(self, cfg: AppConfig, *, backend: str | None = None,
                  runtime: str | None = None, slow: dict | None = None, label: str = "A",
-                 marker_every: int = 0, bank_size: int = DEFAULT_BANK_SIZE):
+                 marker_every: int = 0, bank_size: int = DEFAULT_BANK_SIZE,
+                 clocks: ClockReader | None = None):
         self.cfg = cfg
+        self.clocks = clocks if clocks is not None else default_reader()
         self.bank_size = int(bank_size)
         self.backend_name = backend or cfg.processing.backend
         self.runtime_name = runtime or cfg.model.runtime
@@ -165,6 +171,11 @@ class LatencySession:
         }
         start_triggers(bench)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The unit's fingerprint with this arm's run settings (:func:`fingerprint.collect`)."""
+        from edge.latency import fingerprint as fpmod
+        return fpmod.collect(self.info)
+
     @property
     def period_ns(self) -> int:
         return int(round(1e9 / self.fps))
@@ -173,7 +184,8 @@ class LatencySession:
     def run_round(self, frames: int, *, warmup: int = 0, index: int = 0,
                   arm: str = "") -> FrameRecords:
         """Run ``warmup + frames`` frames; returns their records (the round's entry holds the
-        pipeline's drop and miss counts and ``warmup``)."""
+        pipeline's drop and miss counts, ``warmup``, the clock state ``clocks`` before and
+        after, and ``void``: the clock changes that void the round, empty if none)."""
         from edge.pipeline.runner import Pipeline
         from edge.pipeline.sinks import NullSink
 
@@ -185,10 +197,15 @@ class LatencySession:
                         on_record=collector)
         if self.detector is not None:
             self.detector.reset()
+        before = self.clocks.read()
         result = pipe.run(total)
+        after = self.clocks.read()
+        void = void_reasons(before, after)
+        if void:
+            log.warning("%s round %d is void: %s", self.label, index, "; ".join(void))
         log.debug("%s round %d: %d frames, %d dropped, %d missed", self.label, index,
                   result.frames_processed, result.frames_dropped, result.frames_missed)
-        extra = {}
+        extra: dict[str, Any] = {"clocks": {"before": before, "after": after}, "void": void}
         if self.detector is not None:
             extra["marker"] = {"flashes_ns": list(self._paced.flashes_ns),
                                "detections_ns": list(self.detector.detections_ns)}
@@ -203,3 +220,27 @@ def with_overrides(cfg: AppConfig, **camera: Any) -> AppConfig:
     if not changes:
         return cfg
     return dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, **changes))
+
+
+def config_with_overrides(path: str | None, *, preset: str | None = None,
+                          rows: int | None = None, cols: int | None = None,
+                          fps: float | None = None, model: str | None = None) -> AppConfig:
+    """The config at ``path`` with the ``latency`` command's overrides (None: as configured);
+    also what a worker of another build loads (:mod:`edge.latency.worker`).
+
+    Raises
+    ------
+    ConfigError
+        A bad override (names the option) or a bad config (file and key).
+    """
+    from edge.pipeline.config import load_app_config
+
+    for name, v in (("rows", rows), ("cols", cols)):
+        if v is not None and v < 1:
+            raise ConfigError(f"--{name}: expected an integer >= 1, got {v}")
+    if fps is not None and not fps > 0:
+        raise ConfigError(f"--fps: expected a frame rate > 0, got {fps}")
+    cfg = with_overrides(load_app_config(path), preset=preset, rows=rows, cols=cols, fps=fps)
+    if model is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, card=model))
+    return cfg

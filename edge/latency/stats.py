@@ -168,7 +168,8 @@ def round_stats(rec: FrameRecords, *, period_ns: int, deadline_ns: int | None = 
     """Per round: the statistics the gate compares (one entry per round, in order).
 
     Each entry: ``index``, ``arm``, ``metrics``: name -> {``p50``, ``p99`` in ms}, and
-    ``misses``/``slots`` of the end-to-end deadline.
+    ``misses``/``slots`` of the end-to-end deadline; ``void`` (the clock changes) only for a
+    void round.
     """
     out = []
     for info in rec.rounds:
@@ -177,8 +178,11 @@ def round_stats(rec: FrameRecords, *, period_ns: int, deadline_ns: int | None = 
         metrics = {name: {"p50": v["p50_ms"], "p99": v["p99_ms"]}
                    for name, v in [*s["stages"].items(), ("end_to_end", s["end_to_end"])]}
         dl = s["end_to_end"]["deadline"]
-        out.append({"index": info["index"], "arm": info.get("arm", ""), "metrics": metrics,
-                    "misses": dl["misses"], "slots": dl["slots"], "frames": s["frames"]})
+        entry = {"index": info["index"], "arm": info.get("arm", ""), "metrics": metrics,
+                 "misses": dl["misses"], "slots": dl["slots"], "frames": s["frames"]}
+        if info.get("void"):      # clocks changed during the round (edge.latency.clocks)
+            entry["void"] = list(info["void"])
+        out.append(entry)
     return out
 
 

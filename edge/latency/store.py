@@ -21,7 +21,7 @@ from edge.errors import ConfigError, DataFormatError
 from edge.latency.records import FrameRecords
 
 __all__ = ["save_result", "load_result", "load_records", "BaselineStore", "RESULT_FORMAT",
-           "DEFAULT_STORE_ENV"]
+           "DEFAULT_STORE_ENV", "history_point"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,21 @@ def _json_path(path: str | os.PathLike) -> Path:
     return p / JSON_NAME if p.is_dir() else p
 
 
-def load_result(path: str | os.PathLike) -> dict[str, Any]:
+def load_result(path: str | os.PathLike, *, kind: str | None = None,
+                what: str = "") -> dict[str, Any]:
     """Read a result (its folder or its ``latency.json``).
+
+    Parameters
+    ----------
+    kind : {"run", "ab"}, optional
+        The kind required (``run``: one unit's measurement from ``hsi-edge latency run``).
+    what : str
+        Names the use in the error for a result of another kind (e.g. ``baseline add``).
 
     Raises
     ------
     DataFormatError
-        Missing, unreadable or not a latency result (names the file).
+        Missing, unreadable, not a latency result, or of another kind (names the file).
     """
     p = _json_path(path)
     try:
@@ -69,8 +77,32 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("fingerprint", "rounds", "summary", "settings"):
         if key not in doc:
             raise DataFormatError(f"{p}: latency result lacks {key!r}")
+    if kind is not None and doc.get("kind", "run") != kind:
+        got = {"ab": "an A/B result (hsi-edge latency ab)",
+               "compare": "a comparison"}.get(doc.get("kind"), f"kind {doc.get('kind')!r}")
+        raise DataFormatError(f"{p}: {what + ': ' if what else ''}expected one unit's result "
+                              f"from `hsi-edge latency run`, got {got}")
     doc["_path"] = str(p)
     return doc
+
+
+def history_point(path: str | os.PathLike) -> dict[str, Any]:
+    """The trend figures of a stored baseline: ``label``, ``p50_ms``, ``p99_ms``,
+    ``miss_rate``.
+
+    Raises
+    ------
+    DataFormatError
+        The entry is damaged or not a run result (names the file).
+    """
+    doc = load_result(path, kind="run", what="baseline history")
+    try:
+        e = doc["summary"]["end_to_end"]
+        return {"label": Path(path).name, "p50_ms": float(e["p50_ms"]),
+                "p99_ms": float(e["p99_ms"]), "miss_rate": float(e["deadline"]["rate"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataFormatError(f"{doc['_path']}: damaged latency result: summary lacks "
+                              f"end_to_end figures ({type(exc).__name__}: {exc})") from exc
 
 
 def load_records(path: str | os.PathLike) -> FrameRecords:
@@ -85,8 +117,23 @@ class BaselineStore:
         self.root = Path(root)
 
     def add(self, result_path: str | os.PathLike) -> Path:
-        """Copy a result into the store under its hardware key; returns the new folder."""
-        doc = load_result(result_path)
+        """Copy a result into the store under its hardware key; returns the new folder.
+
+        Raises
+        ------
+        DataFormatError
+            Not one unit's run result (e.g. an A/B result), or a run with void rounds (its
+            clocks changed: it cannot be a reference).
+        """
+        doc = load_result(result_path, kind="run", what="baseline add")
+        void = doc.get("void") or [r for r in doc["rounds"] if r.get("void")]
+        if void:
+            first = void[0]
+            raise DataFormatError(
+                f"{doc['_path']}: baseline add: the run is void ({len(void)} round(s) whose "
+                f"clocks changed, first round {first.get('round', first.get('index'))}: "
+                f"{'; '.join(first.get('changes', first.get('void', [])))}); measure again "
+                f"with settled clocks")
         key = doc["fingerprint"]["hardware_key"]
         commit = (doc["fingerprint"].get("git_commit") or "nocommit")[:10]
         dirty = "-dirty" if doc["fingerprint"].get("git_dirty") else ""
