@@ -264,7 +264,7 @@ class CudaQuality:
         """bilateral_filter by ``bilateral_f32`` on the device's guide and terms."""
         be, cuda, s = self.be, self.be._cuda, self.be.stream
         rows, cols = self._shape
-        npix, plane = rows * cols, rows * cols * 4
+        plane = rows * cols * 4
         G, n = self.n_guide, self.n_terms
         fn = self._mod.get_function("bilateral_f32")
         mapped = be.mapped_host_memory

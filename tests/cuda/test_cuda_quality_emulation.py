@@ -17,7 +17,6 @@ sgemm's, amplified where c_o + c_d is near 0).
 from __future__ import annotations
 
 import ctypes
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +28,14 @@ from edge.backends.cuda_quality import (BIL_TERMS_PER_LAUNCH, bilateral_launches
                                         filter_mask, finish_frame, pixel_launch,
                                         quality_terms, range_factor, spatial_weights)
 from edge.backends.numpy_backend import NumpyBackend
-from edge.core.chain import FLAG_SPECULAR, MAP_NAMES, QUALITY_MAP_NAMES, PackSpec
+from edge.core.chain import FLAG_SPECULAR, PackSpec
 from edge.processing.plan import ChainPlan
 from edge.processing.quality import QualityRules
 from edge.processing.spatial import BilateralParams, bilateral_filter
 
 from host_shim_build import EMU_SIGNATURES, build_library
-from hsi_cuda_scenes import ptr, rel_err
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "processing"))
-from test_quality import EXPOSURE, _camera, _tissue  # noqa: E402
+from hsi_cuda_scenes import ptr
+from quality_cases import EXPOSURE, _tissue, compare, scene
 
 _P, _LL, _I, _F = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
 SIGNATURES = dict(EMU_SIGNATURES, **{
@@ -142,48 +139,6 @@ def run_emulated(lib, plan, raw, *, block=None, **temporal):
     return out, flags2, pk, refl
 
 
-def _scene(preset, rows, cols, seed):
-    p, sensor, ff, noise = _camera(preset, rows, cols)
-    refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, rows * cols, seed)
-    refl = refl.reshape(rows, cols, -1)
-    refl[:, cols // 2:] *= 0.7              # an edge the spatial step must keep
-    refl[2:6, 2:6] += 0.8                   # a highlight
-    refl[rows - 3:, :4] *= 0.02             # little blood signal: low-blood / unmix-invalid
-    raw = sensor.expose(refl, EXPOSURE, 1.0, seed)
-    return p, ff, noise, raw
-
-
-#: Reference sigma (StO2 fraction) above which a pixel's float32 estimate is ill-conditioned.
-ILL = 0.25
-#: sigma: the variance's numerator is a difference of three products of like size (below),
-#: so it keeps about one digit less than the maps: 5e-5 (measured up to 1.2e-5).
-TOL = {"sto2_sigma": 5e-5}
-
-
-def _compare(a, maps, flags, packed):
-    """Flags exact; each map's NaN pattern exact; within relative 1e-5 (sigma: TOL) over the
-    pixels whose reference sigma is below ILL (25 points, 5x the 'uncertain' limit) and
-    within 5e-3 at the rest. There c_o + c_d is near 0: s = c_o / (c_o + c_d) and its variance's numerator
-    (c_d^2 q_oo + c_o^2 q_dd - 2 c_o c_d q_od) cancel, so float32 sums over the bands in
-    another order (sgemm's against band order) differ by up to 1e-3 relative (measured 9e-4
-    on sigma 167 at a highlight's edge); every such pixel is flagged 'uncertain' anyway."""
-    np.testing.assert_array_equal(flags, a.flags)
-    sig = a.maps["sto2_sigma"]
-    ill = sig >= ILL
-    for name in MAP_NAMES + QUALITY_MAP_NAMES:
-        x, y = a.maps[name], maps[name]
-        np.testing.assert_array_equal(np.isnan(y), np.isnan(x), err_msg=name)
-        if np.all(np.isnan(x[~ill])):
-            continue
-        assert rel_err(y[~ill], x[~ill]) < TOL.get(name, 1e-5), name
-        fin = ill & np.isfinite(x)
-        np.testing.assert_allclose(y[fin], x[fin], rtol=5e-3, err_msg=name)
-    if packed is not None:
-        assert rel_err(packed[0][:, ~ill], a.input[0][:, ~ill]) < 1e-5
-        np.testing.assert_allclose(packed[0][:, ill], a.input[0][:, ill], rtol=5e-3,
-                                   atol=1e-6)
-
-
 @pytest.mark.parametrize("preset,rows,cols,radius", [
     ("tivita", 37, 53, 3),          # odd sizes: partial 2-D tiles at the right and bottom
     ("snapshot16", 37, 53, 1),
@@ -191,7 +146,7 @@ def _compare(a, maps, flags, packed):
     ("tivita", 19, 23, 5),
 ])
 def test_quality_path_matches_numpy(qemu, preset, rows, cols, radius):
-    p, ff, noise, raw = _scene(preset, rows, cols, seed=rows + cols + radius)
+    p, ff, noise, raw = scene(preset, rows, cols, seed=rows + cols + radius)
     pack = PackSpec(spectra_bands=(0, 2, 4), maps=("sto2", "thb", "sto2_index"))
     plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
                            quality=QualityRules(noise, spatial="bilateral",
@@ -203,24 +158,24 @@ def test_quality_path_matches_numpy(qemu, preset, rows, cols, radius):
     assert np.all(flags[3:5, 3:5] & FLAG_SPECULAR)
     assert np.count_nonzero(flags == 0) >= 20       # snapshot16: most pixels "uncertain"
     assert np.isfinite(maps["sto2_sigma"]).sum() > rows * cols // 2
-    _compare(a, maps, flags, packed)
+    compare(a, maps, flags, packed)
 
 
 @pytest.mark.parametrize("spatial", ["none", "bilateral"])
 def test_quality_without_spatial_step_and_small_blocks(qemu, spatial):
     """No spatial step (no guide, no terms), and the per-pixel pass with 32-pixel blocks so
     several blocks and a partial last one run."""
-    p, ff, noise, raw = _scene("snapshot16", 11, 13, seed=4)
+    p, ff, noise, raw = scene("snapshot16", 11, 13, seed=4)
     plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
                            quality=QualityRules(noise, spatial=spatial))
     a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
     maps, flags, _, _ = run_emulated(qemu, plan, raw, block=32)
-    _compare(a, maps, flags, None)
+    compare(a, maps, flags, None)
 
 
 def test_float32_input_has_no_sigma(qemu):
     """Reflectance input: no counts, so var is not computed and sigma is NaN everywhere."""
-    p, ff, noise, raw = _scene("snapshot25", 9, 12, seed=5)
+    p, ff, noise, raw = scene("snapshot25", 9, 12, seed=5)
     refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, 9 * 12, 2)
     cube = np.ascontiguousarray(refl.reshape(9, 12, -1), np.float32)
     plan = ChainPlan.build(p.wavelength_array(), fwhm_nm=p.fwhm_nm,
@@ -228,7 +183,7 @@ def test_float32_input_has_no_sigma(qemu):
     a = NumpyBackend(plan).run(cube, exposure_us=EXPOSURE)
     maps, flags, _, _ = run_emulated(qemu, plan, cube)
     assert np.all(np.isnan(maps["sto2_sigma"]))
-    _compare(a, maps, flags, None)
+    compare(a, maps, flags, None)
 
 
 @pytest.mark.parametrize("radius,rows,cols,terms", [(1, 37, 53, 14), (3, 37, 53, 14),
@@ -287,7 +242,7 @@ def test_temporal_step_runs_in_the_cuda_finish(qemu):
     finish is finish_quality itself, the guide downloaded from the device)."""
     from edge.processing.temporal import TemporalFilter, TemporalParams
 
-    p, ff, noise, raw0 = _scene("snapshot25", 17, 19, seed=8)
+    p, ff, noise, raw0 = scene("snapshot25", 17, 19, seed=8)
     rules = QualityRules(noise, spatial="bilateral",
                          temporal=TemporalParams("recursive", window=4, gate=4.0))
     plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
@@ -295,8 +250,8 @@ def test_temporal_step_runs_in_the_cuda_finish(qemu):
     ref = NumpyBackend(plan)
     state = TemporalFilter(rules.temporal)
     for k in range(3):
-        _, _, _, raw = _scene("snapshot25", 17, 19, seed=20 + k)
+        _, _, _, raw = scene("snapshot25", 17, 19, seed=20 + k)
         a = ref.run(raw, exposure_us=EXPOSURE)
         maps, flags, _, _ = run_emulated(qemu, plan, raw, temporal=state,
                                          stream_key=float(EXPOSURE))
-        _compare(a, maps, flags, None)
+        compare(a, maps, flags, None)

@@ -170,6 +170,7 @@ def test_memcheck_selection_covers_every_kernel():
     assert ids == [
         "test_backend_fused_chain_matches_numpy_backend[7-13-25-float32]",   # chain_f32_*
         "test_backend_fused_chain_matches_numpy_backend[7-13-25-uint16]",    # chain_u16_*
+        "test_cuda_quality_matches_numpy[snapshot25-7-13-25bands-r2]",   # quality_pixel, bilateral
         "test_per_op_kernels_match_reference[7-13-25]",        # flatfield .. pack (f32, f16)
         "test_post_kernels_match_reference[float16-7-13]",     # argmax_f16, overlay
         "test_post_kernels_match_reference[float32-7-13]",     # argmax_f32, overlay
