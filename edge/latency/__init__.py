@@ -13,7 +13,9 @@ gate         the paired round-based A/B gate (Wilcoxon, bootstrap, Holm) and its
 slow         a test-only stage wrapper that slows a named stage by a set amount
 paced        the paced camera (triggers on the frame-period grid) and the marker LED
 marker       glass to glass: the marker found in the output, timed back to its flash
-session      a measurement session (one arm: camera, calibration, stages; rounds)
+session      a measurement session (one arm: the chain of edge.pipeline.assembly; rounds)
+clocks       clock state before and after every round, and the rule that voids a round
+worker       arm B of ``ab --python-b``: another installed build in a worker subprocess
 ab           measure, ABBA A/B runs with more rounds while INCONCLUSIVE, compare results
 store        results on disk, baselines per hardware key and their history
 report       the self-contained HTML report (matplotlib, optional extra ``report``)

@@ -40,7 +40,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["ClockReader", "void_reasons", "default_reader", "recorded_runner", "ROOT_ENV", "MAX_TEMP_RISE_C", "NVIDIA_SMI_QUERY",
+__all__ = ["ClockReader", "void_reasons", "default_reader", "recorded_runner", "ROOT_ENV",
+           "parse_nvpmodel", "parse_jetson_clocks", "MAX_TEMP_RISE_C", "NVIDIA_SMI_QUERY",
            "GPU_IDLE_REASON", "run_command"]
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,23 @@ def run_command(cmd: Sequence[str], timeout: float = 5.0) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
+
+
+def parse_nvpmodel(text: str | None) -> str | None:
+    """The power mode's name from ``nvpmodel -q`` ("NV Power Mode: MAXN" -> "MAXN")."""
+    if not text or not text.strip():
+        return None
+    m = re.search(r"NV Power Mode:\s*(.+)", text)
+    return (m.group(1) if m else text.strip().splitlines()[0]).strip()
+
+
+def parse_jetson_clocks(text: str | None) -> bool | None:
+    """``jetson_clocks --show``: locked when every ``MinFreq`` equals its ``MaxFreq``."""
+    if not text:
+        return None
+    lines = [ln for ln in text.splitlines() if "MinFreq" in ln]
+    return bool(lines) and all(re.search(r"MinFreq=(\d+).*MaxFreq=(\1)\b", ln) is not None
+                               for ln in lines)
 
 
 def recorded_runner(folder: str | Path) -> Runner:
@@ -166,15 +184,12 @@ class ClockReader:
 
     def _jetson(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        power = self.run(["nvpmodel", "-q"])
-        if power:
-            m = re.search(r"NV Power Mode:\s*(.+)", power)
-            out["jetson_power_mode"] = (m.group(1) if m else power.splitlines()[0]).strip()
-        show = self.run(["jetson_clocks", "--show"])
-        if show:
-            lines = [ln for ln in show.splitlines() if "MinFreq" in ln]
-            out["jetson_clocks_locked"] = bool(lines) and all(
-                re.search(r"MinFreq=(\d+).*MaxFreq=(\1)\b", ln) is not None for ln in lines)
+        power = parse_nvpmodel(self.run(["nvpmodel", "-q"]))
+        if power is not None:
+            out["jetson_power_mode"] = power
+        locked = parse_jetson_clocks(self.run(["jetson_clocks", "--show"]))
+        if locked is not None:
+            out["jetson_clocks_locked"] = locked
         return out
 
     def _thermal(self) -> dict[str, float]:

@@ -78,18 +78,13 @@ def _jetson() -> dict[str, Any]:
     if l4t:
         m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", l4t)
         l4t = f"{m.group(1)}.{m.group(2)}" if m else l4t.splitlines()[0]
-    power = _run(["nvpmodel", "-q"])
-    if power:
-        m = re.search(r"NV Power Mode:\s*(.+)", power)
-        power = m.group(1).strip() if m else power.splitlines()[0]
+    from edge.latency.clocks import parse_jetson_clocks, parse_nvpmodel
+
+    power = parse_nvpmodel(_run(["nvpmodel", "-q"]))
     locked = None
     if l4t or (model and "jetson" in model.lower()):
         # jetson_clocks --show needs root; report None when it cannot be asked
-        show = _run(["jetson_clocks", "--show"])
-        if show:
-            locked = all("MinFreq" not in line or
-                         re.search(r"MinFreq=(\d+).*MaxFreq=(\1)\b", line) is not None
-                         for line in show.splitlines())
+        locked = parse_jetson_clocks(_run(["jetson_clocks", "--show"]))
     jetson = bool(l4t) or bool(model and "jetson" in model.lower())
     return {"jetson_model": model if jetson else None, "jetson_power_mode": power,
             "jetson_clocks_locked": locked, "l4t": l4t}
