@@ -23,6 +23,9 @@ Imports: ``deploy`` sits above the pipeline (DESIGN.md layering); nothing below 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 #: Mender payload type (= name of the update module on the unit).
 PAYLOAD_TYPE = "hsi-edge"
 #: Format tag of the inner manifest and of release YAML files.
@@ -33,4 +36,23 @@ TREE_NAME = "release.tar"
 #: Version of the per-unit data layout this code reads and writes (see install.migrate_unit).
 UNIT_FORMAT_VERSION = 1
 
-__all__ = ["PAYLOAD_TYPE", "RELEASE_FORMAT", "MANIFEST_NAME", "TREE_NAME", "UNIT_FORMAT_VERSION"]
+#: The install root when neither ``--root`` nor ``$HSI_EDGE_ROOT`` names one.
+DEFAULT_ROOT = "/opt/hsi-edge"
+
+__all__ = ["PAYLOAD_TYPE", "RELEASE_FORMAT", "MANIFEST_NAME", "TREE_NAME", "UNIT_FORMAT_VERSION",
+           "DEFAULT_ROOT", "default_root", "default_unit_dir", "unit_dir_of"]
+
+
+def default_root() -> str:
+    """The install root of the CLI's ``--root``: ``$HSI_EDGE_ROOT``, else :data:`DEFAULT_ROOT`."""
+    return os.environ.get("HSI_EDGE_ROOT", DEFAULT_ROOT)
+
+
+def default_unit_dir() -> str | None:
+    """The CLI's ``--unit-dir``: ``$HSI_EDGE_UNIT_DIR``, else None (then :func:`unit_dir_of`)."""
+    return os.environ.get("HSI_EDGE_UNIT_DIR")
+
+
+def unit_dir_of(root: str | os.PathLike, unit_dir: str | os.PathLike | None = None) -> Path:
+    """The per-unit data folder: ``unit_dir`` when given, else ``ROOT/unit`` (absolute)."""
+    return Path(unit_dir).absolute() if unit_dir else Path(root).absolute() / "unit"

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy import unit_dir_of
 from edge.core.fileio import atomic_write_bytes, fsync_dir
 from edge.core.install_root import REGISTRY, link_version, read_registry
 from edge.errors import BundleError
@@ -72,7 +73,7 @@ class Unit:
 
     def __init__(self, root: str | os.PathLike, *, unit_dir: str | os.PathLike | None = None):
         self.root = Path(root).absolute()
-        self.unit_dir = Path(unit_dir).absolute() if unit_dir else self.root / "unit"
+        self.unit_dir = unit_dir_of(self.root, unit_dir)
         self.releases = self.root / "releases"
         self.state_dir = self.root / "state"
         self.current = self.root / "current"

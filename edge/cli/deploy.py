@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 __all__ = ["register", "run"]
-
-DEFAULT_ROOT = "/opt/hsi-edge"
-
 
 def register(sub) -> None:
     p = sub.add_parser("deploy", help="build, verify, install and roll back releases",
@@ -91,9 +87,10 @@ def _trust_args(p) -> None:
 
 
 def _root_args(p) -> None:
-    p.add_argument("--root", default=os.environ.get("HSI_EDGE_ROOT", DEFAULT_ROOT),
+    from deploy import DEFAULT_ROOT, default_root, default_unit_dir
+    p.add_argument("--root", default=default_root(),
                    help=f"install root (default $HSI_EDGE_ROOT or {DEFAULT_ROOT})")
-    p.add_argument("--unit-dir", default=os.environ.get("HSI_EDGE_UNIT_DIR"),
+    p.add_argument("--unit-dir", default=default_unit_dir(),
                    help="per-unit data folder (default $HSI_EDGE_UNIT_DIR, else ROOT/unit; "
                         "/var/lib/hsi-edge on a unit)")
 
@@ -120,12 +117,10 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from pathlib import Path
-
+    from deploy import unit_dir_of
     from deploy.artifact import load_public_keys
     from deploy.verify import verify_artifact
-    unit = Path(args.unit_dir) if args.unit_dir else (
-        Path(args.root) / "unit" if args.root else None)
+    unit = unit_dir_of(args.root, args.unit_dir) if args.unit_dir or args.root else None
     trust = args.trust or ([unit / "trusted-keys"] if unit and (unit / "trusted-keys").is_dir()
                            else [])
     inner = verify_artifact(args.artifact, load_public_keys(trust), _facts(args), unit)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ __all__ = ["register", "run"]
 def register(sub) -> None:
     p = sub.add_parser("selftest", help="unit health check / factory end-of-line test",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    root = os.environ.get("HSI_EDGE_ROOT", "/opt/hsi-edge")
+    from deploy import default_root
+    root = default_root()
     p.add_argument("--release", default=None,
                    help=f"installed release folder (default {root}/current)")
     p.add_argument("--unit-dir", default=None,
@@ -38,17 +38,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deploy import default_root, default_unit_dir, unit_dir_of
     from deploy.selftest import format_checks, passed, report, run_selftest
     from edge.errors import ConfigError
 
-    root = Path(os.environ.get("HSI_EDGE_ROOT", "/opt/hsi-edge"))
-    release = Path(args.release) if args.release else root / "current"
+    release = Path(args.release) if args.release else Path(default_root()) / "current"
     if not (release / "manifest.json").exists():
         raise ConfigError(f"--release: {release} is not an installed hsi-edge release (no "
                           f"manifest.json); install one with hsi-edge deploy install")
     release = release.resolve()
-    unit_dir = Path(args.unit_dir or os.environ.get("HSI_EDGE_UNIT_DIR")
-                    or release.parent.parent / "unit")
+    # the release is ROOT/releases/<version>
+    unit_dir = unit_dir_of(release.parent.parent, args.unit_dir or default_unit_dir())
     if args.factory and not args.report:
         raise ConfigError("--factory: needs --report DIR (where the unit's report goes)")
     checks = run_selftest(release, unit_dir, native=not args.no_native)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,16 @@ def test_udev_rules_name_the_devices_the_releases_open():
         doc = yaml.safe_load(example.read_text())
         urls = {d["url"] for d in doc.get("selftest", {}).get("devices", [])}
         assert urls <= links, (example.name, urls - links)
+
+
+def test_root_and_unit_dir_defaults_are_one_place(tmp_path, monkeypatch):
+    from deploy import DEFAULT_ROOT, default_root, default_unit_dir, unit_dir_of
+    from deploy.unit import Unit
+    monkeypatch.delenv("HSI_EDGE_ROOT", raising=False)
+    monkeypatch.delenv("HSI_EDGE_UNIT_DIR", raising=False)
+    assert (default_root(), default_unit_dir()) == (DEFAULT_ROOT, None)
+    monkeypatch.setenv("HSI_EDGE_ROOT", str(tmp_path))
+    monkeypatch.setenv("HSI_EDGE_UNIT_DIR", str(tmp_path / "data"))
+    assert (default_root(), default_unit_dir()) == (str(tmp_path), str(tmp_path / "data"))
+    assert Unit(tmp_path).unit_dir == unit_dir_of(tmp_path) == tmp_path / "unit"
+    assert unit_dir_of(tmp_path, "data") == Path.cwd() / "data"
