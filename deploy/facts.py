@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.core.config import load_config, setting
+from edge.core.hostinfo import parse_l4t, parse_nvcc_release
 
 __all__ = ["UnitFacts", "read_unit_facts", "load_facts", "check_target", "parse_l4t",
            "version_tuple"]
@@ -69,13 +70,6 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def parse_l4t(text: str) -> str | None:
-    """The L4T version in ``/etc/nv_tegra_release`` (``# R36 (release), REVISION: 4.0, ...``
-    -> ``"36.4.0"``), or None when the text does not have that form."""
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
-    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
-
-
 def _device_type() -> str | None:
     for path in DEVICE_TYPE_FILES:
         try:
@@ -110,8 +104,7 @@ def _cuda_version() -> str | None:
                                  timeout=30).stdout
         except (OSError, subprocess.SubprocessError):
             return None
-        m = re.search(r"release (\d+\.\d+)", out)
-        return m.group(1) if m else None
+        return parse_nvcc_release(out)
     return None
 
 

@@ -126,13 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _cpu_name() -> str:
     """CPU model name (``/proc/cpuinfo``), else ``platform.processor()`` or the machine."""
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from edge.core.hostinfo import cpu_model
+    return cpu_model() or platform.machine()
 
 
 def _check_json_path(path: str) -> None:
