@@ -139,7 +139,13 @@ class WorkerArm:
                                "dir": self._tmp.name}, "open")
         self.info = dict(reply.get("info") or {})
         self._fingerprint = dict(reply.get("fingerprint") or {})
-        self.fps = float(reply.get("fps") or 0.0)
+        try:
+            self.fps = float(reply.get("fps"))
+        except (TypeError, ValueError):
+            self.fps = float("nan")
+        if not self.fps > 0:
+            raise WorkerError(f"--python-b {self.python}: its answer to open gives no frame "
+                              f"rate (fps {reply.get('fps')!r})")
         log.info("arm %s: worker %s, hsi-edge %s", self.label, self.python,
                  hello.get("hsi_edge"))
 
@@ -201,8 +207,12 @@ class WorkerArm:
 
     def _on_stderr(self, line: str | None) -> None:
         if line:
-            self._stderr.append(line.rstrip())
-            log.debug("worker: %s", line.rstrip())
+            line = line.rstrip()
+            self._stderr.append(line)
+            # the worker's own warnings (its log format, see main) are shown as arm B's
+            level = (logging.WARNING if line.startswith(("worker WARNING", "worker ERROR"))
+                     else logging.DEBUG)
+            log.log(level, "arm %s: %s", self.label, line)
 
     def _request(self, msg: dict[str, Any], what: str) -> dict[str, Any]:
         try:

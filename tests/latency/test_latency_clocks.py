@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 
 from edge.cli import main
 from edge.latency.ab import compare, measure, run_ab

@@ -8,7 +8,6 @@ import re
 import stat
 import sys
 
-import pytest
 
 from edge.cli import main
 from edge.latency.store import load_result
@@ -108,3 +107,12 @@ def test_python_b_that_does_not_exist(tmp_path, capsys):
     assert main(["latency", "ab", *SMALL, "--python-b", py, "--out", str(tmp_path / "o")]) == 2
     assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: cannot start it \(.*\); give the "
                         rf"python of another hsi-edge install", _one_line(capsys))
+
+
+def test_worker_whose_open_answer_lacks_the_frame_rate(tmp_path, capsys):
+    hello = '{"protocol": "%s", "hsi_edge": "x"}' % PROTOCOL
+    py = _script(tmp_path, f"echo '{hello}'\nread line\necho '{{\"ok\": true, \"info\": {{}}}}'\n"
+                           "exec cat > /dev/null")
+    assert main(["latency", "ab", *SMALL, "--python-b", py, "--out", str(tmp_path / "o")]) == 2
+    assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: its answer to "
+                        rf"open gives no frame rate \(fps None\)", _one_line(capsys))
