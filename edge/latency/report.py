@@ -226,6 +226,13 @@ def write_report(path: str | os.PathLike, doc: dict, records: FrameRecords | Non
              f"<p>created {html.escape(str(doc.get('created', '')))}</p>"]
     if doc.get("hardware_warning"):
         parts.append(f"<p class='warn'>{html.escape(doc['hardware_warning'])}</p>")
+    if doc.get("void"):
+        parts.append("<p class='warn'>Void rounds: the clocks changed during them (governor, "
+                     "cpufreq limits, power mode, clock lock, throttling, or a temperature "
+                     "rise; edge/latency/clocks.py). The data is never a pass or a "
+                     "regression.</p>")
+        parts.append(_table([[v["round"], v.get("arm", ""), "; ".join(v["changes"])]
+                             for v in doc["void"]], ["round", "arm", "changes"]))
     if doc.get("interleaved") is False:
         parts.append("<p class='warn'>Stored results compared round by round: the runs were "
                      "not interleaved, so drift between them (load, clocks, temperature) is "

@@ -151,6 +151,9 @@ def test_run_stores_the_void_flag_and_compare_and_baselines_refuse_it(tmp_path, 
     assert stored["void"] == [{"round": 0, "arm": "", "changes": [
         "cpu-thermal temperature 45 -> 70 C (+25 C > 10 C)"]}]
     assert stored["rounds"][0]["void"] and "void" not in stored["rounds"][1]
+    from edge.latency.report import write_report
+    html = write_report(tmp_path / "void.html", stored, rec).read_text()
+    assert "Void rounds" in html and "cpu-thermal temperature 45 -&gt; 70 C" in html
     shutil.copytree(tmp_path / "run", tmp_path / "other")
     assert main(["latency", "compare", str(tmp_path / "other"), str(tmp_path / "run")]) == 3
     assert "verdict: INCONCLUSIVE (clocks changed during the run" in capsys.readouterr().out
