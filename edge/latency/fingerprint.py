@@ -152,6 +152,7 @@ def software_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tupl
     out = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
            if k not in skip and a.get(k) != b.get(k)}
     ra, rb = a.get("run", {}), b.get("run", {})
+    # the arm's label ("A", "B") always differs and says nothing about the software
     out.update({f"run.{k}": (ra.get(k), rb.get(k)) for k in sorted(set(ra) | set(rb))
-                if ra.get(k) != rb.get(k)})
+                if k != "label" and ra.get(k) != rb.get(k)})
     return out

@@ -45,6 +45,10 @@ def test_worker_of_another_interpreter_runs_arm_b_interleaved(tmp_path, capsys):
     assert fb["run"]["slow"] == {"chain": {"fraction": 0.0, "fixed_ms": 1.0}}
     assert doc["software_differences"]["run.slow"][1] == {"chain": {"fraction": 0.0,
                                                                     "fixed_ms": 1.0}}
+    # the same install on both sides: only B's slowdown differs (the commit and dirty flag
+    # may move between the two readings while others commit in this checkout)
+    assert "run.slow" in doc["software_differences"]
+    assert set(doc["software_differences"]) <= {"run.slow", "git_commit", "git_dirty"}
     assert doc["summary"]["B"]["frames"] == 12 and doc["summary"]["A"]["frames"] == 12
     printed = capsys.readouterr().out
     assert "software differences (A -> B): " in printed and "run.slow" in printed
