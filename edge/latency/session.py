@@ -1,15 +1,17 @@
 """A latency measurement session: one arm (config, backend, runtime, slowdown), many rounds.
 
 The session assembles the same chain as ``hsi-edge run`` once, through the same builder
-(:func:`edge.pipeline.assembly.assemble_chain`: camera, calibration gate and flat field, model
-card, runtime with ``model.precision`` and ``auto``'s fallback, backend, stages), and runs rounds of ``warmup + frames`` frames through
-:class:`edge.pipeline.Pipeline` with a :class:`~edge.latency.records.RecordCollector` on its
-``on_record`` hook.  The load is paced: the simulated camera is triggered at its frame rate by
-:class:`~edge.latency.paced.PacedCamera` (``camera.fps``, default :data:`DEFAULT_FPS`), its
-frames rendered once beforehand (:class:`~edge.latency.bank.FrameBank`); the
-simulated bench is paced by its trigger controller and a replay by its ``fps``.  The sink is the
-null sink: the display is reached when the overlay is ready; file sinks are not measured.
-The drop policy is ``newest``, as for a live display.
+(:func:`edge.pipeline.assembly.assemble_chain`: camera, calibration gate and flat field,
+model card, runtime with ``model.precision`` and ``auto``'s fallback, backend, stages), and
+runs rounds of ``warmup + frames`` frames through :class:`edge.pipeline.Pipeline` with a
+:class:`~edge.latency.records.RecordCollector` on its ``on_record`` hook.  The load is paced:
+the simulated camera is triggered at its frame rate by :class:`~edge.latency.paced.PacedCamera`
+(``camera.fps``, default :data:`DEFAULT_FPS`), its frames rendered once after the flat field is
+obtained (:class:`~edge.latency.bank.FrameBank`); the simulated bench is paced by its trigger
+controller and a replay by its ``fps``.  The sink is the null sink: the display is reached
+when the overlay is ready; file sinks are not measured.  The drop policy is ``newest``, as
+for a live display.  The clock state is read before and after every round
+(:mod:`edge.latency.clocks`); a round whose clocks changed is void.
 """
 
 from __future__ import annotations
