@@ -1,11 +1,17 @@
-"""A hand-written stand-in for the ``pycuda`` package, for CPU tests of how
-:func:`edge.backends.cuda_ops.load_module` chooses and loads kernel binaries.
+"""A hand-written stand-in for the ``pycuda`` package, for CPU tests of the code around it.
 
-Models only: ``pycuda.driver.get_driver_version``, ``module_from_file`` (records the path;
-raises ``LogicError`` for files named in ``refuse``), the ``Error``/``LogicError``/
+:func:`make_fake_pycuda` models how :func:`edge.backends.cuda_ops.load_module` chooses and
+loads kernel binaries: ``pycuda.driver.get_driver_version``, ``module_from_file`` (records the
+path; raises ``LogicError`` for files named in ``refuse``), the ``Error``/``LogicError``/
 ``CompileError`` hierarchy of pycuda 2026.1 (``CompileError(Error)`` with ``stderr``), and
 ``pycuda.compiler.SourceModule`` (records its ``nvcc=`` and options; raises ``CompileError``
-when ``compile_error`` is set).  It loads and runs nothing: no claim that a GPU path ran.
+when ``compile_error`` is set).  :func:`add_fake_device` adds the device side that the CUDA
+backend, the TensorRT engine builds and the TensorRT runtime call (:func:`make_fake_cuda`:
+the ``pycuda.driver`` module alone, for the TensorRT tests).  It loads and runs nothing: no
+claim that a GPU path ran (tests/gpu and tests/tensorrt_real do).
+
+Shared by tests/cuda and tests/inference/trt_engine (it sits in tests/, which both import
+from, like onnx_models.py).
 """
 
 from __future__ import annotations
@@ -103,9 +109,11 @@ class FakeModule:
 
 
 def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc=(8, 7),
-                    sm_count: int = 8):
-    """What :class:`edge.backends.cuda.CudaBackend` calls around its kernels: one device
-    (``integrated`` with mapped host memory: a Jetson; else a discrete GPU), the primary
+                    sm_count: int = 8, total_memory: int = 16 << 30, clock_khz: int = 918_000):
+    """What :class:`edge.backends.cuda.CudaBackend` and the TensorRT build and runtime call
+    around their kernels and engines: one device (``integrated`` with mapped host memory: a
+    Jetson; else a discrete GPU; name, compute capability, SM count, memory and clock for the
+    engine cache key), the primary
     context with PyCUDA's push/pop and the driver's context stack as PyCUDA 2026.1 drives it
     (``detach()`` of a context that is not current pushes it and releases it without a pop,
     src/cpp/cuda.hpp), streams and events, page-locked (optionally device-mapped) host
@@ -113,6 +121,10 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
     argument packing, take numpy scalars and allocations but refuse plain ints, while
     ``memcpy_htod``, like Boost.Python, takes ints and allocations but refuses ``np.uintp``.
     Nothing is computed: the outputs stay as they were.
+
+    ``drv.events`` logs, in order, ``"retain"``, ``"push"``, ``"pop"``, ``"detach"``,
+    ``"sync"`` (context synchronize) and the asynchronous copies as ``("htod"|"dtoh", device
+    address, stream handle)``; ``drv.copies`` has every copy with its size.
     """
     import numpy as np
 
@@ -120,11 +132,13 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
 
     drv = pkg.driver
     drv.driver_stack, drv.pycuda_stack, drv.retained, drv.launches = [], [], [], []
-    drv.copies = []
+    drv.copies, drv.events = [], []
     drv.device_attribute = types.SimpleNamespace(
-        INTEGRATED="integrated", CAN_MAP_HOST_MEMORY="map", MULTIPROCESSOR_COUNT="sm")
+        INTEGRATED="integrated", CAN_MAP_HOST_MEMORY="map", MULTIPROCESSOR_COUNT="sm",
+        CLOCK_RATE="clock")
     drv.host_alloc_flags = types.SimpleNamespace(DEVICEMAP=2)
-    attrs = {"integrated": int(integrated), "map": int(integrated), "sm": sm_count}
+    attrs = {"integrated": int(integrated), "map": int(integrated), "sm": sm_count,
+             "clock": clock_khz}
     _addr = [0x7F00_0000_0000]
 
     def _next(n):
@@ -162,6 +176,7 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
             self.handle, self.valid = handle, True
 
         def push(self):
+            drv.events.append("push")
             if drv.pycuda_stack:                  # prepare_context_switch
                 drv.driver_stack.pop()
             drv.driver_stack.append(self.handle)
@@ -171,12 +186,14 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
         def pop():
             if not drv.pycuda_stack:
                 raise drv.LogicError("context::pop failed: cannot pop non-current context")
+            drv.events.append("pop")
             drv.driver_stack.pop()
             drv.pycuda_stack.pop()
             if drv.pycuda_stack:
                 drv.driver_stack.append(drv.pycuda_stack[-1].handle)
 
         def detach(self):
+            drv.events.append("detach")
             current = drv.pycuda_stack[-1] if drv.pycuda_stack else None
             if current is self:
                 drv.retained.remove(self.handle)
@@ -188,7 +205,7 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
 
         @staticmethod
         def synchronize():
-            pass
+            drv.events.append("sync")
 
     class Device:
         @staticmethod
@@ -204,12 +221,17 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
         def compute_capability(self):
             return cc
 
+        def total_memory(self):
+            return total_memory
+
         def get_attribute(self, attr):
             return attrs[attr]
 
         def retain_primary_context(self):
+            drv.events.append("retain")
             drv.retained.append("primary")
-            return Context("primary")
+            drv.last_context = Context("primary")
+            return drv.last_context
 
     class Stream:
         handle = 0x5150
@@ -244,12 +266,14 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
         drv.copies.append(("htod", _ptr_arg(dst, "memcpy_htod"), np.asarray(src).nbytes))
 
     def memcpy_htod_async(dst, src, stream=None):
-        drv.copies.append(("htod_async", _ptr_arg(dst, "memcpy_htod_async"),
-                           np.asarray(src).nbytes))
+        ptr = _ptr_arg(dst, "memcpy_htod_async")
+        drv.copies.append(("htod_async", ptr, np.asarray(src).nbytes))
+        drv.events.append(("htod", ptr, getattr(stream, "handle", None)))
 
     def memcpy_dtoh_async(dst, src, stream=None):
-        drv.copies.append(("dtoh_async", _ptr_arg(src, "memcpy_dtoh_async"),
-                           np.asarray(dst).nbytes))
+        ptr = _ptr_arg(src, "memcpy_dtoh_async")
+        drv.copies.append(("dtoh_async", ptr, np.asarray(dst).nbytes))
+        drv.events.append(("dtoh", ptr, getattr(stream, "handle", None)))
 
     def to_device(arr):
         a = DeviceAllocation(np.asarray(arr).nbytes)
@@ -283,3 +307,11 @@ def add_fake_device(pkg, *, integrated: bool = False, name: str = "Fake GPU", cc
     drv.module_from_file = lambda path: Module(str(path))
     pkg.compiler.SourceModule = lambda source, nvcc="nvcc", **kw: Module(nvcc)
     return drv
+
+
+def make_fake_cuda(name: str = "Orin", cc=(8, 7), sm_count: int = 8,
+                   total_memory: int = 16 << 30, clock_khz: int = 918_000):
+    """A fake ``pycuda.driver`` with one discrete device (:func:`add_fake_device`), for the
+    TensorRT build/load tests (they hand it to ``_import_cuda``)."""
+    return add_fake_device(make_fake_pycuda(), name=name, cc=cc, sm_count=sm_count,
+                           total_memory=total_memory, clock_khz=clock_khz)

@@ -1,4 +1,4 @@
-"""The TensorRT runtime's two input paths, around the TensorRT API (fake_trt, fake_cuda).
+"""The TensorRT runtime's two input paths, around the TensorRT API (fake_trt, fake_pycuda).
 
 A host array is copied to the runtime's own input buffer and run on the runtime's stream; a
 DeviceTensor is bound in place (its pointer is the engine's input address, no upload) and run
@@ -18,7 +18,7 @@ import edge.inference.tensorrt_runtime as tr
 from edge.core.tensor import DeviceTensor
 from edge.errors import EngineError
 from edge.inference import load_model_card
-from fake_cuda import make_fake_cuda
+from fake_pycuda import make_fake_cuda
 from fake_trt import make_fake_trt
 from onnx_models import write_pixel_classifier
 

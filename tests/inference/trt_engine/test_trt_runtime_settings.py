@@ -1,8 +1,8 @@
 """Settings that reach a TensorRT build from the runtime and the CLI: progress bars, precision
 per TensorRT major version, the timing-cache merge, the cache key's GPU properties.
 
-CPU tests: ``tensorrt`` is fake_trt and ``pycuda.driver`` is fake_cuda (device identity and
-the primary context's push/pop only).  They test the logic around the TensorRT API; nothing
+CPU tests: ``tensorrt`` is fake_trt and ``pycuda.driver`` is fake_pycuda.make_fake_cuda
+(device identity and the primary context's push/pop only).  They test the logic around the TensorRT API; nothing
 here builds or runs an engine (tests/tensorrt_real does, where TensorRT is installed).
 """
 
@@ -18,7 +18,7 @@ import edge.inference.tensorrt_runtime as tr
 from edge.inference import load_model_card
 from edge.inference.engine_cache import EngineCache
 from edge.inference.tensorrt_logging import progress_wanted
-from fake_cuda import make_fake_cuda
+from fake_pycuda import make_fake_cuda
 from fake_trt import make_fake_trt
 from onnx_models import write_pixel_classifier
 
