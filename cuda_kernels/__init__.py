@@ -68,7 +68,8 @@ MODULES: dict[str, Module] = {m.name: m for m in (
     Module("post", "post.cu", ("argmax_f32", "argmax_f16", "overlay_u8"), ("c_colours",)),
     Module("chain", "chain.cu", ("chain_u16_f32", "chain_u16_f16", "chain_f32_f32",
                                  "chain_f32_f16"), ("c_params",)),
-    Module("quality", "quality.cu", ("quality_pixel", "bilateral_f32"), ("c_params",)),
+    Module("quality", "quality.cu", ("quality_pixel", "bilateral_f32", "quality_finish_f32",
+                                     "quality_finish_f16"), ("c_params",)),
 )}
 
 

@@ -11,6 +11,12 @@
 #pragma once
 #include "pixel_math.cuh"
 
+// Validity bits of the quality step (edge/core/chain.py FLAG_*; tests compare them).
+#define HSI_FLAG_LOW_BLOOD 32u
+#define HSI_FLAG_UNCERTAIN 64u
+#define HSI_FLAG_SPECULAR 128u
+#define HSI_FLAG_STO2_ONLY (HSI_FLAG_LOW_BLOOD | HSI_FLAG_UNCERTAIN)
+
 // Fused multiply-add of the dot products (cpu_chain.cpp defines HSI_FMA before including).
 #ifndef HSI_QFMA
 #ifdef HSI_FMA
@@ -82,4 +88,23 @@ HSI_HD float q_sto2_var_mixed(const float* po, const float* pd, const float* x, 
         acc += vin * z * z;
     }
     return acc;
+}
+
+// quality.pixel_flags for one pixel: FLAG_SPECULAR where the darkest band is above
+// spec_level (pixels with no flag but unmix_invalid), then FLAG_LOW_BLOOD where THb is below
+// thb_min (pixels with no flag). A rule that is off passes +inf / -inf.
+HSI_HD unsigned q_pixel_flags(unsigned f, float darkest, float thb, float spec_level,
+                              float thb_min) {
+    if ((f & ~HSI_FLAG_UNMIX_INVALID) == 0u && darkest > spec_level) f |= HSI_FLAG_SPECULAR;
+    if (f == 0u && thb < thb_min) f |= HSI_FLAG_LOW_BLOOD;
+    return f;
+}
+
+// quality.calibration_slope: the table's centred-difference slope at the knot interval
+// Sto2Calibration.apply uses for x (finite): slopes[clip(floor((x - x0) / dx), 0, n - 2)].
+HSI_HD float q_slope(float x, const float* slopes, float x0, float dx, int n_table) {
+    float i = floorf((x - x0) / dx);
+    const float top = (float)(n_table - 2);
+    i = i < 0.0f ? 0.0f : (i > top ? top : i);
+    return slopes[(int)i];
 }

@@ -7,6 +7,7 @@
 // CUDA built-ins emulated and NaN-poisoned shared memory; quality.cu keeps only the
 // __shared__ declaration, the barriers and the entry points. Needs staging.cuh first.
 #pragma once
+#include "chain_tail.cuh"      // select_map, store_out (the includer declares the __half one)
 #include "quality_math.cuh"
 
 // Terms of the spatial step one launch averages: their accumulators stay in registers
@@ -27,38 +28,52 @@ __device__ __forceinline__ void stage_signal(const unsigned short* __restrict__ 
 
 // Outputs of the per-pixel pass: planes of npix (ext: m planes).
 struct QualityOut {
-    float* s_raw;     // raw StO2, NaN where the chain flagged the pixel
-    float* var;       // its delta-method variance, or NULL (no counts)
-    float* darkest;   // darkest band; NaN for calibration-flagged pixels
-    float* ext;       // (m, npix): the guide's band-group means, then the index's A'' terms
+    float* s_raw;          // raw StO2, NaN where flagged other than low blood / uncertain
+    float* var;            // its delta-method variance, or NULL (no counts)
+    float* ext;            // (m, npix): the guide's band-group means, then the index's A''
+    unsigned char* ok;     // bit 1: an estimate the spatial step may average (finish_quality's
+                           // est_ok); bit 0: and it enters the step (finite variance > 0)
 };
 
 // One pixel: row = its staged reflectance (turned into absorbance in place: the thread owns
-// its row), x = its staged I - D or NULL, f = the chain's flags. ext (m, nb) row-major;
-// ct/c_t: the crosstalk correction or NULL (cpu_quality.h, edge/processing/quality.py).
-HSI_HD void quality_thread(float* row, const float* x, unsigned f, long long p, long long npix,
-                           const ChainParams& P, const float* ext, int m, float kpe, float r2,
-                           const float* ct, const float* c_t, const QualityOut& out) {
+// its row), x = its staged I - D or NULL. flags (npix) holds the chain's flags and gets the
+// specular and low-blood bits; maps (6, npix): the chain's, for THb. ext (m, nb) row-major;
+// ct/c_t: the crosstalk correction or NULL (cpu_quality.h, edge/processing/quality.py);
+// spec_level / thb_min: the validity rules (+inf / -inf: off).
+HSI_HD void quality_thread(float* row, const float* x, long long p, long long npix,
+                           const ChainParams& P, unsigned char* flags, const float* maps,
+                           const float* ext, int m, float kpe, float r2, const float* ct,
+                           const float* c_t, float spec_level, float thb_min,
+                           const QualityOut& out) {
     const int nb = P.nb;
     const float nan = hsi_nan();
+    const unsigned f0 = flags[p];
     // The darkest band also for unmix_invalid pixels (a highlight can push the unmixing out
     // of its domain); NaN where the reflectance itself is unusable.
-    out.darkest[p] = (f & ~HSI_FLAG_UNMIX_INVALID) ? nan : q_darkest(row, nb);
-    if (f) {
-        out.s_raw[p] = nan;
-        if (out.var) out.var[p] = nan;
+    const float darkest = (f0 & ~HSI_FLAG_UNMIX_INVALID) ? nan : q_darkest(row, nb);
+    float s = nan, v = nan;
+    if (f0) {
         for (int j = 0; j < m; ++j) out.ext[j * npix + p] = nan;
-        return;
+    } else {
+        for (int b = 0; b < nb; ++b) row[b] = absorbance(row[b], P.eps);
+        const float* po = P.pinv + P.i_hbo2 * HSI_MAX_BANDS;
+        const float* pd = P.pinv + P.i_hb * HSI_MAX_BANDS;
+        const float co = q_dot(po, row, nb), cd = q_dot(pd, row, nb);
+        s = co / (co + cd);
+        for (int j = 0; j < m; ++j) out.ext[j * npix + p] = q_dot(ext + j * nb, row, nb);
+        if (out.var)
+            v = ct ? q_sto2_var_mixed(po, pd, x, nb, co, cd, kpe, r2, ct, c_t)
+                   : q_sto2_var(po, pd, x, nb, co, cd, kpe, r2);
     }
-    for (int b = 0; b < nb; ++b) row[b] = absorbance(row[b], P.eps);
-    const float* po = P.pinv + P.i_hbo2 * HSI_MAX_BANDS;
-    const float* pd = P.pinv + P.i_hb * HSI_MAX_BANDS;
-    const float co = q_dot(po, row, nb), cd = q_dot(pd, row, nb);
-    out.s_raw[p] = co / (co + cd);
-    for (int j = 0; j < m; ++j) out.ext[j * npix + p] = q_dot(ext + j * nb, row, nb);
-    if (!out.var) return;
-    out.var[p] = ct ? q_sto2_var_mixed(po, pd, x, nb, co, cd, kpe, r2, ct, c_t)
-                    : q_sto2_var(po, pd, x, nb, co, cd, kpe, r2);
+    const unsigned f = q_pixel_flags(f0, darkest, maps[MAP_THB * npix + p], spec_level,
+                                     thb_min);
+    flags[p] = (unsigned char)f;
+    if (f & ~HSI_FLAG_STO2_ONLY) s = nan;
+    out.s_raw[p] = s;
+    if (out.var) out.var[p] = v;
+    const bool est = (f & ~HSI_FLAG_LOW_BLOOD) == 0u && hsi_isfinite(s);
+    const bool enters = est && (!out.var || (hsi_isfinite(v) && v > 0.0f));
+    out.ok[p] = (unsigned char)((est ? 2u : 0u) | (enters ? 1u : 0u));
 }
 
 // ---- spatial step (bilateral_f32) ---------------------------------------------------------
@@ -85,7 +100,8 @@ HSI_HD BilTile bil_tile(float* smem, int radius, int G) {
 
 // Stages every slot of the tile, halo included: a pixel outside the frame or not ok gets
 // ok = 0 (weight 0, as bilateral_filter's zero padding). s, var, ok: (npix); guide (G, npix);
-// terms (mt, npix), this launch's planes t0 .. t0 + tc - 1; var/terms may be NULL.
+// terms (mt, npix), this launch's planes t0 .. t0 + tc - 1; var/terms may be NULL. ok: bit 0
+// (quality_thread's, or 0/1 from the host).
 HSI_HD void bil_stage(const float* __restrict__ s, const float* __restrict__ var,
                       const unsigned char* __restrict__ ok, const float* __restrict__ guide,
                       const float* __restrict__ terms, int rows, int cols, int G, int t0,
@@ -100,7 +116,7 @@ HSI_HD void bil_stage(const float* __restrict__ s, const float* __restrict__ var
         const int gy = y0 + ty, gx = x0 + tx;
         const bool in = gy >= 0 && gy < rows && gx >= 0 && gx < cols;
         const long long j = in ? (long long)gy * cols + gx : 0;
-        const bool k = in && ok[j];
+        const bool k = in && (ok[j] & 1u);
         B.ok[i] = k ? 1.0f : 0.0f;
         B.s[i] = k ? s[j] : 0.0f;
         B.v[i] = (k && var) ? var[j] : 0.0f;
@@ -161,4 +177,84 @@ HSI_HD void bil_thread(const BilTile& B, int rows, int cols, int G, int t0, int 
 #pragma unroll
     for (int c = 0; c < HSI_BIL_TC; ++c)
         if (c < tc) t_out[(t0 + c) * npix + i] = tacc[c] / aw;
+}
+
+// ---- finish (quality_finish_*) ------------------------------------------------------------
+
+// What the finish reads besides the chain's flags and maps (planes of npix).
+struct FinishIn {
+    const float* s_raw;       // quality_thread's
+    const float* var;         // or NULL (no counts: no sigma, no FLAG_UNCERTAIN)
+    const float* s_f;         // the spatial step's value, or NULL (no spatial step)
+    const float* var_f;       // its variance, or NULL
+    const float* t_f;         // its index terms (n_terms, npix), or NULL
+    const unsigned char* ok;  // quality_thread's (bit 1: est_ok)
+    int n_terms, n1;          // terms, of which the first n1 are the r1 window's
+    const float* slopes;      // calibration_slope's knot slopes (n_table - 1)
+    float max_sigma;          // FLAG_UNCERTAIN above it (+inf: off)
+    float model2;             // model_sigma^2 added in quadrature (0: none)
+};
+
+// min over planes [lo, hi) of t[c * stride] as np.min (NaN propagates); hi > lo.
+HSI_HD float q_min_terms(const float* t, long long stride, int lo, int hi) {
+    float m = t[lo * stride];
+    for (int c = lo + 1; c < hi; ++c) {
+        const float x = t[c * stride];
+        if (m == m && (x != x || x < m)) m = x;
+    }
+    return m;
+}
+
+// One pixel of edge.processing.quality.finish_quality (without its temporal step and the
+// guide-contrast model error, which run on the host: cuda_quality.py decides): the spatial
+// step's values where est_ok, the StO2 index from the averaged terms, sto2_all by the table,
+// sigma = slope * sqrt(var) (+ model term), FLAG_UNCERTAIN, sto2 NaN where flagged, every map
+// NaN where specular; then the packed input's map channels (pack_map_value) when packed.
+template <class OutT>
+HSI_HD void finish_thread(long long p, long long npix, const ChainParams& P, const FinishIn& F,
+                          unsigned char* flags, float* maps, float* sigma, float* sto2_all,
+                          OutT* packed) {
+    const float nan = hsi_nan();
+    unsigned f = flags[p];
+    const bool est = (F.ok[p] & 2u) != 0u;
+    float s = F.s_raw[p], v = F.var ? F.var[p] : nan;
+    if (F.s_f && est) {
+        s = F.s_f[p];
+        if (F.var) v = F.var_f[p];
+    }
+    float m[HSI_N_MAPS];
+#pragma unroll
+    for (int j = 0; j < HSI_N_MAPS; ++j)
+        m[j] = (f & HSI_FLAG_SPECULAR) ? nan : maps[j * npix + p];
+    if (F.t_f) {
+        float idx = nan;
+        if (est) {
+            const float lo1 = q_min_terms(F.t_f + p, npix, 0, F.n1);
+            const float lo2 = q_min_terms(F.t_f + p, npix, F.n1, F.n_terms);
+            const float r1 = lo1 / P.s1, r2 = lo2 / P.s2;
+            idx = index_ratio(r1, r1 + r2, 0.0f, 1.0f);
+        }
+        m[MAP_STO2_INDEX] = idx;
+    }
+    const bool has = hsi_isfinite(s) &&
+                     (f & ~(HSI_FLAG_STO2_ONLY | HSI_FLAG_SPECULAR)) == 0u;
+    const float all = has ? sto2_calibrate(s, P) : nan;
+    float sg = nan;
+    if (F.var) {
+        const float ns = has ? q_slope(s, F.slopes, P.table_x0, P.table_dx, P.n_table) *
+                                   sqrtf(v)
+                             : nan;
+        if (f == 0u && ns > F.max_sigma) f |= HSI_FLAG_UNCERTAIN;
+        sg = F.model2 > 0.0f ? sqrtf(add_rn(mul_rn(ns, ns), F.model2)) : ns;
+    }
+    m[MAP_STO2] = f == 0u ? all : nan;
+    flags[p] = (unsigned char)f;
+#pragma unroll
+    for (int j = 0; j < HSI_N_MAPS; ++j) maps[j * npix + p] = m[j];
+    sigma[p] = sg;
+    sto2_all[p] = all;
+    if (!packed) return;
+    for (int j = 0; j < P.n_maps; ++j)
+        store_out(packed + (P.n_spec + j) * npix + p,
+                  pack_map_value(select_map(m, P.map_ids[j])));
 }

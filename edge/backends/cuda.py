@@ -286,9 +286,10 @@ class CudaBackend(Backend):
                 _p(self._d_flags), _p(self._d_input), _p(self._d_refl),
                 grid=ln.grid, block=ln.block, shared=ln.shared, stream=s)
             if self._quality is not None:
-                self._quality.launch_pixel(self._d_refl, self._d_flags, d_raw,
-                                           self._d_dark if calibrated else None, npix,
-                                           raw.shape[2], calibrated)
+                self._quality.launch(self._d_refl, self._d_flags, self._d_maps, d_raw,
+                                     self._d_dark if calibrated else None, self._d_input,
+                                     npix, raw.shape[2], calibrated,
+                                     self.pack.dtype if self.pack is not None else "float32")
             ev[2].record(s)
             if not self.mapped_host_memory:
                 cuda.memcpy_dtoh_async(self._h_maps, self._d_maps, s)
@@ -315,9 +316,9 @@ class CudaBackend(Backend):
                            reflectance=refl, timings_ms=timings)
 
     def _finish_quality(self, timings: dict, copy_input: bool, stream_key) -> ChainResult:
-        """The quality step's host part (context pushed, stream synchronised): the validity
-        bits, the spatial step on the GPU, sigma and the masks (cuda_quality.finish_frame);
-        the network input's map channels rewritten from the final maps."""
+        """The quality step's results (context pushed, stream synchronised): the device
+        finish's maps, or the host finish (cuda_quality.finish_frame: finish_quality with the
+        spatial step on the GPU) and the network input's map channels rewritten from them."""
         flags = self._h_flags.copy()
         packed = None
         if self._h_input is not None:
@@ -326,7 +327,7 @@ class CudaBackend(Backend):
                 (self._h_input if self.mapped_host_memory else None)
         maps, ms = self._quality.finish(self._h_maps, flags, packed, stream_key)
         if self._h_input is not None and not copy_input:
-            if not self.mapped_host_memory:
+            if not self.mapped_host_memory and not self._quality.on_device:
                 rows, cols = flags.shape
                 self._quality.upload_map_channels(maps, self._d_input, self._h_input.dtype,
                                                   rows, cols)

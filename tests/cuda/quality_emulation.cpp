@@ -7,17 +7,18 @@
 //
 // What this checks without a GPU: the per-pixel pass's staging (reflectance and I - D tiles,
 // the partial last block), the 2-D tile with its halo for every radius (the partial tiles at
-// the right and bottom edges, the frame border), the term chunks of several launches, and
-// the arithmetic of quality_math.cuh. Not: concurrency, __ldg, coalescing, timing (tests/gpu).
+// the right and bottom edges, the frame border), the term chunks of several launches, the
+// per-pixel finish, and the arithmetic of quality_math.cuh. Not: concurrency, __ldg, coalescing, timing (tests/gpu).
 #include "host_emulation.cpp"
 #include "quality_tail.cuh"
 
 extern "C" void emu_quality_pixel(const ChainParams* P, const float* refl,
-                                  const unsigned char* flags, const unsigned short* raw,
-                                  const float* dark, long long npix, int block, int stride,
-                                  const float* ext, int m, float kpe, float r2, const float* ct,
-                                  const float* c_t, float* s_raw, float* var, float* darkest,
-                                  float* ext_out) {
+                                  unsigned char* flags, const float* maps,
+                                  const unsigned short* raw, const float* dark, long long npix,
+                                  int block, int stride, const float* ext, int m, float kpe,
+                                  float r2, const float* ct, const float* c_t, float spec_level,
+                                  float thb_min, float* s_raw, float* var, float* ext_out,
+                                  unsigned char* ok) {
     std::vector<float> smem;
     const long long grid = (npix + block - 1) / block;
     blockDim = HsiDim3{(unsigned)block, 1, 1};
@@ -34,11 +35,12 @@ extern "C" void emu_quality_pixel(const ChainParams* P, const float* refl,
             stage_f32(refl, p0, np, P->nb, stride, tr);
             if (raw) stage_signal(raw, dark, p0, np, P->nb, stride, tx);
         }
-        const QualityOut out{s_raw, raw ? var : nullptr, darkest, ext_out};
+        const QualityOut out{s_raw, raw ? var : nullptr, ext_out, ok};
         for (int t = 0; t < np; ++t) {             // __syncthreads(); phase 2: per thread
             threadIdx = HsiDim3{(unsigned)t, 0, 0};
             quality_thread(tr + (size_t)t * stride, raw ? tx + (size_t)t * stride : nullptr,
-                           flags[p0 + t], p0 + t, npix, *P, ext, m, kpe, r2, ct, c_t, out);
+                           p0 + t, npix, *P, flags, maps, ext, m, kpe, r2, ct, c_t,
+                           spec_level, thb_min, out);
         }
     }
 }
@@ -69,4 +71,16 @@ extern "C" void emu_bilateral(const float* s, const float* var, const unsigned c
                 }
         }
     }
+}
+
+// quality_finish_f32: one thread per pixel, no shared memory: every pixel in turn.
+extern "C" void emu_quality_finish(const ChainParams* P, const float* s_raw, const float* var,
+                                   const float* s_f, const float* var_f, const float* t_f,
+                                   const unsigned char* ok, int n_terms, int n1,
+                                   const float* slopes, float max_sigma, float model2,
+                                   long long npix, unsigned char* flags, float* maps,
+                                   float* sigma, float* sto2_all, float* packed) {
+    const FinishIn F{s_raw, var, s_f, var_f, t_f, ok, n_terms, n1, slopes, max_sigma, model2};
+    for (long long p = 0; p < npix; ++p)
+        finish_thread(p, npix, *P, F, flags, maps, sigma, sto2_all, packed);
 }

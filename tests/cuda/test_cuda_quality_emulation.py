@@ -25,10 +25,11 @@ import pytest
 from edge.backends.cuda_ops import tile_launch
 from edge.backends.cuda_params import chain_params
 from edge.backends.cuda_quality import (BIL_TERMS_PER_LAUNCH, bilateral_launches,
-                                        filter_mask, finish_frame, pixel_launch,
-                                        quality_terms, range_factor, spatial_weights)
+                                        filter_mask, finish_frame, host_finish_reason,
+                                        knot_slopes, pixel_launch, quality_terms,
+                                        range_factor, rule_limits, spatial_weights)
 from edge.backends.numpy_backend import NumpyBackend
-from edge.core.chain import FLAG_SPECULAR, PackSpec
+from edge.core.chain import FLAG_SPECULAR, MAP_NAMES, PackSpec
 from edge.processing.plan import ChainPlan
 from edge.processing.quality import QualityRules
 from edge.processing.spatial import BilateralParams, bilateral_filter
@@ -39,8 +40,10 @@ from quality_cases import EXPOSURE, _tissue, compare, scene
 
 _P, _LL, _I, _F = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
 SIGNATURES = dict(EMU_SIGNATURES, **{
-    "emu_quality_pixel": [_P, _P, _P, _P, _P, _LL, _I, _I, _P, _I, _F, _F, _P, _P, _P, _P,
-                          _P, _P],
+    "emu_quality_pixel": [_P, _P, _P, _P, _P, _P, _LL, _I, _I, _P, _I, _F, _F, _P, _P, _F,
+                          _F, _P, _P, _P, _P],
+    "emu_quality_finish": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _F, _F, _LL, _P, _P, _P,
+                           _P, _P],
     "emu_bilateral": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _P, _I, _I, _P, _P,
                       _P],
 })
@@ -115,27 +118,62 @@ def run_emulated(lib, plan, raw, *, block=None, **temporal):
     use_counts = counts and noise is not None
     corr = noise.correction() if use_counts else None
     c_t, ct = (None, None) if corr is None else corr
-    q = np.full((3, npix), -9, np.float32)
+    spec_level, thb_min, max_sigma, model2 = rule_limits(plan)
+    q = np.full((2, npix), -9, np.float32)
+    ok = np.full(npix, 0xAB, np.uint8)
     ext_out = np.full((max(m, 1), npix), -9, np.float32)
     pl = pixel_launch(npix, nb, use_counts)
     blk = block or pl.block[0]
     lib.emu_quality_pixel(
-        ptr(params), ptr(refl), ptr(flags), ptr(rawc) if use_counts else None,
+        ptr(params), ptr(refl), ptr(flags), ptr(maps), ptr(rawc) if use_counts else None,
         ptr(dark) if use_counts else None, npix, blk, pl.stride, ptr(ext), m,
         noise.counts_per_electron if use_counts else 0.0,
         noise.read_noise_counts ** 2 if use_counts else 0.0, ptr(ct), ptr(c_t),
-        q[0].ctypes.data, q[1].ctypes.data, q[2].ctypes.data, ext_out.ctypes.data)
-    guide = terms = None
+        float(spec_level), float(thb_min), q[0].ctypes.data,
+        q[1].ctypes.data if use_counts else None, ext_out.ctypes.data, ptr(ok))
+    spatial = plan.quality.spatial != "none"
+    if host_finish_reason(plan) is None:          # the device finish
+        fout = np.full((2 + n, npix), -9, np.float32)
+        if spatial:
+            ks = spatial_weights(plan.bilateral)
+            var_p = q[1].ctypes.data if use_counts else None
+            terms_p = ext_out[G:].ctypes.data if n else None
+            keep.extend([ks, fout])
+            for i, lb in enumerate(bilateral_launches(rows, cols, plan.bilateral.radius, G, n)):
+                first = i == 0
+                lib.emu_bilateral(
+                    q[0].ctypes.data, var_p, ptr(ok), ext_out.ctypes.data, terms_p, rows, cols,
+                    G, lb.t0, lb.tc, plan.bilateral.radius,
+                    float(range_factor(plan.bilateral, G)), ptr(ks), lb.block[0], lb.block[1],
+                    fout[0].ctypes.data if first else None,
+                    fout[1].ctypes.data if first and use_counts else None,
+                    fout[2].ctypes.data if n else fout.ctypes.data)
+        slopes = knot_slopes(plan.calibration)
+        out2 = np.full((2, npix), -9, np.float32)
+        n1 = plan.index_layout["r1"].stop - plan.index_layout["r1"].start
+        lib.emu_quality_finish(
+            ptr(params), q[0].ctypes.data, q[1].ctypes.data if use_counts else None,
+            fout[0].ctypes.data if spatial else None,
+            fout[1].ctypes.data if spatial and use_counts else None,
+            fout[2].ctypes.data if spatial and n else None, ptr(ok), n, n1, ptr(slopes),
+            float(max_sigma), float(model2), npix, ptr(flags), ptr(maps), out2[0].ctypes.data,
+            out2[1].ctypes.data, ptr(packed))
+        out = {name: maps[i].reshape(rows, cols) for i, name in enumerate(MAP_NAMES)}
+        out["sto2_sigma"] = out2[0].reshape(rows, cols)
+        out["sto2_all"] = out2[1].reshape(rows, cols)
+        pk = None if packed is None else packed.reshape(1, spec.channels, rows, cols)
+        return out, flags.reshape(rows, cols), pk, refl
+    guide = terms = None                          # the host finish
     if m:
         e = ext_out[:m].reshape(m, rows, cols)
         guide = np.moveaxis(e[:G], 0, -1).copy()
         terms = np.moveaxis(e[G:], 0, -1).copy() if n else None
     flags2 = flags.reshape(rows, cols).copy()
     pk = None if packed is None else packed.reshape(1, spec.channels, rows, cols).copy()
-    filt = emulated_filter(lib, rows, cols, keep) if plan.quality.spatial != "none" else None
+    filt = emulated_filter(lib, rows, cols, keep) if spatial else None
     out = finish_frame(plan, maps.reshape(6, rows, cols), flags2, q[0].reshape(rows, cols),
-                       q[1].reshape(rows, cols) if use_counts else None,
-                       q[2].reshape(rows, cols), guide, terms, filt, pk, **temporal)
+                       q[1].reshape(rows, cols) if use_counts else None, guide, terms, filt,
+                       pk, **temporal)
     return out, flags2, pk, refl
 
 
@@ -255,3 +293,28 @@ def test_temporal_step_runs_in_the_cuda_finish(qemu):
         maps, flags, _, _ = run_emulated(qemu, plan, raw, temporal=state,
                                          stream_key=float(EXPOSURE))
         compare(a, maps, flags, None)
+
+
+def test_header_flag_bits_and_where_the_finish_runs():
+    """quality_math.cuh's flag bits are edge.core.chain's; the finish leaves the device only
+    for what its kernel lacks (the temporal step, inverse-variance weights)."""
+    import dataclasses
+    import re
+
+    from cuda_kernels import KERNEL_DIR
+    from edge.core.chain import FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_UNCERTAIN
+    from edge.processing.temporal import TemporalParams
+
+    text = (KERNEL_DIR / "quality_math.cuh").read_text()
+    bits = {k: int(v) for k, v in re.findall(r"#define HSI_FLAG_(\w+) (\d+)u", text)}
+    assert bits == {"LOW_BLOOD": FLAG_LOW_BLOOD, "UNCERTAIN": FLAG_UNCERTAIN,
+                    "SPECULAR": FLAG_SPECULAR}
+    p, ff, noise, _ = scene("snapshot16", 4, 5, seed=1)
+    wl = p.wavelength_array()
+    plan = ChainPlan.build(wl, flatfield=ff, quality=QualityRules(noise, spatial="bilateral"))
+    assert host_finish_reason(plan) is None
+    video = ChainPlan.build(wl, flatfield=ff, quality=QualityRules(
+        noise, temporal=TemporalParams("recursive")))
+    assert host_finish_reason(video) == "the temporal step"
+    inv = dataclasses.replace(plan, bilateral=BilateralParams(inverse_variance=True))
+    assert host_finish_reason(inv) == "inverse-variance weights in the spatial step"
