@@ -27,14 +27,16 @@ pytestmark = pytest.mark.gpu
 
 
 def _poison_quality(cuda, be) -> None:
-    """NaN into the quality step's buffers (per-pixel results and the spatial step's output)."""
+    """NaN / 0xAB into the quality step's buffers (per-pixel planes, ok plane, the spatial
+    step's and the finish's outputs)."""
     q = be._quality
     with be._active():
-        for d, h in ((q._d_q, q._h_q), (q._d_ext_out, q._h_ext),
-                     (getattr(q, "_d_fout", None), getattr(q, "_h_fout", None))):
+        for d, h, value in ((q._d_q, q._h_q, np.nan), (q._d_ext_out, q._h_ext, np.nan),
+                            (q._d_fout, q._h_fout, np.nan), (q._d_out, q._h_out, np.nan),
+                            (q._d_ok, q._h_ok, 0xAB)):
             if h is None:
                 continue
-            h.fill(np.nan)
+            h.fill(value)
             if not be.mapped_host_memory:
                 cuda.memcpy_htod(d if hasattr(d, "free") else int(d), h)
 
@@ -91,3 +93,27 @@ def test_device_output_carries_the_final_maps(gpu):
         with be._active():
             cuda.memcpy_dtoh(out, t.ptr)
     np.testing.assert_array_equal(out, host.input)
+
+
+def test_host_finish_with_the_temporal_step(gpu):
+    """A plan with the temporal step finishes on the host (finish_quality, spatial step on the
+    GPU): three frames equal the NumPy backend's."""
+    from edge.backends.cuda import CudaBackend
+    from edge.processing.temporal import TemporalParams
+
+    _, _, _, prebuilt = gpu
+    p, ff, noise, _ = scene("snapshot25", 17, 19, seed=8)
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
+                           quality=QualityRules(noise, spatial="bilateral",
+                                                temporal=TemporalParams("recursive", 4, 4.0)))
+    ref = NumpyBackend(plan)
+    with CudaBackend(plan, prebuilt_dir=prebuilt) as be:
+        assert not be._quality.on_device
+        for k in range(3):
+            _, _, _, raw = scene("snapshot25", 17, 19, seed=20 + k)
+            compare(ref.run(raw, exposure_us=EXPOSURE), *_maps_flags(be, raw))
+
+
+def _maps_flags(be, raw):
+    got = be.run(raw, exposure_us=EXPOSURE)
+    return got.maps, got.flags, None
