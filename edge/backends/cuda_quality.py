@@ -120,32 +120,35 @@ def bilateral_launches(rows: int, cols: int, radius: int, groups: int,
 
 
 def quality_bytes(bands: int, guide: int, terms: int, *, raw_itemsize: int = 2,
-                  counts: bool = True, spatial: bool = True,
-                  reflectance_asked: bool = True) -> dict[str, int]:
-    """Bytes per pixel the CUDA quality step moves as built (cuda_kernels/MEMORY.md).
+                  counts: bool = True, spatial: bool = True, maps: int = 2,
+                  pack_itemsize: int = 4, reflectance_asked: bool = True) -> dict[str, int]:
+    """Bytes per pixel the CUDA quality step moves as built, device finish (MEMORY.md).
 
-    ``device``: DRAM reads and writes of the kernels (the spatial step's halo re-reads
-    counted once: neighbouring blocks find them in L2); ``host``: copies between host and
-    device on a discrete GPU (none with mapped memory: there the device writes are those);
-    ``halo``: what the spatial step's tiles read from L2 beyond that, 16x16 blocks, radius 3.
-    ``reflectance_asked``: the caller wants the reflectance anyway (the pipeline does, for the
-    overlay), so writing it costs the quality step nothing.
+    Every input read once and every output written once per kernel launch; the spatial
+    step's halo re-reads are not counted (neighbouring blocks find them in L2).  ``maps``
+    packed map channels of ``pack_itemsize`` bytes; ``reflectance_asked``: the caller wants
+    the reflectance anyway (the pipeline does, for the overlay), so the chain writing it
+    costs the quality step nothing.  ``host``: what leaves the device beyond the chain's own
+    downloads (a discrete GPU; with mapped memory the device writes are those).
     """
-    m = guide + terms if spatial or guide else 0
-    dev = 0 if reflectance_asked else 4 * bands                 # chain writes the reflectance
-    dev += 4 * bands + 1 + ((raw_itemsize + 4) * bands if counts else 0)   # quality_pixel in
-    dev += 4 * (2 + counts) + 4 * m                             # s_raw, (var), darkest, ext
-    host = 4 * (2 + counts) + 4 * m                             # download of those
-    halo = 0
+    m = guide + terms if spatial else 0
+    v = 4 if counts else 0
+    out = {"reflectance": 0 if reflectance_asked else 4 * bands}
+    # refl, (raw, dark), flags, thb in; flags, s, (var), ext, ok out
+    out["quality_pixel"] = (4 * bands + ((raw_itemsize + 4) * bands if counts else 0) + 1 + 4
+                            + 1 + 4 + v + 4 * m + 1)
+    out["bilateral"] = 0
     if spatial:
         launches = max(1, -(-terms // BIL_TERMS_PER_LAUNCH))
-        per_launch = 4 + 4 * counts + 1 + 4 * guide               # value, var, ok, guide
-        reads = launches * per_launch + 4 * terms
-        writes = 4 + 4 * counts + 4 * terms
-        dev += (4 + 4 * counts + 1) + reads + writes             # upload lands, read, write
-        host += (4 + 4 * counts + 1) + writes                    # upload, download
-        halo = int(round(reads * ((16 + 6) ** 2 / 256 - 1)))
-    return {"device": dev, "host": host, "halo": halo}
+        out["bilateral"] = launches * (4 + v + 1 + 4 * guide) + 4 * terms + (4 + v + 4 * terms)
+    t_f = 4 * terms if spatial else 0
+    s_f = (4 + v) if spatial else 0
+    # s, (var), s_f, (var_f), t_f, ok, flags, maps in; flags, maps, sigma, sto2_all, pack out
+    out["finish"] = (4 + v + s_f + t_f + 1 + 1 + 24) + (1 + 24 + 8 + maps * pack_itemsize)
+    out["host"] = 8
+    out["device"] = sum(out[k] for k in ("reflectance", "quality_pixel", "bilateral",
+                                         "finish"))
+    return out
 
 
 def host_finish_reason(plan) -> str | None:

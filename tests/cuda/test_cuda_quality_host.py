@@ -128,3 +128,24 @@ def test_float32_input_launches_no_variance(fake):
         assert "sto2_sigma" in res.maps
     finally:
         be.close()
+
+
+def test_memory_md_states_the_byte_count():
+    """cuda_kernels/MEMORY.md's quality table is quality_bytes' count."""
+    from cuda_kernels import KERNEL_DIR
+    from edge.backends.cuda_quality import quality_bytes
+    from edge.core.chain import chain_bytes
+
+    q = quality_bytes(100, 5, 12, reflectance_asked=False)
+    assert (q["reflectance"], q["quality_pixel"], q["bilateral"], q["finish"]) == \
+        (400, 1083, 162, 131)
+    assert q["device"] == 1776 and quality_bytes(100, 5, 12)["device"] == 1376
+    pack = PackSpec(spectra_bands=tuple(range(100)), maps=("sto2", "thi"), dtype="float32")
+    chain = chain_bytes((480, 640, 100), pack=pack, reflectance=False)
+    total = chain + 480 * 640 * q["device"]
+    floor = chain_bytes((480, 640, 100), pack=pack, reflectance=False, maps=8) \
+        + 480 * 640 * (2 * 4 * (2 + 5 + 12) + 2)
+    text = (KERNEL_DIR / "MEMORY.md").read_text()
+    for figure in (f"{chain / 1e6:.1f} MB", f"{total / 1e6:.1f} MB", f"{floor / 1e6:.1f} MB",
+                   f"{total / 204.8e6:.2f} ms", f"{floor / 204.8e6:.2f} ms"):
+        assert figure in text, figure
