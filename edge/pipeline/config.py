@@ -30,8 +30,7 @@ Example (every key optional; these are the defaults)::
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
       quality: null            # StO2 standard error (sto2_sigma) and validity mask: null
-                               # where the backend has it (numpy, native; not cuda, logged),
-                               # true: required (auto picks numpy, cuda refuses), false: off
+                               # or true: on (every backend: numpy, native, cuda), false: off
       spatial: bilateral       # none | bilateral: edge-preserving 7x7 step on StO2 and the
                                # StO2 index (needs quality)
       spatial_radius: 3        # half-width of its window in pixels (3: 7x7, 5: 11x11)
