@@ -25,6 +25,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from edge.core.hostinfo import parse_cpu_model, parse_l4t, parse_nvcc_release
+
 __all__ = ["collect", "hardware_key", "HARDWARE_FIELDS", "software_differences"]
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,7 @@ def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
 
 
 def _cpu_model() -> str | None:
-    text = _read("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-        if m:
-            return m.group(1).strip()
-    return platform.processor() or None
+    return parse_cpu_model(_read("/proc/cpuinfo") or "") or platform.processor() or None
 
 
 def _gpu() -> dict[str, Any]:
@@ -76,8 +73,7 @@ def _jetson() -> dict[str, Any]:
     model = model.rstrip("\x00") if model else None
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
-        m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", l4t)
-        l4t = f"{m.group(1)}.{m.group(2)}" if m else l4t.splitlines()[0]
+        l4t = parse_l4t(l4t) or l4t.splitlines()[0]
     from edge.latency.clocks import parse_jetson_clocks, parse_nvpmodel
 
     power = parse_nvpmodel(_run(["nvpmodel", "-q"]))
@@ -103,8 +99,7 @@ def _versions() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - any failure means "not usable here"
             out[key] = None
     cuda = _run(["nvcc", "--version"])
-    m = re.search(r"release ([\d.]+)", cuda or "")
-    out["cuda"] = m.group(1) if m else None
+    out["cuda"] = parse_nvcc_release(cuda or "")
     out["git_commit"] = _run(["git", "-C", str(_REPO), "rev-parse", "HEAD"])
     dirty = _run(["git", "-C", str(_REPO), "status", "--porcelain", "--untracked-files=no"])
     out["git_dirty"] = None if out["git_commit"] is None else bool(dirty)
