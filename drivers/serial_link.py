@@ -404,11 +404,9 @@ class Connection:
         """Values of what :meth:`_exchange` returned: a values tuple or a reply object."""
         return reply if isinstance(reply, tuple) else reply.values
 
-    def _recover(self, exc: DeviceError, reconnect: bool = True) -> None:
+    def _recover(self, exc: DeviceError) -> None:
         """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
         for _ in range(3):
-            if isinstance(exc, LinkLost) and not reconnect:
-                raise exc
             try:
                 if isinstance(exc, LinkLost):
                     self._reconnect(exc)
