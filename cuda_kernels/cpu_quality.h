@@ -14,6 +14,8 @@
 // element for uint16 counts). Sums run in band order (NumPy's sgemm sums in another order):
 // results agree with the reference to float32 rounding (tests/native/test_native_quality.py).
 
+#include "quality_math.cuh"   // the per-pixel formulas, shared with the CUDA quality pass
+
 extern "C" {
 
 // refl (npix, nb) float32 and flags (npix) uint8 from hsi_cpu_chain; raw (npix, nb) uint16
@@ -37,9 +39,7 @@ int hsi_cpu_quality(const float* refl, const unsigned char* flags, const uint16_
         float* eo = ext_out + p * (long long)m;
         // The darkest band also for unmix_invalid pixels (a highlight can push the unmixing
         // out of its domain); NaN where the reflectance itself is unusable.
-        float rmin = INFINITY;
-        for (int b = 0; b < nb; ++b) rmin = r[b] < rmin ? r[b] : rmin;
-        darkest[p] = (flags[p] & ~HSI_FLAG_UNMIX_INVALID) ? nan : rmin;
+        darkest[p] = (flags[p] & ~HSI_FLAG_UNMIX_INVALID) ? nan : q_darkest(r, nb);
         if (flags[p]) {
             s_raw[p] = nan;
             if (var) var[p] = nan;
@@ -47,21 +47,14 @@ int hsi_cpu_quality(const float* refl, const unsigned char* flags, const uint16_
             continue;
         }
         float a[HSI_MAX_BANDS];
-        float co = 0.0f, cd = 0.0f;
         for (int b = 0; b < nb; ++b) {
             const float v = r[b];
             a[b] = -hsi_logf(v < eps ? eps : v);
-            co = HSI_FMA(po[b], a[b], co);
-            cd = HSI_FMA(pd[b], a[b], cd);
         }
+        const float co = q_dot(po, a, nb), cd = q_dot(pd, a, nb);
         const float t = co + cd;
         s_raw[p] = co / t;
-        for (int j = 0; j < m; ++j) {
-            const float* e = ext + (long long)j * nb;
-            float acc = 0.0f;
-            for (int b = 0; b < nb; ++b) acc = HSI_FMA(e[b], a[b], acc);
-            eo[j] = acc;
-        }
+        for (int j = 0; j < m; ++j) eo[j] = q_dot(ext + (long long)j * nb, a, nb);
         if (!var) continue;
         if (!(t > 0.0f)) {
             var[p] = nan;
@@ -70,38 +63,14 @@ int hsi_cpu_quality(const float* refl, const unsigned char* flags, const uint16_
         const uint16_t* rp = raw + p * nb;
         const float* dp = dark + p * nb;
         float d[HSI_MAX_BANDS];
-        for (int b = 0; b < nb; ++b) {
-            const float x = (float)rp[b] - dp[b];
-            d[b] = x > 1.0f ? x : 1.0f;
-        }
+        for (int b = 0; b < nb; ++b) d[b] = q_signal((float)rp[b] - dp[b]);
         if (!ct) {
-            float qoo = 0.0f, qdd = 0.0f, qod = 0.0f;
-            for (int b = 0; b < nb; ++b) {
-                const float w = 1.0f / d[b];
-                const float v = (kpe + r2 * w) * w;     // (K d + r^2) / d^2
-                qoo += po[b] * po[b] * v;
-                qdd += pd[b] * pd[b] * v;
-                qod += po[b] * pd[b] * v;
-            }
-            const float num = cd * cd * qoo + co * co * qdd - 2.0f * co * cd * qod;
-            var[p] = (num > 0.0f ? num : 0.0f) / (t * t) / (t * t);
+            var[p] = q_sto2_var(po, pd, d, nb, co, cd, kpe, r2);
         } else {
-            // ds/dA_b = g_b; A_b = -ln x_out_b; x_out = x_in @ ct: var(s) = sum_k var(x_in_k)
-            // (sum_b ct[k][b] g_b / d_b)^2, var(x_in_k) = K max(sum_b d_b c_t[b][k], 0) + r^2
             float u[HSI_MAX_BANDS];
             const float t2 = t * t;
-            for (int b = 0; b < nb; ++b) u[b] = ((cd * po[b] - co * pd[b]) / t2) / d[b];
-            float acc = 0.0f;
-            for (int k = 0; k < nb; ++k) {
-                float z = 0.0f, xin = 0.0f;
-                for (int b = 0; b < nb; ++b) {
-                    z = HSI_FMA(ct[k * nb + b], u[b], z);
-                    xin = HSI_FMA(d[b], c_t[b * nb + k], xin);
-                }
-                const float vin = (xin > 0.0f ? xin : 0.0f) * kpe + r2;
-                acc += vin * z * z;
-            }
-            var[p] = acc;
+            for (int b = 0; b < nb; ++b) u[b] = q_mixed_u(po[b], pd[b], co, cd, t2, d[b]);
+            var[p] = q_sto2_var_mixed(po, pd, d, nb, co, cd, kpe, r2, ct, c_t, u);
         }
     }
     return 0;

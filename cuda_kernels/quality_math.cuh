@@ -3,7 +3,7 @@
 // call them on rows staged in shared memory, the host emulation (tests/cuda/
 // quality_emulation.cpp) runs them on the CPU. NumPy reference: edge/processing/quality.py
 // (absorbance_variance + sto2_raw_variance, sto2_raw_variance_mixed, specular); the native
-// CPU pass (cpu_quality.h) computes the same formulas operation for operation.
+// CPU pass (cpu_quality.h) calls the same functions, so the formulas exist once.
 //
 // Every function walks the bands in order and keeps no per-band array of its own (a local
 // array of HSI_MAX_BANDS floats would live in local memory on the GPU): callers hand in rows
@@ -64,14 +64,19 @@ HSI_HD float q_sto2_var(const float* po, const float* pd, const float* x, int nb
     return (num > 0.0f ? num : 0.0f) / (t * t) / (t * t);
 }
 
+// d s / d A_b over the band's signal: u_b = ((cd po_b - co pd_b) / t^2) / d_b.
+HSI_HD float q_mixed_u(float po, float pd, float co, float cd, float t2, float d) {
+    return ((cd * po - co * pd) / t2) / d;
+}
+
 // The same through a crosstalk correction x_out = x_in @ ct (sto2_raw_variance_mixed):
-// g_b = (cd po_b - co pd_b) / t^2, u_b = g_b / d_b,
 // var(s) = sum_k (K max(sum_b d_b c_t[b][k], 0) + r^2) (sum_b ct[k][b] u_b)^2;
-// ct = pinv(C).T and c_t = C.T, (nb, nb) row-major. u_b is recomputed per k (the same
-// float32 operations each time) rather than kept in an array.
+// ct = pinv(C).T and c_t = C.T, (nb, nb) row-major. u: the u_b (q_mixed_u) precomputed by a
+// caller with room for them (the CPU), or NULL: recomputed per k, the same float32
+// operations each time (the GPU, which keeps no per-band array).
 HSI_HD float q_sto2_var_mixed(const float* po, const float* pd, const float* x, int nb,
                               float co, float cd, float kpe, float r2, const float* ct,
-                              const float* c_t) {
+                              const float* c_t, const float* u = nullptr) {
     const float t = co + cd;
     if (!(t > 0.0f)) return hsi_nan();
     const float t2 = t * t;
@@ -80,8 +85,8 @@ HSI_HD float q_sto2_var_mixed(const float* po, const float* pd, const float* x, 
         float z = 0.0f, xin = 0.0f;
         for (int b = 0; b < nb; ++b) {
             const float d = q_signal(x[b]);
-            const float u = ((cd * po[b] - co * pd[b]) / t2) / d;
-            z = HSI_QFMA(ct[k * nb + b], u, z);
+            const float ub = u ? u[b] : q_mixed_u(po[b], pd[b], co, cd, t2, d);
+            z = HSI_QFMA(ct[k * nb + b], ub, z);
             xin = HSI_QFMA(d, c_t[b * nb + k], xin);
         }
         const float vin = (xin > 0.0f ? xin : 0.0f) * kpe + r2;
