@@ -7,19 +7,23 @@ shares (DESIGN.md, "Drivers and simulators"; FACTS.md, "Serial hardware"), as te
 methods: verified identity on open, one lock per transaction, bounded retries, verified
 writes, the fail-safe, reconnect and resync.
 
+Recovery from a lost port or a device reset (reconnect search, resync) and the errors that
+say an exchange did not complete are in :mod:`drivers.serial_recovery`; the port itself in
+:mod:`drivers.serial_port`; the names stay importable from here.
+
 Protocol details (framing, sequence numbers, CRC, echo checks) live in the subclasses' hooks
 (``_identify``, ``_exchange``, ``_do_resync``, ``_do_safe``): :class:`drivers.trigger.HsiConnection`, :class:`drivers.lumencor.LumencorConnection`.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import threading
 import time
 from typing import Callable, Sequence
 
 from drivers.serial_port import LinkLost, SerialLink
+from drivers.serial_recovery import Interrupted, NotExecuted, Recovery, Refused
 from drivers.serial_replies import reply_flag, reply_float, reply_int, reply_names
 from edge.errors import DeviceError, DeviceProtocolError, DeviceTimeout
 
@@ -29,24 +33,7 @@ __all__ = ["SerialLink", "Connection", "LinkLost", "Interrupted", "NotExecuted",
 log = logging.getLogger(__name__)
 
 
-class Interrupted(DeviceError):
-    """The exchange was cut by a device reset or reconnect; its effect is unknown."""
-
-
-class NotExecuted(DeviceError):
-    """The device refused the command without executing it (busy, CRC); safe to resend."""
-
-
-class Refused(Exception):
-    """Raised by :meth:`Connection._exchange` for a device error reply: ``error`` (a
-    :class:`DeviceError`) reaches the caller as is, never retried."""
-
-    def __init__(self, error: DeviceError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class Connection:
+class Connection(Recovery):
     """Base of a line-protocol serial connection: the transaction engine of every protocol.
 
     A protocol subclass implements only its exchange (framing and parsing) and its state:
@@ -403,83 +390,3 @@ class Connection:
     def _values(reply) -> tuple[str, ...]:
         """Values of what :meth:`_exchange` returned: a values tuple or a reply object."""
         return reply if isinstance(reply, tuple) else reply.values
-
-    def _recover(self, exc: DeviceError) -> None:
-        """Reconnect (port lost) or resync (device reset), again if that is cut short too."""
-        for _ in range(3):
-            try:
-                if isinstance(exc, LinkLost):
-                    self._reconnect(exc)
-                else:
-                    self._resync()
-                return
-            except (LinkLost, Interrupted) as again:
-                exc = again
-        raise DeviceError(f"{self.device_kind} {self.serial_number}: could not resynchronise "
-                          f"after repeated resets/disconnects ({exc})")
-
-    # -- reconnect --------------------------------------------------------------------------
-    def _candidates(self) -> list[str]:
-        paths = [self.url]
-        for pattern in self.search:
-            paths += [p for p in sorted(glob.glob(pattern)) if p not in paths]
-        return paths
-
-    def _reconnect(self, cause: BaseException) -> None:
-        """Find the device again (same serial number) with back-off, then resync.
-
-        Raises
-        ------
-        DeviceError
-            If it does not come back within ``reconnect_timeout`` seconds.
-        """
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-        if self.reconnect_timeout <= 0:
-            raise LinkLost(f"{self.device_kind} on {self.url} disconnected ({cause}); "
-                           "reconnecting is disabled (reconnect_timeout=0)") from cause
-        log.warning("%s %s lost (%s); reconnecting", self.device_kind, self.serial_number, cause)
-        deadline = time.monotonic() + self.reconnect_timeout
-        backoff = 0.02
-        while True:
-            for i, path in enumerate(self._candidates()):
-                if i and time.monotonic() > deadline:
-                    break  # many silent candidates must not stretch the deadline
-                link = None
-                try:
-                    link = SerialLink(path, baudrate=self.baudrate, exclusive=self.exclusive)
-                    _, serial_number = self._identify(link)
-                except DeviceError as exc:
-                    log.debug("reconnect: %s not usable: %s", path, exc)
-                    if link is not None:
-                        link.close()
-                    continue
-                if serial_number != self.serial_number:
-                    log.info("reconnect: %s is serial %s, want %s; skipped", path,
-                             serial_number, self.serial_number)
-                    link.close()
-                    continue
-                self._link = link
-                log.warning("%s %s back on %s", self.device_kind, self.serial_number, path)
-                try:
-                    self._resync()
-                except DeviceError as exc:  # lost again while resyncing: keep searching
-                    log.info("reconnect: resync on %s failed: %s", path, exc)
-                    link.close()
-                    self._link = None
-                    continue
-                self.stats["reconnects"] += 1
-                if self.on_reconnect is not None:
-                    self.on_reconnect()
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeviceError(
-                    f"{self.device_kind} {self.serial_number} on {self.url} disconnected and did "
-                    f"not come back within reconnect_timeout={self.reconnect_timeout:g} s "
-                    f"(searched {', '.join(self._candidates())})") from cause
-            # Sleep at most up to the deadline and look once more there: giving up as soon as
-            # the next back-off would overshoot stopped searching up to 40 % early.
-            time.sleep(min(backoff, remaining))
-            backoff = min(backoff * 2, 0.5)
