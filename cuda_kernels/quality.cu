@@ -13,7 +13,7 @@
 // maps (6, npix) the chain's, raw (npix, nb) uint16 and dark (npix, nb) float32 or both NULL
 // (no counts: var not written); ext (m, nb); ct, c_t (nb, nb) or NULL; spec_level, thb_min
 // (+inf / -inf: rule off). Outputs: s_raw, var (npix); ext_out (m, npix); ok (npix) uint8.
-// Launch (cuda_quality.py only): block = pixels per tile, grid = ceil(npix / block),
+// Launch (cuda_quality_launch.py only): block = pixels per tile, grid = ceil(npix / block),
 // dynamic shared = 4 * block * stride (x2 with counts), stride = nb | 1.
 //
 // bilateral_f32: the joint-bilateral spatial step as a 2-D tile: a (bx + 2r) x (by + 2r)
@@ -22,7 +22,7 @@
 // uint8, guide (G, npix), terms (mt, npix) of which planes t0 .. t0 + tc - 1 (tc <=
 // HSI_BIL_TC); ks (2r + 1)^2 spatial weights. Outputs s_out, var_out (npix, NULL: not
 // written) and t_out (mt, npix), NaN where not ok.
-// Launch (cuda_quality.py only): block (bx, by), grid ceil(cols / bx) x ceil(rows / by),
+// Launch (cuda_quality_launch.py only): block (bx, by), grid ceil(cols / bx) x ceil(rows / by),
 // dynamic shared = 4 * (bx + 2r) (by + 2r) (3 + G + tc).
 //
 // quality_finish_f32/f16: the frame-wide rest of finish_quality, per pixel once the spatial
@@ -78,7 +78,7 @@ extern "C" __global__ void bilateral_f32(
 // quality_finish_*: one thread per pixel (finish_thread). Inputs as FinishIn (planes of npix;
 // var, s_f, var_f, t_f may be NULL); flags (npix) and maps (6, npix) updated in place;
 // sigma, sto2_all (npix) written; packed (channels, npix): its map channels rewritten, or NULL.
-// Launch (cuda_quality.py only): block 256, grid ceil(npix / 256).
+// Launch (cuda_quality_launch.py only): block 256, grid ceil(npix / 256).
 #define HSI_FINISH_KERNEL(NAME, OUT)                                                           \
     extern "C" __global__ void NAME(                                                           \
         const float* __restrict__ s_raw, const float* __restrict__ var,                        \

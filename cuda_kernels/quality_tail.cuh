@@ -11,7 +11,7 @@
 #include "quality_math.cuh"
 
 // Terms of the spatial step one launch averages: their accumulators stay in registers
-// (fully unrolled, compile-time indices); more terms take more launches (cuda_quality.py).
+// (fully unrolled, compile-time indices); more terms take more launches (cuda_quality_launch.py).
 #define HSI_BIL_TC 6
 
 // ---- per-pixel pass (quality_pixel) -------------------------------------------------------

@@ -43,9 +43,10 @@ def compare(a, maps, flags, packed):
     """Flags exact; each map's NaN pattern exact; within relative 1e-5 (sigma: TOL) over the
     pixels whose reference sigma is below ILL (25 points, 5x the 'uncertain' limit) and
     within 5e-3 at the rest. There c_o + c_d is near 0: s = c_o / (c_o + c_d) and its
-    variance's numerator (c_d^2 q_oo + c_o^2 q_dd - 2 c_o c_d q_od) cancel, so float32 sums over the bands in
-    another order (sgemm's against band order) differ by up to 1e-3 relative (measured 9e-4
-    on sigma 167 at a highlight's edge); every such pixel is flagged 'uncertain' anyway."""
+    variance's numerator (c_d^2 q_oo + c_o^2 q_dd - 2 c_o c_d q_od) cancel, so float32 sums
+    over the bands in another order (sgemm's against band order) differ by up to 1e-3
+    relative (measured 9e-4 on sigma 167 at a highlight's edge); every such pixel is
+    flagged 'uncertain' anyway."""
     np.testing.assert_array_equal(flags, a.flags)
     sig = a.maps["sto2_sigma"]
     ill = sig >= ILL

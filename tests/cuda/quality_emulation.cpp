@@ -8,7 +8,8 @@
 // What this checks without a GPU: the per-pixel pass's staging (reflectance and I - D tiles,
 // the partial last block), the 2-D tile with its halo for every radius (the partial tiles at
 // the right and bottom edges, the frame border), the term chunks of several launches, the
-// per-pixel finish, and the arithmetic of quality_math.cuh. Not: concurrency, __ldg, coalescing, timing (tests/gpu).
+// per-pixel finish, and the arithmetic of quality_math.cuh. Not: concurrency, __ldg,
+// coalescing, timing (tests/gpu).
 #include "host_emulation.cpp"
 #include "quality_tail.cuh"
 
