@@ -32,14 +32,11 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from calibration import _replace
 from calibration._checks import META_CHECKSUM_KEY, check_references, meta_checksum, meta_count
@@ -48,10 +45,11 @@ from calibration._checks import meta_number as _num
 from calibration._checks import meta_shape as _meta_shape
 from calibration._checks import meta_temperature
 from calibration._checks import meta_wavelengths as _wavelengths
+from calibration.record_files import MASK_NAMES, RECORD_FILE, check_target, save_locked
 from calibration.references import DarkReference, WhiteReference
 from edge import __version__
 from edge.core.config import load_yaml
-from edge.core.fileio import fsync_dir, sha256_file
+from edge.core.fileio import sha256_file
 from edge.errors import CalibrationError, ConfigError
 from edge.processing.flatfield import FlatField
 
@@ -59,8 +57,6 @@ __all__ = ["CalibrationRecord", "RECORD_FILE", "MASK_NAMES"]
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "record.yaml"
-MASK_NAMES = ("hot", "dead", "overexposed", "underexposed")
 _REQUIRED = ("camera_serial", "exposure_us", "white_exposure_us", "gain", "bit_depth",
              "created", "wavelengths", "shape", "rho_ref", "files")
 
@@ -224,40 +220,8 @@ class CalibrationRecord:
         return {k: int(np.count_nonzero(v)) for k, v in self.masks.items()}
 
     # -- disk -----------------------------------------------------------------------------
-    @staticmethod
-    def check_target(directory: str | os.PathLike, *, overwrite: bool = False,
-                     overwrite_hint: str = "overwrite=True") -> bool:
-        """Check that a record can be saved to ``directory``; True if it holds files.
-
-        Call it before capturing references (capping the lens, placing the tile) so a
-        capture is never wasted on a folder it cannot be saved to.
-
-        Raises
-        ------
-        CalibrationError
-            ``directory`` is a file, holds files and ``overwrite`` is False, or its parent
-            cannot be written (read-only, permissions).
-        """
-        target = Path(directory)
-        if target.exists() and not target.is_dir():
-            raise CalibrationError(f"{target}: exists and is not a directory")
-        occupied = target.is_dir() and any(target.iterdir())
-        if occupied and not overwrite:
-            what = ("a calibration record" if (target / RECORD_FILE).exists()
-                    else "other files")
-            raise CalibrationError(
-                f"{target}: already holds {what}; choose a new directory or pass "
-                f"{overwrite_hint} (the old one is kept as a timestamped backup)")
-        parent = target.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            # os.access lies for root and on read-only mounts; creating a file does not.
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError as exc:
-            raise CalibrationError(
-                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
-        return occupied
+    #: See :func:`calibration.record_files.check_target`.
+    check_target = staticmethod(check_target)
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False,
              extra_files: dict[str, bytes] | None = None) -> Path:
@@ -279,86 +243,13 @@ class CalibrationRecord:
                     or name.endswith(".npz"):
                 raise CalibrationError(f"extra_files: {name!r} is not allowed (a plain file "
                                        f"name, not {RECORD_FILE} nor an .npz)")
-        self.check_target(target, overwrite=overwrite)
+        check_target(target, overwrite=overwrite)
         with _replace.parent_lock(target):
             _replace.recover(target, self._problem)
-            self._save_locked(target, self.check_target(target, overwrite=overwrite), extra)
+            save_locked(self, target, check_target(target, overwrite=overwrite), extra)
         self.path = target
         log.info("calibration record saved to %s", target)
         return target
-
-    def _save_locked(self, target: Path, occupied: bool,
-                     extra: dict[str, bytes] | None = None) -> None:
-        """The steps of a save (see :mod:`calibration._replace`), with the parent locked."""
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=_replace.tmp_prefix(target), dir=target.parent))
-        except OSError as exc:
-            raise CalibrationError(
-                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
-        backup = None
-        if occupied:
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-            backup = target.with_name(f"{target.name}.backup-{stamp}")
-        try:
-            self._write_into(tmp, extra)
-            _replace.crash_point("written")
-            _replace.write_journal(target, tmp, backup)
-            _replace.crash_point("journal")
-            if backup is not None:
-                os.rename(target, backup)
-                log.warning("calibration: previous record kept as %s", backup)
-                _replace.crash_point("backup")
-            elif target.is_dir():
-                target.rmdir()  # empty directory: nothing to keep
-            os.rename(tmp, target)
-            _replace.crash_point("renamed")
-            _replace.journal_path(target).unlink()
-        except OSError as exc:
-            # Disk full or read-only: the old record is put back if it was moved, the
-            # half-written one is removed.
-            if backup is not None and backup.is_dir() and not target.exists():
-                os.rename(backup, target)
-            shutil.rmtree(tmp, ignore_errors=True)
-            _replace.journal_path(target).unlink(missing_ok=True)
-            raise CalibrationError(
-                f"{target}: cannot write calibration record: {exc.strerror or exc}") from exc
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            _replace.journal_path(target).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
-
-    def _write_into(self, d: Path, extra: dict[str, bytes] | None = None) -> None:
-        arrays = {"dark.npz": {"mean": self.dark, "std": self.dark_std},
-                  "white.npz": {"mean": self.white, "std": self.white_std},
-                  "masks.npz": {k: np.asarray(self.masks[k], bool) for k in MASK_NAMES}}
-        if self.white_dark is not None:
-            arrays["white_dark.npz"] = {"mean": self.white_dark,
-                                        "std": (self.white_dark_std if self.white_dark_std
-                                                is not None else np.zeros_like(self.white_dark))}
-        files = {}
-        for name, content in arrays.items():
-            path = d / name
-            with open(path, "wb") as fh:
-                np.savez(fh, **{k: np.asarray(v) for k, v in content.items()})
-                fh.flush()
-                os.fsync(fh.fileno())
-            files[name] = sha256_file(path)
-            _replace.crash_point("writing")
-        for name, blob in (extra or {}).items():
-            with open(d / name, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            files[name] = sha256_file(d / name)
-        meta = self.metadata()
-        meta["files"] = files
-        meta[META_CHECKSUM_KEY] = meta_checksum(meta)
-        with open(d / RECORD_FILE, "w", encoding="utf-8") as fh:
-            fh.write("# hsi-edge calibration record (see calibration/records.py)\n")
-            yaml.safe_dump(meta, fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "CalibrationRecord":
