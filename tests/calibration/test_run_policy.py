@@ -21,6 +21,7 @@ from edge.errors import CalibrationError
 from edge.pipeline.app import run_job
 from edge.pipeline.config import AppConfig
 from field_bench import COLS, PRESET, ROWS, TABLE, calibrate, camera
+from sim_records import save_simulated_record
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +124,7 @@ def test_quick_check_above_its_limit_counts_as_expired(signed, tmp_path):
 
 
 def test_record_without_field_qc_runs_as_before(tmp_path):
-    from calibration.references import capture_dark, capture_white
-    cam = camera(0)
-    with cam:
-        cam.configure(exposure_us=8000.0)
-        cam.target = "dark"
-        dark = capture_dark(cam, 4)
-        cam.target = "white"
-        white = capture_white(cam, 4, dark=dark)
-    CalibrationRecord.from_references(dark, white).save(tmp_path / "old")
+    save_simulated_record(tmp_path / "old", camera(0), frames=4)
     assert read_qc(CalibrationRecord.load(tmp_path / "old")) is None
     cal, maps, _ = _run(tmp_path, tmp_path / "old")
     assert cal["state"] == "unchecked" and cal["outputs_marked"] is None

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import pytest
 
-from calibration.records import CalibrationRecord
 from drivers.simulated import SimulatedCamera
 from edge.latency.session import LatencySession, config_with_overrides
+from sim_records import count_record_loads, save_simulated_record
 
 PRESET, ROWS, COLS = "snapshot16", 12, 16
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
-    from calibration.references import capture_dark, capture_white
-    cam = SimulatedCamera(PRESET, rows=ROWS, cols=COLS, seed=0, noise="exact")
-    with cam:
-        cam.configure(exposure_us=8000.0)
-        cam.target = "dark"
-        dark = capture_dark(cam, 2)
-        cam.target = "white"
-        white = capture_white(cam, 2, dark=dark)
-    path = tmp_path_factory.mktemp("rec") / "rec"
-    CalibrationRecord.from_references(dark, white).save(path)
-    return path
+    return save_simulated_record(tmp_path_factory.mktemp("rec") / "rec",
+                                 SimulatedCamera(PRESET, rows=ROWS, cols=COLS, seed=0,
+                                                 noise="exact"))
 
 
 def test_session_goes_through_the_calibration_gate(record, tmp_path, monkeypatch):
@@ -34,14 +26,7 @@ def test_session_goes_through_the_calibration_gate(record, tmp_path, monkeypatch
                         f"exposure_us: 8000.0, fps: 50}}\n"
                         f"calibration: {{record: '{record}', history: '{tmp_path / 'h'}'}}\n"
                         f"processing: {{backend: numpy}}\n")
-    loads = []
-    original = CalibrationRecord.load.__func__
-
-    def counting(cls, path, *a, **kw):
-        loads.append(str(path))
-        return original(cls, path, *a, **kw)
-
-    monkeypatch.setattr(CalibrationRecord, "load", classmethod(counting))
+    loads = count_record_loads(monkeypatch)
     cfg = config_with_overrides(str(cfg_path), model="none")
     with LatencySession(cfg, bank_size=2) as s:
         rec = s.run_round(3, warmup=1)

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from calibration.records import CalibrationRecord
 from drivers.simulated import SimulatedCamera
 from edge.core.config import from_mapping
 from edge.pipeline.app import run_job
 from edge.pipeline.assembly import assemble_chain
 from edge.pipeline.calibration_policy import CalibrationGate
 from edge.pipeline.config import AppConfig
+from sim_records import count_record_loads, save_simulated_record
 
 PRESET, ROWS, COLS = "snapshot16", 12, 16
 
@@ -24,17 +24,9 @@ PRESET, ROWS, COLS = "snapshot16", 12, 16
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     """A record without field QC (status ``unchecked``: runs calibrated)."""
-    from calibration.references import capture_dark, capture_white
-    cam = SimulatedCamera(PRESET, rows=ROWS, cols=COLS, seed=0, noise="exact")
-    with cam:
-        cam.configure(exposure_us=8000.0)
-        cam.target = "dark"
-        dark = capture_dark(cam, 2)
-        cam.target = "white"
-        white = capture_white(cam, 2, dark=dark)
-    path = tmp_path_factory.mktemp("rec") / "rec"
-    CalibrationRecord.from_references(dark, white).save(path)
-    return path
+    return save_simulated_record(tmp_path_factory.mktemp("rec") / "rec",
+                                 SimulatedCamera(PRESET, rows=ROWS, cols=COLS, seed=0,
+                                                 noise="exact"))
 
 
 def _cfg(record=None, **cal):
@@ -48,14 +40,7 @@ def _cfg(record=None, **cal):
 
 
 def test_record_is_loaded_once_per_run(record, tmp_path, monkeypatch):
-    loads = []
-    original = CalibrationRecord.load.__func__
-
-    def counting(cls, path, *a, **kw):
-        loads.append(str(path))
-        return original(cls, path, *a, **kw)
-
-    monkeypatch.setattr(CalibrationRecord, "load", classmethod(counting))
+    loads = count_record_loads(monkeypatch)
     run_job(_cfg(record), frames=2, out=tmp_path / "out")
     assert loads == [str(record)]
     cal = json.loads((tmp_path / "out" / "metrics.json").read_text())["calibration"]
