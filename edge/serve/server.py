@@ -136,8 +136,8 @@ class ServerThread:
     def start(self, timeout_s: float = 20.0) -> "ServerThread":
         """Bind, then start serving; returns when uvicorn is up.
 
-        The socket is bound here (not by uvicorn), so a bad address is one line naming it
-        instead of uvicorn's exit from its thread.
+        The socket is bound here (not by uvicorn; unless one was given as ``sock``), so a bad
+        address is one line naming it instead of uvicorn's exit from its thread.
 
         Raises
         ------

@@ -161,7 +161,7 @@ def _refusing(sock):
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
-            except (TimeoutError, OSError):
+            except OSError:  # the 50 ms timeout included: look at stop again
                 continue
             conn.close()
 
