@@ -8,8 +8,9 @@ such as ``export-htc`` the same way):
   stay fp32; graph inputs/outputs stay fp32 so the model card still fits.  Needs the
   ``hsi-edge[fp16]`` extra.
 - ``card-hash CARD [--write]``: the sha256 of the card's model (``.onnx`` plus external-data
-  files); ``--write`` adds it to a card that has none, so a damaged or replaced model file is
-  caught at load.  A card whose sha256 differs from the file is refused, never rewritten.
+  files) and of its ``onnx_fp16`` model; ``--write`` adds ``sha256`` / ``onnx_fp16_sha256`` to
+  a card that lacks them, so a damaged or replaced model file is caught at load.  A card whose
+  hash differs from the file is refused, never rewritten.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ def _register_card_hash(sub: Any) -> None:
 
 
 def _card_hash(args: argparse.Namespace) -> int:
-    import re
     from pathlib import Path
 
     from edge.core.fileio import atomic_write_bytes
@@ -70,38 +70,64 @@ def _card_hash(args: argparse.Namespace) -> int:
     from edge.inference.onnx_hash import onnx_content_sha256
 
     card = load_model_card(args.card, verify_hash=False)
-    digest = onnx_content_sha256(card.onnx_path)
-    print(f"sha256 {digest} {card.onnx_path}")
-    if card.sha256:
-        if card.sha256.lower() != digest:
-            raise EngineError(f"{args.card}: sha256: the card says {card.sha256[:12]}..., the "
-                              f"model file is {digest[:12]}...; the file changed since the card "
-                              f"was written: check it, then correct the card by hand")
-        print(f"{args.card}: sha256 matches")
+    models = [("sha256", card.sha256, card.onnx_path, "onnx")]
+    if card.onnx_fp16 is not None:
+        models.append(("onnx_fp16_sha256", card.onnx_fp16_sha256, card.onnx_fp16_path,
+                       "onnx_fp16"))
+    missing = []
+    for key, want, model, anchor in models:
+        digest = onnx_content_sha256(model)
+        print(f"{key} {digest} {model}")
+        if not want:
+            missing.append((key, digest, anchor))
+        elif want.lower() != digest:
+            raise EngineError(f"{args.card}: {key}: the card says {want[:12]}..., the model "
+                              f"file is {digest[:12]}...; the file changed since the card was "
+                              f"written: check it, then correct the card by hand")
+        else:
+            print(f"{args.card}: {key} matches")
+    if not missing:
         return 0
     if not args.write:
-        print(f"{args.card}: no sha256 in the card; add it with --write")
+        print(f"{args.card}: no {' or '.join(k for k, _, _ in missing)} in the card; add it "
+              f"with --write")
         return 0
     path = Path(args.card)
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    # A top-level 'sha256:' with an empty/null value is replaced; else the line goes after
-    # the top-level 'onnx:' key (the comment and layout of the card are kept).
-    top = [i for i, ln in enumerate(lines) if re.match(r"sha256\s*:", ln)]
-    new = f"sha256: {digest}\n"
+    text = path.read_text(encoding="utf-8")
+    for key, digest, anchor in missing:
+        text = _put_top_level(path, text, key, digest, anchor)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    written = load_model_card(path)          # the card still parses and verifies
+    for key, digest, _ in missing:
+        if getattr(written, key) != digest:
+            raise EngineError(f"{path}: could not add {key} (the card's layout is unusual); "
+                              f"add '{key}: {digest}' by hand")
+        print(f"wrote {key} to {path}")
+    return 0
+
+
+def _put_top_level(path, text: str, key: str, value: str, anchor: str) -> str:
+    """``text`` with a top-level ``key: value``: an empty/null ``key:`` line is replaced, else
+    the line goes after the top-level ``anchor:`` key (the card's comments and layout are
+    kept)."""
+    import re
+
+    from edge.errors import EngineError
+
+    lines = text.splitlines(keepends=True)
+    top = [i for i, ln in enumerate(lines) if re.match(rf"{key}\s*:", ln)]
+    new = f"{key}: {value}\n"
     if top:
         lines[top[0]] = new
     else:
-        at = next((i for i, ln in enumerate(lines) if re.match(r"onnx\s*:", ln)), None)
+        at = next((i for i, ln in enumerate(lines) if re.match(rf"{anchor}\s*:", ln)), None)
         if at is None:
-            raise EngineError(f"{path}: no top-level 'onnx:' line to add sha256 after (the "
-                              f"card's layout is unusual); add 'sha256: {digest}' by hand")
+            raise EngineError(f"{path}: no top-level '{anchor}:' line to add {key} after (the "
+                              f"card's layout is unusual); add '{key}: {value}' by hand")
+        if not lines[at].endswith("\n"):
+            lines[at] += "\n"
         lines.insert(at + 1, new)
-    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
-    if load_model_card(path).sha256 != digest:        # the card still parses and verifies
-        raise EngineError(f"{path}: could not add sha256 (the card's layout is unusual); add "
-                          f"'sha256: {digest}' by hand")
-    print(f"wrote sha256 to {path}")
-    return 0
+    return "".join(lines)
 
 
 #: Registration functions of the ``model`` actions, in help order.

@@ -10,6 +10,7 @@ A card is a YAML file next to the ONNX file::
                                      # warning ("hsi-edge model card-hash CARD --write")
     onnx_fp16: demo.fp16.onnx        # optional: the fp16 model ('hsi-edge model convert-fp16'),
                                      # built by strongly typed TensorRT (11.x) for fp16
+    onnx_fp16_sha256: 9a0b...        # its hash, checked at load like sha256 ('card-hash --write')
     input:
       name: input
       layout: NCHW
@@ -122,6 +123,7 @@ class ModelCard:
     output: OutputSpec
     sha256: str | None = None
     onnx_fp16: str | None = None
+    onnx_fp16_sha256: str | None = None
     description: str = ""
     provenance: dict[str, Any] | None = None
     path: str = ""
@@ -216,16 +218,24 @@ def load_model_card(path: str | os.PathLike, *, verify_hash: bool = True) -> Mod
             raise ConfigError(f"{p}: onnx_fp16: {card.onnx_fp16!r} {problem}")
         if not card.onnx_fp16_path.is_file():
             raise EngineError(f"{p}: onnx_fp16: model file {card.onnx_fp16_path} not found")
-    if not card.sha256:
-        log.warning("%s: the card has no sha256, so a damaged or replaced %s cannot be "
-                    "detected; add it with 'hsi-edge model card-hash %s --write'", p, card.onnx, p)
-    elif verify_hash:
-        # The model's content: the .onnx bytes plus any external-data weight files (equal to
-        # the file's sha256 for a self-contained model), so replaced weights are caught too.
-        from edge.inference.onnx_hash import onnx_content_sha256
+    models = [("sha256", card.sha256, card.onnx_path, card.onnx)]
+    if card.onnx_fp16 is not None:
+        models.append(("onnx_fp16_sha256", card.onnx_fp16_sha256, card.onnx_fp16_path,
+                       card.onnx_fp16))
+    elif card.onnx_fp16_sha256 is not None:
+        raise ConfigError(f"{p}: onnx_fp16_sha256: given, but the card declares no onnx_fp16")
+    for key, want, model, name in models:
+        if not want:
+            log.warning("%s: the card has no %s, so a damaged or replaced %s cannot be "
+                        "detected; add it with 'hsi-edge model card-hash %s --write'", p, key,
+                        name, p)
+        elif verify_hash:
+            # The model's content: the .onnx bytes plus any external-data weight files (equal
+            # to the file's sha256 for a self-contained model), so replaced weights are caught.
+            from edge.inference.onnx_hash import onnx_content_sha256
 
-        got = onnx_content_sha256(card.onnx_path)
-        if got != card.sha256.lower():
-            raise EngineError(f"{card.onnx_path}: sha256 {got[:12]}... does not match the model "
-                              f"card ({card.sha256[:12]}...); the file is corrupt or replaced")
+            got = onnx_content_sha256(model)
+            if got != want.lower():
+                raise EngineError(f"{model}: sha256 {got[:12]}... does not match the model card's "
+                                  f"{key} ({want[:12]}...); the file is corrupt or replaced")
     return card

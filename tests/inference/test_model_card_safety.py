@@ -116,6 +116,44 @@ def test_card_without_sha256_warns_and_card_hash_writes_it(tmp_path, caplog, cap
     assert len(err) == 1 and "the file changed since the card was written" in err[0]
 
 
+def test_the_fp16_model_is_hashed_and_checked_too(tmp_path, caplog, capsys):
+    """The card's onnx_fp16 model was loaded without any hash check: a replaced fp16 file
+    would have been built into the TensorRT engine unnoticed."""
+    import shutil
+
+    from edge.cli import main
+    from edge.inference.onnx_hash import onnx_content_sha256
+
+    path = _card(tmp_path)
+    fp16 = path.parent / "model.fp16.onnx"
+    shutil.copy(path.parent / "model.onnx", fp16)     # stands in for a converted model
+    path.write_text(path.read_text() + "onnx_fp16: model.fp16.onnx\n")
+    with caplog.at_level(logging.WARNING, logger="edge.inference.modelcard"):
+        load_model_card(path)
+    assert "the card has no onnx_fp16_sha256, so a damaged or replaced model.fp16.onnx " \
+           "cannot be detected" in caplog.text
+    assert main(["model", "card-hash", str(path), "--write"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote sha256 to {path}" in out and f"wrote onnx_fp16_sha256 to {path}" in out
+    card = load_model_card(path)
+    assert card.onnx_fp16_sha256 == onnx_content_sha256(fp16)
+    assert card.sha256 == onnx_content_sha256(path.parent / "model.onnx")
+    data = bytearray(fp16.read_bytes())
+    data[-5] ^= 0x01
+    fp16.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match=r"model\.fp16\.onnx: sha256 [0-9a-f]{12}\.\.\. does "
+                                          r"not match the model card's onnx_fp16_sha256"):
+        load_model_card(path)
+    assert main(["model", "card-hash", str(path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnx_fp16_sha256: the card says" in err[0]
+    # a hash for a model the card does not declare is a mistake in the card
+    path.write_text(path.read_text().replace("onnx_fp16: model.fp16.onnx\n", ""))
+    with pytest.raises(ConfigError, match=r"onnx_fp16_sha256: given, but the card declares no "
+                                          r"onnx_fp16"):
+        load_model_card(path)
+
+
 def test_png_colours_of_a_valid_card_are_uint8(tmp_path):
     card = load_model_card(_card(tmp_path))
     assert card.colors.dtype == np.uint8 and card.colors.shape == (3, 3)
