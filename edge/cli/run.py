@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         job = run_job(cfg, frames=frames, out=args.out, backend=args.backend,
                       runtime=args.runtime, progress=not args.no_progress and not serve,
                       overwrite=args.overwrite, extra_sinks=live.sinks if live else (),
-                      on_record=live.on_record if live else None)
+                      on_record=live.on_record if live else None,
+                      on_camera=live.on_camera if live else None)
     m = job.metrics
     print(f"processed {m['frames_processed']} frames ({m['frames_dropped']} dropped, "
           f"{m['frames_missed']} missed, {m['frames_flagged']} flagged) at {m['fps']:.2f} fps; "

@@ -72,6 +72,7 @@ class LiveService:
     sinks: list = field(default_factory=list)
     on_record: Any = None
     server: Any = None
+    on_camera: Any = None
 
 
 def _sources(args: argparse.Namespace, calibration: str | None, run_info: dict):
@@ -132,8 +133,8 @@ def serving(args: argparse.Namespace, cfg) -> Iterator[LiveService]:
     latency = RollingLatency(deadline_ms=args.deadline_ms,
                              then=lambda rec, ms: hub.note_stages(int(rec["seq"]), ms))
     p = cfg.processing
-    state = ServeState(hub=hub, latency=latency,
-                       unmixers=UnmixerCache(p.chromophores, p.baseline, cfg.camera.fwhm_nm),
+    unmixers = UnmixerCache(p.chromophores, p.baseline, cfg.camera.fwhm_nm)
+    state = ServeState(hub=hub, latency=latency, unmixers=unmixers,
                        sources=_sources(args, cfg.calibration.record,
                                         {"config": args.config or "defaults",
                                          "camera": cfg.camera.source,
@@ -141,7 +142,8 @@ def serving(args: argparse.Namespace, cfg) -> Iterator[LiveService]:
     server = _start(args, args.serve, state)
     hub.start()
     try:
-        yield LiveService(sinks=[sink], on_record=latency.add, server=server)
+        yield LiveService(sinks=[sink], on_record=latency.add, server=server,
+                          on_camera=unmixers.use_camera)
     finally:
         server.stop()
         hub.stop()

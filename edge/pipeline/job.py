@@ -10,7 +10,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from edge import __version__
 from edge.errors import HsiEdgeError
@@ -56,7 +56,8 @@ _METRICS_BYTES = 64 * 1024
 def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None,
             backend: str | None = None, runtime: str | None = None, progress: bool = False,
             null_sink: bool = False, overwrite: bool = False,
-            extra_sinks: Sequence[Sink] = (), on_record=None) -> JobResult:
+            extra_sinks: Sequence[Sink] = (), on_record=None,
+            on_camera: Callable[[Any], None] | None = None) -> JobResult:
     """Run the main job; writes ``out/metrics.json`` (and PNG/NPZ sinks) when ``out`` is set.
 
     Everything that can be checked is checked before any device moves (the dark and white
@@ -65,7 +66,9 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
     requested backend and runtime, the model card.  ``extra_sinks`` get every processed
     frame after the job's own sinks (a workflow's hook, e.g. a live preview; with one, a
     backend that can skip the reflectance cube returns it); ``on_record`` is the pipeline's
-    per-frame record hook (:class:`~edge.pipeline.runner.Pipeline`).
+    per-frame record hook (:class:`~edge.pipeline.runner.Pipeline`); ``on_camera`` is called
+    with the opened camera before the first frame (a workflow that needs its properties, e.g.
+    the service page's spectrum fit takes the camera's band FWHM).
 
     Raises
     ------
@@ -82,14 +85,16 @@ def run_job(cfg: AppConfig, *, frames: int | None, out: str | os.PathLike | None
                    if out is not None else None)
         return _run_in(cfg, out_dir, frames=frames, backend=backend, runtime=runtime,
                        progress=progress, null_sink=null_sink, extra_sinks=extra_sinks,
-                       on_record=on_record)
+                       on_record=on_record, on_camera=on_camera)
 
 
 def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend: str,
             runtime: str, progress: bool, null_sink: bool,
-            extra_sinks: Sequence[Sink], on_record=None) -> JobResult:
+            extra_sinks: Sequence[Sink], on_record=None, on_camera=None) -> JobResult:
     with contextlib.ExitStack() as stack:
         def check_space(camera) -> None:
+            if on_camera is not None:
+                on_camera(camera)
             if out_dir is not None and not null_sink:
                 pixels = camera.shape[0] * camera.shape[1]
                 need = _METRICS_BYTES + pixels * (

@@ -42,6 +42,13 @@ class UnmixerCache:
         self._key: bytes | None = None
         self._unmixer = None
 
+    def use_camera(self, camera) -> None:
+        """Take the opened camera's band FWHM (a recording's own, a preset's, or the
+        configured ``camera.fwhm_nm``: what the chain's unmixer uses); rebuilds on next use."""
+        fwhm = getattr(camera, "fwhm_nm", None)
+        if fwhm != self.fwhm_nm:
+            self.fwhm_nm, self._key = fwhm, None
+
     def get(self, wavelengths: np.ndarray):
         key = np.asarray(wavelengths, np.float64).tobytes()
         if key != self._key:

@@ -83,3 +83,12 @@ def test_raw_counts_under_uncalibrated_get_the_nominal_flat_field():
     ff, applied = gate.flatfield(cam, lambda rec: pytest.fail("the record must not apply"))
     assert applied is False and ff is not None
     assert gate.metrics(flat_field_applied=applied)["flat_field_applied"] is False
+
+
+def test_run_job_hands_the_opened_camera_to_on_camera(tmp_path):
+    seen = []
+    run_job(_cfg(), frames=1, out=tmp_path / "out",
+            on_camera=lambda cam: seen.append((cam.serial, cam.fwhm_nm, cam.shape)))
+    assert len(seen) == 1
+    serial, fwhm, shape = seen[0]
+    assert fwhm is not None and shape[:2] == (ROWS, COLS)

@@ -111,3 +111,22 @@ def test_spectrum_needs_reflectance():
 def test_pixel_errors_name_the_parameter_and_range(x, y, msg):
     with pytest.raises(ConfigError, match=msg):
         parse_pixel(x, y, ROWS, COLS)
+
+
+def test_the_fit_uses_the_cameras_band_width():
+    """The spectrum fit took only camera.fwhm_nm from the config (None for a simulated preset
+    or a recording that stores its FWHM): its unmixer sampled band centres while the chain's
+    integrated the bands; the run now hands the opened camera to the cache."""
+    from drivers.simulated import SimulatedCamera
+
+    cache = UnmixerCache(CHROMOPHORES, BASELINE)
+    with SimulatedCamera("tivita", rows=4, cols=4, seed=0) as cam:
+        wl = cam.wavelengths
+        before = cache.get(wl)
+        cache.use_camera(cam)
+        assert cam.fwhm_nm is not None and cache.fwhm_nm == cam.fwhm_nm
+        after = cache.get(wl)
+    assert after is not before and after.fwhm_nm == cam.fwhm_nm
+    assert not np.allclose(after.pinv, before.pinv)      # the band integration changed it
+    cache.use_camera(cam)
+    assert cache.get(wl) is after                         # same width: the cache holds
