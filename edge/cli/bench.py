@@ -51,8 +51,10 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
 
     if repeat < 1:
         raise HsiEdgeError(f"repeat: expected an integer >= 1, got {repeat}")
+    # The floor counts the chain's bytes only (calibrate -> unmix -> indices -> pack): the
+    # chain is timed without the StO2 quality step, which is timed on its own below.
     cfg = AppConfig(calibration=CalibrationSettings(frames=4),
-                    processing=ProcessingSettings(backend=backend))
+                    processing=ProcessingSettings(backend=backend, quality=False))
     with SimulatedCamera(preset, seed=0) as cam:
         cam.configure(trigger_mode="software")
         flatfield = obtain_flatfield(cfg, cam)
@@ -83,6 +85,18 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
         "copy_GBps": copy_gbps, "floor_ms": floor_s * 1e3, "chain_ms": t_chain * 1e3,
         "chain_vs_floor": t_chain / floor_s,
     }
+    try:
+        import dataclasses
+        qcfg = dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing,
+                                                                       quality=True))
+        be_q = make_backend(backend, cam, flatfield, pack, qcfg)
+    except HsiEdgeError as e:       # a backend without the quality step says why
+        figures["quality"] = str(e)
+    else:
+        be_q.run(raw, exposure_us=frame.meta.exposure_us)          # warm (spatial buffers)
+        t_q = _median_s(lambda: be_q.run(raw, exposure_us=frame.meta.exposure_us), repeat)
+        be_q.close()
+        figures.update(chain_quality_ms=t_q * 1e3, quality_ms=(t_q - t_chain) * 1e3)
     threads = getattr(be, "threads", 1)
     if threads > 1 and hasattr(be, "copy"):
         # A multi-threaded chain against the bandwidth its threads can reach: a one-thread
@@ -112,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"copy bandwidth        {f['copy_GBps']:8.1f} GB/s")
     print(f"chain floor           {f['floor_ms']:8.1f} ms")
     print(f"chain (median)        {f['chain_ms']:8.1f} ms   = {f['chain_vs_floor']:.1f}x floor")
+    if "chain_quality_ms" in f:
+        print(f"chain + quality step  {f['chain_quality_ms']:8.1f} ms   (StO2 sigma, validity "
+              f"mask, spatial step: +{f['quality_ms']:.1f} ms)")
     if "threads" in f:
         print(f"copy, {f['threads']} threads      {f['copy_GBps_threads']:8.1f} GB/s -> floor "
               f"{f['floor_ms_threads']:.1f} ms: chain = {f['chain_vs_floor_threads']:.1f}x "

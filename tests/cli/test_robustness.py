@@ -169,3 +169,15 @@ def test_reflectance_replay_says_the_record_is_not_applied(tmp_path, recording, 
         assert main(["run", "--config", str(cfg), "--frames", "1", "--out",
                      str(tmp_path / "out"), "--no-progress"]) == 0
     assert "is not applied: the recording holds calibrated reflectance" in caplog.text
+
+
+def test_bench_times_the_chain_without_the_quality_step_and_the_step_apart():
+    """The floor counts the chain's bytes only; with the quality step on by default the chain
+    was compared with a floor that did not include its work."""
+    from edge.cli.bench import measure
+
+    f = measure("snapshot25", "numpy", repeat=1, model="none")
+    assert f["backend"] == "numpy" and f["shape"] == [217, 409, 25]
+    assert f["chain_ms"] > 0 and f["chain_quality_ms"] > 0
+    assert f["quality_ms"] == pytest.approx(f["chain_quality_ms"] - f["chain_ms"])
+    assert f["chain_vs_floor"] == pytest.approx(f["chain_ms"] / f["floor_ms"])
