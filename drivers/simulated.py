@@ -17,7 +17,7 @@ Hooks for the trigger/illumination simulator
     still busy with the previous exposure) shows as a gap in ``meta.frame_id``.
 ``set_led_state({channel: intensity})``
     The light state at the next exposures; channels are those of
-    :data:`drivers.sim.sensor.LED_CHANNELS` (``white`` broadband halogen-like, ``blue`` 470 nm,
+    :data:`drivers.sim.light.LED_CHANNELS` (``white`` broadband halogen-like, ``blue`` 470 nm,
     ``green`` 530, ``amber`` 595, ``red`` 660, ``nir740``, ``nir850``, ``nir940``), intensities
     0-1, channels not named are off.  All off -> a dark frame.  Before any call the camera is
     lit by ``{"white": 1.0}``.

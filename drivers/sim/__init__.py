@@ -12,8 +12,8 @@ Scene and camera (NumPy only):
   volume); tissue classes and species optics in :mod:`drivers.sim.tissue_classes`
   (:data:`SCENE_CLASSES`, :data:`CLASS_PARAMS`, :data:`SPECIES`, :func:`get_species`, ...).
 - :class:`~drivers.sim.sensor.SensorModel`: illumination, exposure, shot/read/dark noise,
-  fixed pattern, quantisation; :data:`LED_CHANNELS` and :func:`led_illumination` turn a light
-  source's state into a per-band spectrum.
+  fixed pattern, quantisation; in :mod:`drivers.sim.light`, :data:`LED_CHANNELS` and
+  :func:`led_illumination` turn a light source's state into a per-band spectrum.
 - :class:`~drivers.sim.presets.CameraPreset`, :data:`PRESETS`, :func:`get_preset`: the
   TIVITA-like and snapshot camera geometries (grid, FWHM, size, bit depth, frame rate).
 - :func:`~drivers.sim.workers.worker_pool`: the thread pool the NumPy simulators share.
@@ -57,9 +57,9 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_SPECIES": "tissue_classes", "Species": "tissue_classes",
     "get_species": "tissue_classes",
     # camera sensor and presets
-    "SensorModel": "sensor", "LED_CHANNELS": "sensor", "NOISE_MODES": "sensor",
-    "REFERENCE_EXPOSURE_US": "sensor", "led_illumination": "sensor",
-    "halogen_spectrum": "sensor", "quantum_efficiency": "sensor",
+    "SensorModel": "sensor", "LED_CHANNELS": "light", "NOISE_MODES": "sensor",
+    "REFERENCE_EXPOSURE_US": "sensor", "led_illumination": "light",
+    "halogen_spectrum": "light", "quantum_efficiency": "light",
     "CameraPreset": "presets", "PRESETS": "presets", "get_preset": "presets",
     "BIT_DEPTHS": "presets", "SensorSpec": "presets", "TEXTURE_SIGMA_MM": "presets",
     "worker_pool": "workers", "MAX_WORKERS": "workers",
@@ -79,9 +79,9 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports on d
     from drivers.sim.presets import (BIT_DEPTHS, PRESETS, TEXTURE_SIGMA_MM, CameraPreset,
                                      SensorSpec, get_preset)
     from drivers.sim.scene import SceneSample, SurgicalScene
-    from drivers.sim.sensor import (LED_CHANNELS, NOISE_MODES, REFERENCE_EXPOSURE_US,
-                                    SensorModel, halogen_spectrum, led_illumination,
-                                    quantum_efficiency)
+    from drivers.sim.light import (LED_CHANNELS, halogen_spectrum, led_illumination,
+                                   quantum_efficiency)
+    from drivers.sim.sensor import NOISE_MODES, REFERENCE_EXPOSURE_US, SensorModel
     from drivers.sim.server import DeviceServer
     from drivers.sim.tissue_classes import (CLASS_PARAMS, DEFAULT_SPECIES, MELANIN_WEIGHT,
                                             SCENE_CLASSES, SPECIES, Species, get_species)

@@ -19,7 +19,7 @@ __all__ = ["ControllerModel", "DEFAULT_CHANNELS"]
 
 log = logging.getLogger(__name__)
 
-#: LED channel names; the same names as ``drivers.sim.sensor.LED_CHANNELS`` of the simulated
+#: LED channel names; the same names as ``drivers.sim.light.LED_CHANNELS`` of the simulated
 #: camera (white halogen-like, blue 470 nm, green 530, amber 595, red 660, NIR 740/850/940).
 DEFAULT_CHANNELS: tuple[str, ...] = (
     "white", "blue", "green", "amber", "red", "nir740", "nir850", "nir940")

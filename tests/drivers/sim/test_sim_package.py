@@ -62,7 +62,8 @@ def test_rendering_a_scene_loads_no_device_simulator():
                          check=True)
     got = json.loads(out.stdout)
     assert got["before"] == ["drivers", "drivers.sim"]
-    assert got["after"] == ["drivers", "drivers.sim", "drivers.sim.mosaic", "drivers.sim.presets",
+    assert got["after"] == ["drivers", "drivers.sim", "drivers.sim.light", "drivers.sim.mosaic",
+                            "drivers.sim.presets",
                             "drivers.sim.scene", "drivers.sim.sensor",
                             "drivers.sim.tissue_classes", "drivers.sim.workers"]
     assert got["shape"] == [6, 8, 25]
