@@ -132,9 +132,10 @@ def _compiler_version(cxx: str) -> str:
     return proc.stdout.strip()
 
 
-def library_path(cxx: str, openmp: bool, cache_dir: Path) -> Path:
-    """Cache path of the build for this source, compiler, flag set and CPU."""
-    return cache_dir / f"cpu_chain-{build_key(cxx, openmp)[:20]}.so"
+def library_path(cxx: str, openmp: bool, cache_dir: Path, key: str | None = None) -> Path:
+    """Cache path of the build for this source, compiler, flag set and CPU (``key``: its
+    :func:`build_key`, when the caller has it already)."""
+    return cache_dir / f"cpu_chain-{(key or build_key(cxx, openmp))[:20]}.so"
 
 
 def build_key(cxx: str, openmp: bool) -> str:
@@ -231,8 +232,8 @@ def _build(cxx: str, cache_dir: Path) -> tuple[Path, bool]:
 def _build_locked(cxx: str, cache_dir: Path, secret: bytes) -> tuple[Path, bool]:
     errors = []
     for openmp in (True, False):
-        key = build_key(cxx, openmp)
-        path = library_path(cxx, openmp, cache_dir)
+        key = build_key(cxx, openmp)       # runs the compiler and reads every source: once
+        path = library_path(cxx, openmp, cache_dir, key)
         if path.exists() or path.is_symlink():
             problem = _untrusted(path, key, secret)
             if problem is None:
