@@ -37,6 +37,10 @@ denoising.  The shipped tables are therefore fitted at ``--noise-scale 0.25`` (t
 the noise left after averaging about 16 pixels, what an edge-preserving 7x7 filter leaves
 on flat tissue (science.md section 3); 0 = noise-free, 1 = one frame per pixel.
 
+A table's ``model_error`` header line (the model-error term of ``sto2_sigma``) is fitted
+against it by ``tools/fit_sto2_model_error.py``: rerun that after a refit (this script
+writes the table without it).
+
 Usage::
 
     python tools/fit_sto2_calibration.py [--out edge/processing/data] [--n 20000] [--seed 0]

@@ -126,8 +126,15 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default=None, help="npz of per-pixel (err, sigma, contrast, "
                                                     "border) per preset")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tables", default=None, help="folder of sto2_<preset>.csv tables used "
+                                                    "instead of the shipped ones (a refit)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.tables:
+        from edge.processing.sto2 import Sto2Calibration
+        for f in sorted(Path(args.tables).glob("sto2_*.csv")):
+            cal = Sto2Calibration.from_csv(f)
+            Sto2Calibration._cache[cal.meta["key"]] = cal
     ms = None if args.model_sigma == "table" else float(args.model_sigma)
     results, samples = [], {}
     for preset in args.presets:

@@ -37,8 +37,10 @@ Example (every key optional; these are the defaults)::
       max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'
       min_blood_volume: 0.003  # 'low_blood' below the THb of this blood volume fraction
       specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
-      model_sigma: 0.0         # calibration error added to sto2_sigma (fraction); null: the
-                               # table's residual on simulated spectra
+      model_sigma: null        # model error added to sto2_sigma (fraction); null: the
+                               # table's fitted term (tools/fit_sto2_model_error.py: a
+                               # constant and a part growing with the guide's local
+                               # contrast), else its residual on simulated spectra
       temporal:                # motion-gated recursive average over frames (video; needs
                                # quality; edge/processing/temporal.py)
         method: none           # none | recursive
@@ -137,7 +139,7 @@ class ProcessingSettings:
     max_sigma: float | None = setting(0.05, range=(0.001, 1.0))
     min_blood_volume: float | None = setting(0.003, range=(0.0001, 0.2))
     specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))
-    model_sigma: float | None = setting(0.0, range=(0.0, 1.0))
+    model_sigma: float | None = setting(None, range=(0.0, 1.0))
     # Sensor noise at gain 1 (None: the camera's own, SimulatedCamera.sensor_noise)
     counts_per_electron: float | None = setting(None, range=(1e-6, 1e6))
     read_noise_counts: float | None = setting(None, range=(0.0, 1e6))

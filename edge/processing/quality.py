@@ -39,8 +39,9 @@ piecewise-linear table's kinks do not make sigma jump).  A calibration error can
 quadrature, ``sigma = sqrt(f'(s)**2 var(s) + sigma_model**2)`` (:attr:`QualityRules.
 model_sigma`; default 0: sigma is the noise part, what the measured coverage refers to;
 None: the table's rms error on 2000 fresh spectra of its forward model, :func:`model_sigma`).
-``FLAG_UNCERTAIN`` always tests the noise part: a constant model term would flag every pixel
-or none.  science.md (section 3, ``delta.py``) found this
+``FLAG_UNCERTAIN`` tests the noise part, and the edge part of a table's fitted model error
+(:func:`model_error`, ``b * c``: mixed spectra at organ borders), never the constant part: a
+constant would flag every pixel or none.  science.md (section 3, ``delta.py``) found this
 first-order sigma matches Monte Carlo (2.5 / 11.7 / 14.5 points predicted against 2.4 / 11.7
 / 14.3 measured for tivita / snapshot16 / snapshot25).
 
@@ -49,8 +50,9 @@ Validity (:class:`QualityRules`)
 - ``FLAG_LOW_BLOOD``: THb below what a tissue with ``min_blood_volume`` blood gives on this
   grid (:func:`thb_floor`: the unmixing of the diffusion model at the reference tissue with
   that blood volume), i.e. the same physical limit in the extinction and the pathlength basis;
-- ``FLAG_UNCERTAIN``: sigma above ``max_sigma`` (default 0.05, i.e. 5 points: science.md
-  recommendation 2);
+- ``FLAG_UNCERTAIN``: the noise part of sigma, or the edge part of the table's model error
+  (``b * c``, :func:`guide_contrast`), above ``max_sigma`` (default 0.05, i.e. 5 points:
+  science.md recommendation 2);
 - ``FLAG_SPECULAR``: a highlight adds a flat offset to every band, so the pixel's darkest band
   is far brighter than tissue's: ``min_b R_b > specular_min_reflectance`` (:func:`specular`).
 """
@@ -419,16 +421,19 @@ def guide_contrast(guide: np.ndarray) -> np.ndarray:
     return np.sqrt(np.where(np.isfinite(best), best, np.float32(0))).astype(np.float32)
 
 
-def model_error(calibration) -> tuple[float, float] | None:
+def model_error(calibration, temporal: bool = False) -> tuple[float, float] | None:
     """The table's fitted model-error term ``(a, b)``: ``sigma_model**2 = a**2 + (b c)**2``
     with ``c`` the guide contrast (:func:`guide_contrast`), from its ``model_error`` header
-    line (``tools/fit_sto2_model_error.py``); None when the table has none."""
+    line (``tools/fit_sto2_model_error.py``; ``a_temporal``/``b_temporal`` with the temporal
+    step, which leaves less noise, when the line has them); None when the table has none."""
     text = getattr(calibration, "meta", {}).get("model_error")
     if not text:
         return None
     import json
     try:
         d = json.loads(text)
+        if temporal and "a_temporal" in d:
+            return float(d["a_temporal"]), float(d["b_temporal"])
         return float(d["a"]), float(d["b"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"StO2 table: bad model_error header {text[:60]!r} (expected JSON "
@@ -502,10 +507,17 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
                 flags[(flags == 0)
                       & (noise_sigma > np.float32(rules.max_sigma))] |= FLAG_UNCERTAIN
         sigma = noise_sigma
-        model2 = np.float32((plan.model_sigma or 0.0) ** 2)
-        fitted = model_error(cal) if rules.model_sigma is None else None
+        fitted = None if rules.model_sigma is not None else \
+            model_error(cal, temporal is not None and rules.temporal.enabled)
+        model2 = np.float32((plan.model_sigma if fitted is None else fitted[0]) ** 2)
         if fitted is not None and fitted[1] > 0 and guide is not None:
-            model2 = model2 + (np.float32(fitted[1]) * guide_contrast(guide)) ** 2
+            edge = np.float32(fitted[1]) * guide_contrast(guide)
+            model2 = model2 + edge * edge
+            if rules.max_sigma is not None:
+                # A pixel whose edge term alone exceeds max_sigma sees two tissues (mosaic
+                # misregistration at an organ border): 'uncertain' like a noisy one.
+                flags[(flags == 0) & has & (edge > np.float32(rules.max_sigma))] |= \
+                    FLAG_UNCERTAIN
         if np.any(model2 > 0):
             sigma = np.sqrt(noise_sigma ** 2 + model2).astype(np.float32)
     maps["sto2"] = np.where(flags == 0, sto2_all, np.float32(np.nan)).astype(np.float32)
