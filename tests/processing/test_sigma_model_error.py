@@ -72,9 +72,9 @@ def test_sigma_adds_the_table_term_in_quadrature():
 
 
 def test_coverage_on_a_held_out_seed():
-    """Full snapshot25 frames of seed 5 (the term was fitted on seeds 0-1), frames 8-10 of
-    the default run (spatial step): 55-80 % of valid pixels within one sigma of the truth
-    (68 % is calibrated; the held-out seeds 2-3 gave the README's figure)."""
+    """Three full snapshot25 frames of seed 5 (the term was fitted on seeds 0-1) with the
+    default run's settings (spatial step): 55-80 % of valid pixels within one sigma of the
+    truth (68 % is calibrated; held-out seeds 2-3 gave 0.69-0.70, README)."""
     from drivers.simulated import SimulatedCamera
     from edge.pipeline.backend_factory import make_backend
     from edge.pipeline.config import AppConfig, ProcessingSettings
