@@ -179,6 +179,11 @@ class NativeBackend(Backend):
     def close(self) -> None:
         self._pool = []
 
+    def reset_stream(self) -> None:
+        """Forget the temporal step's state (a new stream), where the plan has one."""
+        if self._quality is not None:
+            self._quality.reset_stream()
+
     def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
         """The NumPy reference chain on the same plan (for checks)."""
         from edge.backends.numpy_backend import NumpyBackend

@@ -68,6 +68,7 @@ import numpy as np
 from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_STO2_ONLY, FLAG_UNCERTAIN,
                              FLAG_UNMIX_INVALID)
 from edge.errors import ConfigError
+from edge.processing.model_error import guide_contrast, model_error
 from edge.processing.temporal import TemporalParams
 
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
@@ -388,56 +389,6 @@ def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -
         clean = flags == 0          # a highlight's THb means nothing: one reason per pixel
         with np.errstate(invalid="ignore"):
             flags[clean & (thb < np.float32(plan.thb_min))] |= FLAG_LOW_BLOOD
-
-
-def guide_contrast(guide: np.ndarray) -> np.ndarray:
-    """Local contrast of the spectral guide: ``sqrt(max_j mean_k (g_ik - g_jk)**2)`` over the
-    8 neighbours ``j`` of each pixel (absorbance; 0 at pixels without a finite neighbour).
-
-    Large at organ borders, where a snapshot camera's bands see different tissue (mosaic
-    misregistration) and the spatial step mixes across the edge: the model-error term of
-    sigma grows with it (:func:`model_error`).
-
-    Parameters
-    ----------
-    guide : ndarray (rows, cols, G), float32
-
-    Returns
-    -------
-    ndarray (rows, cols), float32
-    """
-    g = np.asarray(guide, dtype=np.float32)
-    rows, cols, _ = g.shape
-    gp = np.pad(g, ((1, 1), (1, 1), (0, 0)), constant_values=np.nan)
-    best = np.zeros((rows, cols), np.float32)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0:
-                continue
-            d = gp[1 + dy:1 + dy + rows, 1 + dx:1 + dx + cols] - g
-            with np.errstate(invalid="ignore"):
-                d2 = np.mean(d * d, axis=-1)
-            np.fmax(best, d2, out=best)
-    return np.sqrt(np.where(np.isfinite(best), best, np.float32(0))).astype(np.float32)
-
-
-def model_error(calibration, temporal: bool = False) -> tuple[float, float] | None:
-    """The table's fitted model-error term ``(a, b)``: ``sigma_model**2 = a**2 + (b c)**2``
-    with ``c`` the guide contrast (:func:`guide_contrast`), from its ``model_error`` header
-    line (``tools/fit_sto2_model_error.py``; ``a_temporal``/``b_temporal`` with the temporal
-    step, which leaves less noise, when the line has them); None when the table has none."""
-    text = getattr(calibration, "meta", {}).get("model_error")
-    if not text:
-        return None
-    import json
-    try:
-        d = json.loads(text)
-        if temporal and "a_temporal" in d:
-            return float(d["a_temporal"]), float(d["b_temporal"])
-        return float(d["a"]), float(d["b"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"StO2 table: bad model_error header {text[:60]!r} (expected JSON "
-                          f"with numbers 'a' and 'b')") from exc
 
 
 def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: np.ndarray,
