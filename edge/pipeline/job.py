@@ -92,7 +92,8 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
             runtime: str, progress: bool, null_sink: bool,
             extra_sinks: Sequence[Sink], on_record=None, on_camera=None) -> JobResult:
     with contextlib.ExitStack() as stack:
-        def check_space(camera) -> None:
+        def camera_opened(camera) -> None:
+            """The caller's hook, then room for one frame's outputs."""
             if on_camera is not None:
                 on_camera(camera)
             if out_dir is not None and not null_sink:
@@ -104,7 +105,7 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
 
         want_png = out_dir is not None and not null_sink and cfg.sinks.png_every > 0
         chain = assemble_chain(cfg, stack, backend=backend, runtime=runtime, progress=progress,
-                               reflectance=want_png or bool(extra_sinks), on_camera=check_space)
+                               reflectance=want_png or bool(extra_sinks), on_camera=camera_opened)
         camera, bench, card, be = chain.camera, chain.bench, chain.card, chain.backend
         stages, runtime_name = chain.stages, chain.runtime_name
         scorer = TruthScorer()
