@@ -45,7 +45,7 @@ class UnmixerCache:
     def use_camera(self, camera) -> None:
         """Take the opened camera's band FWHM (a recording's own, a preset's, or the
         configured ``camera.fwhm_nm``: what the chain's unmixer uses); rebuilds on next use."""
-        fwhm = getattr(camera, "fwhm_nm", None)
+        fwhm = camera.fwhm_nm
         if fwhm != self.fwhm_nm:
             self.fwhm_nm, self._key = fwhm, None
 
