@@ -58,6 +58,9 @@ class NativeQuality:
         self._noise = noise
         corr = None if noise is None else noise.correction()
         self._c_t, self._ct = (None, None) if corr is None else corr
+        # The dark frame, made contiguous once (not per frame).
+        self._dark = (None if plan.flatfield is None
+                      else np.ascontiguousarray(plan.flatfield.dark, np.float32))
 
     def reset_stream(self) -> None:
         """Forget the temporal step's state (a new stream)."""
@@ -106,7 +109,7 @@ class NativeQuality:
         darkest = np.empty((rows, cols), np.float32)
         var = np.empty((rows, cols), np.float32) if counts else None
         ext_out = np.empty((rows, cols, m), np.float32)
-        dark = np.ascontiguousarray(p.flatfield.dark, np.float32) if counts else None
+        dark = self._dark if counts else None
         k = self._noise.counts_per_electron if counts else 0.0
         r2 = self._noise.read_noise_counts ** 2 if counts else 0.0
         rc = self._lib.hsi_cpu_quality(
