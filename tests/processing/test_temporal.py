@@ -19,6 +19,17 @@ def _guide(rows=8, cols=8, groups=3, seed=0, noise=0.01):
     return (0.5 + noise * rng.standard_normal((rows, cols, groups))).astype(np.float32)
 
 
+def _feed_static(f, value, frames, rows=8, cols=8, key=None):
+    """Feed ``frames`` frames of constant StO2 ``value`` (variance 0.01, every pixel ok, guide
+    noise only); returns the all-true mask and the variance map."""
+    ok = np.ones((rows, cols), bool)
+    v = np.full((rows, cols), 0.01, np.float32)
+    for i in range(frames):
+        f.apply(np.full((rows, cols), value, np.float32), v, _guide(rows, cols, seed=i), ok,
+                key=key)
+    return ok, v
+
+
 def test_static_scene_mean_and_variance_by_hand():
     """Static pixels: for n <= N the output is the plain mean of the frames and its variance
     v / n; after N the exponential average with weight 1/N, variance as stated."""
@@ -52,11 +63,7 @@ def test_moved_edge_restarts_only_the_pixels_it_crossed():
     # only the moved edge restarts; the edge's guide step is 50 noise sigmas
     f = TemporalFilter(TemporalParams("recursive", window=8, gate=30.0))
     rows, cols = 16, 16
-    ok = np.ones((rows, cols), bool)
-    v = np.full((rows, cols), 0.01, np.float32)
-    for i in range(4):
-        f.apply(np.full((rows, cols), 0.5, np.float32), v, _guide(rows, cols, seed=i), ok,
-                key=1.0)
+    ok, v = _feed_static(f, 0.5, 4, rows, cols, key=1.0)
     g = _guide(rows, cols, seed=9)
     g[:, 10:] += 0.5               # a new organ slides under columns 10-15
     x = np.full((rows, cols), 0.5, np.float32)
@@ -89,10 +96,7 @@ def test_noise_scale_is_the_median_of_squared_guide_differences():
 def test_nan_and_flagged_pixels_pass_through_and_restart():
     f = TemporalFilter(TemporalParams("recursive", window=8, gate=50.0))
     rows, cols = 8, 8
-    ok = np.ones((rows, cols), bool)
-    v = np.full((rows, cols), 0.01, np.float32)
-    for i in range(3):
-        f.apply(np.full((rows, cols), 0.4, np.float32), v, _guide(seed=i), ok)
+    ok, v = _feed_static(f, 0.4, 3, rows, cols)
     x = np.full((rows, cols), 0.7, np.float32)
     x[0, 0] = np.nan
     flagged = ok.copy()
