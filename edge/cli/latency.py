@@ -236,9 +236,10 @@ def _ab(args: argparse.Namespace) -> int:
     slow_a = _slow(args.slow_a, "--slow-a") if args.slow_a else {}
     slow_b = _slow(args.slow_b, "--slow-b")
     out = _out(args)
-    if args.python_b is not None and not args.worker_timeout > 0:
+    if args.python_b is not None and not 0 < args.worker_timeout <= 86400:
         from edge.errors import ConfigError
-        raise ConfigError(f"--worker-timeout: expected seconds > 0, got {args.worker_timeout}")
+        raise ConfigError(f"--worker-timeout: expected seconds > 0 and at most 86400 (a day), "
+                          f"got {args.worker_timeout}")
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(LatencySession(cfg_a, backend=args.backend,
                                                runtime=args.runtime, slow=slow_a, label="A"))

@@ -8,6 +8,7 @@ import re
 import stat
 import sys
 
+import pytest
 
 from edge.cli import main
 from edge.latency.store import load_result
@@ -120,3 +121,11 @@ def test_worker_whose_open_answer_lacks_the_frame_rate(tmp_path, capsys):
     assert main(["latency", "ab", *SMALL, "--python-b", py, "--out", str(tmp_path / "o")]) == 2
     assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: its answer to "
                         rf"open gives no frame rate \(fps None\)", _one_line(capsys))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e10"])
+def test_worker_timeout_out_of_range_is_one_line(tmp_path, capsys, value):
+    assert main(["latency", "ab", *SMALL, "--python-b", sys.executable, "--worker-timeout",
+                 value, "--out", str(tmp_path / "o")]) == 2
+    assert re.fullmatch(r"hsi-edge latency: error: --worker-timeout: expected seconds > 0 and "
+                        r"at most 86400 \(a day\), got .*", _one_line(capsys))
