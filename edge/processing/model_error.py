@@ -15,6 +15,7 @@ and stored in the StO2 table's ``model_error`` header line (:func:`model_error`)
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -63,11 +64,20 @@ def model_error(calibration, temporal: bool = False) -> tuple[float, float] | No
     text = getattr(calibration, "meta", {}).get("model_error")
     if not text:
         return None
+    plain, with_temporal = _parse_model_error(text)
+    return with_temporal if temporal and with_temporal is not None else plain
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_model_error(text: str):
+    """``((a, b), (a_temporal, b_temporal) or None)`` of a header line, parsed once per text
+    (finish_quality asks every frame)."""
     try:
         d = json.loads(text)
-        if temporal and "a_temporal" in d:
-            return float(d["a_temporal"]), float(d["b_temporal"])
-        return float(d["a"]), float(d["b"])
+        plain = float(d["a"]), float(d["b"])
+        with_temporal = ((float(d["a_temporal"]), float(d["b_temporal"]))
+                         if "a_temporal" in d else None)
+        return plain, with_temporal
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"StO2 table: bad model_error header {text[:60]!r} (expected JSON "
                           f"with numbers 'a' and 'b')") from exc
