@@ -69,7 +69,6 @@ class FrameBank:
         self._pending: collections.deque[tuple[int, int]] = collections.deque()
         self._next_id = 0
         self._last_ready = 0
-        self._armed = False
 
     def __getattr__(self, name):  # shape, wavelengths, exposure_us, ... are the inner's
         return getattr(self.inner, name)
@@ -80,11 +79,9 @@ class FrameBank:
 
     def arm(self) -> None:
         self._pending.clear()
-        self._armed = True
 
     def disarm(self) -> None:
         self._pending.clear()
-        self._armed = False
 
     def trigger(self) -> None:
         """Start an exposure now (no CPU work: the cube is already rendered)."""
