@@ -51,8 +51,7 @@ log = logging.getLogger(__name__)
 def host_finish_reason(plan) -> str | None:
     """Why ``plan``'s finish must run on the host (None: the GPU finish kernel has it all)."""
     q = plan.quality
-    tp = getattr(q, "temporal", None)
-    if tp is not None and tp.enabled:
+    if q.temporal.enabled:
         return "the temporal step"
     if q.spatial != "none" and plan.bilateral.inverse_variance:
         return "inverse-variance weights in the spatial step"
@@ -97,7 +96,7 @@ def quality_terms(plan) -> tuple[np.ndarray, int, int]:
     the StO2 index's ``A''`` terms (none without a spatial or temporal step)."""
     q = plan.quality
     rows, n_guide, n_terms = [], 0, 0
-    if getattr(q, "needs_guide", q.spatial != "none"):
+    if q.needs_guide:
         rows.append(plan.guide_terms.T)
         n_guide = plan.guide_terms.shape[1]
         cols = plan.index_minima_cols
@@ -170,10 +169,9 @@ class CudaQuality:
         if not self.on_device:
             log.info("cuda quality step: the finish runs on the host (%s)", self.host_reason)
         self._temporal = None
-        tp = getattr(q, "temporal", None)
-        if tp is not None and tp.enabled:
+        if q.temporal.enabled:
             from edge.processing.temporal import TemporalFilter
-            self._temporal = TemporalFilter(tp)
+            self._temporal = TemporalFilter(q.temporal)
         self._shape = None
 
     def reset_stream(self) -> None:
