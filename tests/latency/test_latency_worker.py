@@ -55,28 +55,23 @@ def test_worker_of_another_interpreter_runs_arm_b_interleaved(tmp_path, capsys):
     assert "software differences (A -> B): " in printed and "run.slow" in printed
 
 
-def test_worker_that_crashes(tmp_path, capsys):
-    py = _script(tmp_path, "echo 'ImportError: broken install' >&2\nexit 3")
-    assert main(["latency", "ab", *SMALL, "--python-b", py, "--out", str(tmp_path / "o")]) == 2
-    assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: the worker ended \(exit status "
-                        rf"3\) before answering the start: ImportError: broken install",
-                        _one_line(capsys))
-
-
-def test_worker_that_hangs(tmp_path, capsys):
-    py = _script(tmp_path, "exec sleep 120")
-    assert main(["latency", "ab", *SMALL, "--python-b", py, "--worker-timeout", "0.5",
+@pytest.mark.parametrize("body, extra, expected", [
+    # a worker that crashes
+    ("echo 'ImportError: broken install' >&2\nexit 3", [],
+     r"the worker ended \(exit status 3\) before answering the start: ImportError: broken install"),
+    # a worker that hangs
+    ("exec sleep 120", ["--worker-timeout", "0.5"],
+     r"no answer to the start within 0.5 s \(--worker-timeout\); the worker was stopped"),
+    # a worker that prints garbage
+    ("echo 'Hello from a shell'\nexec sleep 120", [],
+     r"its answer to the start is not a JSON object of the worker protocol: "
+     r"'Hello from a shell'"),
+], ids=["crashes", "hangs", "prints-garbage"])
+def test_worker_that_fails_at_the_start(tmp_path, capsys, body, extra, expected):
+    py = _script(tmp_path, body)
+    assert main(["latency", "ab", *SMALL, "--python-b", py, *extra,
                  "--out", str(tmp_path / "o")]) == 2
-    assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: no answer to the start within "
-                        rf"0.5 s \(--worker-timeout\); the worker was stopped",
-                        _one_line(capsys))
-
-
-def test_worker_that_prints_garbage(tmp_path, capsys):
-    py = _script(tmp_path, "echo 'Hello from a shell'\nexec sleep 120")
-    assert main(["latency", "ab", *SMALL, "--python-b", py, "--out", str(tmp_path / "o")]) == 2
-    assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: its answer to the start is not a "
-                        rf"JSON object of the worker protocol: 'Hello from a shell'",
+    assert re.fullmatch(rf"hsi-edge latency: error: --python-b {re.escape(py)}: " + expected,
                         _one_line(capsys))
 
 
