@@ -125,15 +125,16 @@ class BaselineStore:
             Not one unit's run result (e.g. an A/B result), or a run with void rounds (its
             clocks changed: it cannot be a reference).
         """
+        from edge.latency.ab import _stored_void
+
         doc = load_result(result_path, kind="run", what="baseline add")
-        void = doc.get("void") or [r for r in doc["rounds"] if r.get("void")]
+        void = _stored_void(doc)
         if void:
             first = void[0]
             raise DataFormatError(
                 f"{doc['_path']}: baseline add: the run is void ({len(void)} round(s) whose "
-                f"clocks changed, first round {first.get('round', first.get('index'))}: "
-                f"{'; '.join(first.get('changes', first.get('void', [])))}); measure again "
-                f"with settled clocks")
+                f"clocks changed, first round {first['round']}: "
+                f"{'; '.join(first['changes'])}); measure again with settled clocks")
         key = doc["fingerprint"]["hardware_key"]
         commit = (doc["fingerprint"].get("git_commit") or "nocommit")[:10]
         dirty = "-dirty" if doc["fingerprint"].get("git_dirty") else ""
