@@ -20,12 +20,11 @@ import logging
 import os
 import platform
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from edge.core.hostinfo import parse_cpu_model, parse_l4t, parse_nvcc_release
+from edge.latency.clocks import parse_jetson_clocks, parse_nvpmodel, run_command
 
 __all__ = ["collect", "hardware_key", "HARDWARE_FIELDS", "software_differences"]
 
@@ -45,13 +44,8 @@ def _read(path: str) -> str | None:
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    out = run_command(cmd, timeout)
+    return None if out is None else out.strip()
 
 
 def _cpu_model() -> str | None:
@@ -74,8 +68,6 @@ def _jetson() -> dict[str, Any]:
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
         l4t = parse_l4t(l4t) or l4t.splitlines()[0]
-    from edge.latency.clocks import parse_jetson_clocks, parse_nvpmodel
-
     power = parse_nvpmodel(_run(["nvpmodel", "-q"]))
     locked = None
     if l4t or (model and "jetson" in model.lower()):
