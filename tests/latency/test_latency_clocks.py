@@ -195,3 +195,25 @@ def test_baseline_add_refuses_an_ab_result_and_history_skips_a_damaged_entry(tmp
     err = cap.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: skipped {damaged}: damaged latency "
                                                f"result: summary lacks end_to_end figures")
+
+
+def test_reader_on_odd_sysfs_content(tmp_path):
+    d = tmp_path / "sys/devices/system/cpu/cpu0/cpufreq"
+    d.mkdir(parents=True)
+    (d / "scaling_max_freq").write_bytes(b"\xff\xfe garbage\n")   # no governor, no min
+    for name, temp in (("thermal_zone0", "N/A\n"), ("thermal_zone1", None),
+                       ("thermal_zone2", "51000\n")):
+        z = tmp_path / "sys/class/thermal" / name
+        z.mkdir(parents=True)
+        if temp is None:
+            (z / "temp").mkdir()                                  # unreadable: EISDIR
+        else:
+            (z / "temp").write_text(temp)
+    smi = "[N/A], [N/A], [N/A], [N/A]\n"
+    state = ClockReader(tmp_path, run=lambda cmd: smi if cmd[0] == "nvidia-smi" else None).read()
+    assert set(state) == {"cpufreq", "thermal", "gpus"}
+    assert state["cpufreq"] == {"cpu0": {"governor": None, "min_khz": None, "max_khz": None}}
+    assert state["thermal"] == {"thermal_zone2": 51.0}
+    assert state["gpus"] == [{"sm_mhz": None, "mem_mhz": None, "throttle_reasons": None,
+                              "temp_c": None}]
+    assert void_reasons(state, state) == []
