@@ -24,6 +24,7 @@ import time
 
 from edge.core.frame import Frame
 from edge.errors import ConfigError, DeviceTimeout
+from edge.latency.paced import SoftwareTriggered
 
 __all__ = ["FrameBank", "DEFAULT_BANK_SIZE"]
 
@@ -31,7 +32,7 @@ __all__ = ["FrameBank", "DEFAULT_BANK_SIZE"]
 DEFAULT_BANK_SIZE = 16
 
 
-class FrameBank:
+class FrameBank(SoftwareTriggered):
     """Pre-rendered frames of ``inner`` (a configured, software-triggered camera).
 
     Parameters
@@ -41,19 +42,20 @@ class FrameBank:
         ``size`` times and disarmed here.
     size : int
         Frames to render (>= 1).
+    sensor_fps : float, optional
+        The sensor's own frame rate (a preset's): no frame is ready sooner than one sensor
+        frame time after the previous one.  None: no such bound.
     clock_ns, sleep : callables, optional
         Monotonic clock and sleep (tests give a scripted clock).
     """
 
-    def __init__(self, inner, size: int = DEFAULT_BANK_SIZE, *, clock_ns=time.monotonic_ns,
-                 sleep=time.sleep):
+    what = "a frame bank"
+
+    def __init__(self, inner, size: int = DEFAULT_BANK_SIZE, *, sensor_fps: float | None = None,
+                 clock_ns=time.monotonic_ns, sleep=time.sleep):
         if int(size) < 1:
             raise ConfigError(f"frame bank size: expected an integer >= 1, got {size!r}")
-        if inner.trigger_mode != "software":
-            raise ConfigError(f"camera trigger mode: a frame bank needs 'software', got "
-                              f"{inner.trigger_mode!r}")
-        self.inner = inner
-        self._clock, self._sleep = clock_ns, sleep
+        super().__init__(inner, clock_ns=clock_ns, sleep=sleep)
         self.frames: list[Frame] = []
         inner.arm()
         try:
@@ -64,18 +66,10 @@ class FrameBank:
                 self.frames.append(f)
         finally:
             inner.disarm()
-        fps = getattr(getattr(inner, "preset", None), "fps", None)
-        self._min_gap_ns = int(1e9 / fps) if fps else 0
+        self._min_gap_ns = int(1e9 / sensor_fps) if sensor_fps else 0
         self._pending: collections.deque[tuple[int, int]] = collections.deque()
         self._next_id = 0
         self._last_ready = 0
-
-    def __getattr__(self, name):  # shape, wavelengths, exposure_us, ... are the inner's
-        return getattr(self.inner, name)
-
-    @property
-    def trigger_mode(self) -> str:
-        return "software"
 
     def arm(self) -> None:
         self._pending.clear()

@@ -25,13 +25,35 @@ import time
 from edge.core.frame import Frame
 from edge.errors import ConfigError
 
-__all__ = ["PacedCamera", "MARKER_PATCH"]
+__all__ = ["PacedCamera", "SoftwareTriggered", "MARKER_PATCH"]
 
 #: Rows and columns of the marker patch (top-left corner).
 MARKER_PATCH = (slice(0, 4), slice(0, 4))
 
 
-class PacedCamera:
+class SoftwareTriggered:
+    """Base of the latency workflow's camera wrappers: wraps a camera armed for software
+    triggers, and everything it does not define is the inner camera's."""
+
+    #: Named in the error for an inner camera not in software-trigger mode.
+    what = "this wrapper"
+
+    def __init__(self, inner, *, clock_ns=time.monotonic_ns, sleep=time.sleep):
+        if inner.trigger_mode != "software":
+            raise ConfigError(f"camera trigger mode: {self.what} needs 'software', got "
+                              f"{inner.trigger_mode!r}")
+        self.inner = inner
+        self._clock, self._sleep = clock_ns, sleep
+
+    def __getattr__(self, name):  # everything not wrapped is the inner camera's
+        return getattr(self.inner, name)
+
+    @property
+    def trigger_mode(self) -> str:
+        return "software"
+
+
+class PacedCamera(SoftwareTriggered):
     """Delegates to ``inner`` (opened, software trigger) and paces :meth:`trigger`.
 
     Parameters
@@ -45,18 +67,16 @@ class PacedCamera:
         Light the marker in every N-th slot (0: never).  Raw (uint16) cameras only.
     """
 
+    what = "PacedCamera"
+
     def __init__(self, inner, fps: float, *, clock_ns=time.monotonic_ns, sleep=time.sleep,
                  marker_every: int = 0):
         if not fps or fps <= 0:
             raise ConfigError(f"camera.fps: a paced latency run needs a frame rate > 0, got "
                               f"{fps!r}")
-        if inner.trigger_mode != "software":
-            raise ConfigError(f"camera trigger mode: PacedCamera needs 'software', got "
-                              f"{inner.trigger_mode!r}")
-        self.inner = inner
+        super().__init__(inner, clock_ns=clock_ns, sleep=sleep)
         self.fps = float(fps)
         self.period_ns = int(round(1e9 / self.fps))
-        self._clock, self._sleep = clock_ns, sleep
         self._t0 = 0
         self._next = 0
         self._slots: collections.deque[int] = collections.deque()
@@ -65,13 +85,6 @@ class PacedCamera:
             raise ConfigError(f"marker_every: expected an integer >= 0, got {marker_every!r}")
         self.marker_every = int(marker_every)
         self.flashes_ns: list[int] = []   # bounded by the slots of a round (cleared at arm)
-
-    def __getattr__(self, name):  # everything not paced is the inner camera's
-        return getattr(self.inner, name)
-
-    @property
-    def trigger_mode(self) -> str:
-        return "software"
 
     def arm(self) -> None:
         self.inner.arm()

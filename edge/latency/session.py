@@ -142,7 +142,8 @@ class LatencySession:
         if self.cfg.camera.source == "simulated":
             # after the flat field is obtained (the references are captured from the live
             # camera): frames rendered now, replayed on the paced grid
-            self._paced = PacedCamera(FrameBank(cam, self.bank_size), self.fps,
+            bank = FrameBank(cam, self.bank_size, sensor_fps=cam.preset.fps)
+            self._paced = PacedCamera(bank, self.fps,
                                       marker_every=self.marker_every)
         else:
             self._paced = cam

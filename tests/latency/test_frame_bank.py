@@ -33,7 +33,8 @@ def camera():
 
 def test_frames_are_the_cameras_own_replayed_in_turn_with_trigger_times(camera):
     clock = ScriptedClock()
-    bank = FrameBank(camera, 3, clock_ns=clock, sleep=clock.sleep)
+    bank = FrameBank(camera, 3, sensor_fps=camera.preset.fps, clock_ns=clock,
+                     sleep=clock.sleep)
     cubes = [f.cube for f in bank.frames]
     assert len(cubes) == 3 and not np.array_equal(cubes[0], cubes[1])   # distinct noise
     bank.arm()
@@ -54,7 +55,8 @@ def test_frames_are_the_cameras_own_replayed_in_turn_with_trigger_times(camera):
 
 def test_sensor_frame_time_bounds_back_to_back_triggers(camera):
     clock = ScriptedClock()
-    bank = FrameBank(camera, 1, clock_ns=clock, sleep=clock.sleep)
+    bank = FrameBank(camera, 1, sensor_fps=camera.preset.fps, clock_ns=clock,
+                     sleep=clock.sleep)
     bank.arm()
     bank.trigger()
     bank.trigger()                                # both at the same instant
@@ -100,3 +102,10 @@ def test_paced_bank_keeps_the_grid_and_the_marker(camera):
     assert np.all(frames[0].cube[:4, :4] == top) and np.all(frames[2].cube[:4, :4] == top)
     assert not np.all(frames[1].cube[:4, :4] == top)
     assert not np.all(bank.frames[0].cube[:4, :4] == top)   # the bank itself is untouched
+
+
+def test_paced_camera_refuses_a_camera_not_on_software_trigger(camera):
+    camera.configure(trigger_mode="free_run")
+    with pytest.raises(ConfigError, match=r"camera trigger mode: PacedCamera needs 'software', "
+                                          r"got 'free_run'"):
+        PacedCamera(camera, 25.0)
