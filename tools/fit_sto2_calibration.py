@@ -33,9 +33,14 @@ Fitting on noisy spectra makes the curve E[true | raw] under that noise (the lea
 optimum): flatter at the ends than the noise-free curve, it shrinks towards the prior's
 middle, and the more so the noisier the fit.  At one frame's full per-pixel noise the
 snapshot25 curve is nearly flat (noise-free MAE 19 points), which would undo any later
-denoising.  The shipped tables are therefore fitted at ``--noise-scale 0.25`` (the default):
-the noise left after averaging about 16 pixels, what an edge-preserving 7x7 filter leaves
-on flat tissue (science.md section 3); 0 = noise-free, 1 = one frame per pixel.
+denoising.  The tables are therefore fitted at a fraction of it, ``--noise-scale`` (default
+0.25: the noise left after averaging about 16 pixels, what an edge-preserving 7x7 filter
+leaves on flat tissue, science.md section 3; 0 = noise-free, 1 = one frame per pixel), and
+the level is a property of each table: its ``noise_scale`` header (machine-readable; the
+``noise`` line says it in words).  A wider spatial window leaves less noise, so the level and
+the window are chosen together per preset (``tools/measure_sto2_video.py``, README "Science
+and accuracy") and the window is written as the table's ``spatial_radius`` header
+(``--spatial-radius``), which ``processing.spatial_radius: null`` (the default) takes.
 
 A table's ``model_error`` header line (the model-error term of ``sto2_sigma``) is fitted
 against it by ``tools/fit_sto2_model_error.py``: rerun that after a refit (this script
@@ -44,7 +49,8 @@ writes the table without it).
 Usage::
 
     python tools/fit_sto2_calibration.py [--out edge/processing/data] [--n 20000] [--seed 0]
-        [--prior scene|physiological] [--noise-scale 1.0] [--exposure-us 8000]
+        [--prior scene|physiological] [--noise-scale 0.25] [--spatial-radius 3]
+        [--exposure-us 8000]
 
 Preset grids/FWHM come from ``drivers/sim/presets.py`` (PRESETS below if it cannot be
 imported): tivita 100 bands ``np.linspace(500, 1000, 100)`` (FACTS.md), FWHM 10 nm; snapshot16
@@ -174,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", nargs="*", default=list(PRESETS))
     ap.add_argument("--prior", choices=sorted(PRIORS), default="scene")
     ap.add_argument("--noise-scale", type=float, default=0.25,
-                    help="sensor noise in the fit, times the preset's (0: noise-free)")
+                    help="sensor noise in the fit, times the preset's (0: noise-free); "
+                         "written as the table's noise_scale header")
+    ap.add_argument("--spatial-radius", type=int, default=None, choices=range(1, 9),
+                    metavar="{1..8}",
+                    help="write a spatial_radius header: the spatial step's window "
+                         "half-width chosen with this table (processing.spatial_radius: "
+                         "null takes it; without one the chain uses 3)")
     ap.add_argument("--exposure-us", type=float, default=None,
                     help="exposure of the noise model (default: the cameras' default)")
     ap.add_argument("--evaluate-only", action="store_true",
@@ -206,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         cal = fit_table(wl, fwhm, raw, truth, unmixer,
                         {"n_spectra": str(args.n), "seed": str(args.seed),
                          "prior": args.prior, "ranges": json.dumps(dataclasses.asdict(ranges)),
-                         "noise": noise})
+                         "noise": noise, "noise_scale": f"{args.noise_scale:g}",
+                         **({} if args.spatial_radius is None
+                            else {"spatial_radius": str(args.spatial_radius)})})
         ev = evaluate(name, cal, unmixer, ranges, args.eval_n, noise_scale=args.noise_scale,
                       exposure_us=args.exposure_us)
         header = [

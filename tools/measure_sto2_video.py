@@ -14,7 +14,8 @@ the noise part of sigma (run with ``model_sigma: 0``) and the guide contrast, th
 Usage::
 
     python tools/measure_sto2_video.py --presets snapshot25 --seeds 0 1 --frames 16 \\
-        [--rows 120 --cols 160] [--configs spatial temporal] [--json out.json]
+        [--rows 120 --cols 160] [--configs spatial temporal] [--json out.json] \\
+        [--spatial-radius 5] [--tables refit/]
 """
 
 from __future__ import annotations
@@ -53,15 +54,16 @@ CONFIGS = {
 }
 
 
-def _config(name: str, model_sigma) -> AppConfig:
+def _config(name: str, model_sigma, spatial_radius=None) -> AppConfig:
     proc = dataclasses.replace(ProcessingSettings(), backend="numpy", quality=True,
-                               model_sigma=model_sigma, **CONFIGS[name])
+                               model_sigma=model_sigma, spatial_radius=spatial_radius,
+                               **CONFIGS[name])
     return dataclasses.replace(AppConfig(), processing=proc)
 
 
 def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows, cols,
-            model_sigma, samples: list | None) -> dict:
-    cfg = _config(config, model_sigma)
+            model_sigma, samples: list | None, spatial_radius: int | None = None) -> dict:
+    cfg = _config(config, model_sigma, spatial_radius)
     cam = SimulatedCamera(preset, rows=rows, cols=cols, seed=seed)
     with cam:
         cam.configure(exposure_us=8000, trigger_mode="software")
@@ -108,6 +110,7 @@ def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows,
                                          border[cov].astype(np.float64)], axis=1))
     out = {k: float(np.mean(v)) if v else None for k, v in acc.items()}
     out["frames_scored"] = frames - warmup
+    out["radius"] = backend.plan.bilateral.radius
     return out
 
 
@@ -126,6 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default=None, help="npz of per-pixel (err, sigma, contrast, "
                                                     "border) per preset")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--spatial-radius", type=int, default=None, choices=range(1, 9),
+                    metavar="{1..8}", help="processing.spatial_radius (default null: the "
+                                          "table's spatial_radius header, else 3)")
     ap.add_argument("--tables", default=None, help="folder of sto2_<preset>.csv tables used "
                                                     "instead of the shipped ones (a refit)")
     args = ap.parse_args(argv)
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 buf = [] if args.samples else None
                 r = measure(preset, seed, config, args.frames, args.warmup, args.rows,
-                            args.cols, ms, buf)
+                            args.cols, ms, buf, args.spatial_radius)
                 r.update(preset=preset, config=config, seed=seed)
                 results.append(r)
                 if buf:

@@ -31,9 +31,11 @@ Example (every key optional; these are the defaults)::
       baseline: null           # e.g. [constant, linear]
       quality: null            # StO2 standard error (sto2_sigma) and validity mask: null
                                # or true: on (every backend: numpy, native, cuda), false: off
-      spatial: bilateral       # none | bilateral: edge-preserving 7x7 step on StO2 and the
+      spatial: bilateral       # none | bilateral: edge-preserving step on StO2 and the
                                # StO2 index (needs quality)
-      spatial_radius: 3        # half-width of its window in pixels (3: 7x7, 5: 11x11)
+      spatial_radius: null     # half-width of its window in pixels, 1-8 (3: 7x7, 5: 11x11);
+                               # null: the one chosen per preset, the StO2 table's
+                               # spatial_radius header (3 where it has none)
       max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'
       min_blood_volume: 0.003  # 'low_blood' below the THb of this blood volume fraction
       specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
@@ -135,7 +137,8 @@ class ProcessingSettings:
     # StO2 quality (issue 14, edge.processing.quality): sigma map, validity bits, spatial step
     quality: bool | None = None
     spatial: Literal["none", "bilateral"] = "bilateral"
-    spatial_radius: int = setting(3, range=(1, 8))
+    # None: the StO2 table's spatial_radius header (chosen per preset), else 3
+    spatial_radius: int | None = setting(None, range=(1, 8))
     max_sigma: float | None = setting(0.05, range=(0.001, 1.0))
     min_blood_volume: float | None = setting(0.003, range=(0.0001, 0.2))
     specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))

@@ -26,7 +26,8 @@ from edge.core.frame import validate_wavelengths
 from edge.errors import CalibrationError, DataFormatError
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
-from edge.processing.quality import QualityRules, model_sigma, quadratic_weights, thb_floor
+from edge.processing.quality import (QualityRules, model_sigma, quadratic_weights,
+                                     resolve_spatial_radius, thb_floor)
 from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
 from edge.processing.unmixing import Unmixer, recommended_components
@@ -85,6 +86,8 @@ class ChainPlan:
     guide_terms : ndarray of shape (bands, G), float64, or None
         Band-group means of A: the spatial step's guide.
     bilateral : BilateralParams
+        The spatial step's window; its radius resolved from the quality rules or the StO2
+        table (:func:`~edge.processing.quality.resolve_spatial_radius`).
     model_sigma : float
         Calibration error in the stated StO2 standard error (fraction, quality rules).
     """
@@ -166,7 +169,8 @@ class ChainPlan:
             if not isinstance(quality, QualityRules):
                 raise DataFormatError(f"quality: expected a QualityRules or None, got "
                                       f"{type(quality).__name__}")
-            r = int(quality.spatial_radius)
+            # null: the radius chosen with the preset's table (its spatial_radius header)
+            r = resolve_spatial_radius(quality, calibration)
             bil = BilateralParams(radius=r, sigma_s=2.0 * r / 3.0)
             extra = {"quality": quality, "bilateral": bil,
                      "sigma_weights": quadratic_weights(unmixer.pinv, unmixer.i_hbo2,

@@ -74,9 +74,9 @@ from edge.processing.temporal import TemporalParams
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
            "quadratic_weights", "pixel_flags", "finish_quality",
            "calibration_slope", "thb_floor", "specular", "model_sigma", "model_error",
-           "guide_contrast",
-           "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA",
-           "DEFAULT_MIN_BLOOD_VOLUME", "DEFAULT_SPECULAR_MIN_REFLECTANCE"]
+           "resolve_spatial_radius", "guide_contrast",
+           "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA", "DEFAULT_MIN_BLOOD_VOLUME",
+           "DEFAULT_SPECULAR_MIN_REFLECTANCE", "DEFAULT_SPATIAL_RADIUS"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ DEFAULT_MIN_BLOOD_VOLUME = 0.003
 #: band stays below about 0.45 on every preset grid (measured on the simulated organs); a
 #: highlight adds 0.3-1.0 to every band.
 DEFAULT_SPECULAR_MIN_REFLECTANCE = 0.6
+#: Spatial step's window half-width where neither the config nor the StO2 table's
+#: ``spatial_radius`` header names one (7 x 7).
+DEFAULT_SPATIAL_RADIUS = 3
 #: Knots each side of the centred difference of :func:`calibration_slope`.
 _SLOPE_HALF_WIDTH = 3
 
@@ -325,9 +328,11 @@ class QualityRules:
     model_sigma : float or None
         Calibration error added in quadrature to the noise (fraction); 0 (default): sigma is
         the noise part; None: the table's residual on simulated spectra (:func:`model_sigma`).
-    spatial_radius : int
+    spatial_radius : int or None
         Half-width of the spatial step's window (3: 7 x 7), 1-8 pixels; its Gaussian's sigma
-        is 2/3 of it.
+        is 2/3 of it.  None (default): the StO2 table's ``spatial_radius`` header (chosen per
+        camera preset), else :data:`DEFAULT_SPATIAL_RADIUS`; the plan resolves it
+        (:func:`resolve_spatial_radius`).
     temporal : TemporalParams
         Motion-gated recursive average over frames (:mod:`edge.processing.temporal`);
         ``method: none`` (default here) for single frames.
@@ -339,7 +344,7 @@ class QualityRules:
     specular_min_reflectance: float | None = DEFAULT_SPECULAR_MIN_REFLECTANCE
     spatial: str = "none"
     model_sigma: float | None = 0.0
-    spatial_radius: int = 3
+    spatial_radius: int | None = None
     temporal: TemporalParams = TemporalParams()
 
     @property
@@ -361,15 +366,26 @@ class QualityRules:
             raise ConfigError(f"quality.model_sigma: expected a value in [0, 1] or null, got "
                               f"{m!r}")
         r = self.spatial_radius
-        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= 8:
-            raise ConfigError(f"quality.spatial_radius: expected an integer in [1, 8], got "
-                              f"{r!r}")
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer))
+                              or not 1 <= r <= 8):
+            raise ConfigError(f"quality.spatial_radius: expected an integer in [1, 8] or null, "
+                              f"got {r!r}")
         if not isinstance(self.temporal, TemporalParams):
             raise ConfigError(f"quality.temporal: expected TemporalParams, got "
                               f"{type(self.temporal).__name__}")
         if self.spatial not in SPATIAL_METHODS:
             raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
                               f"got {self.spatial!r}")
+
+
+def resolve_spatial_radius(rules: QualityRules, calibration) -> int:
+    """The spatial step's window half-width: ``rules.spatial_radius`` when set, else the StO2
+    table's ``spatial_radius`` header (:attr:`Sto2Calibration.spatial_radius`, chosen per
+    preset with ``tools/measure_sto2_video.py``), else :data:`DEFAULT_SPATIAL_RADIUS`."""
+    if rules.spatial_radius is not None:
+        return int(rules.spatial_radius)
+    own = getattr(calibration, "spatial_radius", None)
+    return DEFAULT_SPATIAL_RADIUS if own is None else int(own)
 
 
 def pixel_flags(plan, flags: np.ndarray, thb: np.ndarray, darkest: np.ndarray) -> None:

@@ -194,6 +194,38 @@ class Sto2Calibration:
         self.meta = dict(meta or {})
 
     @property
+    def noise_scale(self) -> float | None:
+        """The sensor noise the table was fitted at, times one frame's (0: noise-free): its
+        ``noise_scale`` header (``tools/fit_sto2_calibration.py --noise-scale``); None when
+        the table has none (an on-demand fit: noise-free)."""
+        v = self._header_number("noise_scale", 0.0, 1e3)
+        return None if v is None else float(v)
+
+    @property
+    def spatial_radius(self) -> int | None:
+        """The spatial step's window half-width chosen with this table (``spatial_radius``
+        header, 1-8 pixels; ``processing.spatial_radius: null`` takes it); None when the
+        table has none."""
+        v = self._header_number("spatial_radius", 1, 8)
+        if v is not None and v != int(v):
+            raise CalibrationError(f"StO2 table: spatial_radius header must be an integer in "
+                                   f"[1, 8], got {self.meta['spatial_radius']!r}")
+        return None if v is None else int(v)
+
+    def _header_number(self, key: str, lo: float, hi: float) -> float | None:
+        text = self.meta.get(key)
+        if text is None:
+            return None
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not (np.isfinite(v) and lo <= v <= hi):
+            raise CalibrationError(f"StO2 table: {key} header must be a number in [{lo:g}, "
+                                   f"{hi:g}], got {text!r}")
+        return v
+
+    @property
     def x0(self) -> float:
         return float(self.table_x[0])
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from drivers.simulated import SimulatedCamera
-from edge.errors import BackendUnavailable
+from edge.errors import BackendUnavailable, ConfigError
 from edge.pipeline.backend_factory import make_backend, quality_rules
-from edge.pipeline.config import AppConfig, ProcessingSettings
+from edge.pipeline.config import AppConfig, ProcessingSettings, load_app_config
 
 
 def _cfg(**processing):
@@ -58,6 +58,28 @@ def test_spatial_radius_reaches_the_plan():
     be = make_backend("numpy", cam, None, None, _cfg(spatial_radius=5))
     assert be.plan.bilateral.radius == 5
     assert be.plan.bilateral.sigma_s == pytest.approx(10 / 3)
+
+
+@pytest.mark.parametrize("preset", ["tivita", "snapshot16", "snapshot25"])
+def test_spatial_radius_null_is_the_presets_choice(preset):
+    """The default (null) takes the radius chosen with the preset's StO2 table (its
+    spatial_radius header, 3 where it has none); an explicit one still wins."""
+    assert ProcessingSettings().spatial_radius is None
+    cam = SimulatedCamera(preset, rows=4, cols=5)
+    own = make_backend("numpy", cam, None, None, _cfg()).plan
+    header = own.calibration.spatial_radius
+    assert own.bilateral.radius == (3 if header is None else header)
+    assert make_backend("numpy", cam, None, None,
+                        _cfg(spatial_radius=2)).plan.bilateral.radius == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "9", "2.5", "'wide'", "true"])
+def test_bad_spatial_radius_is_one_line(tmp_path, bad):
+    p = tmp_path / "run.yaml"
+    p.write_text(f"processing:\n  spatial_radius: {bad}\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: processing.spatial_radius: expected an "
+                                          r"integer in \[1, 8\], got "):
+        load_app_config(str(p))
 
 
 def test_cuda_gets_quality_rules_by_default(caplog):

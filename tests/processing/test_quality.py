@@ -63,8 +63,31 @@ def test_noise_model_refuses_bad_values():
     with pytest.raises(ConfigError, match=r"quality.model_sigma: .* got -0.1"):
         QualityRules(model_sigma=-0.1)
     with pytest.raises(ConfigError, match=r"quality.spatial_radius: expected an integer in "
-                                          r"\[1, 8\], got 9"):
+                                          r"\[1, 8\] or null, got 9"):
         QualityRules(spatial_radius=9)
+    with pytest.raises(ConfigError, match=r"quality.spatial_radius: .* got True"):
+        QualityRules(spatial_radius=True)
+
+
+def test_spatial_radius_null_takes_the_tables_header():
+    """spatial_radius None: the StO2 table's spatial_radius header, 3 where it has none; an
+    explicit radius wins over the header."""
+    p = get_preset("snapshot25", rows=2, cols=2)
+    wl, fwhm = p.wavelength_array(), float(p.fwhm_nm)
+    base = Sto2Calibration.for_grid(wl, fwhm_nm=fwhm)
+    meta = {k: v for k, v in base.meta.items() if k != "spatial_radius"}
+
+    def radius(rules, **header):
+        cal = Sto2Calibration(base.table_x, base.table_y, {**meta, **header})
+        bil = ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral
+        assert bil.sigma_s == pytest.approx(2 * bil.radius / 3)
+        return bil.radius
+
+    auto = QualityRules(spatial="bilateral")
+    assert auto.spatial_radius is None
+    assert radius(auto, spatial_radius="6") == 6
+    assert radius(auto) == 3
+    assert radius(QualityRules(spatial="bilateral", spatial_radius=2), spatial_radius="6") == 2
 
 
 def test_from_sensor_matches_the_simulated_sensor():

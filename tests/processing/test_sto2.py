@@ -97,6 +97,29 @@ def test_csv_roundtrip(tmp_path):
         Sto2Calibration.from_csv(tmp_path / "bad.csv")
 
 
+def test_noise_scale_and_spatial_radius_headers():
+    """The two per-table choices are read from the header; a bad value is one error naming
+    the header, what it holds and what is allowed; absent means None (an on-demand fit)."""
+    base = Sto2Calibration.shipped()["snapshot16"]
+
+    def with_meta(**meta):
+        return Sto2Calibration(base.table_x, base.table_y, {**base.meta, **meta})
+
+    cal = with_meta(noise_scale="0.12", spatial_radius="5")
+    assert (cal.noise_scale, cal.spatial_radius) == (0.12, 5)
+    bare = Sto2Calibration(base.table_x, base.table_y, {})
+    assert (bare.noise_scale, bare.spatial_radius) == (None, None)
+    with pytest.raises(CalibrationError, match=r"StO2 table: spatial_radius header must be a "
+                                               r"number in \[1, 8\], got '9'"):
+        with_meta(spatial_radius="9").spatial_radius
+    with pytest.raises(CalibrationError, match=r"spatial_radius header must be an integer in "
+                                               r"\[1, 8\], got '2.5'"):
+        with_meta(spatial_radius="2.5").spatial_radius
+    with pytest.raises(CalibrationError, match=r"noise_scale header must be a number in "
+                                               r"\[0, 1000\], got 'quarter'"):
+        with_meta(noise_scale="quarter").noise_scale
+
+
 def test_preset_grids_use_shipped_tables():
     for wl, fwhm in ((TIVITA, 10.0), (np.linspace(460, 600, 16), 15.0),
                      (np.linspace(665, 960, 25), 20.0)):
