@@ -9,7 +9,8 @@ NumPy backend runs ``--frames`` consecutive frames with each configuration.  Fra
 ``edge.pipeline.truth`` (valid pixels, all pixels, border = within 2 px of an organ edge or a
 true StO2 step > 5 points, interior).  ``--samples out.npz`` stores per valid pixel the error,
 the noise part of sigma (run with ``model_sigma: 0``) and the guide contrast, the input of
-``tools/fit_sto2_model_error.py``.
+``tools/fit_sto2_model_error.py``.  ``--spatial-radius 3 5 7`` runs one backend per window on
+the same frames (the spatial step's window per preset is chosen this way).
 
 Usage::
 
@@ -61,57 +62,67 @@ def _config(name: str, model_sigma, spatial_radius=None) -> AppConfig:
     return dataclasses.replace(AppConfig(), processing=proc)
 
 
+def _score(frame, res, backend, acc: dict, samples: list | None) -> None:
+    """Add one scored frame's metrics to ``acc`` (and its per-pixel samples)."""
+    tf = getattr(backend, "_temporal", None)
+    if tf is not None:
+        acc["reset"].append(tf.last_reset_fraction)
+    true = frame.truth["sto2"]
+    est, est_all = res.maps["sto2"], res.maps["sto2_all"]
+    sigma = res.maps["sto2_sigma"]
+    tissue = np.isfinite(true)
+    ok = tissue & np.isfinite(est)
+    acc["valid"].append(ok.sum() / max(tissue.sum(), 1))
+    every = tissue & np.isfinite(est_all)
+    acc["mae_all"].append(100 * np.abs(est_all[every] - true[every]).mean())
+    d = (est[ok] - true[ok]).astype(np.float64)
+    acc["mae"].append(100 * np.abs(d).mean())
+    acc["bias"].append(100 * d.mean())
+    err = np.abs(est.astype(np.float64) - true)
+    border = border_mask(frame.truth["classes"], true)
+    acc["border"].append(100 * err[ok & border].mean())
+    acc["interior"].append(100 * err[ok & ~border].mean())
+    cov = ok & np.isfinite(sigma)
+    acc["coverage"].append(float(np.mean(err[cov] <= sigma[cov])))
+    if samples is not None:
+        refl = res.reflectance
+        a = -np.log(np.maximum(np.where(np.isfinite(refl), refl, 1.0), 1e-4))
+        g = (a @ backend.plan.guide_terms).astype(np.float32)
+        c = guide_contrast(g)
+        samples.append(np.stack([err[cov], sigma[cov], c[cov],
+                                 border[cov].astype(np.float64)], axis=1))
+
+
 def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows, cols,
-            model_sigma, samples: list | None, spatial_radius: int | None = None) -> dict:
-    cfg = _config(config, model_sigma, spatial_radius)
+            model_sigma, samples: list | None, radii=(None,)) -> list[dict]:
+    """One stream of ``frames`` frames, run by one NumPy backend per spatial radius in
+    ``radii`` (None: the table's; the same frames for each); one result dict per radius.
+    ``samples`` (per-pixel rows for the model-error fit) come from the first radius."""
     cam = SimulatedCamera(preset, rows=rows, cols=cols, seed=seed)
     with cam:
         cam.configure(exposure_us=8000, trigger_mode="software")
         cam.arm()
-        ff = obtain_flatfield(cfg, cam)
-        backend = make_backend("numpy", cam, ff, None, cfg)
-        acc: dict[str, list] = {k: [] for k in (
-            "mae", "bias", "valid", "mae_all", "border", "interior", "coverage", "ms",
-            "reset")}
+        ff = obtain_flatfield(_config(config, model_sigma), cam)
+        backends = [make_backend("numpy", cam, ff, None, _config(config, model_sigma, r))
+                    for r in radii]
+        accs = [{k: [] for k in ("mae", "bias", "valid", "mae_all", "border", "interior",
+                                 "coverage", "ms", "reset")} for _ in backends]
         for i in range(frames):
             frame = cam.grab(timeout=60.0)
-            t0 = time.perf_counter()
-            res = backend.run(frame.cube, exposure_us=frame.meta.exposure_us)
-            ms = (time.perf_counter() - t0) * 1e3
-            if i < warmup:
-                continue
-            acc["ms"].append(ms)
-            tf = getattr(backend, "_temporal", None)
-            if tf is not None:
-                acc["reset"].append(tf.last_reset_fraction)
-            true = frame.truth["sto2"]
-            est, est_all = res.maps["sto2"], res.maps["sto2_all"]
-            sigma = res.maps["sto2_sigma"]
-            tissue = np.isfinite(true)
-            ok = tissue & np.isfinite(est)
-            acc["valid"].append(ok.sum() / max(tissue.sum(), 1))
-            every = tissue & np.isfinite(est_all)
-            acc["mae_all"].append(100 * np.abs(est_all[every] - true[every]).mean())
-            d = (est[ok] - true[ok]).astype(np.float64)
-            acc["mae"].append(100 * np.abs(d).mean())
-            acc["bias"].append(100 * d.mean())
-            err = np.abs(est.astype(np.float64) - true)
-            border = border_mask(frame.truth["classes"], true)
-            acc["border"].append(100 * err[ok & border].mean())
-            acc["interior"].append(100 * err[ok & ~border].mean())
-            cov = ok & np.isfinite(sigma)
-            acc["coverage"].append(float(np.mean(err[cov] <= sigma[cov])))
-            if samples is not None:
-                refl = res.reflectance
-                a = -np.log(np.maximum(np.where(np.isfinite(refl), refl, 1.0), 1e-4))
-                g = (a @ backend.plan.guide_terms).astype(np.float32)
-                c = guide_contrast(g)
-                samples.append(np.stack([err[cov], sigma[cov], c[cov],
-                                         border[cov].astype(np.float64)], axis=1))
-    out = {k: float(np.mean(v)) if v else None for k, v in acc.items()}
-    out["frames_scored"] = frames - warmup
-    out["radius"] = backend.plan.bilateral.radius
-    return out
+            for j, (backend, acc) in enumerate(zip(backends, accs)):
+                t0 = time.perf_counter()
+                res = backend.run(frame.cube, exposure_us=frame.meta.exposure_us)
+                ms = (time.perf_counter() - t0) * 1e3
+                if i >= warmup:
+                    acc["ms"].append(ms)
+                    _score(frame, res, backend, acc, samples if j == 0 else None)
+    outs = []
+    for backend, acc in zip(backends, accs):
+        out = {k: float(np.mean(v)) if v else None for k, v in acc.items()}
+        out["frames_scored"] = frames - warmup
+        out["radius"] = backend.plan.bilateral.radius
+        outs.append(out)
+    return outs
 
 
 def main(argv=None) -> int:
@@ -129,9 +140,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default=None, help="npz of per-pixel (err, sigma, contrast, "
                                                     "border) per preset")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--spatial-radius", type=int, default=None, choices=range(1, 9),
-                    metavar="{1..8}", help="processing.spatial_radius (default null: the "
-                                          "table's spatial_radius header, else 3)")
+    ap.add_argument("--spatial-radius", type=int, nargs="+", default=[None],
+                    choices=range(1, 9), metavar="{1..8}",
+                    help="processing.spatial_radius, one or more (each runs on the same "
+                         "frames; default null: the table's spatial_radius header, else 3)")
     ap.add_argument("--tables", default=None, help="folder of sto2_<preset>.csv tables used "
                                                     "instead of the shipped ones (a refit)")
     args = ap.parse_args(argv)
@@ -147,14 +159,14 @@ def main(argv=None) -> int:
         for config in args.configs:
             for seed in args.seeds:
                 buf = [] if args.samples else None
-                r = measure(preset, seed, config, args.frames, args.warmup, args.rows,
-                            args.cols, ms, buf, args.spatial_radius)
-                r.update(preset=preset, config=config, seed=seed)
-                results.append(r)
+                for r in measure(preset, seed, config, args.frames, args.warmup,
+                                 args.rows, args.cols, ms, buf, args.spatial_radius):
+                    r.update(preset=preset, config=config, seed=seed)
+                    results.append(r)
+                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                      for k, v in r.items()}), flush=True)
                 if buf:
                     samples.setdefault(f"{preset}_{config}", []).extend(buf)
-                print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                  for k, v in r.items()}), flush=True)
     if args.samples:
         np.savez_compressed(args.samples, **{k: np.concatenate(v) for k, v in samples.items()})
     if args.json:
