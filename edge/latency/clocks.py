@@ -22,6 +22,26 @@ thermal zone or a GPU) rose by more than :data:`MAX_TEMP_RISE_C`.  The SM and me
 are recorded but do not void a round by themselves: a boosting GPU moves them all the time,
 and what pins them (lock, power mode, throttling) is checked.
 
+**Once per round boundary.**  Each read runs up to three external commands, so the state read
+at the end of a round is also the state at the start of the next one: a :class:`ClockWatch`
+keeps the last end-of-round reading and hands it out as the start of the round whose index
+follows (round ``i + 1`` after round ``i``); any other round (the first, one after a gap in the
+indices, one after a round that failed) reads afresh.  A round runs between two readings
+with nothing unread between them, so a change at any moment voids a round: during round
+``i + 1``, or in the short gap before it (the start state is the one round ``i`` ended in,
+so a change in the gap shows as a change during ``i + 1``; reading twice per boundary missed
+such a change).  The indices are those of one run (``run_ab`` numbers A's and B's rounds in
+one sequence), so one watch can serve both arms of an A/B run in one process: the sessions
+made without a reader share the process's :func:`default_watch`.  A worker of another build
+(:mod:`edge.latency.worker`) is another process with its own watch: it reads at the start
+of its first round after an arm change, as the parent does at the end of its own.
+
+**Stored compactly** (:func:`state_changes`, :func:`apply_changes`; used by
+:meth:`edge.latency.records.FrameRecords.save`): a state is a JSON tree; its changes from
+one state to the next are a list of ``[path, value]`` (a leaf set or changed: ``path`` is
+the list of keys and list indices, e.g. ``[["thermal", "cpu-thermal"], 46.5]``) and
+``[path]`` (a leaf gone), empty when nothing changed.
+
 Every reader is injectable (a directory ``root`` and a command runner) so that tests feed
 recorded outputs; a missing file or tool gives no entry, never an error.  With
 ``$HSI_EDGE_LATENCY_CLOCKS_ROOT`` set (:func:`default_reader`), the state is read from that
@@ -40,7 +60,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["ClockReader", "void_reasons", "default_reader", "recorded_runner", "ROOT_ENV",
+__all__ = ["ClockReader", "ClockWatch", "void_reasons", "default_reader", "default_watch",
+           "recorded_runner", "ROOT_ENV", "state_changes", "apply_changes",
            "parse_nvpmodel", "parse_jetson_clocks", "MAX_TEMP_RISE_C", "NVIDIA_SMI_QUERY",
            "GPU_IDLE_REASON", "run_command"]
 
@@ -204,6 +225,104 @@ class ClockReader:
                 name = f"{name}.{d.name}"
             out[name] = milli / 1000.0
         return out
+
+
+class ClockWatch:
+    """The clock state at round boundaries, read once per boundary (see the module docstring).
+
+    Parameters
+    ----------
+    reader : ClockReader, optional
+        What reads the state (default :func:`default_reader`).
+    """
+
+    def __init__(self, reader: ClockReader | None = None):
+        self.reader = reader if reader is not None else default_reader()
+        self._last: tuple[int, dict[str, Any]] | None = None    # (round index, state at its end)
+
+    def start(self, index: int) -> dict[str, Any]:
+        """The state at the start of round ``index``: the end state of round ``index - 1``
+        when that was the last round this watch ended, else a fresh reading."""
+        last, self._last = self._last, None       # a round that fails ends nothing
+        if last is not None and last[0] == int(index) - 1:
+            return last[1]
+        return self.reader.read()
+
+    def end(self, index: int) -> dict[str, Any]:
+        """The state at the end of round ``index`` (read now; the start of round
+        ``index + 1``)."""
+        state = self.reader.read()
+        self._last = (int(index), state)
+        return state
+
+
+_DEFAULT_WATCH: tuple[str, ClockWatch] | None = None
+
+
+def default_watch() -> ClockWatch:
+    """The process's watch over :func:`default_reader` (one per ``$HSI_EDGE_LATENCY_CLOCKS_ROOT``
+    value: a new value, as in each test, gets a new watch)."""
+    global _DEFAULT_WATCH
+    key = os.environ.get(ROOT_ENV) or ""
+    if _DEFAULT_WATCH is None or _DEFAULT_WATCH[0] != key:
+        _DEFAULT_WATCH = (key, ClockWatch(default_reader()))
+    return _DEFAULT_WATCH[1]
+
+
+def _leaves(node: Any, path: tuple = ()) -> dict[tuple, Any]:
+    """``{path: value}`` of every leaf (a scalar, or an empty dict or list)."""
+    if isinstance(node, dict) and node:
+        items = node.items()
+    elif isinstance(node, list) and node:
+        items = enumerate(node)
+    else:
+        return {path: node}
+    out: dict[tuple, Any] = {}
+    for k, v in items:
+        out.update(_leaves(v, path + (k,)))
+    return out
+
+
+def _tree(leaves: dict[tuple, Any]) -> Any:
+    """The inverse of :func:`_leaves` (a node whose keys are list indices is a list)."""
+    if () in leaves:
+        return leaves[()]
+    groups: dict[Any, dict[tuple, Any]] = {}
+    for path, v in leaves.items():
+        groups.setdefault(path[0], {})[path[1:]] = v
+    if all(isinstance(k, int) for k in groups):
+        return [_tree(groups[k]) for k in sorted(groups)]
+    return {k: _tree(g) for k, g in groups.items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b        # True is not 1, 1 is not 1.0
+
+
+def state_changes(prev: dict[str, Any], new: dict[str, Any]) -> list[list]:
+    """The changes from clock state ``prev`` to ``new``: ``[path, value]`` per leaf set or
+    changed, ``[path]`` per leaf gone (paths as lists); empty when the states are equal.
+    ``apply_changes(prev, state_changes(prev, new)) == new``."""
+    a, b = _leaves(prev), _leaves(new)
+    out: list[list] = [[list(p), v] for p, v in b.items() if p not in a or not _same(a[p], v)]
+    out += [[list(p)] for p in a if p not in b]
+    return out
+
+
+def apply_changes(prev: dict[str, Any], changes: Sequence[Sequence]) -> dict[str, Any]:
+    """``prev`` with :func:`state_changes`' ``changes`` applied (a new tree; ``prev`` itself
+    when there are none)."""
+    if not changes:
+        return prev
+    leaves = _leaves(prev)
+    for change in changes:
+        path = tuple(change[0])
+        if len(change) > 1:
+            leaves[path] = change[1]
+        else:
+            leaves.pop(path, None)
+    tree = _tree(leaves) if leaves else {}
+    return tree if isinstance(tree, dict) else {}
 
 
 def void_reasons(before: dict[str, Any], after: dict[str, Any], *,

@@ -10,8 +10,9 @@ the simulated camera is triggered at its frame rate by :class:`~edge.latency.pac
 obtained (:class:`~edge.latency.bank.FrameBank`); the simulated bench is paced by its trigger
 controller and a replay by its ``fps``.  The sink is the null sink: the display is reached
 when the overlay is ready; file sinks are not measured.  The drop policy is ``newest``, as
-for a live display.  The clock state is read before and after every round
-(:mod:`edge.latency.clocks`); a round whose clocks changed is void.
+for a live display.  The clock state is read at every round boundary, once
+(:class:`~edge.latency.clocks.ClockWatch`: the state a round ended in is the next round's
+start); a round whose clocks changed is void (:mod:`edge.latency.clocks`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from edge.core.fileio import sha256_file
 from edge.errors import ConfigError
 from edge.latency.bank import DEFAULT_BANK_SIZE, FrameBank
-from edge.latency.clocks import ClockReader, default_reader, void_reasons
+from edge.latency.clocks import ClockReader, ClockWatch, default_watch, void_reasons
 from edge.latency.paced import PacedCamera
 from edge.latency.records import FrameRecords, RecordCollector
 from edge.latency.slow import apply_slow
@@ -57,17 +58,23 @@ class LatencySession:
         Simulated camera only: frames rendered once when the session opens and replayed on
         the paced grid (:class:`~edge.latency.bank.FrameBank`), so the renderer's CPU time
         does not compete with the measured chain (a unit's camera costs no CPU).
-    clocks : ClockReader, optional
-        Reads the clock state before and after every round (:mod:`edge.latency.clocks`; a
-        test passes one over recorded files).  A round whose clocks changed is void.
+    clocks : ClockWatch or ClockReader, optional
+        Reads the clock state at every round boundary (:mod:`edge.latency.clocks`).  Default:
+        the process's :func:`~edge.latency.clocks.default_watch`, shared by every session
+        made without one, so that in an A/B run in one process the state A's round ended in
+        is B's next round's start.  A reader (a test's, over recorded files) gets a watch of
+        its own; pass one watch to several sessions to share it.  A round whose clocks
+        changed is void.
     """
 
     def __init__(self, cfg: AppConfig, *, backend: str | None = None,
                  runtime: str | None = None, slow: dict | None = None, label: str = "A",
                  marker_every: int = 0, bank_size: int = DEFAULT_BANK_SIZE,
-                 clocks: ClockReader | None = None):
+                 clocks: ClockWatch | ClockReader | None = None):
         self.cfg = cfg
-        self.clocks = clocks if clocks is not None else default_reader()
+        if clocks is None:
+            clocks = default_watch()
+        self.clocks = clocks if isinstance(clocks, ClockWatch) else ClockWatch(clocks)
         self.bank_size = int(bank_size)
         self.backend_name = backend or cfg.processing.backend
         self.runtime_name = runtime or cfg.model.runtime
@@ -188,7 +195,9 @@ class LatencySession:
                   arm: str = "") -> FrameRecords:
         """Run ``warmup + frames`` frames; returns their records (the round's entry holds the
         pipeline's drop and miss counts, ``warmup``, the clock state ``clocks`` before and
-        after, and ``void``: the clock changes that void the round, empty if none)."""
+        after, and ``void``: the clock changes that void the round, empty if none).  The
+        state before is the one round ``index - 1`` ended in when that was the last round on
+        this session's watch (:class:`~edge.latency.clocks.ClockWatch`), else read now."""
         from edge.pipeline.runner import Pipeline
         from edge.pipeline.sinks import NullSink
 
@@ -200,9 +209,9 @@ class LatencySession:
                         on_record=collector)
         if self.detector is not None:
             self.detector.reset()
-        before = self.clocks.read()
+        before = self.clocks.start(index)
         result = pipe.run(total)
-        after = self.clocks.read()
+        after = self.clocks.end(index)
         void = void_reasons(before, after)
         if void:
             log.warning("%s round %d is void: %s", self.label, index, "; ".join(void))

@@ -5,7 +5,11 @@ interpreter (``PYTHON -I -m edge.latency.worker``: ``-I`` keeps this build's wor
 ``PYTHONPATH`` out of its ``sys.path``, so it imports its own ``edge``).  The worker opens its
 own :class:`~edge.latency.session.LatencySession` from the config and runs one round per
 request; the rounds stay ABBA-interleaved with arm A's in this process
-(:func:`edge.latency.ab.run_ab` sees a :class:`WorkerArm` like a session).
+(:func:`edge.latency.ab.run_ab` sees a :class:`WorkerArm` like a session).  The worker reads
+the clock state itself (its session's :func:`~edge.latency.clocks.default_watch`, in its own
+process): once per boundary between two of its rounds in a row (B B), and afresh at the start
+of its first round after A's, where this process has read the end of A's round; the clock
+states come back with the round's records (compact in the NPZ, full once loaded).
 
 Protocol (:data:`PROTOCOL`), one JSON object per line; requests on the worker's stdin,
 answers on its stdout (its logs go to stderr):
