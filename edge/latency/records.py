@@ -6,6 +6,17 @@ exposure, arrival (camera read returned), dequeue, start and end of every stage 
 as ``"sink"``), overlay-ready and done times, queue depth, and the round the frame belongs to.
 Memory is bounded by the capacity the caller gives (the frame count the user asked for);
 records beyond it are counted in ``overflow``, never stored.
+
+The file (:meth:`FrameRecords.save`, NPZ, no pickles) holds the arrays and the rounds' entries
+as JSON (``rounds``).  A round's clock states (``clocks``: ``before`` and ``after``,
+:mod:`edge.latency.clocks`) are stored compactly: the state at the start of the first round
+once (``clocks_start``), and in each round's entry ``clock_changes``: ``before`` (the changes
+from the state the previous round ended in, or from ``clocks_start``) and ``after`` (the
+changes during the round), each as :func:`~edge.latency.clocks.state_changes` gives them and
+left out when empty, so a round whose clocks did not move stores ``"clock_changes": {}``.
+:meth:`FrameRecords.load` gives the full states back.  Files of older builds (full
+``clocks`` in every round, no ``clocks_start``) load as they are; the format name is
+unchanged, so an older build (e.g. a worker of another install) still reads a newer file.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edge.errors import DataFormatError
+from edge.latency.clocks import apply_changes, state_changes
 
 __all__ = ["FrameRecords", "RecordCollector", "RECORD_FIELDS"]
 
@@ -117,10 +129,13 @@ class FrameRecords:
 
         path = Path(path)
         arrays = {f"f_{k}": v for k, v in self.fields.items()}
+        start, rounds = _compact_clocks(self.rounds)
+        if start is not None:
+            arrays["clocks_start"] = np.array(json.dumps(start))
         np.savez_compressed(
             path, format=np.array(_FORMAT), stage_names=np.array(self.stage_names, dtype=str),
             exposure_us=self.exposure_us, stage_start_ns=self.stage_start_ns,
-            stage_end_ns=self.stage_end_ns, rounds=np.array(json.dumps(self.rounds)),
+            stage_end_ns=self.stage_end_ns, rounds=np.array(json.dumps(rounds)),
             sub_names=np.array(self.sub_names, dtype=str), sub_ms=self.sub_ms, **arrays)
         return path
 
@@ -144,12 +159,50 @@ class FrameRecords:
                 names = tuple(str(s) for s in z["stage_names"])
                 fields = {k: z[f"f_{k}"].astype(np.int64) for k in RECORD_FIELDS}
                 subs = tuple(str(s) for s in z["sub_names"]) if "sub_names" in z else ()
+                rounds = json.loads(str(z["rounds"]))
+                if "clocks_start" in z:
+                    rounds = _expand_clocks(json.loads(str(z["clocks_start"])), rounds)
                 return cls(names, fields, z["exposure_us"].astype(np.float64),
                            z["stage_start_ns"].astype(np.int64),
-                           z["stage_end_ns"].astype(np.int64), json.loads(str(z["rounds"])),
+                           z["stage_end_ns"].astype(np.int64), rounds,
                            subs, z["sub_ms"].astype(np.float64) if subs else None)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError,
+                zipfile.BadZipFile) as exc:
             raise DataFormatError(f"{path}: cannot read latency records: {exc}") from exc
+
+
+def _compact_clocks(rounds: list[dict[str, Any]]) -> tuple[dict | None, list[dict[str, Any]]]:
+    """(the first round's state before, the rounds with ``clock_changes`` for ``clocks``);
+    (None, rounds) when no round has clock states.  See the module docstring."""
+    start, prev, out = None, None, []
+    for r in rounds:
+        clocks = r.get("clocks")
+        if not isinstance(clocks, dict):
+            out.append(r)
+            continue
+        before, after = clocks.get("before") or {}, clocks.get("after") or {}
+        if start is None:
+            start = prev = before
+        changes = {"before": state_changes(prev, before), "after": state_changes(before, after)}
+        r = {k: v for k, v in r.items() if k != "clocks"}
+        r["clock_changes"] = {k: v for k, v in changes.items() if v}
+        out.append(r)
+        prev = after
+    return start, out
+
+
+def _expand_clocks(start: dict[str, Any], rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inverse of :func:`_compact_clocks`: full ``clocks`` states in every round."""
+    prev = start
+    for r in rounds:
+        changes = r.pop("clock_changes", None)
+        if changes is None:
+            continue
+        before = apply_changes(prev, changes.get("before", []))
+        after = apply_changes(before, changes.get("after", []))
+        r["clocks"] = {"before": before, "after": after}
+        prev = after
+    return rounds
 
 
 class RecordCollector:
