@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     # short rounds, many of them: the two rounds of a pair stay close in time (README,
     # "What was measured here": 18 of 20 flagged with 10-frame rounds, 10 with 20-frame ones)
     p.add_argument("--rounds", type=int, default=48)
-    p.add_argument("--max-rounds", type=int, default=96)
+    p.add_argument("--max-rounds", type=int, default=288)
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--preset", default="snapshot25")

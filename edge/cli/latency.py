@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 def _measure_options(p: argparse.ArgumentParser, *, suffix: str = "") -> None:
     p.add_argument("--frames", type=int, default=None,
-                   help="measured frames per round (default: run 300, ab 60)")
-    p.add_argument("--warmup", type=int, default=10, help="frames left out at the start of "
-                   "every round (counted; default 10)")
+                   help="measured frames per round (default: run 300, ab 10)")
+    p.add_argument("--warmup", type=int, default=None, help="frames left out at the start of "
+                   "every round (counted; default: run 10, ab 4)")
     p.add_argument("--deadline-ms", type=float, default=None,
                    help="end-to-end deadline (default: the frame period)")
     p.add_argument("--preset", choices=("tivita", "snapshot16", "snapshot25"), default=None,
@@ -81,10 +81,10 @@ def register(sub) -> None:
     a.add_argument("--slow-a", default=None, help="TEST ONLY: slow stages of arm A")
     a.add_argument("--slow-b", default=None, help="TEST ONLY: slow stages of arm B, e.g. "
                    "chain=10%% (default: $HSI_EDGE_LATENCY_SLOW)")
-    a.add_argument("--rounds", type=int, default=24, help="rounds before the first verdict "
-                   "(whole ABBA blocks; default 24)")
-    a.add_argument("--max-rounds", type=int, default=64,
-                   help="cap when INCONCLUSIVE adds rounds (default 64)")
+    a.add_argument("--rounds", type=int, default=48, help="rounds before the first verdict "
+                   "(whole ABBA blocks; default 48)")
+    a.add_argument("--max-rounds", type=int, default=288,
+                   help="cap when INCONCLUSIVE adds rounds, 16 at a time (default 288)")
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _measure_options(a)
     a.set_defaults(func=run)
@@ -194,6 +194,8 @@ def _run(args: argparse.Namespace) -> int:
     from edge.latency.store import save_result
 
     frames = 300 if args.frames is None else args.frames
+    if args.warmup is None:
+        args.warmup = 10
     _check(args, frames)
     cfg = _config(args.config, args)
     slow = _slow(args.slow, "--slow")
@@ -228,7 +230,9 @@ def _ab(args: argparse.Namespace) -> int:
     from edge.latency.session import LatencySession
     from edge.latency.store import save_result
 
-    frames = 60 if args.frames is None else args.frames
+    frames = 10 if args.frames is None else args.frames
+    if args.warmup is None:
+        args.warmup = 4
     _check(args, frames, args.max_rounds)
     cfg_a = _config(args.config, args)
     # with --python-b, B's config is read by B's build (it may know other keys)

@@ -31,8 +31,9 @@ __all__ = ["measure", "run_ab", "compare", "check_hardware", "check_settings", "
 log = logging.getLogger(__name__)
 
 #: Rounds ``run_ab`` adds while INCONCLUSIVE (rounded up to whole ABBA blocks); the gate's
-#: level is split over the looks this schedule makes (:func:`~edge.latency.gate.planned_looks`).
-BLOCK_ROUNDS = 8
+#: level is split over the looks this schedule makes (:func:`~edge.latency.gate.planned_looks`,
+#: :func:`~edge.latency.gate.look_level`).
+BLOCK_ROUNDS = 16
 
 
 class Settings(dict):
@@ -112,7 +113,7 @@ def measure(session: LatencySession, *, frames: int, warmup: int = 10, rounds: i
 
 
 def run_ab(a: LatencySession, b: LatencySession, *, frames: int, warmup: int = 10,
-           rounds: int = 24, max_rounds: int = 64, deadline_ms: float | None = None,
+           rounds: int = 48, max_rounds: int = 288, deadline_ms: float | None = None,
            seed: int = 0, progress: Callable[[str], None] | None = None,
            **gate_kw: Any) -> tuple[dict, FrameRecords]:
     """ABBA rounds of two arms, then the gate; more rounds while INCONCLUSIVE, up to a cap.
@@ -132,6 +133,7 @@ def run_ab(a: LatencySession, b: LatencySession, *, frames: int, warmup: int = 1
     stats: list[dict] = []
     target = rounds
     result = None
+    looks, look = planned_looks(rounds, max_rounds, BLOCK_ROUNDS), 0
     while True:
         arms = abba_arms(target)
         for i in range(len(parts), target):
@@ -142,8 +144,8 @@ def run_ab(a: LatencySession, b: LatencySession, *, frames: int, warmup: int = 1
             if progress:
                 progress(f"round {i + 1}/{target} ({arms[i]})")
         from edge.latency.gate import pair_rounds
-        result = gate(pair_rounds(stats), seed=seed,
-                      looks=planned_looks(rounds, max_rounds, BLOCK_ROUNDS), **gate_kw)
+        look += 1
+        result = gate(pair_rounds(stats), seed=seed, looks=looks, look=look, **gate_kw)
         void = void_rounds(stats)
         _void_gate(result, void)
         log.info("after %d rounds: %s (%s)", target, result.verdict, result.reason)

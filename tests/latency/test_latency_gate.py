@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge.latency.gate import (INCONCLUSIVE, PASS, REGRESSION, THRESHOLDS, abba_arms, gate,
-                               holm, pair_rounds, planned_looks)
+                               holm, look_level, pair_rounds, planned_looks)
+from edge.latency.ab import BLOCK_ROUNDS
 
 PERIOD_MS = 40.0
 
@@ -118,11 +119,21 @@ def test_significant_but_tolerated_slowdown_is_not_a_regression():
 
 
 def test_planned_looks_follow_the_block_schedule_of_ab():
-    assert planned_looks(24, 24) == 1
-    assert planned_looks(24, 48) == 4                 # 24, 32, 40, 48
-    assert planned_looks(24, 64) == 6                 # ... 56, 64
-    assert planned_looks(22, 30) == 2                 # 24 (whole blocks), then 30 -> 32
-    assert planned_looks(24, 50) == 5                 # 24, 32, 40, 48, 50 -> 52
+    assert planned_looks(24, 24, 8) == 1
+    assert planned_looks(24, 48, 8) == 4              # 24, 32, 40, 48
+    assert planned_looks(24, 64, 8) == 6              # ... 56, 64
+    assert planned_looks(22, 30, 8) == 2              # 24 (whole blocks), then 30 -> 32
+    assert planned_looks(24, 50, 8) == 5              # 24, 32, 40, 48, 50 -> 52
+    assert BLOCK_ROUNDS == 16
+    assert planned_looks(48, 288) == 16               # ab's defaults: 48, 64, ..., 288
+
+
+def test_look_levels_sum_to_alpha_and_keep_half_for_the_last_look():
+    for looks in (1, 2, 7, 16):
+        levels = [look_level(0.01, k, looks) for k in range(1, looks + 1)]
+        assert sum(levels) == pytest.approx(0.01)
+        assert levels[-1] == pytest.approx(0.01 if looks == 1 else 0.005)
+    assert look_level(0.01, 3, 11) == pytest.approx(0.0005)
 
 
 def test_more_looks_need_stronger_evidence():
@@ -139,11 +150,20 @@ def test_more_looks_need_stronger_evidence():
     assert one.verdict == REGRESSION and one.looks == 1
     p = next(h for h in one.hypotheses if h.statistic == "p50").p_holm
     assert p == pytest.approx(2 * 2 / 4096)
-    # the same data at the first of 4 looks: level 0.01 / 4 = 0.0025 still above 9.8e-4
-    assert gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=4).verdict == REGRESSION
-    # ... of 11 looks (level 9.1e-4): not enough, INCONCLUSIVE, and the level is reported
-    many = gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=11)
+    # the same data at the first of 4 looks: level 0.005 / 3 = 0.0017 still above 9.8e-4
+    assert gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=4,
+                look=1).verdict == REGRESSION
+    # ... at the first of 11 looks (level 0.005 / 10 = 5e-4): not enough, INCONCLUSIVE, and
+    # the level is reported
+    many = gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=11, look=1)
     assert many.verdict == INCONCLUSIVE
-    assert many.as_dict()["level"] == pytest.approx(0.01 / 11)
+    assert many.as_dict()["level"] == pytest.approx(0.0005)
+    assert (many.as_dict()["look"], many.as_dict()["looks"]) == (1, 11)
+    # ... at the last of the 11 (default look: the last; level 0.005): a regression
+    last = gate(pair_rounds(rounds), metrics=["chain"], seed=0, looks=11)
+    assert last.verdict == REGRESSION and last.as_dict()["level"] == pytest.approx(0.005)
     with pytest.raises(ValueError, match=r"looks: expected an integer >= 1, got 0"):
         gate(pair_rounds(rounds), looks=0)
+    with pytest.raises(ValueError, match=r"look: expected an integer in \[1, 4\] \(looks\), "
+                                         r"got 5"):
+        gate(pair_rounds(rounds), looks=4, look=5)
