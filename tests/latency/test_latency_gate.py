@@ -7,7 +7,7 @@ import pytest
 
 from edge.latency.gate import (INCONCLUSIVE, PASS, REGRESSION, THRESHOLDS, abba_arms, gate,
                                holm, look_level, pair_rounds, planned_looks)
-from edge.latency.ab import BLOCK_ROUNDS
+from edge.latency.ab import BLOCK_ROUNDS, _no_slowdown_in_sight
 
 PERIOD_MS = 40.0
 
@@ -167,3 +167,20 @@ def test_more_looks_need_stronger_evidence():
     with pytest.raises(ValueError, match=r"look: expected an integer in \[1, 4\] \(looks\), "
                                          r"got 5"):
         gate(pair_rounds(rounds), looks=4, look=5)
+
+
+def test_no_slowdown_in_sight_stops_only_runs_without_one():
+    # noisy A/A rounds: undecided (intervals too wide for a pass), every median within δ
+    aa = gate(pair_rounds(make_rounds(3, n_rounds=48, round_sd=0.15, frames=10)), seed=0)
+    assert aa.verdict == INCONCLUSIVE
+    assert all(h.median_ratio <= 1 + h.delta for h in aa.hypotheses if h.gated)
+    assert _no_slowdown_in_sight(aa)
+    # the same noise with a 10 % slowdown of the chain: undecided at this look, and the chain's
+    # median ratio is above 1 + δ, so the run goes on
+    slow = gate(pair_rounds(make_rounds(3, n_rounds=48, slowdown=1.10, round_sd=0.15,
+                                        frames=10)), seed=0, looks=16, look=1)
+    chain = next(h for h in slow.hypotheses if (h.metric, h.statistic) == ("chain", "p50"))
+    assert slow.verdict == INCONCLUSIVE and chain.median_ratio > 1 + THRESHOLDS["p50"]
+    assert not _no_slowdown_in_sight(slow)
+    # nothing gated (all stages too short): never called futile
+    assert not _no_slowdown_in_sight(gate(pair_rounds(make_rounds(3)), min_gate_ms=1e9))
