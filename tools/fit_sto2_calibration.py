@@ -40,7 +40,8 @@ the level is a property of each table: its ``noise_scale`` header (machine-reada
 ``noise`` line says it in words).  A wider spatial window leaves less noise, so the level and
 the window are chosen together per preset (``tools/measure_sto2_video.py``, README "Science
 and accuracy") and the window is written as the table's ``spatial_radius`` header
-(``--spatial-radius``), which ``processing.spatial_radius: null`` (the default) takes.
+(``--spatial-radius``), which ``processing.spatial_radius: null`` (the default) takes; without
+the option a refit keeps the header of the table it replaces (none: the chain uses 3).
 
 A table's ``model_error`` header line (the model-error term of ``sto2_sigma``) is fitted
 against it by ``tools/fit_sto2_model_error.py``: rerun that after a refit (this script
@@ -143,6 +144,16 @@ def fit_table(wl: np.ndarray, fwhm: float, raw: np.ndarray, truth: np.ndarray,
     return Sto2Calibration(x, y, meta)
 
 
+def _radius_header(radius: int | None, path: Path) -> dict:
+    """The ``spatial_radius`` header of a refit: ``radius``, else the one of the table at
+    ``path`` it replaces (a refit of the noise level keeps the preset's window), else none."""
+    if radius is None and path.is_file():
+        radius = Sto2Calibration.from_csv(path).spatial_radius
+        if radius is not None:
+            logging.info("%s: keeping spatial_radius %d of the table it replaces", path, radius)
+    return {} if radius is None else {"spatial_radius": str(radius)}
+
+
 def _errors(est: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     ok = np.isfinite(est)
     err = (est[ok].astype(np.float64) - truth[ok]) * 100.0
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="{1..8}",
                     help="write a spatial_radius header: the spatial step's window "
                          "half-width chosen with this table (processing.spatial_radius: "
-                         "null takes it; without one the chain uses 3)")
+                         "null takes it); default: the replaced table's, if any")
     ap.add_argument("--exposure-us", type=float, default=None,
                     help="exposure of the noise model (default: the cameras' default)")
     ap.add_argument("--evaluate-only", action="store_true",
@@ -219,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         {"n_spectra": str(args.n), "seed": str(args.seed),
                          "prior": args.prior, "ranges": json.dumps(dataclasses.asdict(ranges)),
                          "noise": noise, "noise_scale": f"{args.noise_scale:g}",
-                         **({} if args.spatial_radius is None
-                            else {"spatial_radius": str(args.spatial_radius)})})
+                         **_radius_header(args.spatial_radius, path)})
         ev = evaluate(name, cal, unmixer, ranges, args.eval_n, noise_scale=args.noise_scale,
                       exposure_us=args.exposure_us)
         header = [

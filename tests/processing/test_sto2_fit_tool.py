@@ -125,3 +125,8 @@ def test_tool_writes_a_table_the_pipeline_finds(tool, tmp_path, capsys):
     cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
     assert (cal.noise_scale, cal.spatial_radius) == (0.12, 5)
     assert cal.meta["noise"].startswith("0.12 x the noise of one frame")
+    # a refit without --spatial-radius keeps the window of the table it replaces
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--noise-scale", "0.06"]) == 0
+    cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
+    assert (cal.noise_scale, cal.spatial_radius) == (0.06, 5)
