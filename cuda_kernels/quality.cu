@@ -12,7 +12,8 @@
 // Inputs: refl (npix, nb) float32 (NaN rows where flagged), flags (npix) uint8 (updated),
 // maps (6, npix) the chain's, raw (npix, nb) uint16 and dark (npix, nb) float32 or both NULL
 // (no counts: var not written); ext (m, nb); ct, c_t (nb, nb) or NULL; spec_level, thb_min
-// (+inf / -inf: rule off). Outputs: s_raw, var (npix); ext_out (m, npix); ok (npix) uint8.
+// (+inf / -inf: rule off). Outputs: s_raw, var (npix); ext_out (m, npix); ok (npix) uint8
+// (QualityOut: bit 0 enters the spatial step, bit 1 takes its value, bit 2 has an estimate).
 // Launch (cuda_quality_launch.py only): block = pixels per tile, grid = ceil(npix / block),
 // dynamic shared = 4 * block * stride (x2 with counts), stride = nb | 1.
 //
@@ -76,21 +77,22 @@ extern "C" __global__ void bilateral_f32(
 }
 
 // quality_finish_*: one thread per pixel (finish_thread). Inputs as FinishIn (planes of npix;
-// var, s_f, var_f, t_f may be NULL); flags (npix) and maps (6, npix) updated in place;
+// var, s_f, var_f, t_f may be NULL; t_raw, quality_pixel's index terms, is given with t_f); flags (npix) and maps (6, npix) updated in place;
 // sigma, sto2_all (npix) written; packed (channels, npix): its map channels rewritten, or NULL.
 // Launch (cuda_quality_launch.py only): block 256, grid ceil(npix / 256).
 #define HSI_FINISH_KERNEL(NAME, OUT)                                                           \
     extern "C" __global__ void NAME(                                                           \
         const float* __restrict__ s_raw, const float* __restrict__ var,                        \
         const float* __restrict__ s_f, const float* __restrict__ var_f,                        \
-        const float* __restrict__ t_f, const unsigned char* __restrict__ ok, int n_terms,      \
-        int n1, const float* __restrict__ slopes, float max_sigma, float model2,               \
+        const float* __restrict__ t_f, const float* __restrict__ t_raw,                        \
+        const unsigned char* __restrict__ ok, int n_terms, int n1,                             \
+        const float* __restrict__ slopes, float max_sigma, float model2,                       \
         long long npix, unsigned char* __restrict__ flags, float* __restrict__ maps,           \
         float* __restrict__ sigma, float* __restrict__ sto2_all, OUT* __restrict__ packed) {   \
         const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;                  \
         if (p >= npix) return;                                                                 \
-        const FinishIn F{s_raw, var, s_f, var_f, t_f, ok, n_terms, n1, slopes, max_sigma,     \
-                         model2};                                                              \
+        const FinishIn F{s_raw, var, s_f, var_f, t_f, t_raw, ok, n_terms, n1, slopes,         \
+                         max_sigma, model2};                                                   \
         finish_thread(p, npix, c_params, F, flags, maps, sigma, sto2_all, packed);             \
     }
 

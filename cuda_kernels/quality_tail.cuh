@@ -31,8 +31,9 @@ struct QualityOut {
     float* s_raw;          // raw StO2, NaN where flagged other than low blood / uncertain
     float* var;            // its delta-method variance, or NULL (no counts)
     float* ext;            // (m, npix): the guide's band-group means, then the index's A''
-    unsigned char* ok;     // bit 1: an estimate the spatial step may average (finish_quality's
-                           // est_ok); bit 0: and it enters the step (finite variance > 0)
+    unsigned char* ok;     // bit 2: an estimate (no flag but low blood: finish_quality's
+                           // est_ok); bit 1: no flag at all, it takes the spatial step's value
+                           // (spatial_ok); bit 0: and it enters the step (finite variance > 0)
 };
 
 // One pixel: row = its staged reflectance (turned into absorbance in place: the thread owns
@@ -71,9 +72,12 @@ HSI_HD void quality_thread(float* row, const float* x, long long p, long long np
     if (f & ~HSI_FLAG_STO2_ONLY) s = nan;
     out.s_raw[p] = s;
     if (out.var) out.var[p] = v;
+    // A low-blood pixel keeps its own estimate but enters no neighbour's mean: its noise is
+    // many times theirs and the step's weights are equal (finish_quality).
     const bool est = (f & ~HSI_FLAG_LOW_BLOOD) == 0u && hsi_isfinite(s);
-    const bool enters = est && (!out.var || (hsi_isfinite(v) && v > 0.0f));
-    out.ok[p] = (unsigned char)((est ? 2u : 0u) | (enters ? 1u : 0u));
+    const bool avg = est && f == 0u;
+    const bool enters = avg && (!out.var || (hsi_isfinite(v) && v > 0.0f));
+    out.ok[p] = (unsigned char)((est ? 4u : 0u) | (avg ? 2u : 0u) | (enters ? 1u : 0u));
 }
 
 // ---- spatial step (bilateral_f32) ---------------------------------------------------------
@@ -188,7 +192,9 @@ struct FinishIn {
     const float* s_f;         // the spatial step's value, or NULL (no spatial step)
     const float* var_f;       // its variance, or NULL
     const float* t_f;         // its index terms (n_terms, npix), or NULL
-    const unsigned char* ok;  // quality_thread's (bit 1: est_ok)
+    const float* t_raw;       // quality_thread's own index terms (n_terms, npix: the ext
+                              // planes after the guide's), read for low-blood pixels; or NULL
+    const unsigned char* ok;  // quality_thread's (bit 2: est_ok, bit 1: spatial_ok)
     int n_terms, n1;          // terms, of which the first n1 are the r1 window's
     const float* slopes;      // calibration_slope's knot slopes (n_table - 1)
     float max_sigma;          // FLAG_UNCERTAIN above it (+inf: off)
@@ -207,18 +213,21 @@ HSI_HD float q_min_terms(const float* t, long long stride, int lo, int hi) {
 
 // One pixel of edge.processing.quality.finish_quality (without its temporal step and the
 // guide-contrast model error, which run on the host: cuda_quality.py decides): the spatial
-// step's values where est_ok, the StO2 index from the averaged terms, sto2_all by the table,
-// sigma = slope * sqrt(var) (+ model term), FLAG_UNCERTAIN, sto2 NaN where flagged, every map
-// NaN where specular; then the packed input's map channels (pack_map_value) when packed.
+// step's values where spatial_ok (no flag), a low-blood pixel's own raw value and variance,
+// the StO2 index from the averaged terms (a low-blood pixel's from its own: t_raw, given
+// whenever t_f is), sto2_all by the table, sigma = slope * sqrt(var) (+ model term),
+// FLAG_UNCERTAIN, sto2 NaN where flagged, every map NaN where specular; then the packed
+// input's map channels (pack_map_value) when packed.
 template <class OutT>
 HSI_HD void finish_thread(long long p, long long npix, const ChainParams& P, const FinishIn& F,
                           unsigned char* flags, float* maps, float* sigma, float* sto2_all,
                           OutT* packed) {
     const float nan = hsi_nan();
     unsigned f = flags[p];
-    const bool est = (F.ok[p] & 2u) != 0u;
+    const bool est = (F.ok[p] & 4u) != 0u;
+    const bool avg = (F.ok[p] & 2u) != 0u;
     float s = F.s_raw[p], v = F.var ? F.var[p] : nan;
-    if (F.s_f && est) {
+    if (F.s_f && avg) {
         s = F.s_f[p];
         if (F.var) v = F.var_f[p];
     }
@@ -229,8 +238,9 @@ HSI_HD void finish_thread(long long p, long long npix, const ChainParams& P, con
     if (F.t_f) {
         float idx = nan;
         if (est) {
-            const float lo1 = q_min_terms(F.t_f + p, npix, 0, F.n1);
-            const float lo2 = q_min_terms(F.t_f + p, npix, F.n1, F.n_terms);
+            const float* t = (avg ? F.t_f : F.t_raw) + p;
+            const float lo1 = q_min_terms(t, npix, 0, F.n1);
+            const float lo2 = q_min_terms(t, npix, F.n1, F.n_terms);
             const float r1 = lo1 / P.s1, r2 = lo2 / P.s2;
             idx = index_ratio(r1, r1 + r2, 0.0f, 1.0f);
         }

@@ -222,10 +222,12 @@ class CudaQuality:
                     cuda.memcpy_dtoh_async(self._h_ext, self._d_ext_out, st)
             return
         rows, cols = self._shape
-        d_out = d_sf = d_vf = d_tf = None
+        d_out = d_sf = d_vf = d_tf = d_traw = None
         if self.spatial:
             d_out = int(self._d_fout)
             d_sf, d_tf = d_out, (d_out + 2 * plane if self.n_terms else None)
+            if self.n_terms:        # a low-blood pixel's own index terms (not averaged)
+                d_traw = int(self._d_ext_out) + self.n_guide * plane
             d_vf = d_out + plane if counts else None
             self._bilateral(d_q, d_q + plane if counts else None, self._d_ok, rows, cols,
                             self.n_terms, d_out, counts)
@@ -236,7 +238,7 @@ class CudaQuality:
         n1 = self.plan.index_layout["r1"].stop - self.plan.index_layout["r1"].start
         self._mod.get_function(kernel)(
             _p(d_q), _p(d_q + plane if counts else None), _p(d_sf), _p(d_vf), _p(d_tf),
-            _p(self._d_ok), np.int32(self.n_terms), np.int32(n1), _p(self._d_slopes),
+            _p(d_traw), _p(self._d_ok), np.int32(self.n_terms), np.int32(n1), _p(self._d_slopes),
             max_sigma, model2, np.int64(npix), _p(d_flags), _p(d_maps), _p(d_o),
             _p(d_o + plane), _p(d_input), grid=fl.grid, block=fl.block, stream=st)
         if not mapped:

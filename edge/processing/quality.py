@@ -444,17 +444,25 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     from edge.processing.spatial import bilateral_filter
 
     rules, cal = plan.quality, plan.calibration
-    # Pixels with an estimate that may be averaged: no flag but low blood (its variance is
-    # large, so inverse-variance weights keep it from pulling its neighbours).
-    est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & np.isfinite(s_raw)
+    finite = np.isfinite(s_raw)
+    # Pixels with an estimate (StO2, sigma, index): no flag but low blood.
+    est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & finite
+    # Pixels that enter the spatial step's means: no flag at all.  A low-blood pixel's noise
+    # is many times its neighbours' and the weights are equal (inverse_variance off), so it
+    # would pull them (snapshot25's fat beside low-blood pixels stayed 'uncertain'); it keeps
+    # its own raw StO2, variance and index terms instead.
+    spatial_ok = (flags == 0) & finite
     s, var, t_f = s_raw, var_raw, None
     if rules.spatial == "bilateral":
         s_f, var_f, t_f = (spatial_filter or bilateral_filter)(
-            s_raw, var_raw, guide, est_ok, plan.bilateral, index_minima_terms)
-        s = np.where(est_ok, s_f, s_raw)
+            s_raw, var_raw, guide, spatial_ok, plan.bilateral, index_minima_terms)
+        s = np.where(spatial_ok, s_f, s_raw)
         if var_raw is not None:
-            var = np.where(est_ok, var_f, var_raw)
+            var = np.where(spatial_ok, var_f, var_raw)
+        if t_f is not None:
+            t_f = np.where(spatial_ok[..., None], t_f, index_minima_terms)
     if temporal is not None and rules.temporal.enabled:
+        # per pixel, no neighbours: every pixel with an estimate keeps its own history
         t_in = t_f if t_f is not None else index_minima_terms
         s, var, t_f = temporal.apply(s, var, guide, est_ok, t_in, key=stream_key)
     if t_f is not None:

@@ -77,11 +77,13 @@ extern "C" void emu_bilateral(const float* s, const float* var, const unsigned c
 // quality_finish_f32: one thread per pixel, no shared memory: every pixel in turn.
 extern "C" void emu_quality_finish(const ChainParams* P, const float* s_raw, const float* var,
                                    const float* s_f, const float* var_f, const float* t_f,
-                                   const unsigned char* ok, int n_terms, int n1,
+                                   const float* t_raw, const unsigned char* ok, int n_terms,
+                                   int n1,
                                    const float* slopes, float max_sigma, float model2,
                                    long long npix, unsigned char* flags, float* maps,
                                    float* sigma, float* sto2_all, float* packed) {
-    const FinishIn F{s_raw, var, s_f, var_f, t_f, ok, n_terms, n1, slopes, max_sigma, model2};
+    const FinishIn F{s_raw, var, s_f, var_f, t_f, t_raw, ok, n_terms, n1, slopes, max_sigma,
+                     model2};
     for (long long p = 0; p < npix; ++p)
         finish_thread(p, npix, *P, F, flags, maps, sigma, sto2_all, packed);
 }

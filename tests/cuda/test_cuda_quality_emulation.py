@@ -17,6 +17,7 @@ sgemm's, amplified where c_o + c_d is near 0).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,14 @@ from edge.processing.spatial import BilateralParams, bilateral_filter
 from host_shim_build import EMU_SIGNATURES, build_library
 from hsi_cuda_scenes import ptr
 from quality_cases import EXPOSURE, _tissue, compare, scene
+from test_quality import check_low_blood_rule, low_blood_patch  # (tests/processing)
 
 _P, _LL, _I, _F = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
 SIGNATURES = dict(EMU_SIGNATURES, **{
     "emu_quality_pixel": [_P, _P, _P, _P, _P, _P, _LL, _I, _I, _P, _I, _F, _F, _P, _P, _F,
                           _F, _P, _P, _P, _P],
-    "emu_quality_finish": [_P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _F, _F, _LL, _P, _P, _P,
-                           _P, _P],
+    "emu_quality_finish": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _P, _F, _F, _LL, _P, _P,
+                           _P, _P, _P],
     "emu_bilateral": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _P, _I, _I, _P, _P,
                       _P],
 })
@@ -155,7 +157,8 @@ def run_emulated(lib, plan, raw, *, block=None, **temporal):
             ptr(params), q[0].ctypes.data, q[1].ctypes.data if use_counts else None,
             fout[0].ctypes.data if spatial else None,
             fout[1].ctypes.data if spatial and use_counts else None,
-            fout[2].ctypes.data if spatial and n else None, ptr(ok), n, n1, ptr(slopes),
+            fout[2].ctypes.data if spatial and n else None,
+            ext_out[G].ctypes.data if spatial and n else None, ptr(ok), n, n1, ptr(slopes),
             float(max_sigma), float(model2), npix, ptr(flags), ptr(maps), out2[0].ctypes.data,
             out2[1].ctypes.data, ptr(packed))
         out = {name: maps[i].reshape(rows, cols) for i, name in enumerate(MAP_NAMES)}
@@ -209,6 +212,31 @@ def test_quality_without_spatial_step_and_small_blocks(qemu, spatial):
     a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
     maps, flags, _, _ = run_emulated(qemu, plan, raw, block=32)
     compare(a, maps, flags, None)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_low_blood_pixels_enter_no_average(qemu, temporal):
+    """The spatial step's rule on tests/processing's low_blood_patch, by the emulated kernels:
+    quality_pixel's ok plane keeps the patch out of bilateral_f32's means, and the device
+    finish gives the patch its raw value, variance and StO2 index (from quality_pixel's own
+    index terms); with the temporal step the host finish (finish_quality) does.  Equal to
+    numpy's within compare's tolerances."""
+    from edge.processing.temporal import TemporalFilter, TemporalParams
+
+    pack = PackSpec(spectra_bands=(0, 2, 4), maps=("sto2", "sto2_index"))
+    plan, raw, patch = low_blood_patch(pack=pack)
+    extra = {}
+    if temporal:
+        rules = dataclasses.replace(plan.quality, temporal=TemporalParams("recursive", 4, 4.0))
+        plan = dataclasses.replace(plan, quality=rules)
+        extra = dict(temporal=TemporalFilter(rules.temporal), stream_key=float(EXPOSURE))
+    assert (host_finish_reason(plan) is None) != temporal
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    maps, flags, packed, _ = run_emulated(qemu, plan, raw, **extra)
+    bare, _, _ = low_blood_patch(spatial="none")
+    check_low_blood_rule(maps, flags, NumpyBackend(bare).run(raw, exposure_us=EXPOSURE),
+                         patch)
+    compare(a, maps, flags, packed)
 
 
 def test_float32_input_has_no_sigma(qemu):

@@ -57,8 +57,12 @@ def test_quality_kernels_follow_the_chain(fake, integrated):
             assert (a[8], a[9]) == (launches[i].t0, launches[i].tc)
             assert k["block"] == launches[i].block and k["shared"] == launches[i].shared
         fa = finish[1]
-        assert fa[2] == drv.launches[2][1][13] and fa[5] == ok and fa[6] == n_terms
-        assert fa[12:14] == [int(be._d_flags), int(be._d_maps)] and fa[16] == int(be._d_input)
+        assert fa[2] == drv.launches[2][1][13] and fa[6] == ok and fa[7] == n_terms
+        # a low-blood pixel's index from its own terms: quality_pixel's ext planes after the
+        # guide's
+        G = plan.guide_terms.shape[1]
+        assert fa[5] == args[17] + G * 35 * 4 != 0
+        assert fa[13:15] == [int(be._d_flags), int(be._d_maps)] and fa[17] == int(be._d_input)
         assert set(QUALITY_MAP_NAMES) <= set(res.maps) and "quality" in res.timings_ms
         if integrated:
             assert not [c for c in drv.copies if c[0] != "htod"]   # mapped: no async copies
@@ -80,7 +84,8 @@ def test_device_output_gets_the_final_map_channels(fake):
         assert [k for k, _, _ in drv.launches] == ["chain_u16_f32", "quality_pixel",
                                                    "quality_finish_f32"]
         assert drv.launches[1][1][7] == 0 and drv.launches[1][1][8] == 0   # no guide, m = 0
-        assert drv.launches[2][1][16] == int(be._d_input)
+        assert drv.launches[2][1][17] == int(be._d_input)
+        assert drv.launches[2][1][5] == 0               # no spatial step: no index terms
         assert res.input.ptr == int(be._d_input)
     finally:
         be.close()

@@ -16,7 +16,8 @@ from edge.processing.plan import ChainPlan
 from edge.processing.quality import QualityRules
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "processing"))
-from test_quality import EXPOSURE, _camera, _tissue  # noqa: E402
+from test_quality import (EXPOSURE, _camera, _tissue, check_low_blood_rule,  # noqa: E402
+                          low_blood_patch)
 
 
 @pytest.mark.parametrize("preset", ["tivita", "snapshot16", "snapshot25"])
@@ -128,3 +129,22 @@ def test_native_temporal_matches_numpy_over_a_breathing_sequence(native, preset)
     assert a_b._temporal.n.max() == 4
     b = n_b.run(raw, exposure_us=EXPOSURE / 2)
     assert n_b._quality._temporal.n.max() == 1
+
+
+def test_native_low_blood_pixels_enter_no_average(native):
+    """The spatial step's rule (tests/processing low_blood_patch): the native step
+    (hsi_cpu_bilateral with finish_quality's mask) leaves the low-blood patch out of its
+    neighbours' means and gives the patch its own raw values, as numpy does; maps within
+    1e-5 of numpy's (noise-free counts: float32 sums in band order against sgemm's)."""
+    plan, raw, patch = low_blood_patch()
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    b = NativeBackend(plan, cache_dir=native.cache_dir).run(raw, exposure_us=EXPOSURE)
+    bare, _, _ = low_blood_patch(spatial="none")
+    check_low_blood_rule(b.maps, b.flags, NumpyBackend(bare).run(raw, exposure_us=EXPOSURE),
+                         patch)
+    np.testing.assert_array_equal(b.flags, a.flags)
+    for name in MAP_NAMES + QUALITY_MAP_NAMES:
+        x, y = a.maps[name], b.maps[name]
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(x), err_msg=name)
+        fin = np.isfinite(x)
+        np.testing.assert_allclose(y[fin], x[fin], rtol=1e-5, atol=1e-6, err_msg=name)

@@ -198,6 +198,60 @@ def constructed():
     return plan, raw
 
 
+def low_blood_patch(spatial="bilateral", pack=None):
+    """Tivita grid, 9x12 pixels, noise-free counts (dark 64, white 864): one tissue (StO2 0.8,
+    0.35 % blood: valid) around a 3x3 patch of the same tissue at StO2 0.25 / 0.35 in a
+    checkerboard (its THb is below the limit: low blood).  Blood volume and scattering are
+    the same on both sides, so the guide differs little across the patch's edge and an
+    average that let the patch in would pull its neighbours.
+
+    Returns
+    -------
+    plan : ChainPlan (quality rules with ``spatial``; ``pack`` as given)
+    raw : ndarray (9, 12, bands), uint16
+    patch : ndarray (9, 12), bool -- the low-blood pixels
+    """
+    p = get_preset("tivita")
+    wl = p.wavelength_array()
+    rows, cols = 9, 12
+    fixed = dict(water=0.7, fat=0.1, scatter_a=18.0, scatter_b=1.2)
+    tissue, _ = _tissue(wl, p.fwhm_nm, 1, 0, sto2=0.8, blood_volume=0.0035, **fixed)
+    low, _ = _tissue(wl, p.fwhm_nm, 2, 0, sto2=np.array([0.25, 0.35]), blood_volume=0.0035,
+                     **fixed)
+    cube = np.repeat(tissue, rows * cols, 0).reshape(rows, cols, -1)
+    patch = np.zeros((rows, cols), bool)
+    patch[3:6, 5:8] = True
+    for i, j in zip(*np.nonzero(patch)):
+        cube[i, j] = low[(i + j) % 2]
+    dark = np.full(cube.shape, 64.0, np.float32)
+    white = np.full(cube.shape, 864.0, np.float32)
+    ff = FlatField.from_references(dark, white, exposure_us=EXPOSURE,
+                                   white_exposure_us=EXPOSURE, rho_ref=0.99)
+    raw = np.rint(dark + cube / 0.99 * (white - dark)).astype(np.uint16)
+    noise = NoiseModel(1023 / 13500, 13 * 1023 / 13500)
+    plan = ChainPlan.build(wl, flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
+                           quality=QualityRules(noise, spatial=spatial))
+    return plan, raw, patch
+
+
+def check_low_blood_rule(maps, flags, per_pixel, patch) -> None:
+    """The spatial step's rule on :func:`low_blood_patch` (any backend's ``maps``/``flags``;
+    ``per_pixel``: the NumPy backend's result without the spatial step): the valid tissue's
+    StO2 is its own everywhere (the mean of equal values: the patch did not enter, even
+    beside it), and each low-blood pixel keeps its own raw StO2, sigma and StO2 index."""
+    np.testing.assert_array_equal(flags, np.where(patch, FLAG_LOW_BLOOD, 0))
+    valid = ~patch
+    own = per_pixel.maps["sto2"][valid]
+    assert np.ptp(own) == 0.0, "one tissue, noise-free counts: one raw value"
+    np.testing.assert_allclose(maps["sto2"][valid], own[0], rtol=1e-6)
+    assert np.all(np.isnan(maps["sto2"][patch]))
+    for name in ("sto2_all", "sto2_sigma", "sto2_index"):
+        np.testing.assert_allclose(maps[name][patch], per_pixel.maps[name][patch],
+                                   rtol=2e-5, err_msg=name)
+    lo, hi = np.unique(np.round(maps["sto2_all"][patch], 4))
+    assert hi - lo > 0.05, "the checkerboard stays: no low-blood pixel was averaged"
+
+
 def test_validity_bits_on_constructed_pixels(constructed):
     plan, raw = constructed
     res = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
@@ -303,6 +357,32 @@ def test_bilateral_keeps_a_guided_step_and_cuts_noise():
     values[10, 10] = 100.0
     out2, _, _ = bilateral_filter(values, var, guide, valid)
     assert np.isnan(out2[10, 10]) and abs(out2[10, 11] - out[10, 11]) < 0.02
+
+
+def test_low_blood_pixels_enter_no_average():
+    """A low-blood pixel enters no neighbour's mean in the spatial step and keeps its own
+    raw StO2, variance and StO2 index terms (issue 14: with equal weights its large noise
+    kept snapshot25's fat beside it 'uncertain'); the other pixels average as before."""
+    plan, raw, patch = low_blood_patch()
+    res = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    bare_plan, _, _ = low_blood_patch(spatial="none")
+    per_pixel = NumpyBackend(bare_plan).run(raw, exposure_us=EXPOSURE)
+    check_low_blood_rule(res.maps, res.flags, per_pixel, patch)
+    ref = NumpyBackend(plan).run_reference(raw, exposure_us=EXPOSURE)
+    check_low_blood_rule(ref.maps, ref.flags, per_pixel, patch)
+    # the valid pixels are still averaged (sigma well below one pixel's)
+    assert np.all(res.maps["sto2_sigma"][~patch] < 0.5 * per_pixel.maps["sto2_sigma"][0, 0])
+    # ... and the construction tells the rules apart: letting the patch in pulls its
+    # neighbour by more than 5 points
+    be = NumpyBackend(plan)
+    s = be.run_reference(raw, exposure_us=EXPOSURE)
+    rows, cols = patch.shape
+    a = -np.log(np.maximum(s.reflectance, np.float32(plan.eps))).astype(np.float64)
+    guide = (a @ plan.guide_terms).astype(np.float32)
+    raw_s = per_pixel.maps["sto2_all"]
+    var = np.ones((rows, cols), np.float32)
+    both, _, _ = bilateral_filter(raw_s, var, guide, np.ones((rows, cols), bool), plan.bilateral)
+    assert abs(both[4, 4] - raw_s[4, 4]) > 0.05
 
 
 def test_bilateral_params_defaults():
