@@ -104,7 +104,9 @@ def quality_bytes(bands: int, guide: int, terms: int, *, raw_itemsize: int = 2,
     packed map channels of ``pack_itemsize`` bytes; ``reflectance_asked``: the caller wants
     the reflectance anyway (the pipeline does, for the overlay), so the chain writing it
     costs the quality step nothing.  ``host``: what leaves the device beyond the chain's own
-    downloads (a discrete GPU; with mapped memory the device writes are those).
+    downloads (a discrete GPU; with mapped memory the device writes are those).  Not counted:
+    the finish's read of a ``low_blood`` pixel's own index terms (``4 * terms`` bytes for
+    those pixels only, a few % of a frame: they do not enter the spatial step).
     """
     m = guide + terms if spatial else 0
     v = 4 if counts else 0

@@ -3,8 +3,8 @@
 After the fused chain, ``hsi_cpu_quality`` (``cuda_kernels/cpu_quality.h``) makes the per-pixel
 inputs -- raw StO2, its delta-method variance from the raw counts, the darkest band, the
 spatial step's guide and the StO2 index's second-derivative terms -- and the frame-wide part
-(validity bits, the 7x7 spatial step, the motion-gated temporal step with its per-stream
-state held here, the calibration curve and sigma) is
+(validity bits, the spatial step, the motion-gated temporal step with its per-stream state
+held here, the calibration curve and sigma) is
 :func:`~edge.processing.quality.finish_quality`, the NumPy reference's own code.  The map
 channels of the network input are then rewritten from the final maps.
 """
@@ -68,7 +68,8 @@ class NativeQuality:
             self._temporal.reset()
 
     def _filter(self, threads: int):
-        """``bilateral_filter`` (edge.processing.spatial) by ``hsi_cpu_bilateral``."""
+        """``bilateral_filter`` (edge.processing.spatial) by ``hsi_cpu_bilateral``; which
+        pixels enter is ``valid``, finish_quality's (flag-free pixels only)."""
         lib = self._lib
 
         def run(values, variance, guide, valid, params, terms=None):

@@ -414,6 +414,10 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     """The frame-wide part of the quality step: spatial and temporal steps, sigma,
     ``FLAG_UNCERTAIN``, masks.
 
+    Only pixels with no flag enter (and get) the spatial step's means; a ``low_blood`` pixel
+    keeps its raw StO2, variance and StO2 index terms.  The temporal step runs on every pixel
+    with an estimate (no flag but low blood), per pixel.
+
     Parameters
     ----------
     plan : ChainPlan with ``quality``

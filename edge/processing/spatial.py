@@ -29,7 +29,10 @@ derivative terms are averaged with the weights ``a_ij`` (no variance: they have 
 before the minimum that biases it under noise.
 
 Pixels outside the window's frame, and invalid ones, get weight 0 (the window shrinks at the
-frame border and at flagged pixels; no padding values enter).
+frame border and at flagged pixels; no padding values enter).  Which pixels are valid is the
+caller's choice: :func:`~edge.processing.quality.finish_quality` lets in only pixels with no
+flag, so a ``low_blood`` one (its noise many times its neighbours', and the weights equal)
+neither gives nor gets a value and keeps its own raw estimate.
 """
 
 from __future__ import annotations
