@@ -414,9 +414,9 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     """The frame-wide part of the quality step: spatial and temporal steps, sigma,
     ``FLAG_UNCERTAIN``, masks.
 
-    Only pixels with no flag enter (and get) the spatial step's means; a ``low_blood`` pixel
-    keeps its raw StO2, variance and StO2 index terms.  The temporal step runs on every pixel
-    with an estimate (no flag but low blood), per pixel.
+    Only pixels with no flag enter (and get) the spatial and the temporal step's means; a
+    ``low_blood`` pixel keeps its raw StO2, variance and StO2 index terms (and its running
+    mean restarts).
 
     Parameters
     ----------
@@ -449,9 +449,9 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
 
     rules, cal = plan.quality, plan.calibration
     finite = np.isfinite(s_raw)
-    # Pixels with an estimate (StO2, sigma, index): no flag but low blood.
+    # Pixels with an estimate (StO2 index): no flag but low blood.
     est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & finite
-    # Pixels that enter the spatial step's means: no flag at all.  A low-blood pixel's noise
+    # Pixels that enter the spatial and temporal steps' means: no flag at all.  A low-blood pixel's noise
     # is many times its neighbours' and the weights are equal (inverse_variance off), so it
     # would pull them (snapshot25's fat beside low-blood pixels stayed 'uncertain'); it keeps
     # its own raw StO2, variance and index terms instead.
@@ -466,9 +466,11 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
         if t_f is not None:
             t_f = np.where(spatial_ok[..., None], t_f, index_minima_terms)
     if temporal is not None and rules.temporal.enabled:
-        # per pixel, no neighbours: every pixel with an estimate keeps its own history
+        # The same pixels: a low-blood frame restarts the pixel's running mean, so a pixel
+        # whose THb hovers at the limit (fat) does not carry a raw single-pixel variance in its
+        # state for `window` frames (seed 2: 52 % of snapshot25's fat 'uncertain', 8 % so).
         t_in = t_f if t_f is not None else index_minima_terms
-        s, var, t_f = temporal.apply(s, var, guide, est_ok, t_in, key=stream_key)
+        s, var, t_f = temporal.apply(s, var, guide, spatial_ok, t_in, key=stream_key)
     if t_f is not None:
         n1 = plan.index_layout["r1"].stop - plan.index_layout["r1"].start
         idx = sto2_index_from_minima(t_f[..., :n1].min(axis=-1), t_f[..., n1:].min(axis=-1),

@@ -385,6 +385,42 @@ def test_low_blood_pixels_enter_no_average():
     assert abs(both[4, 4] - raw_s[4, 4]) > 0.05
 
 
+def test_a_low_blood_frame_restarts_the_temporal_mean():
+    """finish_quality's temporal step takes the same pixels as the spatial step: a pixel
+    flagged low blood in one frame keeps that frame's raw value and its running mean restarts
+    there, so the next frame's variance is not blended with a raw single-pixel one."""
+    import dataclasses
+
+    from edge.processing.quality import finish_quality
+    from edge.processing.temporal import TemporalFilter, TemporalParams
+
+    plan, _, patch = low_blood_patch()
+    rules = dataclasses.replace(plan.quality, temporal=TemporalParams("recursive", 4, 4.0))
+    plan = dataclasses.replace(plan, quality=rules)
+    rng = np.random.default_rng(5)
+    rows, cols = patch.shape
+    s_raw = rng.uniform(0.4, 0.6, (rows, cols)).astype(np.float32)
+    var = np.full((rows, cols), 1e-3, np.float32)
+    var[patch] = 0.5                                  # a low-blood pixel's large variance
+    guide = np.full((rows, cols, 5), 0.5, np.float32)   # no motion
+    tf = TemporalFilter(rules.temporal)
+    out = []
+    for flagged in (True, False):
+        flags = np.where(patch & flagged, FLAG_LOW_BLOOD, 0).astype(np.uint8)
+        maps = {}
+        finish_quality(plan, s_raw, var, flags, maps, guide, temporal=tf, stream_key=1.0)
+        out.append(maps)
+    np.testing.assert_allclose(out[0]["sto2_all"][patch],
+                               plan.calibration.apply(s_raw[patch]), rtol=1e-6)
+    np.testing.assert_array_equal(tf.n, np.where(patch, 1, 2))
+    # frame 2: the patch's sigma is its own filtered one, not blended with variance 0.5
+    fresh = {}
+    finish_quality(plan, s_raw, var, np.zeros((rows, cols), np.uint8), fresh, guide,
+                   temporal=TemporalFilter(rules.temporal), stream_key=1.0)
+    np.testing.assert_allclose(out[1]["sto2_sigma"][patch], fresh["sto2_sigma"][patch],
+                               rtol=1e-6)
+
+
 def test_bilateral_params_defaults():
     p = BilateralParams()
     assert (p.radius, p.sigma_s, p.h, p.inverse_variance) == (3, 2.0, 0.08, False)
