@@ -63,7 +63,7 @@ def _verdicts(args, slow_b: str, label: str) -> dict:
     runs = []
     with LatencySession(cfg, label="A") as a, \
             LatencySession(cfg, slow=parse_slow(slow_b), label="B") as b:
-        for rep in range(args.reps):
+        for rep in range(args.first_rep, args.first_rep + args.reps):
             t = time.time()
             doc, _ = run_ab(a, b, frames=args.frames, warmup=args.warmup, rounds=args.rounds,
                             max_rounds=args.max_rounds, seed=rep)
@@ -76,7 +76,8 @@ def _verdicts(args, slow_b: str, label: str) -> dict:
                          "chain_p50_ci": chain and chain["ci"], "reason": g["reason"],
                          "seconds": round(time.time() - t, 1)})
             log.warning("%s rep %d/%d: %s after %d rounds (chain p50 x%.3f) %s", label,
-                        rep + 1, args.reps, g["verdict"], doc["settings"]["rounds"],
+                        rep + 1, args.first_rep + args.reps, g["verdict"],
+                        doc["settings"]["rounds"],
                         chain["median_ratio"] if chain else float("nan"), g["reason"][:120])
     return {"counts": counts, "runs": runs}
 
@@ -122,6 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="JSON file for the figures")
     p.add_argument("--experiments", default="slow,aa,stall")
     p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--first-rep", type=int, default=0,
+                   help="number of the first repetition (its bootstrap seed): continue an "
+                   "interrupted experiment with the remaining repetitions")
     # short rounds, many of them: the two rounds of a pair stay close in time (README,
     # "What was measured here": 18 of 20 flagged with 10-frame rounds, 10 with 20-frame ones)
     p.add_argument("--rounds", type=int, default=48)

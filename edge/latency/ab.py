@@ -6,8 +6,9 @@
               and background load hit both arms alike); an arm is a session in this process
               or another build's worker (:mod:`edge.latency.worker`); INCONCLUSIVE adds
               rounds up to a cap, or stops it from twice the first look's rounds on when no
-              gated median ratio is above its tolerance (no slowdown in sight).  A round whose clocks changed (:mod:`edge.latency.clocks`)
-              voids the run: INCONCLUSIVE naming the round and the change.
+              gated median ratio is above its tolerance (no slowdown in sight).  A round
+              whose clocks changed (:mod:`edge.latency.clocks`) voids the run: INCONCLUSIVE
+              naming the round and the change.
 ``compare``   two stored results; refused across hardware keys unless allowed, and then the
               comparison says so.  Stored results were not interleaved: rounds are paired by
               index and the comparison says that drift between the runs is not controlled.

@@ -451,10 +451,10 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
     finite = np.isfinite(s_raw)
     # Pixels with an estimate (StO2 index): no flag but low blood.
     est_ok = ((flags & ~FLAG_LOW_BLOOD) == 0) & finite
-    # Pixels that enter the spatial and temporal steps' means: no flag at all.  A low-blood pixel's noise
-    # is many times its neighbours' and the weights are equal (inverse_variance off), so it
-    # would pull them (snapshot25's fat beside low-blood pixels stayed 'uncertain'); it keeps
-    # its own raw StO2, variance and index terms instead.
+    # Pixels that enter the spatial and temporal steps' means: no flag at all.  A low-blood
+    # pixel's noise is many times its neighbours' and the weights are equal (inverse_variance
+    # off), so it would pull them (snapshot25's fat beside low-blood pixels stayed
+    # 'uncertain'); it keeps its own raw StO2, variance and index terms instead.
     spatial_ok = (flags == 0) & finite
     s, var, t_f = s_raw, var_raw, None
     if rules.spatial == "bilateral":
