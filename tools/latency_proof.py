@@ -54,7 +54,11 @@ def _config(args) -> AppConfig:
     import dataclasses
     cfg = with_overrides(AppConfig(), preset=args.preset, rows=args.rows, cols=args.cols,
                          fps=args.fps)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, card="none"))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, card="none"))
+    if args.spatial_radius is not None:
+        cfg = dataclasses.replace(cfg, processing=dataclasses.replace(
+            cfg.processing, spatial_radius=args.spatial_radius))
+    return cfg
 
 
 def _verdicts(args, slow_b: str, label: str) -> dict:
@@ -137,6 +141,10 @@ def main(argv=None) -> int:
     p.add_argument("--cols", type=int, default=128)
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--hogs", type=int, default=1, help="bursty CPU hogs during 'aa'")
+    p.add_argument("--spatial-radius", type=int, default=None,
+                   help="processing.spatial_radius (default: the StO2 table's, 7 = 15x15 on "
+                   "snapshot25, where the NumPy chain takes 34-55 ms per 96x128 frame, more "
+                   "than the 40 ms period; 3 = 7x7: 13-20 ms)")
     p.add_argument("--stall-frames", type=int, default=1000)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
