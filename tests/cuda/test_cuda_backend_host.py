@@ -96,6 +96,10 @@ def test_backend_auto_falls_back_to_numpy_when_no_kernels_load(fake, monkeypatch
     monkeypatch.delenv("CUDA_HOME", raising=False)       # no nvcc for a run-time compile
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    # no prebuilt kernels either, even where `hsi-edge kernels build` left some in the tree
+    from edge.backends.cuda import CudaBackend
+    monkeypatch.setitem(CudaBackend.__init__.__kwdefaults__, "prebuilt_dir",
+                        str(tmp_path / "no-prebuilt"))
     s = make_scene(5, 7, 16, seed=3)
     camera = types.SimpleNamespace(wavelengths=s.wl, fwhm_nm=None, sensor_noise=None)
     with caplog.at_level(logging.WARNING):
