@@ -28,7 +28,7 @@ from edge.latency.session import LatencySession
 from edge.latency.stats import round_stats, summarise
 
 __all__ = ["measure", "run_ab", "compare", "check_hardware", "check_settings", "Settings",
-           "void_rounds", "void_reason"]
+           "stored_void", "void_rounds", "void_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def check_hardware(fp_a: dict, fp_b: dict, allow: bool) -> str | None:
     return f"DIFFERENT HARDWARE compared on request: {ka} vs {kb} ({diff})"
 
 
-def _stored_void(doc: dict) -> list[dict]:
+def stored_void(doc: dict) -> list[dict]:
     """A stored result's void rounds (``void``; older results: from their rounds)."""
     return list(doc.get("void") or void_rounds(doc.get("rounds", [])))
 
@@ -239,8 +239,8 @@ def compare(doc_a: dict, doc_b: dict, *, allow_different_hardware: bool = False,
     if len(ra) != len(rb):
         log.warning("A has %d rounds, B %d: comparing the first %d of each", len(ra), len(rb), n)
     result = gate([(ra[i], rb[i]) for i in range(n)], seed=seed, **gate_kw)
-    void = ([dict(v, arm="A") for v in _stored_void(doc_a)]
-            + [dict(v, arm="B") for v in _stored_void(doc_b)])
+    void = ([dict(v, arm="A") for v in stored_void(doc_a)]
+            + [dict(v, arm="B") for v in stored_void(doc_b)])
     _void_gate(result, void)
     return {"kind": "compare", "void": void, "interleaved": False, "hardware_warning": warning,
             "a": doc_a.get("_path"), "b": doc_b.get("_path"),

@@ -125,10 +125,10 @@ class BaselineStore:
             Not one unit's run result (e.g. an A/B result), or a run with void rounds (its
             clocks changed: it cannot be a reference).
         """
-        from edge.latency.ab import _stored_void
+        from edge.latency.ab import stored_void
 
         doc = load_result(result_path, kind="run", what="baseline add")
-        void = _stored_void(doc)
+        void = stored_void(doc)
         if void:
             first = void[0]
             raise DataFormatError(
