@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.errors import HsiEdgeError  # noqa: E402
 from edge.latency.ab import measure, run_ab  # noqa: E402
 from edge.latency.session import LatencySession, with_overrides  # noqa: E402
 from edge.latency.slow import SlowStage, parse_slow  # noqa: E402
@@ -143,12 +144,24 @@ def main(argv=None) -> int:
     p.add_argument("--hogs", type=int, default=1, help="bursty CPU hogs during 'aa'")
     p.add_argument("--spatial-radius", type=int, default=None,
                    help="processing.spatial_radius (default: the StO2 table's, 7 = 15x15 on "
-                   "snapshot25, where the NumPy chain takes 34-55 ms per 96x128 frame, more "
+                   "snapshot25, where the NumPy chain takes 33-56 ms per 96x128 frame, more "
                    "than the 40 ms period; 3 = 7x7: 13-20 ms)")
     p.add_argument("--stall-frames", type=int, default=1000)
     args = p.parse_args(argv)
+    for name, value, least in (("--reps", args.reps, 1), ("--first-rep", args.first_rep, 0)):
+        if value < least:
+            p.error(f"{name}: expected an integer >= {least}, got {value}")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     doc: dict = {"args": vars(args), "cpus": os.cpu_count()}
+    try:
+        _experiments(p, args, doc)
+    except HsiEdgeError as exc:         # a bad --preset/--rows/--spatial-radius...: one line
+        print(f"latency_proof: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _experiments(p: argparse.ArgumentParser, args, doc: dict) -> None:
     for exp in args.experiments.split(","):
         t0, load0 = time.time(), os.getloadavg()
         if exp == "slow":
@@ -175,7 +188,6 @@ def main(argv=None) -> int:
         doc[exp] = res
         Path(args.out).write_text(json.dumps(doc, indent=1, default=str))
         print(f"{exp}: {json.dumps({k: v for k, v in res.items() if k != 'runs'})}")
-    return 0
 
 
 if __name__ == "__main__":
