@@ -77,8 +77,8 @@ extern "C" __global__ void bilateral_f32(
 }
 
 // quality_finish_*: one thread per pixel (finish_thread). Inputs as FinishIn (planes of npix;
-// var, s_f, var_f, t_f may be NULL; t_raw, quality_pixel's index terms, is given with t_f); flags (npix) and maps (6, npix) updated in place;
-// sigma, sto2_all (npix) written; packed (channels, npix): its map channels rewritten, or NULL.
+// var, s_f, var_f, t_f may be NULL; t_raw, quality_pixel's index terms, is given with t_f);
+// flags (npix) and maps (6, npix) updated in place; sigma, sto2_all (npix) written; packed (channels, npix): its map channels rewritten, or NULL.
 // Launch (cuda_quality_launch.py only): block 256, grid ceil(npix / 256).
 #define HSI_FINISH_KERNEL(NAME, OUT)                                                           \
     extern "C" __global__ void NAME(                                                           \
