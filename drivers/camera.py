@@ -100,6 +100,11 @@ class Camera(ABC):
     #: The sensor's noise model for the StO2 standard error (``counts_per_electron``,
     #: ``read_noise_counts``, optional ``crosstalk``); None: unknown (give it in the config).
     sensor_noise: dict | None = None
+    #: Where each band of the delivered cube samples the scene, (dy, dx) in spectral pixels
+    #: from the pixel centre, ndarray (bands, 2): a snapshot mosaic camera's bands sit at their
+    #: filter positions in the super-pixel (``edge.processing.register``, issue 14); None:
+    #: unknown or registered (every band at the centre).
+    band_offsets: np.ndarray | None = None
 
     def __init__(self) -> None:
         self._opened = False

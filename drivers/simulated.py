@@ -440,6 +440,13 @@ class SimulatedCamera(Camera, CalibrationTarget, ExternalTrigger, IlluminationIn
                 "crosstalk": None if xt is None else np.array(xt, dtype=np.float64)}
 
     @property
+    def band_offsets(self) -> np.ndarray | None:
+        """Mosaic positions of the bands (:func:`drivers.sim.mosaic.mosaic_offsets`), ndarray
+        (bands, 2) float64 in spectral pixels, or None for a preset without a mosaic."""
+        off = self._sensor._offsets
+        return None if off is None else np.array(off, dtype=np.float64)
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Names of the ids in ``truth["classes"]``."""
         return SCENE_CLASSES
