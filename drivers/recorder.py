@@ -46,6 +46,7 @@ import numpy as np
 from drivers.formats._io import atomic_open
 from drivers.formats.envi import write_envi
 from drivers.formats.npyseq import write_npz_frame
+from drivers.formats.offsets import check_band_offsets
 from drivers.formats.sequence import MANIFEST
 from drivers.formats.tivita import write_tivita_cube
 from edge import __version__
@@ -93,6 +94,12 @@ class Recorder:
     fwhm_nm : float, optional
         Band width of the camera (``camera.fwhm_nm``); written into ``recording.json`` and as
         the ENVI ``fwhm`` header key (the same value for every band) so a replay gets it back.
+    band_offsets : array_like of shape (bands, 2), optional
+        Where each band samples the scene (``camera.band_offsets``: (dy, dx) in spectral
+        pixels, finite, each |value| < 1; a snapshot mosaic's filter positions); written into
+        ``recording.json`` (``camera.band_offsets``, a list of ``[dy, dx]`` pairs, null when
+        None) so a replay registers the bands as the live camera did.  Its band count must
+        match the frames'.
     preset : str, optional
         Camera preset that made the frames (``recording.json`` ``camera.preset``), so a
         replay picks the same processing (model, band layout) without being told.
@@ -117,13 +124,15 @@ class Recorder:
     Raises
     ------
     DataFormatError
-        Unknown format, ``fwhm_nm`` not a finite number > 0, or ``out_dir`` already holds a
+        Unknown format, ``fwhm_nm`` not a finite number > 0, ``band_offsets`` not of shape
+        (bands, 2) with finite components of |value| < 1, or ``out_dir`` already holds a
         recording and ``overwrite`` is False.
     """
 
     def __init__(self, out_dir: str | os.PathLike, format: str = "npz", *,  # noqa: A002
                  overwrite: bool = False, envi_interleave: str = "bsq",
-                 fwhm_nm: float | None = None, preset: str | None = None,
+                 fwhm_nm: float | None = None, band_offsets: Any = None,
+                 preset: str | None = None,
                  expected_frames: int | None = None, companions: Sequence[str] = (),
                  keep_replaced: Sequence[str] = ()) -> None:
         if format not in RECORD_FORMATS:
@@ -142,6 +151,9 @@ class Recorder:
             raise DataFormatError(
                 f"expected_frames: expected an integer >= 0 or None, got {expected_frames!r}")
         self.fwhm_nm = None if fwhm_nm is None else float(fwhm_nm)
+        #: ndarray (bands, 2) float64, or None (see the parameter)
+        self.band_offsets = (None if band_offsets is None
+                             else check_band_offsets(band_offsets, "band_offsets"))
         self.preset = preset
         self.expected_frames = expected_frames
         self.companions = tuple(companions)
@@ -179,7 +191,10 @@ class Recorder:
                                                   for pat in self.companions)
 
     def _write_manifest(self, complete: bool) -> None:
-        camera: dict[str, Any] = {"preset": self.preset, "fwhm_nm": self.fwhm_nm}
+        offsets = (None if self.band_offsets is None
+                   else [[float(dy), float(dx)] for dy, dx in self.band_offsets])
+        camera: dict[str, Any] = {"preset": self.preset, "fwhm_nm": self.fwhm_nm,
+                                  "band_offsets": offsets}
         doc: dict[str, Any] = {
             "format": self.format, "software": f"hsi-edge {__version__}",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -202,12 +217,17 @@ class Recorder:
         Raises
         ------
         DataFormatError
-            If the recorder is closed, or format "tivita" is given a non-float32 cube.
+            If the recorder is closed, format "tivita" is given a non-float32 cube, or the
+            frame's band count differs from ``band_offsets``.
         """
         if self._closed:
             raise DataFormatError("recorder: write() after close()")
         if not isinstance(frame, Frame):
             raise DataFormatError(f"frame: expected a Frame, got {type(frame).__name__}")
+        if self.band_offsets is not None and frame.cube.shape[-1] != len(self.band_offsets):
+            raise DataFormatError(
+                f"band_offsets: {len(self.band_offsets)} (dy, dx) pairs given, but the frame has "
+                f"{frame.cube.shape[-1]} bands; expected one pair per band")
         base = self.work_dir / f"frame_{self.count:06d}"
         meta = meta_to_dict(frame.meta)
         truth = frame.truth or {}

@@ -19,7 +19,11 @@ else from the camera settings.  A recording made by :class:`drivers.recorder.Rec
 ``recording.json`` which camera preset made it and its band width (FWHM): replay takes both
 (:attr:`ReplayCamera.preset_name`, :attr:`~drivers.camera.Camera.fwhm_nm`) unless told, and an
 explicit value that disagrees with the recording is refused (one line), so the frames are
-processed as they were recorded.  An interrupted recording is refused (see
+processed as they were recorded.  It also takes the bands' mosaic offsets
+(``camera.band_offsets``, :attr:`~drivers.camera.Camera.band_offsets`: (dy, dx) per band,
+checked by :func:`drivers.formats.offsets.check_band_offsets`), so a replayed snapshot
+recording is registered like the live camera; a recording without them (older, or from a
+camera without a mosaic) gives None.  An interrupted recording is refused (see
 :mod:`drivers.formats.sequence`).  Values no sensor can deliver (counts above the recorded
 bit depth, reflectance beyond +-100) are refused (:mod:`drivers.formats.checks`).  ``timestamp_ns`` is the replay time (``time.monotonic_ns()`` at
 the trigger) so end-to-end latency is measured on this machine, unless
@@ -44,6 +48,7 @@ from drivers.formats.checks import check_values
 from drivers.formats.envi import envi_header_file, read_envi_header
 from drivers.formats.envi import read_envi, write_envi  # noqa: F401  (re-exported)
 from drivers.formats.npyseq import read_npz_frame, write_npz_frame  # noqa: F401
+from drivers.formats.offsets import check_band_offsets
 from drivers.formats.sequence import FrameSequence, LoadedFrame, open_sequence
 from drivers.formats.tivita import read_tivita_cube, write_tivita_cube  # noqa: F401
 from edge.core.frame import Frame, FrameMeta, validate_wavelengths
@@ -159,8 +164,9 @@ class ReplayCamera(Camera):
     Raises
     ------
     DataFormatError
-        Missing path, no frames, unreadable first frame, no wavelengths, or an ENVI ``fwhm``
-        that is malformed or gives a width >= 500 nm.
+        Missing path, no frames, unreadable first frame, no wavelengths, an ENVI ``fwhm``
+        that is malformed or gives a width >= 500 nm, or a ``recording.json``
+        ``camera.band_offsets`` that is not (bands, 2) finite numbers with |value| < 1.
     DeviceError
         ``fps`` not a positive finite number, or ``fwhm_nm`` outside (0, 500) nm.
     ConfigError
@@ -249,9 +255,14 @@ class ReplayCamera(Camera):
         return validate_wavelengths(wl, bands=bands, name=f"{loaded.source}: wavelengths")
 
     def _take_recorded_camera(self, preset: str | None) -> None:
-        """Preset and band width from ``recording.json``; refuse explicit ones that differ."""
+        """Preset, band width and band offsets from ``recording.json``; refuse explicit ones
+        that differ."""
         recorded = (self._seq.manifest or {}).get("camera", {})
         where = f"{self.path}/recording.json" if self._seq.manifest is not None else self.path
+        offsets = recorded.get("band_offsets")
+        #: (dy, dx) per band from recording.json, ndarray (bands, 2) float64, or None
+        self.band_offsets: np.ndarray | None = None if offsets is None else check_band_offsets(
+            offsets, f"{where}: key 'camera.band_offsets'", bands=self._shape[2])
         rec_fwhm, rec_preset = recorded.get("fwhm_nm"), recorded.get("preset")
         if rec_fwhm is not None:
             if self._fwhm_nm is None:

@@ -231,7 +231,8 @@ def test_replay_takes_preset_and_fwhm_from_the_recording(tmp_path):
         rec.write(_frame())
     doc = json.loads((tmp_path / "r" / "recording.json").read_text())
     assert doc["complete"] is True and doc["frames"] == 1
-    assert doc["camera"] == {"preset": "snapshot25", "fwhm_nm": 20.0, "serial": "SIM-1",
+    assert doc["camera"] == {"preset": "snapshot25", "fwhm_nm": 20.0, "band_offsets": None,
+                             "serial": "SIM-1",
                              "bit_depth": 10, "exposure_us": 5000.0, "gain": 1.0,
                              "shape": [2, 3, 4], "dtype": "uint16"}
     assert doc["wavelengths"] == list(WL)
