@@ -7,8 +7,9 @@ Output in ``--out DIR`` (a recording that ``hsi-edge run`` can replay, see the R
   counts (rows, cols, bands), ``wavelengths``, ``meta``) with the ground truth as
   ``truth_classes`` (uint8), ``truth_sto2``, ``truth_blood_volume`` (float32, NaN off tissue)
   and ``truth_reflectance`` (float32 noise-free reflectance); ``recording.json`` manifest
-  with the camera preset, band FWHM, bit depth, exposure and gain, so a replay is processed
-  exactly as recorded without being told, and a completion mark written last.
+  with the camera preset, band FWHM, the bands' mosaic offsets (snapshot presets), bit depth,
+  exposure and gain, so a replay is processed exactly as recorded without being told, and a
+  completion mark written last.
 - ``frame_000000.png`` ... : sRGB preview (named like the frame file it shows) of the ground-truth reflectance
   (:func:`edge.physics.cube_to_rgb`, a true-colour rendering from the spectra).
 - ``calibration/``: a calibration record (dark with the lens capped, white tile) captured
@@ -88,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     # With --overwrite and an old recording, everything goes to recorder.work_dir (a folder
     # beside --out) and replaces the old recording, previews and calibration at close only.
     with cam, Recorder(out, "npz", overwrite=args.overwrite, fwhm_nm=cam.fwhm_nm,
-                       preset=cam.preset.name, expected_frames=args.frames,
-                       companions=("calibration", _PREVIEWS),
+                       band_offsets=cam.band_offsets, preset=cam.preset.name,
+                       expected_frames=args.frames, companions=("calibration", _PREVIEWS),
                        keep_replaced=("calibration",)) as recorder:
         work = recorder.work_dir
         if args.overwrite:

@@ -27,6 +27,11 @@ def test_simulate_writes_a_replayable_recording_with_calibration(tmp_path, capsy
     ff = record.flatfield()
     with ReplayCamera(out) as cam:
         assert cam.serial == "SIM-snapshot25-0005"
+        # the bands' mosaic positions come back exactly as the live camera reports them
+        from drivers.simulated import SimulatedCamera
+        live = SimulatedCamera("snapshot25", rows=16, cols=20, seed=5).band_offsets
+        assert live.shape == (25, 2)
+        np.testing.assert_array_equal(cam.band_offsets, live)
         record.check_compatible(cam.serial, cam.shape, cam.exposure_us, cam.gain)
         cam.arm()
         for _ in range(2):
@@ -53,6 +58,10 @@ def test_run_replays_the_simulated_recording(tmp_path):
     out = tmp_path / "sim"
     assert main(["simulate", "--frames", "2", "--out", str(out), "--rows", "16", "--cols", "20",
                  "--calibration-frames", "4", "--no-preview"]) == 0
+    # tivita has no mosaic: recorded as null, replayed as None (every band at the centre)
+    from drivers.replay import ReplayCamera
+    assert json.loads((out / "recording.json").read_text())["camera"]["band_offsets"] is None
+    assert ReplayCamera(out).band_offsets is None
     cfg = tmp_path / "replay.yaml"
     cfg.write_text(yaml.safe_dump({
         "camera": {"source": "replay", "replay_path": str(out), "fwhm_nm": 10.0},
