@@ -14,6 +14,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -119,6 +120,17 @@ class Backend(ABC):
             Exposure of this frame (reflectance is exposure-normalised against the white:
             :meth:`ChainPlan.exposure_factor`).
         """
+
+    def checked_frame(self, raw: np.ndarray, *, compiled: bool = False
+                      ) -> tuple[np.ndarray, float | None]:
+        """``raw`` through :meth:`ChainPlan.check_frame` (which registers a mosaic camera's
+        bands: :mod:`edge.processing.register`) and the milliseconds that took, None without a
+        registration (the ``register`` entry of a result's ``timings_ms``)."""
+        t0 = time.monotonic_ns()
+        raw = self.plan.check_frame(raw, compiled=compiled)
+        if self.plan.registration is None:
+            return raw, None
+        return raw, (time.monotonic_ns() - t0) / 1e6
 
     def close(self) -> None:
         """Release buffers (idempotent)."""

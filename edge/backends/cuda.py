@@ -260,7 +260,7 @@ class CudaBackend(Backend):
 
     # ---- per frame ----------------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self.plan.check_frame(raw, compiled=True)
+        raw, reg_ms = self.checked_frame(raw, compiled=True)
         calibrated = self.plan.flatfield is not None and raw.dtype != np.float32
         factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
         copy_input = not self._device_output
@@ -302,6 +302,8 @@ class CudaBackend(Backend):
             ev[3].synchronize()
             timings = {"upload": ev[1].time_since(ev[0]), "chain": ev[2].time_since(ev[1]),
                        "download": ev[3].time_since(ev[2])}
+            if reg_ms is not None:
+                timings["register"] = reg_ms    # on the host, before the upload
             if self._quality is not None:
                 return self._finish_quality(timings, copy_input, float(exposure_us or 0.0))
         # Copies: the page-locked buffers are overwritten by the next frame.

@@ -191,13 +191,16 @@ class NativeBackend(Backend):
         return NumpyBackend(self.plan).run_reference(raw, exposure_us=exposure_us)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self.plan.check_frame(raw, compiled=True)
+        raw, reg_ms = self.checked_frame(raw, compiled=True)
         f32 = raw.dtype == np.float32
         factor = self.plan.exposure_factor(raw, exposure_us)
         raw = np.ascontiguousarray(raw)
         entry = self._outputs(raw.shape)
         try:
-            return self._run(raw, f32, factor, entry[0], exposure_us)
+            res = self._run(raw, f32, factor, entry[0], exposure_us)
+            if reg_ms is not None:
+                res.timings_ms["register"] = reg_ms
+            return res
         finally:
             with self._pool_lock:
                 entry[1] = False

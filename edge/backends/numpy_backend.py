@@ -119,6 +119,7 @@ class NumpyBackend(Backend):
     # ---- straightforward reference --------------------------------------------------------
     def run_reference(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
         """The chain by calling the public functions one by one on the whole frame."""
+        raw = self.plan.register(self.plan.check_raw(raw))
         refl, flags = self.plan.calibrate(raw, exposure_us)
         um = self.unmixer.maps(refl)
         maps = {"sto2": self.calibration.apply(um["sto2_raw"]), "thb": um["thb"]}
@@ -156,7 +157,7 @@ class NumpyBackend(Backend):
             rows, cols, bands = refl.shape
             c_o = c[..., p.unmixer.i_hbo2].reshape(-1)
             c_d = c[..., p.unmixer.i_hb].reshape(-1)
-            if p.quality.noise.crosstalk is None:
+            if p.quality.noise.correction() is None:
                 v = absorbance_variance(raw, ff.dark, p.quality.noise)
                 var = sto2_raw_variance(c_o, c_d, v.reshape(-1, bands) @ p.sigma_weights)
             else:
@@ -176,7 +177,7 @@ class NumpyBackend(Backend):
 
     # ---- fused, blocked path ----------------------------------------------------------------
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw = self.plan.check_frame(raw)
+        raw, reg_ms = self.checked_frame(raw)
         rows, cols, bands = raw.shape
         factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
         step = self.block_rows or max(1, _BLOCK_BYTES // max(1, cols * bands * 4))
@@ -258,7 +259,7 @@ class NumpyBackend(Backend):
                 if noisy:
                     raw_b = raw[r0:r1].reshape(n, bands)
                     dark_b = ff.dark[r0:r1].reshape(n, bands)
-                    if q.noise.crosstalk is None:
+                    if q.noise.correction() is None:
                         v = absorbance_variance(raw_b, dark_b, q.noise)
                         vs = sto2_raw_variance(y[:, i_o], y[:, i_d], v @ self.plan.sigma_weights)
                     else:
@@ -310,6 +311,8 @@ class NumpyBackend(Backend):
                 self._pack_maps(packed, maps, slice(0, rows))
             t["quality"] += time.monotonic_ns() - t0
         timings = {key: v / 1e6 for key, v in t.items()}
+        if reg_ms is not None:
+            timings["register"] = reg_ms
         return ChainResult(maps=maps, flags=flags, input=packed, reflectance=refl,
                            timings_ms=timings)
 

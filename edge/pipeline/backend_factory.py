@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from edge.errors import BackendUnavailable
+import numpy as np
+
+from edge.errors import BackendUnavailable, ConfigError
 from edge.pipeline.config import AppConfig
 
-__all__ = ["cuda_available", "make_backend", "quality_rules"]
+__all__ = ["band_registration", "cuda_available", "make_backend", "quality_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,12 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
         reason = cuda_available()
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
-    quality = quality_rules(camera, cfg)
+    registration = band_registration(camera, cfg)
+    quality = quality_rules(camera, cfg, registration)
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
-                           baseline=cfg.processing.baseline, quality=quality)
+                           baseline=cfg.processing.baseline, quality=quality,
+                           registration=registration)
     if name == "cuda":
         from edge.backends.cuda import CudaBackend
         try:
@@ -65,12 +69,45 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     return NumpyBackend(plan)
 
 
-def quality_rules(camera, cfg: AppConfig):
+def band_registration(camera, cfg: AppConfig):
+    """The plan's :class:`~edge.processing.register.BandRegistration` or None.
+
+    ``processing.register``: None registers when the camera (or the recording it replays)
+    reports ``band_offsets``; True requires them; False never registers.
+
+    Raises
+    ------
+    ConfigError
+        ``register: true`` and the camera reports no band offsets.
+    """
+    from edge.processing.register import BandRegistration
+
+    mode = cfg.processing.register
+    offsets = getattr(camera, "band_offsets", None)
+    if mode is False:
+        return None
+    if offsets is None:
+        if mode:
+            raise ConfigError(
+                "processing.register: true needs the bands' mosaic offsets, and this camera "
+                "reports none (a simulated snapshot camera, or a recording whose "
+                "recording.json stores camera.band_offsets, does); set it to null or false")
+        return None
+    reg = BandRegistration.from_offsets(offsets, len(camera.wavelengths))
+    log.info("band registration: %d bands resampled to one kernel (mosaic offsets up to "
+             "%.2f px; noise variance x%.2f-%.2f)", reg.bands, float(np.abs(offsets).max()),
+             float(reg.variance_gain.min()), float(reg.variance_gain.max()))
+    return reg
+
+
+def quality_rules(camera, cfg: AppConfig, registration=None):
     """The plan's :class:`~edge.processing.quality.QualityRules` from ``processing``, or None.
 
     The noise model is ``processing.counts_per_electron``/``read_noise_counts`` when given,
     else the camera's own (``sensor_noise``: the simulated sensor), with the counts per
-    electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).
+    electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).  A
+    ``registration`` (:func:`band_registration`) lowers each band's noise by its
+    ``variance_gain``.
     """
     from edge.processing.quality import NoiseModel, QualityRules
     from edge.processing.temporal import TemporalParams
@@ -87,7 +124,8 @@ def quality_rules(camera, cfg: AppConfig):
         crosstalk = own.get("crosstalk")
         source = "camera sensor model"
     if k is not None and r is not None:
-        noise = NoiseModel(k * cfg.camera.gain, r, source, crosstalk)
+        noise = NoiseModel(k * cfg.camera.gain, r, source, crosstalk,
+                           None if registration is None else registration.variance_gain)
         log.info("StO2 sigma: noise model from the %s (%.4g counts/e- at gain %g, read noise "
                  "%.3g counts)", source, noise.counts_per_electron, cfg.camera.gain, r)
     else:

@@ -29,6 +29,9 @@ Example (every key optional; these are the defaults)::
       backend: auto            # auto | numpy | native | cuda
       chromophores: null       # e.g. [HbO2, Hb, water, fat]; null: recommended for the bands
       baseline: null           # e.g. [constant, linear]
+      register: null           # resample a mosaic camera's bands to one kernel before the
+                               # chain (edge/processing/register.py): null: when the camera
+                               # or recording reports band_offsets, true: required, false: off
       quality: null            # StO2 standard error (sto2_sigma) and validity mask: null
                                # or true: on (every backend: numpy, native, cuda), false: off
       spatial: bilateral       # none | bilateral: edge-preserving step on StO2 and the
@@ -134,6 +137,9 @@ class ProcessingSettings:
     # (edge.processing.unmixing.recommended_components)
     chromophores: tuple[Chromophore, ...] | None = None
     baseline: tuple[BaselineTerm, ...] | None = None
+    # Band registration of a mosaic camera (edge.processing.register): None: when the camera
+    # reports band_offsets, True: required, False: off
+    register: bool | None = None
     # StO2 quality (issue 14, edge.processing.quality): sigma map, validity bits, spatial step
     quality: bool | None = None
     spatial: Literal["none", "bilateral"] = "bilateral"

@@ -28,6 +28,7 @@ from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
 from edge.processing.quality import (QualityRules, model_sigma, quadratic_weights,
                                      resolve_spatial_radius, thb_floor)
+from edge.processing.register import BandRegistration
 from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
 from edge.processing.unmixing import Unmixer, recommended_components
@@ -90,6 +91,10 @@ class ChainPlan:
         table (:func:`~edge.processing.quality.resolve_spatial_radius`).
     model_sigma : float
         Calibration error in the stated StO2 standard error (fraction, quality rules).
+    registration : BandRegistration or None
+        Resampling of a mosaic camera's bands to one kernel before the chain
+        (:mod:`edge.processing.register`; :meth:`register`, run by :meth:`check_frame`);
+        None: frames go in as delivered.
     """
 
     wavelengths: np.ndarray
@@ -106,6 +111,7 @@ class ChainPlan:
     guide_terms: np.ndarray | None = None
     bilateral: BilateralParams = field(default_factory=BilateralParams)
     model_sigma: float = 0.0
+    registration: BandRegistration | None = None
     # Exposures already warned about: a log de-duplication cache, not configuration.
     _warned: set = field(default_factory=set, repr=False, compare=False)
 
@@ -116,7 +122,8 @@ class ChainPlan:
               eps: float = 1e-4, index_params: IndexParams = IndexParams(),
               pack: PackSpec | None = None,
               calibration: Sto2Calibration | None = None,
-              quality: QualityRules | None = None) -> "ChainPlan":
+              quality: QualityRules | None = None,
+              registration: BandRegistration | None = None) -> "ChainPlan":
         """Check a configuration and build its objects.
 
         Parameters
@@ -136,6 +143,9 @@ class ChainPlan:
             StO2 table; None: ``Sto2Calibration.for_grid`` (shipped or fitted).
         quality : QualityRules or None
             StO2 sigma, validity bits and spatial step (numpy, native); None: none.
+        registration : BandRegistration or None
+            Band registration of a mosaic camera (its noise gain belongs in
+            ``quality.noise``: :func:`edge.pipeline.backend_factory.quality_rules`).
 
         Raises
         ------
@@ -180,9 +190,12 @@ class ChainPlan:
                      else thb_floor(unmixer, quality.min_blood_volume, fwhm_nm),
                      "model_sigma": model_sigma(unmixer, calibration, fwhm_nm)
                      if quality.model_sigma is None else float(quality.model_sigma)}
+        if registration is not None and registration.bands != wl.size:
+            raise DataFormatError(f"registration: built for {registration.bands} bands, "
+                                  f"wavelengths_nm has {wl.size}")
         return cls(wavelengths=wl, flatfield=flatfield, unmixer=unmixer,
                    calibration=calibration, index_params=index_params, index_terms=terms,
-                   index_layout=layout, pack=pack, **extra)
+                   index_layout=layout, pack=pack, registration=registration, **extra)
 
     # ---- derived values ---------------------------------------------------------------------
     @property
@@ -224,7 +237,8 @@ class ChainPlan:
         """:meth:`check_raw` plus the checks every backend's ``run`` makes on a frame: counts
         must have the calibration reference's shape; ``compiled`` (the native and CUDA
         kernels) also needs uint16 counts or float32 reflectance in native byte order (a
-        big-endian ``>u2`` frame is converted, not read byte-swapped).
+        big-endian ``>u2`` frame is converted, not read byte-swapped).  With a
+        :attr:`registration` the checked frame comes back registered (:meth:`register`).
         """
         raw = self.check_raw(raw)
         ff = self.flatfield
@@ -237,7 +251,18 @@ class ChainPlan:
             if raw.dtype not in (np.uint16, np.float32):
                 raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, "
                                       f"got {raw.dtype}")
-        return raw
+        return self.register(raw)
+
+    def register(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` with its bands registered (:attr:`registration`; unchanged without one):
+        counts above the flat field's dark, its static flags left out, saturation kept."""
+        reg = self.registration
+        if reg is None:
+            return raw
+        ff = self.flatfield
+        if ff is None or raw.dtype == np.float32:
+            return reg.apply(raw)
+        return reg.apply(raw, ff.dark, ff.static_flags, ff.saturation)
 
     def dark_mismatch(self, raw: np.ndarray, exposure_us: float | None) -> bool:
         """True when ``raw`` is rescaled from another exposure than the dark was recorded at

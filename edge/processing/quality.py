@@ -19,7 +19,12 @@ A snapshot mosaic camera corrects filter crosstalk ``C`` (bands, bands: measured
 ``x_in = C x``) on the counts (``x_out = pinv(C) x_in``), which mixes the noise of the bands:
 with :attr:`NoiseModel.crosstalk` the variance is propagated through the correction (the shot
 noise from the uncorrected counts ``C x_out``), see :func:`sto2_raw_variance_mixed`.  Mosaic
-misregistration and demosaicing are not noise and are not in sigma.
+misregistration is not noise and is not in sigma.  The band registration
+(:mod:`edge.processing.register`) averages neighbours with each band's kernel, which lowers
+band ``b``'s variance by ``g_b`` (:attr:`NoiseModel.band_gain`); it is carried as
+``sqrt(g_b)`` on the correction's output bands (``C = I`` without crosstalk), i.e. the
+covariance of bands ``a, b`` as ``sqrt(g_a g_b)`` times the unregistered one: exact for one
+band, an upper bound (Cauchy-Schwarz) on the overlap of two bands' kernels.
 
 The noise of the averaged white and dark references (a fixed pattern, 8 frames by default:
 about 0.6 % in science.md) is not included: it is the same in every frame of a run.
@@ -113,12 +118,16 @@ class NoiseModel:
     crosstalk : ndarray of shape (bands, bands), float, or None
         Filter crosstalk ``C`` the camera corrects on its counts (``x_out = pinv(C) x_in``);
         None: bands are independent.
+    band_gain : ndarray of shape (bands,), float, or None
+        Factor on each band's variance from the band registration
+        (:attr:`~edge.processing.register.BandRegistration.variance_gain`); None: 1.
     """
 
     counts_per_electron: float
     read_noise_counts: float
     source: str = "given"
     crosstalk: np.ndarray | None = field(default=None, compare=False, repr=False)
+    band_gain: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.counts_per_electron) and self.counts_per_electron > 0):
@@ -130,15 +139,20 @@ class NoiseModel:
 
     @functools.cached_property
     def _correction(self) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.crosstalk is None:
+        if self.crosstalk is None and self.band_gain is None:
             return None
-        c = np.asarray(self.crosstalk, dtype=np.float64)
-        return (np.ascontiguousarray(c.T, np.float32),
-                np.ascontiguousarray(np.linalg.pinv(c).T, np.float32))
+        g = None if self.band_gain is None else np.asarray(self.band_gain, dtype=np.float64)
+        c = (np.eye(g.size) if self.crosstalk is None
+             else np.asarray(self.crosstalk, dtype=np.float64))
+        ct = np.linalg.pinv(c).T
+        if g is not None:
+            ct = ct * np.sqrt(g)[None, :]     # column b: output band b (module docstring)
+        return (np.ascontiguousarray(c.T, np.float32), np.ascontiguousarray(ct, np.float32))
 
     def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(C.T, pinv(C).T)`` as float32 for row vectors, or None without crosstalk
-        (computed once per model: it is used for every row block of every frame)."""
+        """``(C.T, pinv(C).T · diag(sqrt(band_gain)))`` as float32 for row vectors, or None
+        without crosstalk and band gain (computed once per model: it is used for every row
+        block of every frame)."""
         return self._correction
 
     @classmethod

@@ -202,6 +202,34 @@ def test_quality_path_matches_numpy(qemu, preset, rows, cols, radius):
     compare(a, maps, flags, packed)
 
 
+@pytest.mark.parametrize("preset,mosaic", [("snapshot16", 4), ("snapshot25", 5)])
+def test_registered_frame_matches_numpy(qemu, preset, mosaic):
+    """With the band registration (edge.processing.register): the CUDA backend gets the frame
+    registered on the host (ChainPlan.check_frame) and the noise model's band gain folded into
+    the crosstalk correction it already takes, so the kernels are unchanged: flags exact, maps
+    as in test_quality_path_matches_numpy."""
+    from drivers.sim.mosaic import mosaic_offsets
+    from edge.processing.register import BandRegistration
+
+    p, ff, noise, raw = scene(preset, 23, 31, seed=11)
+    reg = BandRegistration.from_offsets(mosaic_offsets(len(p.wavelength_array()), mosaic),
+                                        len(p.wavelength_array()))
+    noise = dataclasses.replace(noise, band_gain=reg.variance_gain)
+    pack = PackSpec(spectra_bands=(0, 2, 4), maps=("sto2", "thb"))
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
+                           quality=QualityRules(noise, spatial="bilateral", spatial_radius=3),
+                           registration=reg)
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    assert "register" in a.timings_ms
+    maps, flags, packed, _ = run_emulated(qemu, plan, plan.check_frame(raw, compiled=True))
+    compare(a, maps, flags, packed)
+    # the registration changed the frame, and sigma fell with the band gain
+    b = NumpyBackend(dataclasses.replace(plan, registration=None)).run(raw,
+                                                                      exposure_us=EXPOSURE)
+    assert not np.array_equal(a.flags, b.flags) or not np.allclose(
+        a.maps["sto2_all"], b.maps["sto2_all"], equal_nan=True)
+
+
 @pytest.mark.parametrize("spatial", ["none", "bilateral"])
 def test_quality_without_spatial_step_and_small_blocks(qemu, spatial):
     """No spatial step (no guide, no terms), and the per-pixel pass with 32-pixel blocks so

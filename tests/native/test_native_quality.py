@@ -51,6 +51,39 @@ def test_native_quality_matches_numpy(native, preset, spatial):
     assert "quality" in b.timings_ms
 
 
+def test_native_registered_frame_matches_numpy(native):
+    """snapshot25 with the band registration (edge.processing.register): both backends
+    register in ChainPlan.check_frame and take the band gain through the crosstalk
+    correction; the same tolerances as test_native_quality_matches_numpy."""
+    import dataclasses
+
+    from drivers.sim.mosaic import mosaic_offsets
+    from edge.processing.register import BandRegistration
+
+    rows, cols = 24, 30
+    p, sensor, ff, noise = _camera("snapshot25", rows, cols)
+    refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, rows * cols, 5)
+    refl = refl.reshape(rows, cols, -1)
+    refl[:, cols // 2:] *= 0.7
+    raw = sensor.expose(refl, EXPOSURE, 1.0, 4)
+    reg = BandRegistration.from_offsets(mosaic_offsets(25, 5), 25)
+    plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
+                           quality=QualityRules(dataclasses.replace(
+                               noise, band_gain=reg.variance_gain), spatial="bilateral"),
+                           registration=reg)
+    a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    b = NativeBackend(plan, cache_dir=native.cache_dir).run(raw, exposure_us=EXPOSURE)
+    assert "register" in b.timings_ms
+    np.testing.assert_array_equal(b.reflectance, a.reflectance)
+    same = a.flags == b.flags
+    assert same.mean() >= 0.995
+    for name in MAP_NAMES + QUALITY_MAP_NAMES:
+        x, y = a.maps[name][same], b.maps[name][same]
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=name)
+        fin = np.isfinite(x)
+        np.testing.assert_allclose(y[fin], x[fin], atol=1e-3, err_msg=name)
+
+
 def test_native_quality_without_counts(native):
     """Float32 reflectance input: no counts, so sigma is NaN and no pixel is 'uncertain'."""
     p, sensor, ff, noise = _camera("snapshot16", 6, 8)
