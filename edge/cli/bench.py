@@ -43,6 +43,8 @@ def _median_s(fn, repeat: int) -> float:
 def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
             model: str = "demo") -> dict:
     """Run the benchmark and return its figures (ms, GB/s and ratios)."""
+    import dataclasses
+
     from drivers.simulated import SimulatedCamera
     from edge.backends.base import chain_bytes
     from edge.errors import HsiEdgeError
@@ -52,9 +54,11 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
     if repeat < 1:
         raise HsiEdgeError(f"repeat: expected an integer >= 1, got {repeat}")
     # The floor counts the chain's bytes only (calibrate -> unmix -> indices -> pack): the
-    # chain is timed without the StO2 quality step, which is timed on its own below.
+    # chain is timed without the StO2 quality step and without a snapshot camera's band
+    # registration (edge.processing.register), each timed on its own below.
     cfg = AppConfig(calibration=CalibrationSettings(frames=4),
-                    processing=ProcessingSettings(backend=backend, quality=False))
+                    processing=ProcessingSettings(backend=backend, quality=False,
+                                                  register=False))
     with SimulatedCamera(preset, seed=0) as cam:
         cam.configure(trigger_mode="software")
         flatfield = obtain_flatfield(cfg, cam)
@@ -85,8 +89,14 @@ def measure(preset: str = "tivita", backend: str = "auto", repeat: int = 10,
         "copy_GBps": copy_gbps, "floor_ms": floor_s * 1e3, "chain_ms": t_chain * 1e3,
         "chain_vs_floor": t_chain / floor_s,
     }
+    from edge.pipeline.backend_factory import band_registration
+    reg = band_registration(cam, dataclasses.replace(
+        cfg, processing=dataclasses.replace(cfg.processing, register=None)))
+    if reg is not None:
+        plan_r = dataclasses.replace(be.plan, registration=reg)
+        t_reg = _median_s(lambda: plan_r.register(raw), repeat)
+        figures.update(register_ms=t_reg * 1e3, register_vs_copy=t_reg / t_copy)
     try:
-        import dataclasses
         qcfg = dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing,
                                                                        quality=True))
         be_q = make_backend(backend, cam, flatfield, pack, qcfg)
@@ -126,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"copy bandwidth        {f['copy_GBps']:8.1f} GB/s")
     print(f"chain floor           {f['floor_ms']:8.1f} ms")
     print(f"chain (median)        {f['chain_ms']:8.1f} ms   = {f['chain_vs_floor']:.1f}x floor")
+    if "register_ms" in f:
+        print(f"band registration     {f['register_ms']:8.1f} ms   = "
+              f"{f['register_vs_copy']:.0f}x a copy of the frame (host NumPy, before the chain)")
     if "chain_quality_ms" in f:
         print(f"chain + quality step  {f['chain_quality_ms']:8.1f} ms   (StO2 sigma, validity "
               f"mask, spatial step: +{f['quality_ms']:.1f} ms)")
