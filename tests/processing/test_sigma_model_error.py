@@ -95,3 +95,45 @@ def test_coverage_on_a_held_out_seed():
             assert ok.mean() > 0.3, ok.mean()       # not a handful of pixels (about 0.54)
             cov.append(np.mean(np.abs(est[ok] - true[ok]) <= sig[ok]))
     assert 0.55 <= np.mean(cov) <= 0.80, cov
+
+
+def _fit_tool():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "tools" / "fit_sto2_model_error.py"
+    spec = importlib.util.spec_from_file_location("fit_sto2_model_error", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _edge_samples(n=4000, seed=0):
+    """Samples (|error|, noise sigma, contrast, border): interior error 0.02; a tenth of the
+    border pixels are mixed (contrast 0.3, error 0.10), the rest like the interior."""
+    rng = np.random.default_rng(seed)
+    border = rng.random(n) < 0.3
+    mixed = border & (rng.random(n) < 0.33)
+    err = np.abs(rng.normal(0, 0.025, n))
+    err[mixed] = 0.10
+    c = np.where(mixed, 0.3, rng.uniform(0, 0.05, n))
+    return np.stack([err, np.full(n, 0.01), c, border.astype(float)], axis=1)
+
+
+def test_edge_strength_grows_b_until_the_border_excess_is_met():
+    """tools/fit_sto2_model_error.edge_strength: with mixed border pixels the coverage fit's
+    small b leaves them valid (excess > 0.5 point); b grows until the rule (b c > 0.05)
+    withholds them, and only as far as needed."""
+    tool = _fit_tool()
+    s = _edge_samples()
+    keep_all = np.ones(len(s), bool)
+    assert tool.border_excess(s, keep_all) > 2.0
+    b, excess = tool.edge_strength(s, 0.05, 0.05, 0.5, 0.8)
+    assert excess <= 0.5
+    assert 0.05 / 0.3 < b <= 0.05 / 0.3 + 0.05         # the first grid step past c = 0.3
+    # already met: b stays
+    clean = s.copy()
+    clean[:, 0] = np.abs(np.random.default_rng(1).normal(0, 0.025, len(s)))
+    assert tool.edge_strength(clean, 0.05, 0.05, 0.5, 0.8)[0] == 0.05
+    # min_kept forbids withholding the mixed tenth: the closest the allowed b get
+    b2, e2 = tool.edge_strength(s, 0.05, 0.05, 0.5, 0.99)
+    assert b2 < 0.05 / 0.3 and e2 > 0.5
