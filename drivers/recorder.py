@@ -46,13 +46,13 @@ import numpy as np
 from drivers.formats._io import atomic_open
 from drivers.formats.envi import write_envi
 from drivers.formats.npyseq import write_npz_frame
-from drivers.formats.offsets import check_band_offsets
 from drivers.formats.sequence import MANIFEST
 from drivers.formats.tivita import write_tivita_cube
 from edge import __version__
 from edge.core.fileio import fsync_dir
 from edge.core.frame import Frame
 from edge.errors import DataFormatError
+from edge.processing.register import check_band_offsets
 
 __all__ = ["Recorder", "RECORD_FORMATS", "meta_to_dict"]
 

@@ -21,7 +21,7 @@ else from the camera settings.  A recording made by :class:`drivers.recorder.Rec
 explicit value that disagrees with the recording is refused (one line), so the frames are
 processed as they were recorded.  It also takes the bands' mosaic offsets
 (``camera.band_offsets``, :attr:`~drivers.camera.Camera.band_offsets`: (dy, dx) per band,
-checked by :func:`drivers.formats.offsets.check_band_offsets`), so a replayed snapshot
+checked by :func:`edge.processing.register.check_band_offsets`), so a replayed snapshot
 recording is registered like the live camera; a recording without them (older, or from a
 camera without a mosaic) gives None.  An interrupted recording is refused (see
 :mod:`drivers.formats.sequence`).  Values no sensor can deliver (counts above the recorded
@@ -48,12 +48,12 @@ from drivers.formats.checks import check_values
 from drivers.formats.envi import envi_header_file, read_envi_header
 from drivers.formats.envi import read_envi, write_envi  # noqa: F401  (re-exported)
 from drivers.formats.npyseq import read_npz_frame, write_npz_frame  # noqa: F401
-from drivers.formats.offsets import check_band_offsets
 from drivers.formats.sequence import FrameSequence, LoadedFrame, open_sequence
 from drivers.formats.tivita import read_tivita_cube, write_tivita_cube  # noqa: F401
 from edge.core.frame import Frame, FrameMeta, validate_wavelengths
 from edge.errors import ConfigError, DataFormatError, DeviceError, DeviceTimeout
 from edge.physics.spectra import FWHM_RANGE_NM
+from edge.processing.register import check_band_offsets
 
 __all__ = ["ReplayCamera", "read_tivita_cube", "write_tivita_cube", "read_envi", "write_envi",
            "read_npz_frame", "write_npz_frame", "to_frame_dtype", "meta_from_dict",

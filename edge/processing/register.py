@@ -37,15 +37,70 @@ would hold clipped counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from edge.errors import DataFormatError
 
-__all__ = ["BandRegistration", "TAPS"]
+__all__ = ["BandRegistration", "TAPS", "check_band_offsets"]
 
 #: Taps of each band's 1-D kernel: offsets −TAPS..TAPS.
 TAPS = 2
+
+
+_ALLOWED = "(dy, dx) per band in spectral pixels, finite, each |value| < 1"
+
+
+def _show(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_band_offsets(value: Any, source: str, bands: int | None = None) -> np.ndarray:
+    """Validate band offsets and return them as a new float64 array.
+
+    Parameters
+    ----------
+    value : array_like of shape (bands, 2)
+        (dy, dx) per band in spectral pixels.
+    source : str
+        What the value is, for the message (``"band_offsets"``, or the file and key).
+    bands : int, optional
+        The band count the offsets must match (the cube's last axis); None: any count >= 1.
+
+    Returns
+    -------
+    ndarray of shape (bands, 2), float64
+        A copy, never a view of ``value``.
+
+    Raises
+    ------
+    DataFormatError
+        One line naming ``source``, the bad value or shape, and what is allowed: not numbers,
+        a shape other than (bands, 2), NaN/inf, or a component with |value| >= 1.
+    """
+    want = f"shape ({bands}, 2)" if bands is not None else "shape (bands, 2)"
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):   # ragged nested lists
+        raise DataFormatError(f"{source}: expected numbers of {want}, {_ALLOWED}; got "
+                              f"{_show(value)}") from None
+    if arr.dtype.kind not in "iuf":
+        raise DataFormatError(f"{source}: expected numbers of {want}, {_ALLOWED}; got "
+                              f"{_show(value)}")
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 1 or (
+            bands is not None and arr.shape[0] != bands):
+        raise DataFormatError(f"{source}: expected {want}, {_ALLOWED}; got shape "
+                              f"{arr.shape}")
+    arr = np.array(arr, dtype=np.float64)
+    bad = ~np.isfinite(arr) | (np.abs(arr) >= 1.0)
+    if bad.any():
+        band, axis = (int(i) for i in np.argwhere(bad)[0])
+        raise DataFormatError(
+            f"{source}: expected {_ALLOWED}; got {float(arr[band, axis])!r} as "
+            f"{'dy' if axis == 0 else 'dx'} of band {band}")
+    return arr
 
 
 def _axis_kernels(delta: np.ndarray) -> np.ndarray:
@@ -96,29 +151,14 @@ class BandRegistration:
 
     @classmethod
     def from_offsets(cls, offsets, bands: int) -> "BandRegistration":
-        """Check ``offsets`` (array_like (bands, 2), finite, each |v| < 1) and build the
-        kernels.
+        """Check ``offsets`` (:func:`check_band_offsets`) and build the kernels.
 
         Raises
         ------
         DataFormatError
             Wrong shape or values, naming ``band_offsets`` and what is allowed.
         """
-        try:
-            off = np.array(offsets, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DataFormatError(f"band_offsets: expected {bands} (dy, dx) pairs of numbers, "
-                                  f"got {offsets!r:.80}") from None
-        if off.shape != (int(bands), 2):
-            raise DataFormatError(f"band_offsets: expected shape ({bands}, 2), one (dy, dx) "
-                                  f"per band, got {off.shape}")
-        fin = np.isfinite(off)
-        if not fin.all() or np.any(np.abs(off[fin]) >= 1):
-            span = (f"values in [{off[fin].min():g}, {off[fin].max():g}]" if fin.any()
-                    else "no finite value")
-            raise DataFormatError("band_offsets: expected finite offsets with |v| < 1 "
-                                  f"spectral pixel, got {span}"
-                                  + ("" if fin.all() else " and NaN/inf"))
+        off = check_band_offsets(offsets, "band_offsets", bands=int(bands))
         return cls(off, _axis_kernels(off[:, 0]), _axis_kernels(off[:, 1]))
 
     @property

@@ -144,10 +144,11 @@ def test_float_reflectance_with_a_nan_pixel():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (np.zeros((24, 2)), r"band_offsets: expected shape \(25, 2\).*got \(24, 2\)"),
-    (np.full((25, 2), 1.0), r"band_offsets: expected finite offsets with \|v\| < 1"),
-    (np.full((25, 2), np.nan), r"band_offsets: .*got no finite value and NaN/inf"),
-    ([["a", "b"]] * 25, r"band_offsets: expected 25 \(dy, dx\) pairs of numbers"),
+    (np.zeros((24, 2)), r"band_offsets: expected shape \(25, 2\), .*got shape \(24, 2\)"),
+    (np.full((25, 2), 1.0), r"band_offsets: expected .*each \|value\| < 1; got 1.0 as dy of "
+                            r"band 0"),
+    (np.full((25, 2), np.nan), r"band_offsets: expected .*; got nan as dy of band 0"),
+    ([["a", "b"]] * 25, r"band_offsets: expected numbers of shape \(25, 2\)"),
 ])
 def test_bad_offsets_are_refused_with_one_line(bad, match):
     with pytest.raises(DataFormatError, match=match):
