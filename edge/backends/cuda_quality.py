@@ -53,6 +53,8 @@ def host_finish_reason(plan) -> str | None:
     q = plan.quality
     if q.temporal.enabled:
         return "the temporal step"
+    if q.spatial != "none" and plan.registration_gain != 1.0:
+        return "the band registration's correlated noise in the spatial step"
     if q.spatial != "none" and plan.bilateral.inverse_variance:
         return "inverse-variance weights in the spatial step"
     if q.model_sigma is None:

@@ -27,7 +27,7 @@ from edge.errors import CalibrationError, DataFormatError
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
 from edge.processing.quality import (QualityRules, model_sigma, quadratic_weights,
-                                     resolve_spatial_radius, thb_floor)
+                                     registration_gain, resolve_spatial_radius, thb_floor)
 from edge.processing.register import BandRegistration
 from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
@@ -91,6 +91,10 @@ class ChainPlan:
         table (:func:`~edge.processing.quality.resolve_spatial_radius`).
     model_sigma : float
         Calibration error in the stated StO2 standard error (fraction, quality rules).
+    registration_gain : float
+        Factor by which the registration lowered one pixel's StO2 variance
+        (:func:`~edge.processing.quality.registration_gain`; 1 without): the spatial step's
+        propagated variance is divided by it.
     registration : BandRegistration or None
         Resampling of a mosaic camera's bands to one kernel before the chain
         (:mod:`edge.processing.register`; :meth:`register`, run by :meth:`check_frame`);
@@ -111,6 +115,7 @@ class ChainPlan:
     guide_terms: np.ndarray | None = None
     bilateral: BilateralParams = field(default_factory=BilateralParams)
     model_sigma: float = 0.0
+    registration_gain: float = 1.0
     registration: BandRegistration | None = None
     # Exposures already warned about: a log de-duplication cache, not configuration.
     _warned: set = field(default_factory=set, repr=False, compare=False)
@@ -189,7 +194,8 @@ class ChainPlan:
                      "thb_min": None if quality.min_blood_volume is None
                      else thb_floor(unmixer, quality.min_blood_volume, fwhm_nm),
                      "model_sigma": model_sigma(unmixer, calibration, fwhm_nm)
-                     if quality.model_sigma is None else float(quality.model_sigma)}
+                     if quality.model_sigma is None else float(quality.model_sigma),
+                     "registration_gain": registration_gain(unmixer, quality.noise, fwhm_nm)}
         if registration is not None and registration.bands != wl.size:
             raise DataFormatError(f"registration: built for {registration.bands} bands, "
                                   f"wavelengths_nm has {wl.size}")

@@ -24,7 +24,9 @@ misregistration is not noise and is not in sigma.  The band registration
 band ``b``'s variance by ``g_b`` (:attr:`NoiseModel.band_gain`); it is carried as
 ``sqrt(g_b)`` on the correction's output bands (``C = I`` without crosstalk), i.e. the
 covariance of bands ``a, b`` as ``sqrt(g_a g_b)`` times the unregistered one: exact for one
-band, an upper bound (Cauchy-Schwarz) on the overlap of two bands' kernels.
+band, an upper bound (Cauchy-Schwarz) on the overlap of two bands' kernels.  Registered
+neighbours share noise, so the spatial step's mean does not gain from the registration; its
+propagated variance is divided by :func:`registration_gain` (:func:`finish_quality`).
 
 The noise of the averaged white and dark references (a fixed pattern, 8 frames by default:
 about 0.6 % in science.md) is not included: it is the same in every frame of a run.
@@ -294,6 +296,41 @@ def model_sigma(unmixer, calibration, fwhm_nm: float | None = None, n: int = 200
     return float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else 0.0
 
 
+def registration_gain(unmixer, noise: "NoiseModel | None", fwhm_nm: float | None = None,
+                      counts: float = 600.0) -> float:
+    """Factor by which the band registration lowers one pixel's raw-StO2 variance: the
+    delta-method variance with :attr:`NoiseModel.band_gain` over the one without, at the
+    reference tissue (:data:`edge.processing.unmixing.REFERENCE_TISSUE`) ``counts`` above dark
+    in every band; 1.0 without a band gain.
+
+    The registration averages neighbouring pixels, so their noise is correlated: one pixel's
+    variance falls by this factor, but a mean over a window much wider than the registration
+    kernel (the spatial step's) does not gain from it -- the kernel sums to 1, so the noise
+    power at scales above a few pixels is what it was.  :func:`finish_quality` divides the
+    spatial step's propagated variance (which assumes independent pixels) by it.
+    """
+    if noise is None or noise.band_gain is None:
+        return 1.0
+    import dataclasses
+
+    from edge import physics
+    from edge.processing.unmixing import REFERENCE_TISSUE
+
+    refl = np.asarray(physics.tissue_reflectance(unmixer.wavelengths, fwhm_nm=fwhm_nm,
+                                                 **REFERENCE_TISSUE), np.float32)[None, :]
+    c = unmixer.unmix(refl).astype(np.float32)
+    c_o, c_d = c[:, unmixer.i_hbo2], c[:, unmixer.i_hb]
+    signal = (refl * np.float32(counts)).astype(np.float32)
+    plain = dataclasses.replace(noise, band_gain=None,
+                                crosstalk=noise.crosstalk if noise.crosstalk is not None
+                                else np.eye(refl.shape[1]))
+    v1, v0 = (sto2_raw_variance_mixed(c_o, c_d, signal, unmixer.pinv, unmixer.i_hbo2,
+                                      unmixer.i_hb, m)[0] for m in (noise, plain))
+    if not (np.isfinite(v1) and np.isfinite(v0) and v0 > 0):
+        return 1.0
+    return float(v1 / v0)
+
+
 def thb_floor(unmixer, blood_volume: float, fwhm_nm: float | None = None) -> float:
     """THb that the unmixing gives for the reference tissue with ``blood_volume`` blood.
 
@@ -476,7 +513,10 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
             s_raw, var_raw, guide, spatial_ok, plan.bilateral, index_minima_terms)
         s = np.where(spatial_ok, s_f, s_raw)
         if var_raw is not None:
-            var = np.where(spatial_ok, var_f, var_raw)
+            # The propagation assumes independent pixels; registered bands are not
+            # (registration_gain: their mean keeps the unregistered noise).
+            g = np.float32(getattr(plan, "registration_gain", 1.0))
+            var = np.where(spatial_ok, var_f / g if g != 1 else var_f, var_raw)
         if t_f is not None:
             t_f = np.where(spatial_ok[..., None], t_f, index_minima_terms)
     if temporal is not None and rules.temporal.enabled:

@@ -358,7 +358,8 @@ def test_temporal_step_runs_in_the_cuda_finish(qemu, radius):
 
 def test_header_flag_bits_and_where_the_finish_runs():
     """quality_math.cuh's flag bits are edge.core.chain's; the finish leaves the device only
-    for what its kernel lacks (the temporal step, inverse-variance weights)."""
+    for what its kernel lacks (the temporal step, inverse-variance weights, the band
+    registration's correlated noise)."""
     import dataclasses
     import re
 
@@ -379,3 +380,6 @@ def test_header_flag_bits_and_where_the_finish_runs():
     assert host_finish_reason(video) == "the temporal step"
     inv = dataclasses.replace(plan, bilateral=BilateralParams(inverse_variance=True))
     assert host_finish_reason(inv) == "inverse-variance weights in the spatial step"
+    registered = dataclasses.replace(plan, registration_gain=0.25)
+    assert host_finish_reason(registered) == ("the band registration's correlated noise in "
+                                              "the spatial step")
