@@ -20,7 +20,8 @@ A directory made by the recorder has a manifest ``recording.json`` (:func:`read_
 normally, so :func:`open_sequence` refuses a recording that was interrupted or lost frames
 (one line: frames found vs expected) and warns about one made before the mark existed.  The
 manifest's ``camera`` object holds what replay needs to process the frames as recorded:
-``preset``, ``fwhm_nm``, ``bit_depth``, ``exposure_us``, ``gain``, ``serial``.
+``preset``, ``fwhm_nm``, ``bit_depth``, ``exposure_us``, ``gain``, ``serial`` and, for a mosaic
+camera, ``band_offsets`` (checked by :class:`drivers.replay.ReplayCamera`).
 """
 
 from __future__ import annotations
