@@ -17,7 +17,8 @@ Training (in silico, per preset)
   correction, vignetted positions).  ``--train-noise``: ``frame`` (one frame's noise),
   ``registered`` (each band's noise times ``sqrt(g_b)``, ``g_b`` =
   ``BandRegistration.variance_gain`` of the camera's ``band_offsets``: the per-pixel noise of
-  a registered frame), or ``mix`` (default: half the spectra each).  A preset without band
+  a registered frame; the default: the evaluated frames are registered, and it measured best,
+  see the commit log), or ``mix`` (half the spectra each).  A preset without band
   offsets has ``g_b = 1``.
 - Features: absorbance ``A = -ln(max(R, 1e-4))`` per band, standardised with the training
   mean and std, plus every pairwise product ``z_i z_j`` (i <= j, squares included):
@@ -53,7 +54,8 @@ prediction and of the bilateral step on its output.
 Usage::
 
     python tools/measure_sto2_regressor.py --presets snapshot25 snapshot16 --seeds 2 3 \\
-        [--n-train 30000] [--train-noise mix] [--frames 14 --warmup 8] [--json out.json]
+        [--n-train 30000] [--train-noise registered|frame|mix] [--frames 14 --warmup 8] \\
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -109,8 +111,20 @@ class QuadraticRidge:
     lam: float
     sigma: float
 
+    def quadratic_form(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(w, Q)``, float32 of shapes (bands,) and (bands, bands) symmetric, with
+        ``features(R) @ weights == z . w + z^T Q z`` (``z`` the standardised absorbance)."""
+        b = self.mean.size
+        i, j = np.triu_indices(b)
+        q = np.zeros((b, b))
+        q[i, j] += 0.5 * self.weights[b:]
+        q[j, i] += 0.5 * self.weights[b:]
+        return self.weights[:b].astype(np.float32), q.astype(np.float32)
+
     def predict(self, reflectance: np.ndarray, clip: bool = True) -> np.ndarray:
         """StO2 (fraction) of ``reflectance`` (..., bands); NaN where a band is not finite.
+
+        Evaluated as the quadratic form (:meth:`quadratic_form`), in float32 chunks.
 
         Returns
         -------
@@ -120,10 +134,14 @@ class QuadraticRidge:
         shape, bands = r.shape[:-1], r.shape[-1]
         r = r.reshape(-1, bands)
         out = np.empty(r.shape[0], np.float32)
-        w = self.weights.astype(np.float32)
+        lin, quad = self.quadratic_form()
+        mean, std = self.mean.astype(np.float32), self.std.astype(np.float32)
         for s in range(0, r.shape[0], _CHUNK):
             sl = slice(s, s + _CHUNK)
-            out[sl] = features(r[sl], self.mean, self.std) @ w + np.float32(self.intercept)
+            z = (absorbance(r[sl]) - mean) / std
+            # b + w.z + z^T Q z: the same model as features() @ weights, without building the
+            # B(B+1)/2 product columns (bands^2 + 2 bands multiply-adds per pixel).
+            out[sl] = np.einsum("ij,ij->i", z @ quad + lin, z) + np.float32(self.intercept)
         out[~np.isfinite(r).all(axis=1)] = np.nan
         if clip:
             np.clip(out, 0.0, 1.0, out=out)
@@ -320,7 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[2, 3])
     ap.add_argument("--n-train", type=int, default=30000)
     ap.add_argument("--train-seed", type=int, default=0)
-    ap.add_argument("--train-noise", choices=("frame", "registered", "mix"), default="mix")
+    ap.add_argument("--train-noise", choices=("frame", "registered", "mix"),
+                    default="registered")
     ap.add_argument("--frames", type=int, default=14)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--rows", type=int, default=None)
@@ -351,12 +370,16 @@ def main(argv=None) -> int:
                 print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                   for k, v in r.items()}), flush=True)
     print(f"\n{'preset':<11}{'seed':>5} {'method':<16}{'MAE':>6}{'bias':>7}{'border':>7}"
-          f"{'inter':>7}{'MAEall':>7}{'cover':>6}{'ms':>8}")
+          f"{'inter':>7}{'MAEall':>7}{'cover':>6}{'ms':>8}   training (noise, n, lambda/n, "
+          f"sigma_val points)")
     for r in results:
         cov = r.get("coverage")
+        train = "" if r["method"] == "default" else (
+            f"   {r['train_noise']}, {r['n_train']}, {r['lambda_per_n']:.2g}, "
+            f"{r['sigma_val']:.2f}")
         print(f"{r['preset']:<11}{r['seed']:>5} {r['method']:<16}{r['mae']:>6.2f}"
               f"{r['bias']:>+7.2f}{r['border']:>7.2f}{r['interior']:>7.2f}{r['mae_all']:>7.2f}"
-              f"{'' if cov is None else f'{cov:.2f}':>6}{r['cost_ms']:>8.1f}")
+              f"{'' if cov is None else f'{cov:.2f}':>6}{r['cost_ms']:>8.1f}{train}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -58,9 +58,10 @@ def test_ridge_recovers_a_linear_plus_quadratic_target(tool):
 
 
 def test_training_features_equal_prediction_features(tool):
-    """predict() is the fitted linear model on the same features the fit used: for the same
-    spectra it equals features(...) @ w + b (float32 chunks: within 1e-5), and it leaves NaN
-    for a pixel with a non-finite band and clips to [0, 1] by default."""
+    """predict() (the quadratic form z.w + z^T Q z) is the fitted linear model on the same
+    features the fit used: for the same spectra it equals features(...) @ w + b (float32
+    chunks: within 1e-5), and it leaves NaN for a pixel with a non-finite band and clips to
+    [0, 1] by default."""
     refl, y = _problem(3000, 3)
     model = tool.fit_ridge(refl, y, seed=1)
     x = tool.features(refl, model.mean, model.std).astype(np.float64)
