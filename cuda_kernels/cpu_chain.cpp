@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #endif
 #include "pixel_math.cuh"
+#include "cpu_register.h"   // band registration before the chain (hsi_cpu_register)
 
 // Fused multiply-add where the CPU has it (one rounding: as accurate as a*b+c or better, and
 // half the instructions in the band loop); a*b+c elsewhere, never a slow software fmaf.
@@ -412,6 +413,17 @@ int hsi_cpu_chain(const ChainParams* P, const void* raw, int raw_kind, const flo
 #endif
     }
     return 2;
+}
+
+// Band registration of a uint16 frame before the chain (BandRegistration.apply; see
+// cpu_register.h). raw, out (rows, cols, nb) uint16; dark (rows * cols, nb) float32 or NULL;
+// static_flags (rows * cols) uint8 or NULL; ky, kx (nb, 5) float32 taps at -2..2; saturation
+// +inf: none. Returns 0, 1 for a size < 1, 2 for a NULL raw/taps/out, 3 out of memory.
+int hsi_cpu_register(const uint16_t* raw, const float* dark, const uint8_t* static_flags,
+                     int rows, int cols, int nb, const float* ky, const float* kx,
+                     float saturation, uint16_t* out, int nthreads) {
+    return register_frame(raw, dark, static_flags, rows, cols, nb, ky, kx, saturation, out,
+                          nthreads);
 }
 
 }  // extern "C"

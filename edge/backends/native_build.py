@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).resolve().parents[2] / "cuda_kernels"
 #: Files whose bytes make up the build (the .cpp and the headers it includes).
-SOURCES = ("cpu_chain.cpp", "cpu_quality.h", "quality_math.cuh", "pixel_math.cuh", "common.cuh")
+SOURCES = ("cpu_chain.cpp", "cpu_quality.h", "cpu_register.h", "quality_math.cuh",
+           "pixel_math.cuh", "common.cuh")
 _BASE_FLAGS = ("-O3", "-g", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off",
                "-fno-math-errno", "-fno-trapping-math", "-Wall", "-Wno-unknown-pragmas")
 _P = ctypes.c_void_p
@@ -65,6 +66,8 @@ _SIGNATURES = {
     "hsi_cpu_bilateral": ([_P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                            ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, _P, _P,
                            _P, ctypes.c_int], ctypes.c_int),
+    "hsi_cpu_register": ([_P, _P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P, _P,
+                          ctypes.c_float, _P, ctypes.c_int], ctypes.c_int),
 }
 
 
