@@ -12,6 +12,11 @@ flat-field reflectance bit for bit; maps within the tolerances of ``tests/native
 a vectorised fdlibm/FreeBSD logf (within 1 ulp of glibc's), and the unmixing sums run in
 another order than OpenBLAS's sgemm.
 
+A snapshot camera's band registration (:mod:`edge.processing.register`, issue 14) runs
+compiled too for uint16 counts (``hsi_cpu_register``, ``cuda_kernels/cpu_register.h``: the
+NumPy reference's arithmetic, bit for bit but for a flagged pixel's fill in the last bit);
+float32 reflectance frames are registered by the NumPy reference.
+
 With quality rules in the plan (issue 14) a second native pass and the NumPy reference's
 frame-wide step add ``sto2_sigma``, ``sto2_all`` and the validity bits
 (:mod:`edge.backends.native_quality`).
@@ -43,6 +48,9 @@ __all__ = ["NativeBackend", "native_available", "default_threads", "MAP_NAMES"]
 
 log = logging.getLogger(__name__)
 _OUT_KIND = {None: 0, "float32": 1, "float16": 2}
+#: hsi_cpu_register's error codes.
+_REG_ERRORS = {1: "rows, cols or bands < 1", 2: "a NULL input or output",
+               3: "out of memory for its row buffers"}
 #: Output sets kept for reuse.
 _POOL_SIZE = 3
 
@@ -128,6 +136,14 @@ class NativeBackend(Backend):
             np.ascontiguousarray(ff.dark, np.float32),
             np.ascontiguousarray(ff.scale, np.float32),
             np.ascontiguousarray(ff.static_flags, np.uint8))
+        reg = p.registration
+        # The registration's taps as the compiled pass reads them: (bands, 5) float32.
+        self._reg_taps = None if reg is None else (np.ascontiguousarray(reg.ky, np.float32),
+                                                   np.ascontiguousarray(reg.kx, np.float32))
+        # Integer counts: raw >= s exactly when raw >= ceil(s), and the reference writes
+        # ceil(s); the ceiling is exact in float32 where it matters (<= 65536).
+        self._reg_saturation = float(np.ceil(p.saturation)) if np.isfinite(p.saturation) \
+            else float("inf")
         self.params = chain_params(p.wavelengths, p.unmixer, p.calibration, p.index_params,
                                    p.pack, saturation=p.saturation)
         self._quality = None
@@ -190,8 +206,56 @@ class NativeBackend(Backend):
 
         return NumpyBackend(self.plan).run_reference(raw, exposure_us=exposure_us)
 
+    def register(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` (rows, cols, bands) uint16 registered by the compiled pass, as
+        :meth:`ChainPlan.register` (the plan's registration, its flat field's dark, static
+        flags and saturation); a new uint16 array.
+
+        Raises
+        ------
+        DataFormatError
+            No registration or flat field in the plan, or ``raw`` not uint16 counts of the
+            flat field's shape (one line, naming what was expected).
+        """
+        p = self.plan
+        if self._reg_taps is None or p.flatfield is None:
+            raise DataFormatError("raw: the native registration needs a plan with a "
+                                  "registration and a flat field")
+        raw = np.ascontiguousarray(raw)
+        if raw.dtype != np.uint16 or raw.shape != p.flatfield.shape:
+            raise DataFormatError(f"raw: expected uint16 counts of shape {p.flatfield.shape} "
+                                  f"for the native registration, got {raw.dtype} {raw.shape}")
+        rows, cols, bands = raw.shape
+        dark, _, sflags = self._refs
+        ky, kx = self._reg_taps
+        out = np.empty_like(raw)
+        rc = self._lib.hsi_cpu_register(raw.ctypes.data, dark.ctypes.data, sflags.ctypes.data,
+                                        rows, cols, bands, ky.ctypes.data, kx.ctypes.data,
+                                        ctypes.c_float(self._reg_saturation),
+                                        out.ctypes.data, self.threads)
+        if rc != 0:
+            raise DataFormatError(f"native registration: failed on a {raw.shape} frame (code "
+                                  f"{rc}: {_REG_ERRORS.get(rc, 'unknown')})")
+        return out
+
+    def checked_frame(self, raw: np.ndarray, *, compiled: bool = True
+                      ) -> tuple[np.ndarray, float | None]:
+        """:meth:`Backend.checked_frame` (always the compiled kernels' checks) with uint16
+        counts registered by the compiled pass (:meth:`register`); float32 frames by the
+        plan's NumPy reference.  The milliseconds cover the check and the registration."""
+        p = self.plan
+        t0 = time.monotonic_ns()
+        raw = p.check_frame(raw, compiled=True, register=False)
+        if p.registration is None:
+            return raw, None
+        if raw.dtype == np.uint16 and p.flatfield is not None:
+            raw = self.register(raw)
+        else:
+            raw = p.register(raw)
+        return raw, (time.monotonic_ns() - t0) / 1e6
+
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw, reg_ms = self.checked_frame(raw, compiled=True)
+        raw, reg_ms = self.checked_frame(raw)
         f32 = raw.dtype == np.float32
         factor = self.plan.exposure_factor(raw, exposure_us)
         raw = np.ascontiguousarray(raw)

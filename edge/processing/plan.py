@@ -239,12 +239,14 @@ class ChainPlan:
                                   f"reflectance, got {raw.dtype}")
         return raw
 
-    def check_frame(self, raw: np.ndarray, *, compiled: bool = False) -> np.ndarray:
+    def check_frame(self, raw: np.ndarray, *, compiled: bool = False,
+                    register: bool = True) -> np.ndarray:
         """:meth:`check_raw` plus the checks every backend's ``run`` makes on a frame: counts
         must have the calibration reference's shape; ``compiled`` (the native and CUDA
         kernels) also needs uint16 counts or float32 reflectance in native byte order (a
         big-endian ``>u2`` frame is converted, not read byte-swapped).  With a
-        :attr:`registration` the checked frame comes back registered (:meth:`register`).
+        :attr:`registration` the checked frame comes back registered (:meth:`register`),
+        unless ``register`` is False (a backend that registers it itself: native).
         """
         raw = self.check_raw(raw)
         ff = self.flatfield
@@ -257,7 +259,7 @@ class ChainPlan:
             if raw.dtype not in (np.uint16, np.float32):
                 raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, "
                                       f"got {raw.dtype}")
-        return self.register(raw)
+        return self.register(raw) if register else raw
 
     def register(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` with its bands registered (:attr:`registration`; unchanged without one):
