@@ -64,16 +64,9 @@ def test_native_registered_frame_matches_numpy(native):
     correction; the same tolerances as test_native_quality_matches_numpy."""
     import dataclasses
 
-    from drivers.sim.mosaic import mosaic_offsets
-    from edge.processing.register import BandRegistration
+    from test_native_register import registered_scene
 
-    rows, cols = 24, 30
-    p, sensor, ff, noise = _camera("snapshot25", rows, cols)
-    refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, rows * cols, 5)
-    refl = refl.reshape(rows, cols, -1)
-    refl[:, cols // 2:] *= 0.7
-    raw = sensor.expose(refl, EXPOSURE, 1.0, 4)
-    reg = BandRegistration.from_offsets(mosaic_offsets(25, 5), 25)
+    p, ff, noise, raw, _, reg = registered_scene()
     plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
                            quality=QualityRules(dataclasses.replace(
                                noise, band_gain=reg.variance_gain), spatial="bilateral"),

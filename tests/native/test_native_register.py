@@ -179,18 +179,25 @@ def test_register_refuses_bad_sizes(native):
 
 
 # ---- through the backend ---------------------------------------------------------------------
-def _registered_plan(rows=24, cols=30, flagged=((3, 4), (10, 29))):
-    p, sensor, ff, _ = _camera("snapshot25", rows, cols)
-    flags = np.array(ff.static_flags, np.uint8)
-    for r, c in flagged:
-        flags[r, c] = 1
-    ff = FlatField(ff.dark, ff.scale, flags, exposure_us=ff.exposure_us,
-                   saturation=ff.saturation)
+def registered_scene(rows=24, cols=30):
+    """A noisy snapshot25 frame with a brightness edge and its registration:
+    (preset, flat field, noise model, raw, reflectance, BandRegistration)."""
+    p, sensor, ff, noise = _camera("snapshot25", rows, cols)
     refl, _ = _tissue(p.wavelength_array(), p.fwhm_nm, rows * cols, 5)
     refl = refl.reshape(rows, cols, -1)
     refl[:, cols // 2:] *= 0.7
     raw = sensor.expose(refl, EXPOSURE, 1.0, 4)
     reg = BandRegistration.from_offsets(mosaic_offsets(25, 5), 25)
+    return p, ff, noise, raw, refl, reg
+
+
+def _registered_plan(rows=24, cols=30, flagged=((3, 4), (10, 29))):
+    p, ff, _, raw, refl, reg = registered_scene(rows, cols)
+    flags = np.array(ff.static_flags, np.uint8)
+    for r, c in flagged:
+        flags[r, c] = 1
+    ff = FlatField(ff.dark, ff.scale, flags, exposure_us=ff.exposure_us,
+                   saturation=ff.saturation)
     plan = ChainPlan.build(p.wavelength_array(), flatfield=ff, fwhm_nm=p.fwhm_nm,
                            registration=reg)
     return plan, raw, refl
