@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 KERNEL_DIR = Path(__file__).resolve().parent
 #: Headers every module may include; a change to any of them makes every binary stale.
 HEADERS: tuple[str, ...] = ("common.cuh", "pixel_math.cuh", "staging.cuh", "chain_tail.cuh",
-                            "quality_math.cuh", "quality_tail.cuh")
+                            "quality_math.cuh", "quality_tail.cuh", "register_math.cuh")
 #: Where ``hsi-edge kernels build`` writes by default and the backend looks first.
 DEFAULT_PREBUILT_DIR = KERNEL_DIR / "prebuilt"
 MANIFEST_NAME = "manifest.json"
@@ -70,6 +70,7 @@ MODULES: dict[str, Module] = {m.name: m for m in (
                                  "chain_f32_f16"), ("c_params",)),
     Module("quality", "quality.cu", ("quality_pixel", "bilateral_f32", "quality_finish_f32",
                                      "quality_finish_f16"), ("c_params",)),
+    Module("register", "register.cu", ("register_sat_pixel", "register_u16")),
 )}
 
 
