@@ -25,6 +25,12 @@ With quality rules in the plan (issue 14) the chain is followed by the quality k
 (``cuda_kernels/quality.cu``: per-pixel sigma inputs, the 2-D tiled spatial step) and the
 reference's own frame-wide finish on the host (:mod:`edge.backends.cuda_quality`).
 
+A snapshot camera's band registration (:mod:`edge.processing.register`, issue 14) runs on the
+device for uint16 counts with a flat field (``cuda_kernels/register.cu``,
+:mod:`edge.backends.cuda_register`): the uploaded frame is registered into a device buffer
+that the chain and the quality kernels read instead of the raw counts; float32 reflectance
+frames are registered by the plan's NumPy reference on the host, before the upload.
+
 Importing this module needs no PyCUDA; constructing a backend does.
 """
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -43,9 +50,10 @@ from edge.backends.base import Backend, resolve_plan
 from edge.backends.cuda_ops import CudaOps, _p, load_module, tile_launch
 from edge.backends.cuda_params import chain_params
 from edge.backends.cuda_quality import CudaQuality
+from edge.backends.cuda_register import CudaRegistration
 from edge.core.chain import MAP_NAMES, ChainResult
 from edge.core.tensor import DeviceTensor
-from edge.errors import BackendUnavailable
+from edge.errors import BackendUnavailable, DataFormatError
 from edge.processing.plan import ChainPlan
 
 __all__ = ["CudaBackend", "import_pycuda", "INSTALL_HINT"]
@@ -131,13 +139,17 @@ class CudaBackend(Backend):
         try:
             with self._active():
                 self.stream = cuda.Stream()
-                names = ("chain", "quality") if p.quality is not None else ("chain",)
+                # Registered on the device: uint16 counts with a flat field (its dark, flags
+                # and saturation); float32 frames on the host (checked_frame).
+                on_device = p.registration is not None and p.flatfield is not None
+                names = ("chain",) + (("quality",) if p.quality is not None else ()) + \
+                    (("register",) if on_device else ())
                 self.ops = CudaOps({n: load_module(n, self.arch, prebuilt_dir) for n in names},
                                    self.params, self.stream,
                                    self._dev.get_attribute(attr.MULTIPROCESSOR_COUNT))
                 self._quality = None if p.quality is None else \
                     CudaQuality(self, self.ops.modules["quality"])
-                self._events = [cuda.Event() for _ in range(4)]
+                self._events = [cuda.Event() for _ in range(5)]
                 flatfield = p.flatfield
                 if flatfield is not None:   # references: uploaded once per configuration
                     # The kernels read float32 dark/scale and uint8 flags, whatever the
@@ -148,6 +160,8 @@ class CudaBackend(Backend):
                         np.ascontiguousarray(flatfield.scale, dtype=np.float32))
                     self._d_static = cuda.to_device(
                         np.ascontiguousarray(flatfield.static_flags, dtype=np.uint8))
+                self._register = None if not on_device else CudaRegistration(
+                    self, self.ops.modules["register"], p.registration, flatfield.saturation)
         except BaseException:
             self.close()        # release what was made and the primary context, then re-raise
             raise
@@ -259,8 +273,53 @@ class CudaBackend(Backend):
         return self._h_raw, self._d_raw
 
     # ---- per frame ----------------------------------------------------------------------
+    def _registers_on_device(self, raw: np.ndarray) -> bool:
+        return getattr(self, "_register", None) is not None and raw.dtype == np.uint16
+
+    def checked_frame(self, raw: np.ndarray, *, compiled: bool = True
+                      ) -> tuple[np.ndarray, float | None]:
+        """:meth:`Backend.checked_frame` (always the kernels' checks); uint16 counts come back
+        unregistered, :meth:`run` registers them on the device (``timings_ms["register"]``
+        is then device time); float32 frames are registered here by the plan's NumPy
+        reference.  The milliseconds cover the check and a host registration (None when
+        there is none on the host)."""
+        p = self.plan
+        t0 = time.monotonic_ns()
+        raw = p.check_frame(raw, compiled=True, register=False)
+        if p.registration is None or self._registers_on_device(raw):
+            return raw, None
+        raw = p.register(raw)
+        return raw, (time.monotonic_ns() - t0) / 1e6
+
+    def register(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` (rows, cols, bands) uint16 registered by the device kernels, as
+        :meth:`ChainPlan.register` (checked as by :meth:`run`); a new host array.
+
+        Raises
+        ------
+        DataFormatError
+            No device registration in the plan (it needs a registration and a flat field),
+            or ``raw`` not uint16 counts of the flat field's shape.
+        """
+        if getattr(self, "_register", None) is None:
+            raise DataFormatError("raw: the cuda registration needs a plan with a "
+                                  "registration and a flat field")
+        raw = self.plan.check_frame(raw, compiled=True, register=False)
+        if raw.dtype != np.uint16:
+            raise DataFormatError(f"raw: expected uint16 counts for the cuda registration, "
+                                  f"got {raw.dtype}")
+        with self._active():
+            self._ensure_buffers(raw.shape, raw.dtype)
+            h_raw, d_raw = self._raw_source(raw)
+            if not self.mapped_host_memory:
+                self._cuda.memcpy_htod_async(self._d_raw, h_raw, self.stream)
+            return self._register.download(
+                self._register.launch(d_raw, self._d_dark, self._d_static, *raw.shape),
+                raw.shape)
+
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
         raw, reg_ms = self.checked_frame(raw, compiled=True)
+        on_device = self._registers_on_device(raw)
         calibrated = self.plan.flatfield is not None and raw.dtype != np.float32
         factor = np.float32(self.plan.exposure_factor(raw, exposure_us))
         copy_input = not self._device_output
@@ -272,6 +331,9 @@ class CudaBackend(Backend):
             if not self.mapped_host_memory:
                 cuda.memcpy_htod_async(self._d_raw, h_raw, s)
             ev[1].record(s)
+            if on_device:     # the chain and the quality pass read the registered counts
+                d_raw = self._register.launch(d_raw, self._d_dark, self._d_static, *raw.shape)
+            ev[4].record(s)
             ln = self._launch
             kernel = (f"chain_{'u16' if raw.dtype == np.uint16 else 'f32'}_"
                       f"{'f16' if self.pack is not None and self.pack.dtype == 'float16' else 'f32'}")
@@ -300,9 +362,11 @@ class CudaBackend(Backend):
                     cuda.memcpy_dtoh_async(self._h_refl, self._d_refl, s)
             ev[3].record(s)
             ev[3].synchronize()
-            timings = {"upload": ev[1].time_since(ev[0]), "chain": ev[2].time_since(ev[1]),
+            timings = {"upload": ev[1].time_since(ev[0]), "chain": ev[2].time_since(ev[4]),
                        "download": ev[3].time_since(ev[2])}
-            if reg_ms is not None:
+            if on_device:
+                timings["register"] = ev[4].time_since(ev[1])   # device time
+            elif reg_ms is not None:
                 timings["register"] = reg_ms    # on the host, before the upload
             if self._quality is not None:
                 return self._finish_quality(timings, copy_input, float(exposure_us or 0.0))
@@ -358,6 +422,8 @@ class CudaBackend(Backend):
         with self._active():
             if getattr(self, "_quality", None) is not None:
                 self._quality.free()
+            if getattr(self, "_register", None) is not None:
+                self._register.free()
             for name in ("_d_raw", "_d_maps", "_d_flags", "_d_input", "_d_refl", "_d_dark",
                          "_d_scale", "_d_static"):
                 buf = getattr(self, name, None)

@@ -104,6 +104,14 @@ class CudaRegistration:
             _p(self.d_reg), grid=ln.grid, block=ln.block, stream=s)
         return self.d_reg
 
+    def download(self, d_reg, shape) -> np.ndarray:
+        """``d_reg`` (a :meth:`launch` result) copied to a new host array after the stream's
+        work (checks: :meth:`CudaBackend.register`)."""
+        h = self._cuda.pagelocked_empty(shape, np.uint16)
+        self._cuda.memcpy_dtoh_async(h, d_reg, self._stream)
+        self._stream.synchronize()
+        return np.array(h)
+
     def _free_frame(self) -> None:
         for name in ("d_reg", "_d_sat"):
             buf = getattr(self, name, None)
