@@ -213,3 +213,50 @@ def test_backend_compiles_at_run_time_without_prebuilt(gpu, tmp_path, caplog):
                        calibration=s.calibration).run(s.raw, exposure_us=800.0)
     np.testing.assert_array_equal(got.flags, ref.flags)
     assert rel_err(got.maps["thb"], ref.maps["thb"]) < TOL
+
+
+def _near_flags(static_flags: np.ndarray) -> np.ndarray:
+    """Pixels within 2 of a statically flagged one (its 5x5 neighbourhood)."""
+    near = np.zeros(static_flags.shape, bool)
+    for r, c in np.argwhere(static_flags):
+        near[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3] = True
+    return near
+
+
+@pytest.mark.parametrize("rows,cols,bands,mosaic", [(37, 53, 16, 4), (217, 409, 25, 5),
+                                                    (1, 41, 25, 5), (29, 1, 16, 4)])
+def test_backend_registers_on_the_device_as_the_reference(gpu, rows, cols, bands, mosaic):
+    """register.cu against BandRegistration.apply (register_math.cuh's contract): equal counts
+    but within 1 count next to a statically flagged pixel, saturated windows equal; the chain
+    then runs on exactly the registered counts the device made."""
+    from drivers.sim.mosaic import mosaic_offsets
+    from edge.backends.cuda import CudaBackend
+    from edge.processing.plan import ChainPlan
+    from edge.processing.register import BandRegistration
+
+    cuda, dev, arch, prebuilt = gpu
+    s = make_scene(rows, cols, bands, seed=rows + cols + bands)
+    reg = BandRegistration.from_offsets(mosaic_offsets(bands, mosaic), bands)
+    kw = dict(flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
+              baseline=s.unmixer.baseline, calibration=s.calibration,
+              pack=PackSpec(spectra_bands=tuple(range(bands)), maps=("sto2",)))
+    plan = ChainPlan.build(s.wl, registration=reg, **kw)
+    want = plan.register(s.raw)
+    with CudaBackend(plan, prebuilt_dir=prebuilt) as be:
+        with be._active():
+            be._register.ensure(rows, cols, bands)          # poison what the kernel writes
+            cuda.memset_d8(be._register.d_reg, 0xAB, rows * cols * bands * 2)
+        got = be.register(s.raw)
+        res = be.run(s.raw, exposure_us=1000.0)
+    near = _near_flags(s.flatfield.static_flags)
+    np.testing.assert_array_equal(got[~near], want[~near])
+    assert np.abs(got.astype(np.int32) - want.astype(np.int32)).max() <= 1
+    sat = np.all(want == np.ceil(min(s.flatfield.saturation, 65535)), axis=2)
+    np.testing.assert_array_equal(got[sat], want[sat])
+    assert res.timings_ms["register"] > 0.0
+    with CudaBackend(ChainPlan.build(s.wl, **kw), prebuilt_dir=prebuilt) as plain:
+        ref = plain.run(got, exposure_us=1000.0)
+    np.testing.assert_array_equal(res.flags, ref.flags)
+    for name in MAP_NAMES:
+        np.testing.assert_array_equal(res.maps[name], ref.maps[name], err_msg=name)
+    np.testing.assert_array_equal(res.input, ref.input)
