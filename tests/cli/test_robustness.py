@@ -181,3 +181,7 @@ def test_bench_times_the_chain_without_the_quality_step_and_the_step_apart():
     assert f["chain_ms"] > 0 and f["chain_quality_ms"] > 0
     assert f["quality_ms"] == pytest.approx(f["chain_quality_ms"] - f["chain_ms"])
     assert f["chain_vs_floor"] == pytest.approx(f["chain_ms"] / f["floor_ms"])
+    # the snapshot camera's band registration is timed apart from the chain (its own figure)
+    assert f["register_ms"] > 0
+    assert f["register_vs_copy"] == pytest.approx(
+        f["register_ms"] / (2 * 217 * 409 * 25 * 4 / f["copy_GBps"] / 1e6))
