@@ -23,15 +23,20 @@ of the border error (+1.16 against +0.66 with equal ones, same frames).
 
 The registered counts are ``D + H_k * (I − D)`` rounded to uint16 (``D`` the flat field's dark;
 the rounding adds 1/12 count² of quantisation, not in the noise model), so every backend runs
-its chain unchanged on them and all give the same result.  The blur lowers each band's noise
-variance by ``g_k = Σ h_y² · Σ h_x²`` (:attr:`BandRegistration.variance_gain`), which the StO2
-noise model takes (:class:`edge.processing.quality.NoiseModel` ``band_gain``).
+its chain unchanged on them and all give the same result: this module is the reference
+(:meth:`edge.processing.plan.ChainPlan.check_frame`), ``cuda_kernels/cpu_register.h`` (native
+backend) and ``cuda_kernels/register.cu`` (CUDA backend, on the device) do the same float32
+arithmetic for uint16 counts.  The blur lowers each band's noise variance by
+``g_k = Σ h_y² · Σ h_x²`` (:attr:`BandRegistration.variance_gain`), which the StO2 noise model
+takes (:class:`edge.processing.quality.NoiseModel` ``band_gain``); registered neighbours share
+noise, which the spatial step's variance accounts for
+(:func:`edge.processing.quality.registration_gain`).
 
 Invalid neighbours do not leak in: pixels with a static flat-field flag (dead, hot) or, in a
 float32 reflectance frame, a non-finite band are replaced, for their neighbours' sums, by the
-mean of their own valid 3×3 neighbours, and keep their own values; a pixel whose window holds a saturated pixel
-is delivered saturated (every band at the saturation level), because its registered spectrum
-would hold clipped counts.
+mean of their own valid 3×3 neighbours, and keep their own values; a pixel whose window holds
+a saturated pixel is delivered saturated (every band at the saturation level), because its
+registered spectrum would hold clipped counts.
 """
 
 from __future__ import annotations
