@@ -25,7 +25,14 @@ Prior (``--prior``):
   on tivita (+2.0 snapshot25, -1.3 snapshot16); fitted without, the human-melanin spectra
   read 4.8 high on tivita (-1.9 snapshot25, +1.4 snapshot16) (10,000 spectra, 0.25 x noise,
   held-out seed).  The shipped tables take ``scene`` (the default ``pig`` and ``rat``
-  species have no melanin); the fix is melanin in the unmixing basis.
+  species have no melanin).  A melanin column in the basis (``--add-chromophores melanin``)
+  does not fix it (20,000 spectra, held-out 10,000, Dec 2026): the diffusion model's melanin
+  is not linear in absorbance (it shortens every chromophore's pathlength), so on tivita the
+  column leaves a larger raw-StO2 shift (+5.4 against +4.2 points, paired spectra) and
+  melanin-free tissue reads 6.1 low; on snapshot16 it nearly removes the shift (+0.5 against
+  +1.4) but the column is almost collinear with the baseline terms (the pseudo-inverse's HbO2
+  and Hb rows grow 13-33 %, noisier at the table's noise); on snapshot25 the pathlength
+  column is collinear (13 % of spectra unmix to no haemoglobin).
 - ``physiological``: ``edge.processing.sto2.SimulationRanges()`` (a′ 18.9 ± 10.2, b 1.286 ±
   0.521, no melanin), the prior of the tables before noise was included.
 
@@ -43,6 +50,16 @@ and accuracy") and the window is written as the table's ``spatial_radius`` heade
 (``--spatial-radius``), which ``processing.spatial_radius: null`` (the default) takes; without
 the option a refit keeps the header of the table it replaces (none: the chain uses 3).
 
+Experiment options (defaults leave the shipped tables' refit unchanged; issue 14, melanin):
+``--chromophores NAME...`` replaces the preset's recommended chromophores
+(``recommended_components``) and ``--add-chromophores NAME...`` appends to them (e.g.
+``melanin``: its column in the preset's recommended basis kind); the table's
+``chromophores`` header and key follow; ``--basis`` overrides the recommended basis kind.  ``--melanin-range LO HI`` sets the prior's melanin
+volume fraction (fit and evaluation).  ``--eval-melanin LO HI`` (repeatable) adds held-out
+evaluations on the same prior with melanin drawn in [LO, HI] instead, e.g. ``0 0`` (pig, rat)
+and ``0.00015 0.0015`` (the ``human`` species: ``Species.melanin`` 0.0015 times the class
+weights of ``MELANIN_WEIGHT``, 0.1 fat to 1.0 liver, ``drivers/sim/tissue_classes.py``).
+
 A table's ``model_error`` header line (the model-error term of ``sto2_sigma``) is fitted
 against it by ``tools/fit_sto2_model_error.py``: rerun that after a refit (this script
 writes the table without it).
@@ -51,7 +68,8 @@ Usage::
 
     python tools/fit_sto2_calibration.py [--out edge/processing/data] [--n 20000] [--seed 0]
         [--prior scene|physiological] [--noise-scale 0.25] [--spatial-radius 3]
-        [--exposure-us 8000]
+        [--exposure-us 8000] [--chromophores NAME... | --add-chromophores NAME...] [--basis KIND]
+        [--melanin-range LO HI] [--eval-melanin LO HI]...
 
 Preset grids/FWHM come from ``drivers/sim/presets.py`` (PRESETS below if it cannot be
 imported): tivita 100 bands ``np.linspace(500, 1000, 100)`` (FACTS.md), FWHM 10 nm; snapshot16
@@ -166,7 +184,13 @@ def evaluate(name: str, cal: Sto2Calibration, unmixer: Unmixer, ranges: Simulati
              n: int, *, noise_scale: float = 1.0, exposure_us: float | None = None
              ) -> dict[str, dict[str, float]]:
     """Held-out errors (seed EVAL_SEED) of ``cal``: noise-free, with the preset's noise, and
-    with ``noise_scale`` times it where that is between 0 and 1."""
+    with ``noise_scale`` times it where that is between 0 and 1.
+
+    Returns
+    -------
+    dict kind -> {"mae", "bias", "p90_abs_err", "invalid_fraction"}; kinds ``noise_free``,
+    ``noisy`` and ``noisy_x<scale>``; errors in percentage points.
+    """
     wl = unmixer.wavelengths
     refl, truth = simulate_spectra(wl, n, EVAL_SEED, ranges=ranges, fwhm_nm=unmixer.fwhm_nm)
     out = {"noise_free": _errors(cal.apply(unmixer.maps(refl)["sto2_raw"]), truth)}
@@ -179,6 +203,41 @@ def evaluate(name: str, cal: Sto2Calibration, unmixer: Unmixer, ranges: Simulati
         out[f"noisy_x{noise_scale:g}"] = _errors(cal.apply(unmixer.maps(part)["sto2_raw"]),
                                                  truth)
     return out
+
+
+def _melanin_range(pair: list[float] | None, option: str) -> tuple[float, float] | None:
+    """``[LO, HI]`` of a melanin option checked as a volume-fraction range (one-line error)."""
+    if pair is None:
+        return None
+    lo, hi = pair
+    if not (0.0 <= lo <= hi <= 0.05):
+        raise SystemExit(f"{option}: expected 0 <= LO <= HI <= 0.05 (a melanin volume "
+                         f"fraction, the limits of drivers.sim Species.melanin), got {lo:g} "
+                         f"{hi:g}")
+    return float(lo), float(hi)
+
+
+def unmixer_for(wl: np.ndarray, fwhm: float, chromophores: list[str] | None = None,
+                add: list[str] | None = None, basis: str | None = None) -> Unmixer:
+    """The unmixer of a table: the grid's recommended components (``chromophores`` replaces
+    its chromophores, ``add`` appends to them) in ``basis`` (None: the recommended kind).
+
+    Raises
+    ------
+    SystemExit
+        One line naming the option, for an unknown or repeated chromophore or a degenerate
+        basis (the Unmixer's DataFormatError).
+    """
+    from edge.errors import DataFormatError
+
+    rec, baseline = _components(wl, None, None)
+    chrom = tuple(chromophores) if chromophores else rec + tuple(add or ())
+    try:
+        return Unmixer(wl, chrom, baseline, fwhm_nm=fwhm, basis=basis)
+    except DataFormatError as exc:
+        option = ("--basis" if str(exc).startswith("basis") else
+                  "--chromophores" if chromophores else "--add-chromophores")
+        raise SystemExit(f"{option}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,17 +261,48 @@ def main(argv: list[str] | None = None) -> int:
                     help="exposure of the noise model (default: the cameras' default)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="evaluate the tables in --out; write nothing")
+    comp = ap.add_mutually_exclusive_group()
+    comp.add_argument("--chromophores", nargs="+", metavar="NAME", default=None,
+                      help="unmix with these chromophores instead of the preset's "
+                           "recommended ones (HbO2 Hb water fat melanin)")
+    comp.add_argument("--add-chromophores", nargs="+", metavar="NAME", default=None,
+                      help="append these to the preset's recommended chromophores "
+                           "(e.g. melanin)")
+    ap.add_argument("--basis", choices=("extinction", "pathlength"), default=None,
+                    help="kind of chromophore columns (default: the preset's "
+                         "recommended_basis)")
+    ap.add_argument("--melanin-range", nargs=2, type=float, metavar=("LO", "HI"),
+                    default=None, help="the prior's melanin volume fraction range "
+                                       "(default: the prior's)")
+    ap.add_argument("--eval-melanin", nargs=2, type=float, metavar=("LO", "HI"),
+                    action="append", default=[],
+                    help="also evaluate on the prior with melanin in [LO, HI] (repeatable)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ranges = PRIORS[args.prior]
+    melanin = _melanin_range(args.melanin_range, "--melanin-range")
+    if melanin is not None:
+        ranges = dataclasses.replace(ranges, melanin=melanin)
+    extra_eval = [_melanin_range(p, "--eval-melanin") for p in args.eval_melanin]
+    if not args.evaluate_only:
+        args.out.mkdir(parents=True, exist_ok=True)
     for name in args.presets:
         wl, fwhm = preset_grid(name)
-        chromophores, baseline = _components(wl, None, None)
-        unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm)
+        unmixer = unmixer_for(wl, fwhm, args.chromophores, args.add_chromophores, args.basis)
+
+        def evaluate_all(cal: Sto2Calibration) -> dict[str, dict[str, float]]:
+            ev = evaluate(name, cal, unmixer, ranges, args.eval_n,
+                          noise_scale=args.noise_scale, exposure_us=args.exposure_us)
+            for lo, hi in extra_eval:
+                sub = evaluate(name, cal, unmixer, dataclasses.replace(ranges, melanin=(lo, hi)),
+                               args.eval_n, noise_scale=args.noise_scale,
+                               exposure_us=args.exposure_us)
+                ev.update({f"{k} melanin {lo:g}-{hi:g}": d for k, d in sub.items()})
+            return ev
+
         path = args.out / f"sto2_{name}.csv"
         if args.evaluate_only:
-            ev = evaluate(name, Sto2Calibration.from_csv(path), unmixer, ranges, args.eval_n,
-                          noise_scale=args.noise_scale, exposure_us=args.exposure_us)
+            ev = evaluate_all(Sto2Calibration.from_csv(path))
             print(f"{name}: {path} on the {args.prior} prior: " + json.dumps(
                 {k: {m: round(v, 3) for m, v in d.items()} for k, d in ev.items()}))
             continue
@@ -228,11 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                  "references, pixels from the image centre to the vignetted corners")
         cal = fit_table(wl, fwhm, raw, truth, unmixer,
                         {"n_spectra": str(args.n), "seed": str(args.seed),
-                         "prior": args.prior, "ranges": json.dumps(dataclasses.asdict(ranges)),
+                         "prior": args.prior + ("" if melanin is None else
+                                                f", melanin {melanin[0]:g}-{melanin[1]:g}"),
+                         "ranges": json.dumps(dataclasses.asdict(ranges)),
                          "noise": noise, "noise_scale": f"{args.noise_scale:g}",
                          **_radius_header(args.spatial_radius, path)})
-        ev = evaluate(name, cal, unmixer, ranges, args.eval_n, noise_scale=args.noise_scale,
-                      exposure_us=args.exposure_us)
+        ev = evaluate_all(cal)
         header = [
             f"StO2 calibration table for camera preset '{name}' (hsi-edge).",
             "Made by tools/fit_sto2_calibration.py: spectra from edge.physics.tissue_reflectance "
@@ -241,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             "regression of true vs raw StO2, 256-knot table (moving average of 9 knots), "
             "clipped to [0, 1].",
             f"Grid: {wl.size} bands, {wl[0]:g}-{wl[-1]:g} nm (np.linspace), FWHM {fwhm:g} nm.",
-            f"Basis: {cal.meta['basis']} (edge.processing.unmixing.recommended_basis), "
+            f"Basis: {cal.meta['basis']} ("
+            f"{'--basis' if args.basis else 'edge.processing.unmixing.recommended_basis'}), "
             f"components {cal.meta['chromophores']} + {cal.meta['baseline']}.",
-            f"Parameter ranges (uniform, prior '{args.prior}'): "
+            f"Parameter ranges (uniform, prior '{cal.meta['prior']}'): "
             f"{json.dumps(dataclasses.asdict(ranges))}",
         ] + [f"Held-out evaluation {kind} (seed {EVAL_SEED}, n {args.eval_n}), percentage "
              "points: " + ", ".join(f"{k} {v:.3f}" for k, v in d.items())

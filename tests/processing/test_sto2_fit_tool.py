@@ -130,3 +130,54 @@ def test_tool_writes_a_table_the_pipeline_finds(tool, tmp_path, capsys):
                       "--presets", "snapshot16", "--noise-scale", "0.06"]) == 0
     cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
     assert (cal.noise_scale, cal.spatial_radius) == (0.06, 5)
+
+
+def test_melanin_options_reach_the_table(tool, tmp_path, capsys):
+    """The experiment options of issue 14 (melanin): --add-chromophores puts a melanin column
+    in the basis (the chromophores header and the key follow, so the pipeline would not take
+    the table for the recommended unmixer), --melanin-range sets the prior's melanin range,
+    and --eval-melanin adds a held-out evaluation per range."""
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--add-chromophores", "melanin",
+                      "--melanin-range", "0", "0.0015",
+                      "--eval-melanin", "0", "0", "--eval-melanin", "0.00015", "0.0015"]) == 0
+    cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
+    assert cal.meta["chromophores"] == "HbO2 Hb melanin"
+    assert cal.meta["baseline"] == "constant linear"
+    um = tool.unmixer_for(*tool.preset_grid("snapshot16"), add=["melanin"])
+    assert um.components == ("HbO2", "Hb", "melanin", "constant", "linear")
+    assert cal.meta["key"] != Sto2Calibration.shipped()["snapshot16"].meta["key"]
+    assert json.loads(cal.meta["ranges"])["melanin"] == [0.0, 0.0015]
+    assert cal.meta["prior"] == "scene, melanin 0-0.0015"
+    text = (tmp_path / "sto2_snapshot16.csv").read_text()
+    for kind in ("noise_free", "noisy_x0.25"):
+        for rng in ("0-0", "0.00015-0.0015"):
+            assert f"# Held-out evaluation {kind} melanin {rng} (seed" in text
+    out = capsys.readouterr().out
+    assert '"noise_free melanin 0.00015-0.0015"' in out
+    # --chromophores replaces the recommended set; --basis overrides the recommended kind
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--chromophores", "HbO2", "Hb", "melanin",
+                      "--basis", "pathlength"]) == 0
+    cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
+    assert (cal.meta["chromophores"], cal.meta["basis"]) == ("HbO2 Hb melanin", "pathlength")
+    assert cal.meta["prior"] == "scene"
+
+
+def test_melanin_options_fail_in_one_line(tool, tmp_path):
+    with pytest.raises(SystemExit, match=r"--melanin-range: expected 0 <= LO <= HI <= 0\.05 "
+                                         r".*got 0\.002 0\.001"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16",
+                   "--melanin-range", "0.002", "0.001"])
+    with pytest.raises(SystemExit, match=r"--eval-melanin: expected .*got -0\.1 0"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16",
+                   "--eval-melanin", "-0.1", "0"])
+    with pytest.raises(SystemExit, match=r"--add-chromophores: chromophores: unknown name "
+                                         r"'bilirubin'; allowed: HbO2, Hb, water, fat, melanin"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16",
+                   "--add-chromophores", "bilirubin"])
+    with pytest.raises(SystemExit, match=r"--add-chromophores: chromophores: names must be "
+                                         r"unique"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16",
+                   "--add-chromophores", "Hb"])
+    assert not list(tmp_path.iterdir())
