@@ -121,16 +121,34 @@ class Backend(ABC):
             :meth:`ChainPlan.exposure_factor`).
         """
 
-    def checked_frame(self, raw: np.ndarray, *, compiled: bool = False
-                      ) -> tuple[np.ndarray, float | None]:
-        """``raw`` through :meth:`ChainPlan.check_frame` (which registers a mosaic camera's
-        bands: :mod:`edge.processing.register`) and the milliseconds that took, None without a
-        registration (the ``register`` entry of a result's ``timings_ms``)."""
+    #: The compiled kernels' frame checks (:meth:`ChainPlan.check_frame` ``compiled``).
+    compiled_checks = False
+
+    def checked_frame(self, raw: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """``raw`` through :meth:`ChainPlan.check_frame` and, with a registration in the plan
+        (:mod:`edge.processing.register`), registered: counts with a flat field by
+        :meth:`register_counts` (this backend's own pass), float32 reflectance by the plan's
+        NumPy reference.  Returns the frame and the milliseconds of the check and the
+        registration; None without a registration here (none in the plan, or the backend
+        registers the counts later itself).  ``timings_ms["register"]`` reports it."""
+        p = self.plan
         t0 = time.monotonic_ns()
-        raw = self.plan.check_frame(raw, compiled=compiled)
-        if self.plan.registration is None:
+        raw = p.check_frame(raw, compiled=self.compiled_checks, register=False)
+        if p.registration is None:
             return raw, None
+        if raw.dtype != np.float32 and p.flatfield is not None:
+            registered = self.register_counts(raw)
+            if registered is None:
+                return raw, None
+            raw = registered
+        else:
+            raw = p.register(raw)
         return raw, (time.monotonic_ns() - t0) / 1e6
+
+    def register_counts(self, raw: np.ndarray) -> np.ndarray | None:
+        """Checked counts registered by this backend (the plan's NumPy reference; native: its
+        compiled pass), or None when it registers them later itself (cuda: on the device)."""
+        return self.plan.register(raw)
 
     def close(self) -> None:
         """Release buffers (idempotent)."""

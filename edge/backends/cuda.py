@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -110,6 +109,7 @@ class CudaBackend(Backend):
     """
 
     name = "cuda"
+    compiled_checks = True
     offers_device_output = True
 
     def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *, device: int = 0,
@@ -276,20 +276,11 @@ class CudaBackend(Backend):
     def _registers_on_device(self, raw: np.ndarray) -> bool:
         return getattr(self, "_register", None) is not None and raw.dtype == np.uint16
 
-    def checked_frame(self, raw: np.ndarray, *, compiled: bool = True
-                      ) -> tuple[np.ndarray, float | None]:
-        """:meth:`Backend.checked_frame` (always the kernels' checks); uint16 counts come back
-        unregistered, :meth:`run` registers them on the device (``timings_ms["register"]``
-        is then device time); float32 frames are registered here by the plan's NumPy
-        reference.  The milliseconds cover the check and a host registration (None when
-        there is none on the host)."""
-        p = self.plan
-        t0 = time.monotonic_ns()
-        raw = p.check_frame(raw, compiled=True, register=False)
-        if p.registration is None or self._registers_on_device(raw):
-            return raw, None
-        raw = p.register(raw)
-        return raw, (time.monotonic_ns() - t0) / 1e6
+    def register_counts(self, raw: np.ndarray) -> np.ndarray | None:
+        """:meth:`Backend.register_counts`: None for uint16 counts, which :meth:`run`
+        registers on the device after the upload (``timings_ms["register"]`` is then device
+        time); the plan's NumPy reference otherwise."""
+        return None if self._registers_on_device(raw) else self.plan.register(raw)
 
     def register(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` (rows, cols, bands) uint16 registered by the device kernels, as
@@ -318,7 +309,7 @@ class CudaBackend(Backend):
                 raw.shape)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
-        raw, reg_ms = self.checked_frame(raw, compiled=True)
+        raw, reg_ms = self.checked_frame(raw)
         on_device = self._registers_on_device(raw)
         calibrated = self.plan.flatfield is not None and raw.dtype != np.float32
         factor = np.float32(self.plan.exposure_factor(raw, exposure_us))

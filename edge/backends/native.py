@@ -113,6 +113,7 @@ class NativeBackend(Backend):
     """
 
     name = "native"
+    compiled_checks = True
 
     def __init__(self, plan: ChainPlan | Sequence[float] | np.ndarray, *,
                  threads: int | None = None, cache_dir=None, **config: Any):
@@ -238,21 +239,9 @@ class NativeBackend(Backend):
                                   f"{rc}: {_REG_ERRORS.get(rc, 'unknown')})")
         return out
 
-    def checked_frame(self, raw: np.ndarray, *, compiled: bool = True
-                      ) -> tuple[np.ndarray, float | None]:
-        """:meth:`Backend.checked_frame` (always the compiled kernels' checks) with uint16
-        counts registered by the compiled pass (:meth:`register`); float32 frames by the
-        plan's NumPy reference.  The milliseconds cover the check and the registration."""
-        p = self.plan
-        t0 = time.monotonic_ns()
-        raw = p.check_frame(raw, compiled=True, register=False)
-        if p.registration is None:
-            return raw, None
-        if raw.dtype == np.uint16 and p.flatfield is not None:
-            raw = self.register(raw)
-        else:
-            raw = p.register(raw)
-        return raw, (time.monotonic_ns() - t0) / 1e6
+    def register_counts(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`Backend.register_counts` by the compiled pass (:meth:`register`)."""
+        return self.register(raw)
 
     def run(self, raw: np.ndarray, *, exposure_us: float) -> ChainResult:
         raw, reg_ms = self.checked_frame(raw)

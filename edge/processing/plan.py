@@ -246,7 +246,8 @@ class ChainPlan:
         kernels) also needs uint16 counts or float32 reflectance in native byte order (a
         big-endian ``>u2`` frame is converted, not read byte-swapped).  With a
         :attr:`registration` the checked frame comes back registered (:meth:`register`),
-        unless ``register`` is False (a backend that registers it itself: native).
+        unless ``register`` is False (:meth:`Backend.checked_frame`, which lets a backend register
+        with its own pass).
         """
         raw = self.check_raw(raw)
         ff = self.flatfield
