@@ -133,7 +133,7 @@ class Backend(ABC):
         registers the counts later itself).  ``timings_ms["register"]`` reports it."""
         p = self.plan
         t0 = time.monotonic_ns()
-        raw = p.check_frame(raw, compiled=self.compiled_checks, register=False)
+        raw = p.check_frame(raw, compiled=self.compiled_checks)
         if p.registration is None:
             return raw, None
         if raw.dtype != np.float32 and p.flatfield is not None:

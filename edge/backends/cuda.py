@@ -295,7 +295,7 @@ class CudaBackend(Backend):
         if getattr(self, "_register", None) is None:
             raise DataFormatError("raw: the cuda registration needs a plan with a "
                                   "registration and a flat field")
-        raw = self.plan.check_frame(raw, compiled=True, register=False)
+        raw = self.plan.check_frame(raw, compiled=True)
         if raw.dtype != np.uint16:
             raise DataFormatError(f"raw: expected uint16 counts for the cuda registration, "
                                   f"got {raw.dtype}")

@@ -97,7 +97,8 @@ class ChainPlan:
         propagated variance is divided by it.
     registration : BandRegistration or None
         Resampling of a mosaic camera's bands to one kernel before the chain
-        (:mod:`edge.processing.register`; :meth:`register`, run by :meth:`check_frame`);
+        (:mod:`edge.processing.register`; :meth:`register`, run by every backend's
+        ``checked_frame``);
         None: frames go in as delivered.
     """
 
@@ -239,15 +240,12 @@ class ChainPlan:
                                   f"reflectance, got {raw.dtype}")
         return raw
 
-    def check_frame(self, raw: np.ndarray, *, compiled: bool = False,
-                    register: bool = True) -> np.ndarray:
+    def check_frame(self, raw: np.ndarray, *, compiled: bool = False) -> np.ndarray:
         """:meth:`check_raw` plus the checks every backend's ``run`` makes on a frame: counts
         must have the calibration reference's shape; ``compiled`` (the native and CUDA
         kernels) also needs uint16 counts or float32 reflectance in native byte order (a
-        big-endian ``>u2`` frame is converted, not read byte-swapped).  With a
-        :attr:`registration` the checked frame comes back registered (:meth:`register`),
-        unless ``register`` is False (:meth:`Backend.checked_frame`, which lets a backend register
-        with its own pass).
+        big-endian ``>u2`` frame is converted, not read byte-swapped).  The band
+        registration is :meth:`register` (each backend's ``checked_frame`` runs both).
         """
         raw = self.check_raw(raw)
         ff = self.flatfield
@@ -260,7 +258,7 @@ class ChainPlan:
             if raw.dtype not in (np.uint16, np.float32):
                 raise DataFormatError(f"raw: expected uint16 counts or float32 reflectance, "
                                       f"got {raw.dtype}")
-        return self.register(raw) if register else raw
+        return raw
 
     def register(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` with its bands registered (:attr:`registration`; unchanged without one):

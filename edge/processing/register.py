@@ -24,9 +24,9 @@ of the border error (+1.16 against +0.66 with equal ones, same frames).
 The registered counts are ``D + H_k * (I − D)`` rounded to uint16 (``D`` the flat field's dark;
 the rounding adds 1/12 count² of quantisation, not in the noise model), so every backend runs
 its chain unchanged on them and all give the same result: this module is the reference
-(:meth:`edge.processing.plan.ChainPlan.check_frame`), ``cuda_kernels/cpu_register.h`` (native
-backend) and ``cuda_kernels/register.cu`` (CUDA backend, on the device) do the same float32
-arithmetic for uint16 counts.  The blur lowers each band's noise variance by
+(:meth:`edge.processing.plan.ChainPlan.register`, run by every backend's ``checked_frame``);
+``cuda_kernels/cpu_register.h`` (native backend) and ``cuda_kernels/register.cu`` (CUDA
+backend, on the device) do the same float32 arithmetic for uint16 counts.  The blur lowers each band's noise variance by
 ``g_k = Σ h_y² · Σ h_x²`` (:attr:`BandRegistration.variance_gain`), which the StO2 noise model
 takes (:class:`edge.processing.quality.NoiseModel` ``band_gain``); registered neighbours share
 noise, which the spatial step's variance accounts for

@@ -221,7 +221,7 @@ def test_registered_frame_matches_numpy(qemu, preset, mosaic):
                            registration=reg)
     a = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
     assert "register" in a.timings_ms
-    maps, flags, packed, _ = run_emulated(qemu, plan, plan.check_frame(raw, compiled=True))
+    maps, flags, packed, _ = run_emulated(qemu, plan, plan.register(plan.check_frame(raw, compiled=True)))
     compare(a, maps, flags, packed)
     # the registration changed the frame, and sigma fell with the band gain
     b = NumpyBackend(dataclasses.replace(plan, registration=None)).run(raw,
