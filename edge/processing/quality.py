@@ -515,7 +515,7 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
         if var_raw is not None:
             # The propagation assumes independent pixels; registered bands are not
             # (registration_gain: their mean keeps the unregistered noise).
-            g = np.float32(getattr(plan, "registration_gain", 1.0))
+            g = np.float32(plan.registration_gain)
             var = np.where(spatial_ok, var_f / g if g != 1 else var_f, var_raw)
         if t_f is not None:
             t_f = np.where(spatial_ok[..., None], t_f, index_minima_terms)
