@@ -141,7 +141,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="fit seeds", help="text for the provenance line")
     ap.add_argument("--write", default=None, help="folder of sto2_<preset>.csv to update")
     args = ap.parse_args(argv)
-    data = np.load(args.samples)
+    try:
+        data = np.load(args.samples)
+    except (OSError, ValueError) as exc:
+        ap.error(f"samples: cannot read {args.samples!r} as an npz of samples "
+                 f"(tools/measure_sto2_video.py --samples): {exc}")
     terms: dict[str, dict] = {}
     for key in data.files:
         preset, _, config = key.partition("_")

@@ -143,9 +143,10 @@ def main(argv=None) -> int:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--hogs", type=int, default=1, help="bursty CPU hogs during 'aa'")
     p.add_argument("--spatial-radius", type=int, default=None,
-                   help="processing.spatial_radius (default: the StO2 table's, 7 = 15x15 on "
-                   "snapshot25, where the NumPy chain takes 33-56 ms per 96x128 frame, more "
-                   "than the 40 ms period; 3 = 7x7: 13-20 ms)")
+                   help="processing.spatial_radius (default: the StO2 table's, 5 = 11x11 on "
+                   "snapshot25 since the band registration; at its earlier 15x15 the NumPy "
+                   "chain took 33-56 ms per 96x128 frame, more than the 40 ms period; 3 = "
+                   "7x7: 13-20 ms)")
     p.add_argument("--stall-frames", type=int, default=1000)
     args = p.parse_args(argv)
     for name, value, least in (("--reps", args.reps, 1), ("--first-rep", args.first_rep, 0)):

@@ -73,6 +73,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from edge.errors import HsiEdgeError  # noqa: E402
 from fit_sto2_calibration import SCENE_RANGES, add_sensor_noise, preset_grid  # noqa: E402
 
 log = logging.getLogger("measure_sto2_regressor")
@@ -334,7 +335,8 @@ def band_gain(preset: str) -> np.ndarray | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["snapshot25", "snapshot16"])
+    ap.add_argument("--presets", nargs="+", default=["snapshot25", "snapshot16"],
+                    choices=("tivita", "snapshot16", "snapshot25"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[2, 3])
     ap.add_argument("--n-train", type=int, default=30000)
     ap.add_argument("--train-seed", type=int, default=0)
@@ -346,7 +348,22 @@ def main(argv=None) -> int:
     ap.add_argument("--cols", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    for name, value, least in (("--n-train", args.n_train, 100), ("--frames", args.frames, 1),
+                               ("--warmup", args.warmup, 0)):
+        if value < least:
+            ap.error(f"{name}: expected an integer >= {least}, got {value}")
+    if args.warmup >= args.frames:
+        ap.error(f"--warmup: expected fewer than --frames ({args.frames}) so that a frame is "
+                 f"scored, got {args.warmup}")
     logging.basicConfig(level=logging.WARNING)
+    try:
+        return _run(args)
+    except HsiEdgeError as exc:          # a bad --rows/--cols...: one line
+        print(f"measure_sto2_regressor: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     results = []
     for preset in args.presets:
         t0 = time.perf_counter()

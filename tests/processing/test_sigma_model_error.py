@@ -137,3 +137,14 @@ def test_edge_strength_grows_b_until_the_border_excess_is_met():
     # min_kept forbids withholding the mixed tenth: the closest the allowed b get
     b2, e2 = tool.edge_strength(s, 0.05, 0.05, 0.5, 0.99)
     assert b2 < 0.05 / 0.3 and e2 > 0.5
+
+
+def test_fit_tool_refuses_an_unreadable_samples_file_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "samples.npz"
+    bad.write_bytes(b"not an npz")
+    for path in (bad, tmp_path / "missing.npz"):
+        with pytest.raises(SystemExit) as exc:
+            _fit_tool().main([str(path)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"error: samples: cannot read {str(path)!r} as an npz of samples" in err

@@ -4,6 +4,7 @@ chain (issue 14) fits what it should, and predicts with the features it was trai
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -96,3 +97,23 @@ def test_training_noise_follows_the_registration_gain(tool):
     np.testing.assert_allclose(d_reg, 0.5 * d_frame, rtol=0, atol=2e-7)
     np.testing.assert_array_equal(mix[:1000], reg[:1000])
     np.testing.assert_array_equal(mix[1000:], frame[1000:])
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--presets", "nope"], r"--presets: invalid choice: 'nope'"),
+    (["--n-train", "-5"], r"--n-train: expected an integer >= 100, got -5"),
+    (["--frames", "3", "--warmup", "3"], r"--warmup: expected fewer than --frames \(3\)"),
+])
+def test_bad_arguments_are_one_line(tool, capsys, argv, match):
+    with pytest.raises(SystemExit) as exc:
+        tool.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(match, err), err
+
+
+def test_a_bad_camera_setting_is_one_line(tool, capsys):
+    assert tool.main(["--presets", "snapshot25", "--seeds", "2", "--rows", "0",
+                      "--n-train", "200", "--frames", "2", "--warmup", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "measure_sto2_regressor: rows: expected an integer 1-8192, got 0"
