@@ -44,7 +44,7 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
         name = "numpy" if reason else "cuda"
         log.info("backend auto: picked %s%s", name, f" ({reason})" if reason else "")
     registration = band_registration(camera, cfg)
-    quality = quality_rules(camera, cfg, registration)
+    quality = quality_rules(camera, cfg)
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
                            baseline=cfg.processing.baseline, quality=quality,
@@ -100,14 +100,13 @@ def band_registration(camera, cfg: AppConfig):
     return reg
 
 
-def quality_rules(camera, cfg: AppConfig, registration=None):
+def quality_rules(camera, cfg: AppConfig):
     """The plan's :class:`~edge.processing.quality.QualityRules` from ``processing``, or None.
 
     The noise model is ``processing.counts_per_electron``/``read_noise_counts`` when given,
     else the camera's own (``sensor_noise``: the simulated sensor), with the counts per
-    electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).  A
-    ``registration`` (:func:`band_registration`) lowers each band's noise by its
-    ``variance_gain``.
+    electron times ``camera.gain``; without either, no ``sto2_sigma`` (logged once).  A band
+    registration's noise gain is added by :meth:`ChainPlan.build`.
     """
     from edge.processing.quality import NoiseModel, QualityRules
     from edge.processing.temporal import TemporalParams
@@ -124,8 +123,7 @@ def quality_rules(camera, cfg: AppConfig, registration=None):
         crosstalk = own.get("crosstalk")
         source = "camera sensor model"
     if k is not None and r is not None:
-        noise = NoiseModel(k * cfg.camera.gain, r, source, crosstalk,
-                           None if registration is None else registration.variance_gain)
+        noise = NoiseModel(k * cfg.camera.gain, r, source, crosstalk)
         log.info("StO2 sigma: noise model from the %s (%.4g counts/e- at gain %g, read noise "
                  "%.3g counts)", source, noise.counts_per_electron, cfg.camera.gain, r)
     else:

@@ -15,6 +15,7 @@ plan and the frame), not by setting a flag on the caller's :class:`FlatField`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -150,8 +151,9 @@ class ChainPlan:
         quality : QualityRules or None
             StO2 sigma, validity bits and spatial step (numpy, native); None: none.
         registration : BandRegistration or None
-            Band registration of a mosaic camera (its noise gain belongs in
-            ``quality.noise``: :func:`edge.pipeline.backend_factory.quality_rules`).
+            Band registration of a mosaic camera; its per-band noise gain goes into
+            ``quality.noise`` (:attr:`~edge.processing.quality.NoiseModel.band_gain`) unless
+            that already has one.
 
         Raises
         ------
@@ -181,6 +183,13 @@ class ChainPlan:
                                       f"{wl.size - 1}], got {pack.spectra_bands}")
         terms, layout = index_linear_terms(wl, index_params)
         extra = {}
+        if registration is not None and registration.bands != wl.size:
+            raise DataFormatError(f"registration: built for {registration.bands} bands, "
+                                  f"wavelengths_nm has {wl.size}")
+        if (registration is not None and isinstance(quality, QualityRules)
+                and quality.noise is not None and quality.noise.band_gain is None):
+            quality = dataclasses.replace(quality, noise=dataclasses.replace(
+                quality.noise, band_gain=registration.variance_gain))
         if quality is not None:
             if not isinstance(quality, QualityRules):
                 raise DataFormatError(f"quality: expected a QualityRules or None, got "
@@ -197,9 +206,6 @@ class ChainPlan:
                      "model_sigma": model_sigma(unmixer, calibration, fwhm_nm)
                      if quality.model_sigma is None else float(quality.model_sigma),
                      "registration_gain": registration_gain(unmixer, quality.noise, fwhm_nm)}
-        if registration is not None and registration.bands != wl.size:
-            raise DataFormatError(f"registration: built for {registration.bands} bands, "
-                                  f"wavelengths_nm has {wl.size}")
         return cls(wavelengths=wl, flatfield=flatfield, unmixer=unmixer,
                    calibration=calibration, index_params=index_params, index_terms=terms,
                    index_layout=layout, pack=pack, registration=registration, **extra)

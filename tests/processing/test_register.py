@@ -184,8 +184,14 @@ def test_the_pipeline_registers_snapshot_cameras_and_not_tivita():
     reg = band_registration(snap, _cfg())
     np.testing.assert_array_equal(reg.offsets, mosaic_offsets(25, 5))
     assert band_registration(snap, _cfg(register=False)) is None
-    noise = quality_rules(snap, _cfg(), reg).noise
+    assert quality_rules(snap, _cfg()).noise.band_gain is None
+    # ChainPlan.build gives the noise model the registration's gain (one place for it)
+    from edge.processing.plan import ChainPlan
+    plan = ChainPlan.build(snap.wavelengths, fwhm_nm=snap.fwhm_nm,
+                           quality=quality_rules(snap, _cfg()), registration=reg)
+    noise = plan.quality.noise
     np.testing.assert_array_equal(noise.band_gain, reg.variance_gain)
+    assert plan.registration_gain < 0.5
     tiv = SimulatedCamera("tivita", rows=8, cols=10)
     assert tiv.band_offsets is None
     assert band_registration(tiv, _cfg()) is None
