@@ -122,7 +122,7 @@ class NumpyBackend(Backend):
         raw = self.plan.register(self.plan.check_raw(raw))
         refl, flags = self.plan.calibrate(raw, exposure_us)
         um = self.unmixer.maps(refl)
-        maps = {"sto2": self.calibration.apply(um["sto2_raw"]), "thb": um["thb"]}
+        maps = {"sto2": self.calibration.apply(um["sto2_raw"], um["thb"]), "thb": um["thb"]}
         maps.update(tivita_indices(refl, self.wavelengths, self.index_params))
         flags = flags | np.where((flags == 0) & ~np.isfinite(um["thb"]), FLAG_UNMIX_INVALID,
                                  np.uint8(0)).astype(np.uint8)
@@ -271,7 +271,7 @@ class NumpyBackend(Backend):
                     guide[r0:r1] = y[:, k + m_idx:].reshape(r1 - r0, cols, -1)
                     if terms_r is not None:
                         terms_r[r0:r1] = y[:, sel_r].reshape(r1 - r0, cols, -1)
-            res = {"sto2": self.calibration.apply(sto2_raw), "thb": thb}
+            res = {"sto2": self.calibration.apply(sto2_raw, thb), "thb": thb}
             res.update(indices_from_terms(y[:, k:k + self.plan.index_terms.shape[1]], lay,
                                           self.index_params, self._grid_key))
             for name in MAP_NAMES:

@@ -80,7 +80,7 @@ from edge.processing.temporal import TemporalParams
 
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
            "quadratic_weights", "pixel_flags", "finish_quality",
-           "calibration_slope", "thb_floor", "specular", "model_sigma", "model_error",
+           "calibration_slope", "row_slopes", "thb_floor", "specular", "model_sigma", "model_error",
            "resolve_spatial_radius", "guide_contrast",
            "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA", "DEFAULT_MIN_BLOOD_VOLUME",
            "DEFAULT_SPECULAR_MIN_REFLECTANCE", "DEFAULT_SPATIAL_RADIUS"]
@@ -253,29 +253,58 @@ def sto2_raw_variance_mixed(c_o: np.ndarray, c_d: np.ndarray, signal: np.ndarray
     return np.where(t > 0, var, np.float32(np.nan)).astype(np.float32)
 
 
-def calibration_slope(calibration, sto2_raw: np.ndarray) -> np.ndarray:
-    """Slope ``df/ds`` of a :class:`~edge.processing.sto2.Sto2Calibration` table at ``sto2_raw``.
+def row_slopes(calibration) -> np.ndarray:
+    """Slope ``df/ds`` of every knot interval of every row of a calibration table.
 
-    A centred difference over +-3 knots (clamped at the ends) at the knot interval that
-    :meth:`Sto2Calibration.apply` uses for ``sto2_raw``.  Outside the table, where ``apply``
-    clamps, the end slope is kept, so a raw value beyond the table still gets the spread of
-    its neighbourhood rather than a standard error of 0.
+    A centred difference over +-3 knots (clamped at the ends), in float64, rounded to float32.
 
     Returns
     -------
-    ndarray, shape of ``sto2_raw``, float32 (>= 0; NaN stays NaN).
+    ndarray (n_rows, n_knots - 1), float32 (one row for a one-dimensional table); the
+    kernels' ``slopes`` table (``cuda_kernels/quality_math.cuh`` ``q_slope``).
     """
-    y = calibration.table_y.astype(np.float64)
-    n, h = y.size, _SLOPE_HALF_WIDTH
+    y = calibration.table_grid.astype(np.float64)
+    n, h = calibration.n_knots, _SLOPE_HALF_WIDTH
     k = np.arange(n - 1)
     lo, hi = np.maximum(k - h + 1, 0), np.minimum(k + h, n - 1)
-    slopes = ((y[hi] - y[lo]) / ((hi - lo) * calibration.dx)).astype(np.float32)
+    return ((y[:, hi] - y[:, lo]) / ((hi - lo) * calibration.dx)).astype(np.float32)
+
+
+def calibration_slope(calibration, sto2_raw: np.ndarray,
+                      thb: np.ndarray | None = None) -> np.ndarray:
+    """Slope ``df/ds`` of a :class:`~edge.processing.sto2.Sto2Calibration` table at ``sto2_raw``.
+
+    The :func:`row_slopes` value of the knot interval that :meth:`Sto2Calibration.apply` uses
+    for ``sto2_raw``; for a table with a THb axis, interpolated between the two rows of the
+    pixel's ``thb`` with apply's weight (``a + g * (b - a)`` in float32).  Outside the table,
+    where ``apply`` clamps, the end slope is kept, so a raw value beyond the table still gets
+    the spread of its neighbourhood rather than a standard error of 0.  The THb axis's own
+    slope (THb noise moving the row) is not included: measured, it is small beside the raw
+    StO2 term (README, StO2 accuracy).
+
+    Returns
+    -------
+    ndarray, shape of ``sto2_raw``, float32 (>= 0; NaN where ``sto2_raw`` -- or, for a
+    two-dimensional table, ``thb`` -- is not finite).
+    """
+    slopes = row_slopes(calibration)
+    n = calibration.n_knots
     x = np.asarray(sto2_raw, dtype=np.float32)
     finite = np.isfinite(x)
     t = (np.where(finite, x, np.float32(calibration.x0)) - np.float32(calibration.x0)) \
         / np.float32(calibration.dx)
     i = np.clip(np.floor(t), 0, n - 2).astype(np.intp)
-    return np.where(finite, slopes[i], np.float32(np.nan)).astype(np.float32)
+    if calibration.n_rows == 1:
+        out = slopes[0, i]
+    else:
+        if thb is None:
+            raise ConfigError("thb: this StO2 table has a THb axis; pass the pixels' THb")
+        th = np.broadcast_to(np.asarray(thb, dtype=np.float32), x.shape)
+        j, g = calibration.thb_position(th)
+        a = slopes[j, i]
+        out = a + g * (slopes[j + 1, i] - a)
+        finite = finite & np.isfinite(th)
+    return np.where(finite, out, np.float32(np.nan)).astype(np.float32)
 
 
 def model_sigma(unmixer, calibration, fwhm_nm: float | None = None, n: int = 2000,
@@ -291,7 +320,8 @@ def model_sigma(unmixer, calibration, fwhm_nm: float | None = None, n: int = 200
         return fitted[0]
 
     refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, fwhm_nm=fwhm_nm)
-    err = calibration.apply(unmixer.maps(refl)["sto2_raw"]).astype(np.float64) - truth
+    m = unmixer.maps(refl)
+    err = calibration.apply(m["sto2_raw"], m["thb"]).astype(np.float64) - truth
     ok = np.isfinite(err)
     return float(np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else 0.0
 
@@ -531,11 +561,12 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
                                      plan.index_params)
         maps["sto2_index"] = np.where(est_ok, idx, np.float32(np.nan)).astype(np.float32)
     has = np.isfinite(s) & ((flags & ~(FLAG_STO2_ONLY | FLAG_SPECULAR)) == 0)
-    sto2_all = np.where(has, cal.apply(s), np.float32(np.nan)).astype(np.float32)
+    thb = maps.get("thb")     # the pixel's own THb: the row of a table with a THb axis
+    sto2_all = np.where(has, cal.apply(s, thb), np.float32(np.nan)).astype(np.float32)
     if var is None:
         sigma = np.full(s.shape, np.nan, np.float32)
     else:
-        noise_sigma = calibration_slope(cal, s) * np.sqrt(var)
+        noise_sigma = calibration_slope(cal, s, thb) * np.sqrt(var)
         noise_sigma = np.where(has, noise_sigma, np.float32(np.nan)).astype(np.float32)
         if rules.max_sigma is not None:
             with np.errstate(invalid="ignore"):

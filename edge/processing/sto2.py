@@ -37,13 +37,16 @@ from edge.errors import CalibrationError
 from edge.processing.unmixing import Unmixer, recommended_basis, recommended_components
 
 __all__ = ["SimulationRanges", "Sto2Calibration", "simulate_spectra", "isotonic_regression",
-           "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION", "table_from_pairs"]
+           "estimate_sto2", "evaluate_sto2", "CALIBRATION_VERSION", "table_from_pairs",
+           "MAX_THB_ROWS", "table_2d_from_pairs"]
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the fitting procedure changes (tables carry it in their header).
 CALIBRATION_VERSION = 1
 KNOTS = 256
+#: Most rows of a table's THb axis (``HSI_MAX_TABLE_ROWS`` of the kernels).
+MAX_THB_ROWS = 16
 _SMOOTH = 9            # moving-average width (knots) applied to the isotonic step function
 _CHUNK = 2000          # spectra per forward-model call (bounds memory on fine grids)
 
@@ -167,6 +170,55 @@ def table_from_pairs(raw: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np
     return x, y
 
 
+def table_2d_from_pairs(raw: np.ndarray, thb: np.ndarray, truth: np.ndarray,
+                        rows: int = MAX_THB_ROWS
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """A table with a THb axis from (raw StO2, THb, true StO2) triples.
+
+    The raw -> true curve depends on the blood volume: a pathlength basis linearised at the
+    reference tissue reads low-blood, fat-rich tissue 4-9 points off (issue 14, fat at 0.5-0.8 %
+    blood), which one curve over the whole prior cannot follow.  Rows are spaced uniformly in
+    ``sqrt(THb)`` between the 0.5 % and 99.5 % quantiles of the triples (the axis is sqrt so
+    every backend computes the position exactly: IEEE ``sqrt`` is correctly rounded, ``log``
+    is not); row ``j`` is :func:`table_from_pairs` of the triples within 1.5 row steps of its
+    THb, resampled onto one knot grid (the central 99.8 % of all raw values).
+
+    Parameters
+    ----------
+    raw, thb, truth : ndarray (n,)
+        Finite raw StO2, THb > 0 and true StO2 of the same spectra.
+    rows : int, 2..MAX_THB_ROWS
+
+    Returns
+    -------
+    (x, y, thb_axis) : ndarray (KNOTS,), ndarray (rows, KNOTS), (sqrt_thb_first, step)
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    q = np.sqrt(np.asarray(thb, dtype=np.float64))
+    truth = np.asarray(truth, dtype=np.float64)
+    if not 2 <= int(rows) <= MAX_THB_ROWS:
+        raise CalibrationError(f"rows: expected 2..{MAX_THB_ROWS}, got {rows!r}")
+    rows = int(rows)
+    q0, q1 = np.quantile(q, [0.005, 0.995])
+    dq = float(np.float32((q1 - q0) / (rows - 1)))
+    q0 = float(np.float32(q0))
+    lo, hi = np.quantile(raw, [0.001, 0.999])
+    x = np.linspace(lo, hi, KNOTS)
+    y = np.empty((rows, KNOTS))
+    for j in range(rows):
+        half = 1.5 * dq
+        near = np.abs(q - (q0 + j * dq)) < half
+        while near.sum() < 400 and half < (q1 - q0) * 4:   # thin ends: widen the window
+            half *= 1.5
+            near = np.abs(q - (q0 + j * dq)) < half
+        if near.sum() < 100:
+            raise CalibrationError(f"StO2 calibration: only {int(near.sum())} spectra near "
+                                   f"THb row {j}; simulate more")
+        xj, yj = table_from_pairs(raw[near], truth[near])
+        y[j] = np.interp(x, xj, yj)
+    return x, y, (q0, dq)
+
+
 class Sto2Calibration:
     """A monotone lookup table raw StO2 -> calibrated StO2.
 
@@ -179,19 +231,77 @@ class Sto2Calibration:
 
     _cache: dict[str, "Sto2Calibration"] = {}
 
-    def __init__(self, table_x: np.ndarray, table_y: np.ndarray, meta: dict | None = None):
+    def __init__(self, table_x: np.ndarray, table_y: np.ndarray, meta: dict | None = None,
+                 thb_axis: tuple[float, float] | None = None):
         x = np.asarray(table_x, dtype=np.float32)
         y = np.asarray(table_y, dtype=np.float32)
-        if x.ndim != 1 or x.shape != y.shape or x.size < 2:
-            raise CalibrationError(f"table_x/table_y: expected two 1-D arrays of equal length "
-                                   f">= 2, got shapes {x.shape} and {y.shape}")
+        if x.ndim != 1 or x.size < 2 or y.ndim not in (1, 2) or y.shape[-1] != x.size:
+            raise CalibrationError(f"table_x/table_y: expected table_x (K,) with K >= 2 and "
+                                   f"table_y (K,) or (rows, K), got shapes {x.shape} and "
+                                   f"{y.shape}")
         dx = np.diff(x.astype(np.float64))
         if not (np.all(dx > 0) and np.allclose(dx, dx[0], rtol=1e-3)):
             raise CalibrationError("table_x: must be uniformly spaced and ascending")
-        if np.any(np.diff(y) < 0) or y.min() < 0 or y.max() > 1:
-            raise CalibrationError("table_y: must be non-decreasing and within [0, 1]")
+        if not np.all(np.isfinite(y)) or np.any(np.diff(y, axis=-1) < 0) or y.min() < 0 \
+                or y.max() > 1:
+            raise CalibrationError("table_y: every row must be non-decreasing and within "
+                                   "[0, 1]")
+        rows = 1 if y.ndim == 1 else y.shape[0]
+        if y.ndim == 2 and not 2 <= rows <= MAX_THB_ROWS:
+            raise CalibrationError(f"table_y: a two-dimensional table needs 2..{MAX_THB_ROWS} "
+                                   f"rows (THb axis), got {rows}")
+        if (thb_axis is None) != (y.ndim == 1):
+            raise CalibrationError("thb_axis: expected (sqrt_thb_first, sqrt_thb_step) exactly "
+                                   "when table_y has rows (a two-dimensional table)")
+        if thb_axis is not None:
+            q0, dq = (float(np.float32(v)) for v in thb_axis)
+            if not (np.isfinite(q0) and np.isfinite(dq) and q0 >= 0 and dq > 0):
+                raise CalibrationError(f"thb_axis: expected a first value >= 0 and a step > 0 "
+                                       f"(sqrt of THb), got {thb_axis!r}")
+            self._thb_axis = (q0, dq)
+        else:
+            self._thb_axis = (0.0, 1.0)
         self.table_x, self.table_y = x, y
         self.meta = dict(meta or {})
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the table's THb axis (1: a one-dimensional table, THb not used)."""
+        return 1 if self.table_y.ndim == 1 else int(self.table_y.shape[0])
+
+    @property
+    def n_knots(self) -> int:
+        """Knots of the raw StO2 axis."""
+        return int(self.table_x.size)
+
+    @property
+    def table_grid(self) -> np.ndarray:
+        """The table as (n_rows, n_knots) float32 (a view; one row for a 1-D table)."""
+        return self.table_y.reshape(self.n_rows, self.n_knots)
+
+    @property
+    def thb_x0(self) -> float:
+        """sqrt(THb) of row 0 (float32 value; 0.0 for a one-dimensional table)."""
+        return self._thb_axis[0]
+
+    @property
+    def thb_dx(self) -> float:
+        """Step of sqrt(THb) between rows (float32 value; 1.0 for a one-dimensional table)."""
+        return self._thb_axis[1]
+
+    def thb_position(self, thb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row index ``j`` (intp) and weight ``g`` (float32) of each THb on the table's axis:
+        ``q = sqrt(max(thb, 0)); u = clip((q - q0) / dq, 0, R-1); j = min(floor(u), R-2);
+        g = u - j`` in float32 (non-finite THb gives row 0, weight 0: the caller NaNs it).
+        Only for two-dimensional tables."""
+        th = np.asarray(thb, dtype=np.float32)
+        ok = np.isfinite(th)
+        q = np.sqrt(np.where(ok & (th > 0), th, np.float32(0)))
+        u = (q - np.float32(self.thb_x0)) / np.float32(self.thb_dx)
+        u = np.clip(u, np.float32(0), np.float32(self.n_rows - 1))
+        j = np.minimum(np.floor(u).astype(np.intp), self.n_rows - 2)
+        g = np.where(ok, u - j.astype(np.float32), np.float32(0)).astype(np.float32)
+        return np.where(ok, j, 0), g
 
     @property
     def noise_scale(self) -> float | None:
@@ -234,28 +344,52 @@ class Sto2Calibration:
         """Knot spacing (float32 arithmetic of the kernel: ``(x1 - x0) / (n - 1)``)."""
         return float(np.float32((self.table_x[-1] - self.table_x[0]) / (self.table_x.size - 1)))
 
-    def apply(self, sto2_raw: np.ndarray) -> np.ndarray:
+    def apply(self, sto2_raw: np.ndarray, thb: np.ndarray | None = None) -> np.ndarray:
         """Calibrate raw StO2 by linear interpolation in the table (clamped at the ends).
 
-        In float32: ``t = clip((x - x0) / dx, 0, n-1); i = min(floor(t), n-2);
-        y = table_y[i] + (t - i) * (table_y[i+1] - table_y[i])``.
+        In float32, every step rounded: ``t = clip((x - x0) / dx, 0, K-1); i = min(floor(t),
+        K-2); f = t - i; row(j) = Y[j, i] + f * (Y[j, i+1] - Y[j, i])``.  A one-dimensional
+        table returns ``row(0)``; a two-dimensional one interpolates between rows on its THb
+        axis (:meth:`thb_position`): ``row(j) + g * (row(j+1) - row(j))``.  The C++/CUDA twin
+        is ``sto2_calibrate`` in ``cuda_kernels/pixel_math.cuh``.
 
         Parameters
         ----------
         sto2_raw : ndarray (...,), float
+        thb : ndarray (...,), float, optional
+            The pixels' THb (the unmixing's ``c_HbO2 + c_Hb``, the ``thb`` map); required by a
+            two-dimensional table, ignored by a one-dimensional one.
+
         Returns
         -------
-        ndarray (...,), float32 in [0, 1]; NaN stays NaN.
+        ndarray (...,), float32 in [0, 1]; NaN where ``sto2_raw`` (or, for a 2-D table,
+        ``thb``) is not finite.
         """
         x = np.asarray(sto2_raw, dtype=np.float32)
-        n = self.table_y.size
+        n, grid = self.n_knots, self.table_grid
         finite = np.isfinite(x)
         t = (np.where(finite, x, np.float32(self.x0)) - np.float32(self.x0)) / np.float32(self.dx)
         t = np.clip(t, np.float32(0), np.float32(n - 1))
         i = np.minimum(np.floor(t).astype(np.intp), n - 2)
         f = t - i.astype(np.float32)
-        y0, y1 = self.table_y[i], self.table_y[i + 1]
-        y = y0 + f * (y1 - y0)
+
+        def row(j):
+            y0, y1 = grid[j, i], grid[j, i + 1]
+            return y0 + f * (y1 - y0)
+
+        if self.n_rows == 1:
+            y = row(0)
+        else:
+            if thb is None:
+                raise CalibrationError("thb: this StO2 table has a THb axis "
+                                       f"({self.n_rows} rows); pass the pixels' THb")
+            th = np.asarray(thb, dtype=np.float32)
+            if th.shape != x.shape:
+                th = np.broadcast_to(th, x.shape)
+            j, g = self.thb_position(th)
+            a = row(j)
+            y = a + g * (row(j + 1) - a)
+            finite = finite & np.isfinite(th)
         return np.where(finite, y, np.float32(np.nan)).astype(np.float32)
 
     # ---- fitting -------------------------------------------------------------------------
@@ -294,11 +428,20 @@ class Sto2Calibration:
 
     # ---- files -------------------------------------------------------------------------
     def to_csv(self, path: str | Path, header: Sequence[str] = ()) -> None:
-        """Write ``sto2_raw,sto2`` rows after ``#`` comment lines (header, then ``meta``)."""
+        """Write ``sto2_raw,sto2`` rows after ``#`` comment lines (header, then ``meta``).
+
+        A two-dimensional table writes a ``thb_axis: sqrt <q0> <dq>`` line (its THb axis in
+        sqrt(THb)) and one column per row: ``sto2_raw,sto2[0],...,sto2[R-1]``."""
         lines = [f"# {h}" for h in header]
-        lines += [f"# {k}: {v}" for k, v in self.meta.items()]
-        lines.append("sto2_raw,sto2")
-        lines += [f"{x:.9g},{y:.9g}" for x, y in zip(self.table_x, self.table_y)]
+        lines += [f"# {k}: {v}" for k, v in self.meta.items() if k != "thb_axis"]
+        grid = self.table_grid
+        if self.n_rows > 1:
+            lines.append(f"# thb_axis: sqrt {self.thb_x0:.9g} {self.thb_dx:.9g}")
+            lines.append("sto2_raw," + ",".join(f"sto2[{j}]" for j in range(self.n_rows)))
+        else:
+            lines.append("sto2_raw,sto2")
+        lines += [f"{x:.9g}," + ",".join(f"{v:.9g}" for v in grid[:, i])
+                  for i, x in enumerate(self.table_x)]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @classmethod
@@ -314,10 +457,26 @@ class Sto2Calibration:
                     rows.append([float(v) for v in ln.split(",")])
                 except ValueError as exc:
                     raise CalibrationError(f"{source}: bad table row {ln!r}") from exc
-        if not rows or any(len(r) != 2 for r in rows):
-            raise CalibrationError(f"{source}: expected rows 'sto2_raw,sto2'")
+        axis = meta.pop("thb_axis", None)
+        width = 2
+        if axis is not None:
+            parts = axis.split()
+            try:
+                if len(parts) != 3 or parts[0] != "sqrt":
+                    raise ValueError(axis)
+                axis = (float(parts[1]), float(parts[2]))
+            except ValueError:
+                raise CalibrationError(f"{source}: thb_axis header: expected 'sqrt <first> "
+                                       f"<step>', got {meta.get('thb_axis', axis)!r}") from None
+            width = None
+        if not rows or (width is not None and any(len(r) != 2 for r in rows)) \
+                or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+            raise CalibrationError(f"{source}: expected rows 'sto2_raw,sto2' (or, with a "
+                                   "thb_axis header, 'sto2_raw,sto2[0],...' of equal length)")
         arr = np.asarray(rows)
-        return cls(arr[:, 0], arr[:, 1], meta)
+        if axis is None:
+            return cls(arr[:, 0], arr[:, 1], meta)
+        return cls(arr[:, 0], arr[:, 1:].T, meta, thb_axis=axis)
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "Sto2Calibration":
@@ -384,7 +543,8 @@ def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | N
     cal = Sto2Calibration.for_grid(unmixer.wavelengths, fwhm_nm=fwhm_nm,
                                    chromophores=chromophores, baseline=baseline,
                                    basis=unmixer.basis_kind)
-    return cal.apply(unmixer.maps(reflectance)["sto2_raw"])
+    m = unmixer.maps(reflectance)
+    return cal.apply(m["sto2_raw"], m["thb"])
 
 
 def evaluate_sto2(wavelengths_nm, calibration: Sto2Calibration | None = None, *,
@@ -409,8 +569,9 @@ def evaluate_sto2(wavelengths_nm, calibration: Sto2Calibration | None = None, *,
                                                chromophores=chromophores, baseline=baseline,
                                                basis=unmixer.basis_kind)
     refl, truth = simulate_spectra(unmixer.wavelengths, n, seed, ranges=ranges, fwhm_nm=fwhm_nm)
-    raw = unmixer.maps(refl)["sto2_raw"]
-    est = calibration.apply(raw).astype(np.float64)
+    m = unmixer.maps(refl)
+    raw = m["sto2_raw"]
+    est = calibration.apply(raw, m["thb"]).astype(np.float64)
     ok = np.isfinite(est)
     if not ok.any():
         raise CalibrationError("evaluate_sto2: every simulated spectrum was invalid")
