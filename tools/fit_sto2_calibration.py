@@ -87,8 +87,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.processing.sto2 import (CALIBRATION_VERSION, SimulationRanges, Sto2Calibration,
-                                  _components, _key, simulate_spectra, table_from_pairs)
+from edge.processing.sto2 import (CALIBRATION_VERSION, MAX_THB_ROWS, SimulationRanges,
+                                  Sto2Calibration,
+                                  _components, _key, simulate_spectra, table_2d_from_pairs,
+                                  table_from_pairs)
 from edge.processing.unmixing import Unmixer
 
 PRESETS = {
@@ -146,12 +148,20 @@ def add_sensor_noise(name: str, refl: np.ndarray, seed: int, *, scale: float = 1
 
 
 def fit_table(wl: np.ndarray, fwhm: float, raw: np.ndarray, truth: np.ndarray,
-              unmixer: Unmixer, meta: dict) -> Sto2Calibration:
+              unmixer: Unmixer, meta: dict, thb: np.ndarray | None = None,
+              thb_rows: int = 1) -> Sto2Calibration:
     """The 256-knot monotone table from (raw, true) pairs: the procedure of
     ``Sto2Calibration.fit`` (isotonic regression, knots over the central 99.8 % of raw values,
-    block centres interpolated, 9-knot moving average, clipped to [0, 1])."""
+    block centres interpolated, 9-knot moving average, clipped to [0, 1]); with
+    ``thb_rows`` >= 2, one such curve per row of a THb axis
+    (``edge.processing.sto2.table_2d_from_pairs``, ``thb`` the spectra's THb)."""
     ok = np.isfinite(raw)
-    x, y = table_from_pairs(raw[ok], truth[ok])
+    axis = None
+    if thb_rows >= 2:
+        ok &= np.isfinite(thb) & (thb > 0)
+        x, y, axis = table_2d_from_pairs(raw[ok], thb[ok], truth[ok], thb_rows)
+    else:
+        x, y = table_from_pairs(raw[ok], truth[ok])
     meta = {"version": str(CALIBRATION_VERSION), **meta, "fwhm_nm": str(fwhm),
             "chromophores": " ".join(unmixer.chromophores),
             "baseline": " ".join(unmixer.baseline), "eps": repr(float(unmixer.eps)),
@@ -159,7 +169,7 @@ def fit_table(wl: np.ndarray, fwhm: float, raw: np.ndarray, truth: np.ndarray,
             "basis": unmixer.basis_kind,
             "key": _key(wl, fwhm, unmixer.chromophores, unmixer.baseline, unmixer.eps,
                         unmixer.basis_kind)}
-    return Sto2Calibration(x, y, meta)
+    return Sto2Calibration(x, y, meta, thb_axis=axis)
 
 
 def _radius_header(radius: int | None, path: Path) -> dict:
@@ -193,15 +203,18 @@ def evaluate(name: str, cal: Sto2Calibration, unmixer: Unmixer, ranges: Simulati
     """
     wl = unmixer.wavelengths
     refl, truth = simulate_spectra(wl, n, EVAL_SEED, ranges=ranges, fwhm_nm=unmixer.fwhm_nm)
-    out = {"noise_free": _errors(cal.apply(unmixer.maps(refl)["sto2_raw"]), truth)}
+    def est(r):
+        m = unmixer.maps(r)
+        return cal.apply(m["sto2_raw"], m["thb"])
+
+    out = {"noise_free": _errors(est(refl), truth)}
     noisy = add_sensor_noise(name, refl, EVAL_SEED, scale=max(noise_scale, 1.0),
                              exposure_us=exposure_us)
-    out["noisy"] = _errors(cal.apply(unmixer.maps(noisy)["sto2_raw"]), truth)
+    out["noisy"] = _errors(est(noisy), truth)
     if 0 < noise_scale < 1:
         part = add_sensor_noise(name, refl, EVAL_SEED, scale=noise_scale,
                                 exposure_us=exposure_us)
-        out[f"noisy_x{noise_scale:g}"] = _errors(cal.apply(unmixer.maps(part)["sto2_raw"]),
-                                                 truth)
+        out[f"noisy_x{noise_scale:g}"] = _errors(est(part), truth)
     return out
 
 
@@ -257,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="write a spatial_radius header: the spatial step's window "
                          "half-width chosen with this table (processing.spatial_radius: "
                          "null takes it); default: the replaced table's, if any")
+    ap.add_argument("--thb-rows", type=int, default=MAX_THB_ROWS, choices=range(1, MAX_THB_ROWS + 1),
+                    metavar=f"{{1..{MAX_THB_ROWS}}}",
+                    help="rows of the table's THb axis (1: one curve for every blood volume); "
+                         f"default {MAX_THB_ROWS}")
     ap.add_argument("--exposure-us", type=float, default=None,
                     help="exposure of the noise model (default: the cameras' default)")
     ap.add_argument("--evaluate-only", action="store_true",
@@ -309,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         refl, truth = simulate_spectra(wl, args.n, args.seed, ranges=ranges, fwhm_nm=fwhm)
         refl = add_sensor_noise(name, refl, args.seed, scale=args.noise_scale,
                                 exposure_us=args.exposure_us)
-        raw = unmixer.maps(refl)["sto2_raw"]
+        fitted = unmixer.maps(refl)
+        raw = fitted["sto2_raw"]
         from drivers.camera import DEFAULT_EXPOSURE_US
         noise = ("noise-free" if args.noise_scale == 0 else
                  f"{args.noise_scale:g} x the noise of one frame of the simulated '{name}' "
@@ -322,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 f", melanin {melanin[0]:g}-{melanin[1]:g}"),
                          "ranges": json.dumps(dataclasses.asdict(ranges)),
                          "noise": noise, "noise_scale": f"{args.noise_scale:g}",
-                         **_radius_header(args.spatial_radius, path)})
+                         **_radius_header(args.spatial_radius, path)},
+                        thb=fitted["thb"], thb_rows=args.thb_rows)
         ev = evaluate_all(cal)
         header = [
             f"StO2 calibration table for camera preset '{name}' (hsi-edge).",

@@ -55,10 +55,12 @@ CONFIGS = {
 }
 
 
-def _config(name: str, model_sigma, spatial_radius=None) -> AppConfig:
+def _config(name: str, model_sigma, spatial_radius=None, min_blood_volume="default"
+            ) -> AppConfig:
+    extra = {} if min_blood_volume == "default" else {"min_blood_volume": min_blood_volume}
     proc = dataclasses.replace(ProcessingSettings(), backend="numpy", quality=True,
                                model_sigma=model_sigma, spatial_radius=spatial_radius,
-                               **CONFIGS[name])
+                               **extra, **CONFIGS[name])
     return dataclasses.replace(AppConfig(), processing=proc)
 
 
@@ -94,7 +96,8 @@ def _score(frame, res, backend, acc: dict, samples: list | None) -> None:
 
 
 def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows, cols,
-            model_sigma, samples: list | None, radii=(None,)) -> list[dict]:
+            model_sigma, samples: list | None, radii=(None,),
+            min_blood_volume="default") -> list[dict]:
     """One stream of ``frames`` frames, run by one NumPy backend per spatial radius in
     ``radii`` (None: the table's; the same frames for each); one result dict per radius.
     ``samples`` (per-pixel rows for the model-error fit) come from the first radius."""
@@ -103,7 +106,8 @@ def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows,
         cam.configure(exposure_us=8000, trigger_mode="software")
         cam.arm()
         ff = obtain_flatfield(_config(config, model_sigma), cam)
-        backends = [make_backend("numpy", cam, ff, None, _config(config, model_sigma, r))
+        backends = [make_backend("numpy", cam, ff, None,
+                                 _config(config, model_sigma, r, min_blood_volume))
                     for r in radii]
         accs = [{k: [] for k in ("mae", "bias", "valid", "mae_all", "border", "interior",
                                  "coverage", "ms", "reset")} for _ in backends]
@@ -144,6 +148,8 @@ def main(argv=None) -> int:
                     choices=range(1, 9), metavar="{1..8}",
                     help="processing.spatial_radius, one or more (each runs on the same "
                          "frames; default null: the table's spatial_radius header, else 3)")
+    ap.add_argument("--min-blood-volume", type=float, default=None,
+                    help="processing.min_blood_volume (default: the config's default)")
     ap.add_argument("--tables", default=None, help="folder of sto2_<preset>.csv tables used "
                                                     "instead of the shipped ones (a refit)")
     args = ap.parse_args(argv)
@@ -160,7 +166,9 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 buf = [] if args.samples else None
                 for r in measure(preset, seed, config, args.frames, args.warmup,
-                                 args.rows, args.cols, ms, buf, args.spatial_radius):
+                                 args.rows, args.cols, ms, buf, args.spatial_radius,
+                                 "default" if args.min_blood_volume is None
+                                 else args.min_blood_volume):
                     r.update(preset=preset, config=config, seed=seed)
                     results.append(r)
                     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)

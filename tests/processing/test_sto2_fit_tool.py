@@ -79,6 +79,13 @@ def test_fit_table_is_the_fit_procedure_of_sto2(tool):
     np.testing.assert_allclose(got.table_x, ref.table_x, rtol=0, atol=1e-7)
     np.testing.assert_allclose(got.table_y, ref.table_y, rtol=0, atol=1e-7)
     assert got.meta["key"] == ref.meta["key"]
+    # with a THb axis: the rows of table_2d_from_pairs on the same triples
+    from edge.processing.sto2 import table_2d_from_pairs
+    m = um.maps(refl)
+    two = tool.fit_table(wl, fwhm, m["sto2_raw"], truth, um, {}, thb=m["thb"], thb_rows=8)
+    x, y, axis = table_2d_from_pairs(m["sto2_raw"], m["thb"], truth, 8)
+    assert two.n_rows == 8 and (two.thb_x0, two.thb_dx) == axis
+    np.testing.assert_array_equal(two.table_grid, y.astype(np.float32))
 
 
 # Held-out accuracy of the shipped tables on the scene prior (1500 spectra, seed 12345):
@@ -118,7 +125,11 @@ def test_tool_writes_a_table_the_pipeline_finds(tool, tmp_path, capsys):
     text = (tmp_path / "sto2_snapshot16.csv").read_text()
     assert "Held-out evaluation noisy_x0.25" in text and "prior 'scene'" in text
     assert (cal.noise_scale, cal.spatial_radius) == (0.25, None)
+    assert cal.n_rows == 16 and "# thb_axis: sqrt " in text      # --thb-rows default
     assert "snapshot16: wrote" in capsys.readouterr().out
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--thb-rows", "1"]) == 0
+    assert Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv").n_rows == 1
     assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
                       "--presets", "snapshot16", "--noise-scale", "0.12",
                       "--spatial-radius", "5"]) == 0
