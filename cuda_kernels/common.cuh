@@ -24,6 +24,7 @@
 #define HSI_MAX_BANDS 256
 #define HSI_MAX_COMPONENTS 8
 #define HSI_MAX_TABLE 256
+#define HSI_MAX_TABLE_ROWS 16   // rows of a 2-D StO2 table (the THb axis; 1: a 1-D table)
 #define HSI_MAX_CLASSES 256
 #define HSI_D2_TAPS 5      // Savitzky-Golay window 5 (FACTS.md, TIVITA-style indices)
 #define HSI_N_MAPS 6       // sto2, thb, sto2_index, nir, thi, twi (map ids 0..5)
@@ -47,9 +48,12 @@ struct ChainParams {
     int i_hb;            // component index of deoxyhaemoglobin
     float eps;           // absorbance clip: A = -ln(max(R, eps))
     float sat_level;     // raw count at/above which a band is saturated
-    int n_table;         // StO2 calibration table length (>= 2)
+    int n_table;         // StO2 calibration table length K (knots per row, >= 2)
     float table_x0;      // first table abscissa (Sto2Calibration.x0)
     float table_dx;      // uniform table spacing (Sto2Calibration.dx, float32)
+    int n_rows;          // rows R of the table on the THb axis (1: a 1-D table)
+    float thb_x0;        // first THb-axis value, in sqrt(THb) (Sto2Calibration.thb_x0)
+    float thb_dx;        // THb-axis spacing, in sqrt(THb) (Sto2Calibration.thb_dx)
     int n_spec;          // spectra channels in the packed input
     int n_maps;          // map channels in the packed input
     int zero_flagged;    // 1: packed input is 0 at flagged pixels (the backend's rule)
@@ -73,7 +77,9 @@ struct ChainParams {
     int d2_start[HSI_MAX_BANDS];
     float d2_w[HSI_MAX_BANDS * HSI_D2_TAPS];
     float pinv[HSI_MAX_COMPONENTS * HSI_MAX_BANDS];   // [k][b], row stride HSI_MAX_BANDS
-    float table_y[HSI_MAX_TABLE];
+    // Sto2Calibration.table_grid (R, K) row-major, row stride K = n_table (packed: a 1-D
+    // table fills the first K entries, as before the THb axis).
+    float table_y[HSI_MAX_TABLE_ROWS * HSI_MAX_TABLE];
     int spec_bands[HSI_MAX_BANDS];                    // band index of spectra channel i
     int map_ids[8];                                   // HsiMapId of map channel i
 };

@@ -79,19 +79,62 @@ struct AbsFromR {
     HSI_HD bool above_floor(int b, float eps) const { return !(r[b] <= eps); }
 };
 
+// Correctly rounded float32 square root whatever the nvcc flags (-use_fast_math would make
+// sqrtf approximate): np.sqrt on float32 and the host's sqrtf round correctly too.
+HSI_HD float sqrt_rn(float x) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(x);
+#else
+    return sqrtf(x);
+#endif
+}
+
 // ---- StO2 calibration (Sto2Calibration.apply), same float32 steps ----
-// t = clip((x - x0) / dx, 0, n-1); i = min(floor(t), n-2); y = y[i] + (t - i) * (y[i+1] - y[i]);
-// non-finite x gives NaN.
-HSI_HD float sto2_calibrate(float x, const ChainParams& P) {
-    if (!hsi_isfinite(x)) return hsi_nan();
+// A table of R rows (the THb axis, R = P.n_rows; 1: a 1-D table) by K knots (P.n_table),
+// row-major with row stride K in P.table_y. Raw axis:
+// t = clip((x - x0) / dx, 0, K-1); i = min(floor(t), K-2); f = t - i;
+// row(j) = Y[j][i] + f * (Y[j][i+1] - Y[j][i]).
+// THb axis (R >= 2), in sqrt(THb) (issue 14: the raw -> true curve depends on the blood
+// volume; low-blood tissue reads 4-9 points off with one curve):
+// q = sqrt(max(thb, 0)); u = clip((q - q0) / dq, 0, R-1); j = min(floor(u), R-2); g = u - j;
+// y = row(j) + g * (row(j+1) - row(j)). Every product and sum rounded on its own (no FMA).
+
+// Where a raw StO2 x (finite) falls on the raw axis: interval i, fraction f.
+struct Sto2Knot { int i; float f; };
+HSI_HD Sto2Knot sto2_knot(float x, const ChainParams& P) {
     float t = (x - P.table_x0) / P.table_dx;
     const float tmax = (float)(P.n_table - 1);
     t = t < 0.0f ? 0.0f : (t > tmax ? tmax : t);
     int i = (int)floorf(t);
     if (i > P.n_table - 2) i = P.n_table - 2;
-    const float f = t - (float)i;
-    const float y0 = P.table_y[i], y1 = P.table_y[i + 1];
-    return add_rn(y0, mul_rn(f, y1 - y0));   // two roundings like NumPy (no FMA)
+    return Sto2Knot{i, t - (float)i};
+}
+
+// Where a THb (finite) falls on the THb axis of a table with R >= 2 rows: row j, weight g.
+struct Sto2Row { int j; float g; };
+HSI_HD Sto2Row sto2_row(float thb, const ChainParams& P) {
+    const float q = sqrt_rn(thb > 0.0f ? thb : 0.0f);
+    float u = (q - P.thb_x0) / P.thb_dx;
+    const float umax = (float)(P.n_rows - 1);
+    u = u < 0.0f ? 0.0f : (u > umax ? umax : u);
+    int j = (int)floorf(u);
+    if (j > P.n_rows - 2) j = P.n_rows - 2;
+    return Sto2Row{j, u - (float)j};
+}
+
+// a + w * (b - a), rounded like NumPy (two roundings, no FMA).
+HSI_HD float lerp_rn(float a, float b, float w) { return add_rn(a, mul_rn(w, b - a)); }
+
+// Non-finite x (or, with a THb axis, non-finite thb) gives NaN. R = 1 ignores thb.
+HSI_HD float sto2_calibrate(float x, float thb, const ChainParams& P) {
+    if (!hsi_isfinite(x) || (P.n_rows > 1 && !hsi_isfinite(thb))) return hsi_nan();
+    // Indices into the struct, not pointers: the device then reads them as constants.
+    const Sto2Knot k = sto2_knot(x, P);
+    if (P.n_rows <= 1) return lerp_rn(P.table_y[k.i], P.table_y[k.i + 1], k.f);
+    const Sto2Row r = sto2_row(thb, P);
+    const int a = r.j * P.n_table + k.i, b = a + P.n_table;
+    return lerp_rn(lerp_rn(P.table_y[a], P.table_y[a + 1], k.f),
+                   lerp_rn(P.table_y[b], P.table_y[b + 1], k.f), r.g);
 }
 
 // c[k] for a run-time k with compile-time indexing (keeps c[] in registers on the device).
@@ -202,7 +245,7 @@ HSI_HD unsigned chain_finish(const Acc& A, unsigned flags, bool in_domain, const
             flags = HSI_FLAG_UNMIX_INVALID;
         } else {
             tivita_from_sums(A, msum, P, idx);
-            maps[MAP_STO2] = sto2_calibrate(hbo2 / thb, P);
+            maps[MAP_STO2] = sto2_calibrate(hbo2 / thb, thb, P);
             maps[MAP_THB] = thb;
             maps[MAP_STO2_INDEX] = idx[0];
             maps[MAP_NIR] = idx[1];

@@ -106,10 +106,20 @@ HSI_HD unsigned q_pixel_flags(unsigned f, float darkest, float thb, float spec_l
 }
 
 // quality.calibration_slope: the table's centred-difference slope at the knot interval
-// Sto2Calibration.apply uses for x (finite): slopes[clip(floor((x - x0) / dx), 0, n - 2)].
-HSI_HD float q_slope(float x, const float* slopes, float x0, float dx, int n_table) {
-    float i = floorf((x - x0) / dx);
-    const float top = (float)(n_table - 2);
+// Sto2Calibration.apply uses for x: ii = clip(floor((x - x0) / dx), 0, K - 2); NaN where x
+// is not finite.
+// slopes: (R, K - 1) row-major, each row's interval slopes (cuda_quality.knot_slopes); with a
+// THb axis (R >= 2) the rows blend like the table's (sto2_row): s_j + g * (s_j+1 - s_j), two
+// roundings; NaN where thb is not finite. R = 1 ignores thb.
+HSI_HD float q_slope(float x, float thb, const float* slopes, const ChainParams& P) {
+    if (!hsi_isfinite(x)) return hsi_nan();
+    float i = floorf((x - P.table_x0) / P.table_dx);
+    const float top = (float)(P.n_table - 2);
     i = i < 0.0f ? 0.0f : (i > top ? top : i);
-    return slopes[(int)i];
+    const int ii = (int)i;
+    if (P.n_rows <= 1) return slopes[ii];
+    if (!hsi_isfinite(thb)) return hsi_nan();
+    const Sto2Row r = sto2_row(thb, P);
+    const int a = r.j * (P.n_table - 1) + ii;
+    return lerp_rn(slopes[a], slopes[a + P.n_table - 1], r.g);
 }

@@ -196,7 +196,7 @@ struct FinishIn {
                               // planes after the guide's), read for low-blood pixels; or NULL
     const unsigned char* ok;  // quality_thread's (bit 2: est_ok, bit 1: spatial_ok)
     int n_terms, n1;          // terms, of which the first n1 are the r1 window's
-    const float* slopes;      // calibration_slope's knot slopes (n_table - 1)
+    const float* slopes;      // each table row's knot-interval slopes (n_rows, n_table - 1)
     float max_sigma;          // FLAG_UNCERTAIN above it (+inf: off)
     float model2;             // model_sigma^2 added in quadrature (0: none)
 };
@@ -248,12 +248,12 @@ HSI_HD void finish_thread(long long p, long long npix, const ChainParams& P, con
     }
     const bool has = hsi_isfinite(s) &&
                      (f & ~(HSI_FLAG_STO2_ONLY | HSI_FLAG_SPECULAR)) == 0u;
-    const float all = has ? sto2_calibrate(s, P) : nan;
+    // The pixel's own THb (the chain's map, before the specular NaN) picks the table's row.
+    const float thb = maps[MAP_THB * npix + p];
+    const float all = has ? sto2_calibrate(s, thb, P) : nan;
     float sg = nan;
     if (F.var) {
-        const float ns = has ? q_slope(s, F.slopes, P.table_x0, P.table_dx, P.n_table) *
-                                   sqrtf(v)
-                             : nan;
+        const float ns = has ? q_slope(s, thb, F.slopes, P) * sqrtf(v) : nan;
         if (f == 0u && ns > F.max_sigma) f |= HSI_FLAG_UNCERTAIN;
         sg = F.model2 > 0.0f ? sqrtf(add_rn(mul_rn(ns, ns), F.model2)) : ns;
     }

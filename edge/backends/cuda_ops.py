@@ -240,11 +240,24 @@ class CudaOps:
         self._tile("unmix", "unmix_f32", npix, refl, (conc, thb, sraw))
         return conc, thb, sraw
 
-    def sto2(self, sto2_raw):
+    def sto2(self, sto2_raw, thb=None):
+        """(n,) raw StO2 and the pixels' THb (n,) (``unmix``'s) -> calibrated StO2 (n,).
+
+        ``thb`` picks the row of a table with a THb axis; a 1-D table ignores it (may be
+        None). A 2-D table without ``thb`` is a ConfigError.
+        """
+        if thb is None and int(self.params["n_rows"]) > 1:
+            raise ConfigError(f"thb: the StO2 table has a THb axis "
+                              f"({int(self.params['n_rows'])} rows), so sto2() needs the "
+                              f"pixels' THb, got None")
+        if thb is not None and thb.shape != sto2_raw.shape:
+            raise ConfigError(f"thb: expected the shape of sto2_raw {sto2_raw.shape}, got "
+                              f"{thb.shape}")
         out = self._out(sto2_raw.shape, np.float32)
         ln = stride_launch(sto2_raw.size, self.sm_count)
-        self.fn("sto2", "sto2_calibrate_f32")(_p(sto2_raw), np.int64(sto2_raw.size), _p(out),
-                                              grid=ln.grid, block=ln.block, stream=self.stream)
+        self.fn("sto2", "sto2_calibrate_f32")(_p(sto2_raw), _p(thb), np.int64(sto2_raw.size),
+                                              _p(out), grid=ln.grid, block=ln.block,
+                                              stream=self.stream)
         return out
 
     def indices(self, refl):

@@ -17,13 +17,15 @@ from edge.core.chain import MAP_NAMES, PackSpec
 from edge.errors import ConfigError
 from edge.processing.indices import IndexParams, savgol_matrix
 
-__all__ = ["MAX_BANDS", "MAX_COMPONENTS", "MAX_TABLE", "MAX_CLASSES", "D2_TAPS", "MAP_NAMES",
+__all__ = ["MAX_BANDS", "MAX_COMPONENTS", "MAX_TABLE", "MAX_TABLE_ROWS", "MAX_CLASSES",
+           "D2_TAPS", "MAP_NAMES",
            "CHAIN_PARAMS_DTYPE", "chain_params", "index_windows"]
 
 # Limits of cuda_kernels/common.cuh (HSI_MAX_*); the CPU tests compare them with the header.
 MAX_BANDS = 256
 MAX_COMPONENTS = 8
 MAX_TABLE = 256
+MAX_TABLE_ROWS = 16      # rows of a 2-D StO2 table (its THb axis)
 MAX_CLASSES = 256
 D2_TAPS = 5
 # MAP_NAMES (edge.core.chain, re-exported) is the map order of the kernels' ``maps`` output
@@ -33,12 +35,14 @@ _i4, _f4 = np.int32, np.float32
 CHAIN_PARAMS_DTYPE = np.dtype([
     ("nb", _i4), ("nk", _i4), ("i_hbo2", _i4), ("i_hb", _i4), ("eps", _f4),
     ("sat_level", _f4), ("n_table", _i4), ("table_x0", _f4), ("table_dx", _f4),
+    ("n_rows", _i4), ("thb_x0", _f4), ("thb_dx", _f4),
     ("n_spec", _i4), ("n_maps", _i4), ("zero_flagged", _i4),
     ("mean_lo", _i4, 6), ("mean_hi", _i4, 6), ("mean_w", _f4, 6),
     ("ratio_off", _f4, 3), ("ratio_div", _f4, 3),
     ("min_lo", _i4, 2), ("min_hi", _i4, 2), ("s1", _f4), ("s2", _f4),
     ("d2_start", _i4, MAX_BANDS), ("d2_w", _f4, MAX_BANDS * D2_TAPS),
-    ("pinv", _f4, MAX_COMPONENTS * MAX_BANDS), ("table_y", _f4, MAX_TABLE),
+    ("pinv", _f4, MAX_COMPONENTS * MAX_BANDS),
+    ("table_y", _f4, MAX_TABLE_ROWS * MAX_TABLE),     # (n_rows, n_table) packed, stride n_table
     ("spec_bands", _i4, MAX_BANDS), ("map_ids", _i4, 8),
 ])
 
@@ -71,7 +75,8 @@ def chain_params(wavelengths_nm: np.ndarray, unmixer, calibration, index_params:
     unmixer : edge.processing.unmixing.Unmixer
         Supplies ``pinv`` (k, bands) float32, ``i_hbo2``, ``i_hb`` and ``eps``.
     calibration : edge.processing.sto2.Sto2Calibration
-        Supplies ``table_y`` and the float32 ``x0`` / ``dx``.
+        Supplies ``table_grid`` (rows, knots) float32, the float32 ``x0`` / ``dx`` and,
+        for a table with a THb axis (``n_rows`` > 1), ``thb_x0`` / ``thb_dx`` (sqrt(THb)).
     index_params : IndexParams
     pack : PackSpec or None
     saturation : float
@@ -97,10 +102,14 @@ def chain_params(wavelengths_nm: np.ndarray, unmixer, calibration, index_params:
     if not 1 <= nk <= MAX_COMPONENTS:
         raise ConfigError(f"unmixing components: the compiled kernels (cuda, native) support 1-{MAX_COMPONENTS}, "
                           f"got {nk} {tuple(unmixer.components)}")
-    ty = np.asarray(calibration.table_y, dtype=np.float32)
-    if not 2 <= ty.size <= MAX_TABLE:
+    ty = np.asarray(calibration.table_grid, dtype=np.float32)
+    n_rows, n_knots = ty.shape
+    if not 2 <= n_knots <= MAX_TABLE:
         raise ConfigError(f"StO2 calibration table: the compiled kernels (cuda, native) support 2-{MAX_TABLE} "
-                          f"knots, got {ty.size}")
+                          f"knots, got {n_knots}")
+    if not 1 <= n_rows <= MAX_TABLE_ROWS:
+        raise ConfigError(f"StO2 calibration table: the compiled kernels (cuda, native) support 1-"
+                          f"{MAX_TABLE_ROWS} rows on its THb axis, got {n_rows}")
     if index_params.sg_window > D2_TAPS:
         raise ConfigError(f"index_params.sg_window: the compiled kernels (cuda, native) support windows up to "
                           f"{D2_TAPS}, got {index_params.sg_window}")
@@ -108,8 +117,9 @@ def chain_params(wavelengths_nm: np.ndarray, unmixer, calibration, index_params:
     p["nb"], p["nk"] = nb, nk
     p["i_hbo2"], p["i_hb"] = unmixer.i_hbo2, unmixer.i_hb
     p["eps"], p["sat_level"] = unmixer.eps, saturation
-    p["n_table"], p["table_x0"], p["table_dx"] = ty.size, calibration.x0, calibration.dx
-    p["table_y"][:ty.size] = ty
+    p["n_table"], p["table_x0"], p["table_dx"] = n_knots, calibration.x0, calibration.dx
+    p["n_rows"], p["thb_x0"], p["thb_dx"] = n_rows, calibration.thb_x0, calibration.thb_dx
+    p["table_y"][:ty.size] = ty.ravel()     # row stride n_knots (common.cuh)
     p["pinv"].reshape(MAX_COMPONENTS, MAX_BANDS)[:nk, :nb] = pinv
 
     win = index_windows(wl, index_params)

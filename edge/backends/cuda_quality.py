@@ -39,7 +39,7 @@ from edge.backends.cuda_quality_launch import (BIL_TERMS_PER_LAUNCH, BilateralLa
                                                bilateral_launches, finish_launch, pixel_launch,
                                                quality_bytes, range_factor, spatial_weights)
 from edge.core.chain import FLAG_SPECULAR, MAP_NAMES
-from edge.processing.quality import calibration_slope, finish_quality, model_error
+from edge.processing.quality import finish_quality, model_error, row_slopes
 
 __all__ = ["pixel_launch", "bilateral_launches", "BilateralLaunch", "spatial_weights",
            "range_factor", "filter_mask", "quality_terms", "finish_frame", "CudaQuality",
@@ -65,12 +65,11 @@ def host_finish_reason(plan) -> str | None:
 
 
 def knot_slopes(calibration) -> np.ndarray:
-    """calibration_slope's slope of every knot interval (n_table - 1,), float32: the
-    reference's own function at each interval's midpoint."""
-    n = calibration.table_y.size
-    mid = np.float32(calibration.x0) + (np.arange(n - 1) + 0.5) * np.float32(calibration.dx)
-    return np.ascontiguousarray(calibration_slope(calibration, mid.astype(np.float32)),
-                                np.float32)
+    """The kernels' ``slopes`` table: :func:`~edge.processing.quality.row_slopes`, the slope of
+    every knot interval of every row, (n_rows, n_table - 1) float32 C-contiguous (one row for
+    a one-dimensional table); ``q_slope`` blends two rows by the pixel's THb as
+    ``calibration_slope`` does."""
+    return np.ascontiguousarray(row_slopes(calibration), np.float32)
 
 
 def rule_limits(plan) -> tuple[np.float32, np.float32, np.float32, np.float32]:

@@ -185,7 +185,7 @@ def _measure(cuda, dev, arch, prebuilt, s, args, summary) -> None:
                                            saturation=ff.saturation),
         "absorbance": lambda: ops.absorbance(refl, 1e-4),
         "unmix": lambda: ops.unmix(refl),
-        "sto2": lambda: ops.sto2(sraw),
+        "sto2": lambda: ops.sto2(sraw, thb),
         "indices": lambda: ops.indices(refl),
         "pack_f16": lambda: ops.pack(refl, maps2, flags, "float16"),
         "argmax_19cls_f16": lambda: ops.argmax(logits),

@@ -7,6 +7,7 @@
 #include <vector>
 #include "pixel_math.cuh"
 #include "chain_tail.cuh"
+#include "quality_math.cuh"
 
 extern "C" {
 
@@ -24,6 +25,8 @@ void shim_params_layout(long long* out) {
     out[9] = HSI_MAX_TABLE;
     out[10] = HSI_MAX_CLASSES;
     out[11] = HSI_D2_TAPS;
+    out[12] = offsetof(ChainParams, n_rows);
+    out[13] = HSI_MAX_TABLE_ROWS;
 }
 
 // flatfield.cu / stage_calibrated + write_reflectance. raw as float (uint16 converts exactly);
@@ -66,9 +69,15 @@ void shim_unmix(const ChainParams* P, const float* refl, long long npix, float* 
     }
 }
 
-// sto2.cu
-void shim_sto2(const ChainParams* P, const float* x, long long n, float* y) {
-    for (long long i = 0; i < n; ++i) y[i] = sto2_calibrate(x[i], *P);
+// sto2.cu; thb NULL like the kernel's (a 1-D table ignores it)
+void shim_sto2(const ChainParams* P, const float* x, const float* thb, long long n, float* y) {
+    for (long long i = 0; i < n; ++i) y[i] = sto2_calibrate(x[i], thb ? thb[i] : hsi_nan(), *P);
+}
+
+// quality_tail.cuh's slope of sigma (q_slope): slopes (n_rows, n_table - 1)
+void shim_q_slope(const ChainParams* P, const float* slopes, const float* x, const float* thb,
+                  long long n, float* out) {
+    for (long long i = 0; i < n; ++i) out[i] = q_slope(x[i], thb[i], slopes, *P);
 }
 
 // indices.cu: out is 4 planes of npix

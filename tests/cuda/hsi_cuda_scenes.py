@@ -46,6 +46,20 @@ def synthetic_calibration(n: int = 256) -> Sto2Calibration:
     return Sto2Calibration(x, np.maximum.accumulate(y).astype(np.float32))
 
 
+def synthetic_calibration_2d(n: int = 256, rows: int = 5, q0: float = 0.14,
+                             dq: float = 0.01) -> Sto2Calibration:
+    """A table with a THb axis: ``rows`` curves like :func:`synthetic_calibration`'s, each
+    shifted and steeper with THb, on sqrt(THb) rows ``q0 + j * dq``. The default axis
+    (sqrt(THb) 0.14-0.18) lies inside make_scene's (about 0.124-0.198 unmixed), so its pixels
+    fall below, between and above the rows."""
+    x = np.linspace(-0.2, 1.2, n, dtype=np.float32).astype(np.float64)
+    y = np.empty((rows, n))
+    for j in range(rows):
+        c, k = 0.4 + 0.05 * j, 1.5 + 0.4 * j
+        y[j] = np.maximum.accumulate(np.clip(0.5 + 0.6 * np.tanh(k * (x - c)), 0, 1))
+    return Sto2Calibration(x, y.astype(np.float32), thb_axis=(q0, dq))
+
+
 @dataclass
 class Scene:
     wl: np.ndarray

@@ -14,28 +14,35 @@ import pytest
 
 from edge.backends.base import PackSpec
 from edge.backends.cuda_params import (CHAIN_PARAMS_DTYPE, D2_TAPS, MAX_BANDS, MAX_CLASSES,
-                                       MAX_COMPONENTS, MAX_TABLE, MAP_NAMES, chain_params)
+                                       MAX_COMPONENTS, MAX_TABLE, MAX_TABLE_ROWS, MAP_NAMES,
+                                       chain_params)
+from edge.backends.cuda_quality import knot_slopes
 from edge.backends.numpy_backend import MAP_NAMES as NUMPY_MAP_NAMES, NumpyBackend
 from edge.errors import ConfigError
 from edge.processing import post
 from edge.processing.indices import IndexParams, tivita_indices
 from edge.processing.pack import pack_input
+from edge.processing.quality import calibration_slope
+from edge.processing.sto2 import MAX_THB_ROWS
 from edge.processing.unmixing import absorbance
 
-from hsi_cuda_scenes import make_scene, params_for, ptr, rel_err
+from hsi_cuda_scenes import make_scene, params_for, ptr, rel_err, synthetic_calibration_2d
 
 TOL = 1e-5
 
 
 def test_params_layout_matches_header(shim):
-    out = np.zeros(12, np.int64)
+    out = np.zeros(14, np.int64)
     shim.shim_params_layout(ptr(out))
     f = CHAIN_PARAMS_DTYPE.fields
     assert out[0] == CHAIN_PARAMS_DTYPE.itemsize
     assert list(out[1:7]) == [f[n][1] for n in ("mean_lo", "d2_start", "pinv", "table_y",
                                                 "spec_bands", "map_ids")]
     assert list(out[7:12]) == [MAX_BANDS, MAX_COMPONENTS, MAX_TABLE, MAX_CLASSES, D2_TAPS]
+    assert out[12] == f["n_rows"][1] and out[13] == MAX_TABLE_ROWS == MAX_THB_ROWS
     assert MAP_NAMES == NUMPY_MAP_NAMES
+    # the constant block stays far below the 64 KB of __constant__ memory (MEMORY.md)
+    assert CHAIN_PARAMS_DTYPE.itemsize == 31_956
 
 
 @pytest.mark.parametrize("factor_exposure", [1000.0, 800.0])
@@ -113,8 +120,88 @@ def test_sto2_table_matches_reference_exactly(shim):
     x = np.concatenate([np.linspace(-0.5, 1.5, 5001),
                         [np.nan, np.inf, -np.inf, -0.2, 1.2]]).astype(np.float32)
     out = np.empty_like(x)
-    shim.shim_sto2(ptr(p), ptr(x), x.size, ptr(out))
+    shim.shim_sto2(ptr(p), ptr(x), None, x.size, ptr(out))
     np.testing.assert_array_equal(out, s.calibration.apply(x))
+    # a 1-D table ignores THb, even a non-finite one
+    thb = np.resize(np.array([np.nan, -1.0, 0.0, 0.05, np.inf], np.float32), x.size)
+    shim.shim_sto2(ptr(p), ptr(x), ptr(thb), x.size, ptr(out))
+    np.testing.assert_array_equal(out, s.calibration.apply(x))
+    assert np.isfinite(out[:5001]).all()
+
+
+def _x_thb_cases(cal):
+    """Raw StO2 x thb covering the inside of both axes, below/above each (clamping), rows and
+    knots hit exactly, thb <= 0, -0.0, NaN/inf thb and NaN/inf x."""
+    rng = np.random.default_rng(14)
+    q_axis = cal.thb_x0 + cal.thb_dx * np.arange(cal.n_rows)
+    thb_grid = np.concatenate([
+        np.linspace(0.0, 0.12, 61), (q_axis ** 2), [-0.01, -0.0, 1e-30, 5.0, np.nan, np.inf,
+                                                    -np.inf]]).astype(np.float32)
+    x_grid = np.concatenate([np.linspace(-0.5, 1.5, 201), cal.table_x[::37],
+                             [np.nan, np.inf, -np.inf]]).astype(np.float32)
+    xx, tt = np.meshgrid(x_grid, thb_grid)
+    x = np.concatenate([xx.ravel(), rng.uniform(-0.3, 1.3, 20_000)]).astype(np.float32)
+    thb = np.concatenate([tt.ravel(), rng.uniform(-0.01, 0.12, 20_000)]).astype(np.float32)
+    return x, thb
+
+
+def test_sto2_table_2d_matches_reference_exactly(shim):
+    """The THb axis (issue 14): sto2_calibrate against Sto2Calibration.apply(x, thb), bit for
+    bit, with the kernel's and the shim's rounding (no FMA, correctly rounded sqrt)."""
+    s = make_scene(1, 1, 25, seed=6)
+    cal = synthetic_calibration_2d()
+    p = chain_params(s.wl, s.unmixer, cal, s.index_params)
+    assert (int(p["n_rows"]), int(p["n_table"])) == (5, 256)
+    x, thb = _x_thb_cases(cal)
+    out = np.full_like(x, -9)
+    shim.shim_sto2(ptr(p), ptr(x), ptr(thb), x.size, ptr(out))
+    ref = cal.apply(x, thb)
+    np.testing.assert_array_equal(out, ref)
+    assert np.array_equal(np.isnan(out), ~(np.isfinite(x) & np.isfinite(thb)))
+    # the rows differ, so THb matters: below the axis is row 0, above it the last row
+    lo, hi = np.float32(0.0), np.float32(0.1)
+    xs = np.full(3, 0.45, np.float32)
+    first = cal.apply(xs, np.full(3, lo))
+    shim.shim_sto2(ptr(p), ptr(xs), ptr(np.full(3, hi)), 3, ptr(out[:3]))
+    assert abs(float(out[0]) - float(first[0])) > 0.05
+    np.testing.assert_array_equal(out[:3], cal.apply(xs, np.full(3, hi)))
+    # without THb a 2-D table gives NaN (the wrapper refuses to launch it: cuda_ops.sto2)
+    shim.shim_sto2(ptr(p), ptr(xs), None, 3, ptr(out[:3]))
+    assert np.isnan(out[:3]).all()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, MAX_THB_ROWS])
+def test_quality_slope_matches_calibration_slope(shim, rows):
+    """q_slope on knot_slopes' (R, K-1) table equals quality.calibration_slope(cal, s, thb)
+    exactly: the interval index as apply's, two rows blended with apply's THb weight."""
+    s = make_scene(1, 1, 25, seed=6)
+    cal = s.calibration if rows == 1 else synthetic_calibration_2d(rows=rows, dq=0.2 / rows)
+    p = chain_params(s.wl, s.unmixer, cal, s.index_params)
+    slopes = knot_slopes(cal)
+    assert slopes.shape == (rows, cal.n_knots - 1) and slopes.flags.c_contiguous
+    x, thb = _x_thb_cases(cal)
+    out = np.full_like(x, -9)
+    shim.shim_q_slope(ptr(p), ptr(slopes), ptr(x), ptr(thb), x.size, ptr(out))
+    ref = calibration_slope(cal, x, thb if rows > 1 else None)
+    np.testing.assert_array_equal(out, ref)
+    fin = np.isfinite(x) & (np.isfinite(thb) | (rows == 1))
+    assert np.array_equal(np.isfinite(out), fin)
+    if rows > 1:
+        assert np.unique(out[np.isfinite(out)]).size > cal.n_knots   # blended, not one row
+
+
+def test_chain_params_rejects_tables_beyond_the_kernels():
+    s = make_scene(1, 1, 25, seed=6)
+
+    class Wide:      # a table the kernels cannot hold (Sto2Calibration itself caps its rows)
+        table_grid = np.zeros((MAX_TABLE_ROWS + 1, 8), np.float32)
+        x0, dx, thb_x0, thb_dx = 0.0, 0.1, 0.0, 1.0
+
+    with pytest.raises(ConfigError, match=r"support 1-16 rows on its THb axis, got 17"):
+        chain_params(s.wl, s.unmixer, Wide(), s.index_params)
+    Wide.table_grid = np.zeros((2, MAX_TABLE + 1), np.float32)
+    with pytest.raises(ConfigError, match=r"support 2-256 knots, got 257"):
+        chain_params(s.wl, s.unmixer, Wide(), s.index_params)
 
 
 @pytest.mark.parametrize("bands,wl_range", [(16, (500.0, 1000.0)), (25, (500.0, 1000.0)),
@@ -161,8 +248,14 @@ def test_pack_matches_pack_input(shim):
 
 @pytest.mark.parametrize("bands", [16, 25, 100])
 @pytest.mark.parametrize("source", ["uint16", "float32"])
-def test_fused_chain_matches_numpy_backend(shim, bands, source):
+@pytest.mark.parametrize("table", ["1d", "2d"])
+def test_fused_chain_matches_numpy_backend(shim, bands, source, table):
+    """The fused chain; "2d": a table with a THb axis, the row picked by the pixel's own THb
+    (the chain's thb, summed in band order: THb differs from sgemm's in the last bits, so the
+    StO2 map compares with the sums' tolerance)."""
     s = make_scene(7, 13, bands, seed=10 + bands)
+    if table == "2d":
+        s.calibration = synthetic_calibration_2d()
     spec = s.pack
     ff = s.flatfield if source == "uint16" else None
     be = NumpyBackend(s.wl, flatfield=ff, chromophores=s.unmixer.chromophores,

@@ -8,6 +8,7 @@ exactly; float16 packing < 1e-3 (one float16 rounding of values within 1e-5).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -22,7 +23,7 @@ from edge.processing.pack import pack_input
 from edge.processing.unmixing import absorbance
 
 from gpu_poison import poison_backend_outputs
-from hsi_cuda_scenes import make_scene, rel_err
+from hsi_cuda_scenes import make_scene, rel_err, synthetic_calibration_2d
 
 pytestmark = pytest.mark.gpu
 TOL = 1e-5
@@ -87,6 +88,11 @@ def test_per_op_kernels_match_reference(gpu, rows, cols, bands):
         assert rel_err(sraw.get(), _flat(ref_m["sto2_raw"])) < TOL
     # calibrated StO2 (exact arithmetic of Sto2Calibration.apply)
     np.testing.assert_array_equal(ops.sto2(sraw).get(), s.calibration.apply(sraw.get()))
+    # ... and of a table with a THb axis (issue 14): sqrt and division correctly rounded, no FMA
+    s2 = dataclasses.replace(s, calibration=synthetic_calibration_2d())
+    ops2 = ops_for(gpu, s2, spec)
+    np.testing.assert_array_equal(ops2.sto2(sraw, thb).get(),
+                                  s2.calibration.apply(sraw.get(), thb.get()))
     # indices
     idx = ops.indices(d_refl).get()
     ref_i = tivita_indices(s.reflectance, s.wl, s.index_params)

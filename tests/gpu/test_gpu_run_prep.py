@@ -30,7 +30,7 @@ from host_shim_build import build_host_shim
 from edge.errors import ConfigError
 from edge.processing import post
 
-from hsi_cuda_scenes import make_scene, ptr, rel_err
+from hsi_cuda_scenes import make_scene, ptr, rel_err, synthetic_calibration_2d
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5      # the GPU tests' float32 tolerance
@@ -101,8 +101,14 @@ def test_sto2_table_exact_under_fma(fma_shim):
     x = np.concatenate([np.linspace(-0.5, 1.5, 5001), rng.uniform(-0.3, 1.3, 50_000),
                         [np.nan, np.inf, -np.inf]]).astype(np.float32)
     out = np.empty_like(x)
-    fma_shim.shim_sto2(ptr(p), ptr(x), x.size, ptr(out))
+    fma_shim.shim_sto2(ptr(p), ptr(x), None, x.size, ptr(out))
     np.testing.assert_array_equal(out, s.calibration.apply(x))
+    # a table with a THb axis (issue 14): two more interpolations, still rounded like NumPy
+    cal = synthetic_calibration_2d()
+    p2 = chain_params(s.wl, s.unmixer, cal, s.index_params)
+    thb = np.resize(np.linspace(-0.01, 0.05, 997), x.size).astype(np.float32)
+    fma_shim.shim_sto2(ptr(p2), ptr(x), ptr(thb), x.size, ptr(out))
+    np.testing.assert_array_equal(out, cal.apply(x, thb))
 
 
 def test_flatfield_exact_under_fma(fma_shim):
