@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.backends.base import PackSpec
@@ -109,3 +110,40 @@ def test_backend_auto_falls_back_to_numpy_when_no_kernels_load(fake, monkeypatch
            "for chain" in caplog.text
     with pytest.raises(BackendUnavailable, match=r"no run-time compile: nvcc not found"):
         make_backend("cuda", camera, s.flatfield, None, AppConfig())
+
+
+# ---- issue 14: a StO2 table with a THb axis ---------------------------------------------------
+def test_table_with_thb_axis_reaches_the_kernels(fake):
+    """The rows and THb axis of a 2-D StO2 table go into the c_params every module gets (row
+    stride n_table), the quality finish's slope table is uploaded as (rows, knots - 1), and
+    the standalone sto2 op refuses a 2-D table without THb in one line."""
+    from edge.backends.cuda import CudaBackend
+    from edge.backends.cuda_params import CHAIN_PARAMS_DTYPE
+    from edge.errors import ConfigError
+    from edge.processing.quality import QualityRules
+    from hsi_cuda_scenes import synthetic_calibration_2d
+
+    drv = fake()
+    s = make_scene(5, 7, 16, seed=3)
+    cal = synthetic_calibration_2d(rows=5)
+    be = CudaBackend(s.wl, flatfield=s.flatfield, chromophores=s.unmixer.chromophores,
+                     baseline=s.unmixer.baseline, calibration=cal, prebuilt_dir=None,
+                     quality=QualityRules())
+    try:
+        p = be.params
+        assert (int(p["n_rows"]), int(p["n_table"])) == (5, 256)
+        assert (float(p["thb_x0"]), float(p["thb_dx"])) == (cal.thb_x0, cal.thb_dx)
+        assert np.array_equal(p["table_y"][:5 * 256], cal.table_grid.ravel())
+        assert not p["table_y"][5 * 256:].any()
+        size = CHAIN_PARAMS_DTYPE.itemsize
+        assert sum(c[2] == size for c in drv.copies if c[0] == "htod") == 2   # chain, quality
+        assert be._quality._d_slopes.nbytes == 5 * 255 * 4
+        x = np.zeros(4, np.float32)
+        with pytest.raises(ConfigError, match=r"thb: the StO2 table has a THb axis \(5 rows\), "
+                                              r"so sto2\(\) needs the pixels' THb, got None"):
+            be.ops.sto2(x)
+        with pytest.raises(ConfigError, match=r"thb: expected the shape of sto2_raw \(4,\), "
+                                              r"got \(3,\)"):
+            be.ops.sto2(x, np.zeros(3, np.float32))
+    finally:
+        be.close()

@@ -267,6 +267,51 @@ def test_low_blood_pixels_enter_no_average(qemu, temporal):
     compare(a, maps, flags, packed)
 
 
+def _thb_axis_plan(plan, raw, rows=4):
+    """``plan`` with a StO2 table that has a THb axis (issue 14): its own curve raised to
+    powers 0.7 .. 0.7 + 0.2 (rows - 1) (monotone, in [0, 1], distinct), rows between the 20th
+    and 80th percentiles of the frame's sqrt(THb), so pixels fall below, between and above."""
+    from edge.processing.sto2 import Sto2Calibration
+
+    base = plan.calibration
+    thb = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE).maps["thb"]
+    lo, hi = np.percentile(np.sqrt(thb[np.isfinite(thb) & (thb > 0)]), [20, 80])
+    grid = np.stack([base.table_grid[0].astype(np.float64) ** (0.7 + 0.2 * j)
+                     for j in range(rows)]).astype(np.float32)
+    cal = Sto2Calibration(base.table_x, grid, base.meta,
+                          thb_axis=(float(lo), float(hi - lo) / (rows - 1)))
+    return dataclasses.replace(plan, calibration=cal)
+
+
+@pytest.mark.parametrize("spatial,counts", [("bilateral", True), ("none", True),
+                                            ("bilateral", False)])
+def test_table_with_thb_axis_matches_numpy(qemu, spatial, counts):
+    """A StO2 table with a THb axis through the whole emulated CUDA quality path: the fused
+    chain's sto2 (chain_finish), the device finish's sto2_all (sto2_calibrate on the filtered
+    raw StO2 with the pixel's own THb map value) and its sigma (q_slope on knot_slopes'
+    (R, K-1) rows, blended by THb) against NumpyBackend (finish_quality with
+    apply(s, thb) / calibration_slope(cal, s, thb)); compare's tolerances."""
+    p, ff, noise, raw = scene("snapshot25", 23, 29, seed=25)
+    wl = p.wavelength_array()
+    pack = PackSpec(spectra_bands=(0, 2), maps=("sto2", "thb"))
+    plan = ChainPlan.build(wl, flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
+                           quality=QualityRules(noise, spatial=spatial, spatial_radius=2))
+    if not counts:          # reflectance input: no variance, no sigma
+        raw = np.ascontiguousarray(ff.apply(raw, EXPOSURE)[0], np.float32)
+    plan2 = _thb_axis_plan(plan, raw)
+    assert plan2.calibration.n_rows == 4 and host_finish_reason(plan2) is None
+    a = NumpyBackend(plan2).run(raw, exposure_us=EXPOSURE)
+    maps, flags, packed, _ = run_emulated(qemu, plan2, raw)
+    compare(a, maps, flags, packed)
+    # the THb axis moved the maps: the plan's own table gives other values
+    one = NumpyBackend(plan).run(raw, exposure_us=EXPOSURE)
+    ok = np.isfinite(a.maps["sto2_all"])
+    assert ok.sum() > 100
+    assert np.abs(a.maps["sto2_all"][ok] - one.maps["sto2_all"][ok]).max() > 0.01
+    if counts:
+        assert np.isfinite(maps["sto2_sigma"]).sum() > 100
+
+
 def test_float32_input_has_no_sigma(qemu):
     """Reflectance input: no counts, so var is not computed and sigma is NaN everywhere."""
     p, ff, noise, raw = scene("snapshot25", 9, 12, seed=5)

@@ -33,7 +33,7 @@ from edge.backends.native import MAP_NAMES, NativeBackend
 from edge.backends.numpy_backend import NumpyBackend
 from edge.errors import CalibrationError, ConfigError, DataFormatError
 
-from hsi_cuda_scenes import make_scene, synthetic_calibration
+from hsi_cuda_scenes import make_scene, synthetic_calibration, synthetic_calibration_2d
 
 RTOL, ATOL = 1e-5, 1e-6
 F32 = np.finfo(np.float32)
@@ -195,6 +195,30 @@ def test_uint16_frames_match_numpy(native, bands, wl_range, pack_dtype, exposure
     # the static flags of the scene's flat field (bad pixel, under-exposed white)
     assert np.any(s.flatfield.static_flags) and np.all(flags[s.flatfield.static_flags != 0])
     assert_matches(res, ref, pack_dtype=pack_dtype)
+
+
+@pytest.mark.parametrize("rows", [2, 5, 16])
+def test_table_with_thb_axis_matches_numpy(native, rows):
+    """A StO2 table with a THb axis (issue 14): the native chain picks the rows by the pixel's
+    own THb (chain_finish -> sto2_calibrate) like Sto2Calibration.apply(sto2_raw, thb);
+    sqrt(THb) axis 0.14 + j * 0.03 / (rows - 1) inside the scene's (about 0.124-0.198), so
+    pixels fall below, between and above the rows."""
+    s = make_scene(13, 17, 31, seed=140 + rows)
+    s.calibration = synthetic_calibration_2d(rows=rows, dq=0.03 / (rows - 1))
+    raw = _raw_with_faults(s)
+    pack = PackSpec(spectra_bands=(0, 5), maps=("sto2", "thb"), dtype="float32")
+    nat, ref_be = _backends(s, native, pack=pack)
+    res = nat.run(raw, exposure_us=1000.0)
+    ref = ref_be.run(raw, exposure_us=1000.0)
+    assert_matches(res, ref, pack_dtype="float32")
+    # the THb axis changes the map: the same raw StO2 through row 0 alone differs
+    ok = np.isfinite(ref.maps["sto2"])
+    q = np.sqrt(ref.maps["thb"][ok])
+    assert (q < s.calibration.thb_x0).any() and (q > s.calibration.thb_x0 + 0.03).any()
+    row0 = s.calibration.table_grid[0]
+    one = type(s.calibration)(s.calibration.table_x, row0)
+    assert not np.allclose(res.maps["sto2"][ok], one.apply(ref_be.unmixer.maps(
+        ref.reflectance)["sto2_raw"][ok]), atol=1e-3)
 
 
 @pytest.mark.parametrize("pack_dtype", [None, "float32", "float16"])
