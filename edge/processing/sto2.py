@@ -482,32 +482,65 @@ class Sto2Calibration:
     def from_csv(cls, path: str | Path) -> "Sto2Calibration":
         return cls.from_csv_text(Path(path).read_text(encoding="utf-8"), str(path))
 
+    # ---- choosing a table (processing.sto2_table) ---------------------------------------
+    #: Where the table came from, for provenance (:meth:`describe`): ``shipped <file>``, the
+    #: CSV path :meth:`select` read, or "" (fitted on demand, or built in code).
+    source: str = ""
+    #: Shipped variant tables by grid key, then by variant name (filled on first use).
+    _variants: dict[str, dict[str, "Sto2Calibration"]] | None = None
+
+    @property
+    def variant(self) -> str | None:
+        """The header's ``variant`` (``human``: fitted on the prior with pigment); None for a
+        preset's base table."""
+        return self.meta.get("variant") or None
+
+    def describe(self) -> str:
+        """One line naming the table for provenance (metrics.json ``sto2_table``):
+        ``<shipped file, path or 'fitted for this grid'>[, variant <name>]``."""
+        text = self.source or f"fitted for this grid (key {self.meta.get('key', '?')})"
+        return text + (f", variant {self.variant}" if self.variant else "")
+
     @classmethod
     def shipped(cls) -> dict[str, "Sto2Calibration"]:
-        """The tables in ``edge/processing/data/sto2_*.csv``, by file stem."""
+        """The tables in ``edge/processing/data/sto2_*.csv``, by file stem without ``sto2_``
+        (base tables and variants such as ``snapshot25_human``)."""
         out = {}
         for f in resources.files("edge.processing").joinpath("data").iterdir():
             if f.name.startswith("sto2_") and f.name.endswith(".csv"):
-                out[f.name[5:-4]] = cls.from_csv_text(f.read_text("utf-8"), f.name)
+                cal = cls.from_csv_text(f.read_text("utf-8"), f.name)
+                cal.source = f"shipped {f.name}"
+                out[f.name[5:-4]] = cal
         return out
+
+    @classmethod
+    def _grid_key(cls, wavelengths_nm, fwhm_nm, chromophores, baseline, eps, basis
+                  ) -> tuple[np.ndarray, tuple, tuple, str, str]:
+        """``(wl, chromophores, baseline, basis, key)`` with None resolved as the unmixer does."""
+        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
+        chromophores, baseline = _components(wl, chromophores, baseline)
+        basis = recommended_basis(wl) if basis is None else basis
+        return wl, chromophores, baseline, basis, _key(wl, fwhm_nm, chromophores, baseline,
+                                                       eps, basis)
 
     @classmethod
     def for_grid(cls, wavelengths_nm, *, fwhm_nm: float | None = None,
                  chromophores: Sequence[str] | None = None,
                  baseline: Sequence[str] | None = None,
                  eps: float = 1e-4, basis: str | None = None) -> "Sto2Calibration":
-        """The table for this grid and unmixer: shipped if one matches, else fitted and cached.
+        """The base table for this grid and unmixer: shipped if one matches, else fitted and
+        cached.  Variants (a ``variant`` header) share their base table's key and are never
+        picked here (:meth:`select` names them).
 
         On-demand fits use 4000 spectra (seed 0, default ranges), about a second, and log a
         warning because the table is not one that was reviewed and shipped.
         """
-        wl = validate_wavelengths(wavelengths_nm, name="wavelengths_nm")
-        chromophores, baseline = _components(wl, chromophores, baseline)
-        basis = recommended_basis(wl) if basis is None else basis
-        key = _key(wl, fwhm_nm, chromophores, baseline, eps, basis)
+        wl, chromophores, baseline, basis, key = cls._grid_key(
+            wavelengths_nm, fwhm_nm, chromophores, baseline, eps, basis)
         if key not in cls._cache:
             for cal in cls.shipped().values():
-                cls._cache.setdefault(cal.meta.get("key", ""), cal)
+                if cal.variant is None:
+                    cls._cache.setdefault(cal.meta.get("key", ""), cal)
         if key not in cls._cache:
             log.warning("no shipped StO2 calibration for this grid (%d bands, %g-%g nm, "
                         "fwhm %s nm, key %s); fitting one on simulated spectra",
@@ -516,6 +549,87 @@ class Sto2Calibration:
                                       baseline=baseline, eps=eps, basis=basis)
         return cls._cache[key]
 
+    @classmethod
+    def select(cls, wavelengths_nm, *, fwhm_nm: float | None = None,
+               chromophores: Sequence[str] | None = None,
+               baseline: Sequence[str] | None = None, eps: float = 1e-4,
+               basis: str | None = None, table: str | Path | None = None
+               ) -> "Sto2Calibration":
+        """The table ``processing.sto2_table`` chooses for this grid and unmixer.
+
+        Parameters
+        ----------
+        wavelengths_nm : array_like (bands,)
+        fwhm_nm, chromophores, baseline, eps, basis
+            The unmixer, as :meth:`for_grid`.
+        table : str, path or None
+            None: :meth:`for_grid` (the grid's base table).  A name without ``.csv`` (e.g.
+            ``human``): the shipped table whose ``key`` header is this grid's and whose
+            ``variant`` header is the name.  A path ending in ``.csv`` (relative: to the
+            working directory): a table written by ``tools/fit_sto2_calibration.py`` or
+            :meth:`to_csv`, whose ``key`` header must be this grid's.
+
+        Raises
+        ------
+        CalibrationError
+            One line naming ``processing.sto2_table``: an unknown variant (with the ones
+            shipped for this grid), a missing, unreadable or corrupt file, or a table fitted
+            for another grid or unmixer.
+        """
+        if table is None:
+            return cls.for_grid(wavelengths_nm, fwhm_nm=fwhm_nm, chromophores=chromophores,
+                                baseline=baseline, eps=eps, basis=basis)
+        wl, chromophores, baseline, basis, key = cls._grid_key(
+            wavelengths_nm, fwhm_nm, chromophores, baseline, eps, basis)
+        grid = (f"{wl.size} bands, {wl[0]:g}-{wl[-1]:g} nm, fwhm "
+                f"{'none' if fwhm_nm is None else f'{float(fwhm_nm):g}'} nm, "
+                f"{' '.join(chromophores)} + {' '.join(baseline)} ({basis})")
+        text = str(table)
+        if not text.lower().endswith(".csv"):
+            if cls._variants is None:
+                found: dict[str, dict[str, Sto2Calibration]] = {}
+                for cal in cls.shipped().values():
+                    if cal.variant is not None:
+                        found.setdefault(cal.meta.get("key", ""), {})[cal.variant] = cal
+                cls._variants = found
+            mine = cls._variants.get(key, {})
+            if text not in mine:
+                raise CalibrationError(
+                    f"processing.sto2_table: no shipped table {text!r} for this grid "
+                    f"({wl.size} bands, {wl[0]:g}-{wl[-1]:g} nm); shipped: "
+                    f"{', '.join(sorted(mine)) or 'none'} (or null: the base table, or a "
+                    f"path to a .csv table)")
+            return mine[text]
+        path = Path(text)
+        try:
+            cal = cls.from_csv(path)
+        except FileNotFoundError:
+            raise CalibrationError(f"processing.sto2_table: {path}: table file not "
+                                   f"found") from None
+        except UnicodeDecodeError:
+            raise CalibrationError(f"processing.sto2_table: {path}: cannot read the table: "
+                                   f"not UTF-8 text") from None
+        except OSError as exc:
+            raise CalibrationError(f"processing.sto2_table: {path}: cannot read the table: "
+                                   f"{exc.strerror or exc}") from None
+        except CalibrationError as exc:
+            msg = str(exc)
+            msg = msg if msg.startswith(str(path)) else f"{path}: {msg}"
+            raise CalibrationError(f"processing.sto2_table: {msg}") from None
+        theirs = cal.meta.get("key")
+        if theirs != key:
+            m = cal.meta
+            header = (f"{m.get('bands', '?')} bands, {m.get('range_nm', '?')} nm, fwhm "
+                      f"{m.get('fwhm_nm', '?')} nm, {m.get('chromophores', '?')} + "
+                      f"{m.get('baseline', '?')} ({m.get('basis', 'extinction')})")
+            why = ("its header has no 'key:' line (write tables with "
+                   "tools/fit_sto2_calibration.py or Sto2Calibration.to_csv)" if theirs is None
+                   else f"it was fitted for another grid or unmixer: its header {header}, "
+                        f"this camera {grid}")
+            raise CalibrationError(f"processing.sto2_table: {path}: {why}")
+        cal.source = str(path.resolve())
+        log.info("StO2 table: %s", cal.describe())
+        return cal
 
 def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | None = None,
                   chromophores: Sequence[str] | None = None,
