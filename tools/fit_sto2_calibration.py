@@ -50,6 +50,20 @@ and accuracy") and the window is written as the table's ``spatial_radius`` heade
 (``--spatial-radius``), which ``processing.spatial_radius: null`` (the default) takes; without
 the option a refit keeps the header of the table it replaces (none: the chain uses 3).
 
+The spatial step averages per-pixel raw StO2, a ratio ``c_HbO2 / THb`` whose noise biases
+it where THb is small (fat: 0.5-1 % blood), and the mean keeps that bias.  ``--noise-draws
+N`` fits on what the step delivers: each spectrum's raw StO2 is the mean of N noisy copies,
+each at ``--noise-scale`` times one frame's noise (the per-pixel noise left by the band
+registration: its variance gain is 0.21-0.22, so about 0.48 for the snapshots), and the
+table's THb row takes the first copy's THb (the chain uses the pixel's own).  The
+``noise_scale`` header is then the mean's, ``--noise-scale / sqrt(N)``; ``noise_draws``
+records N.  On snapshot25 (11x11-15x15 windows) this took the fat's bias on valid pixels
+from -2.5 to -1.0 points (seed 1, frames 8-13).
+
+``--thb-rows R`` (default 16) gives the table a THb axis: one curve per row of sqrt(THb)
+(``edge.processing.sto2.table_2d_from_pairs``); 1 fits the single curve of the tables before
+Dec 2026.
+
 Experiment options (defaults leave the shipped tables' refit unchanged; issue 14, melanin):
 ``--chromophores NAME...`` replaces the preset's recommended chromophores
 (``recommended_components``) and ``--add-chromophores NAME...`` appends to them (e.g.
@@ -67,7 +81,8 @@ writes the table without it).
 Usage::
 
     python tools/fit_sto2_calibration.py [--out edge/processing/data] [--n 20000] [--seed 0]
-        [--prior scene|physiological] [--noise-scale 0.25] [--spatial-radius 3]
+        [--prior scene|physiological] [--noise-scale 0.25] [--noise-draws 1] [--thb-rows 16]
+        [--spatial-radius 3]
         [--exposure-us 8000] [--chromophores NAME... | --add-chromophores NAME...] [--basis KIND]
         [--melanin-range LO HI] [--eval-melanin LO HI]...
 
@@ -172,6 +187,23 @@ def fit_table(wl: np.ndarray, fwhm: float, raw: np.ndarray, truth: np.ndarray,
     return Sto2Calibration(x, y, meta, thb_axis=axis)
 
 
+def noisy_raw(name: str, unmixer: Unmixer, clean: np.ndarray, seed: int, scale: float,
+              draws: int = 1, exposure_us: float | None = None
+              ) -> tuple[dict, np.ndarray]:
+    """The fit's input from noise-free spectra ``clean`` (n, bands): ``(maps, raw)`` with
+    ``maps`` the unmixing maps of the first noisy copy (its ``thb`` is the table's row) and
+    ``raw`` (n,) the mean raw StO2 of ``draws`` copies, each with ``scale`` times one frame's
+    noise (copy ``k`` draws from seed ``seed + 7919 k``; copy 0 is the single-copy fit's)."""
+    first = unmixer.maps(add_sensor_noise(name, clean, seed, scale=scale,
+                                          exposure_us=exposure_us))
+    total = first["sto2_raw"].astype(np.float64)
+    for k in range(1, int(draws)):
+        m = unmixer.maps(add_sensor_noise(name, clean, seed + 7919 * k, scale=scale,
+                                          exposure_us=exposure_us))
+        total += m["sto2_raw"]
+    return first, (total / int(draws)).astype(np.float32)
+
+
 def _radius_header(radius: int | None, path: Path) -> dict:
     """The ``spatial_radius`` header of a refit: ``radius``, else the one of the table at
     ``path`` it replaces (a refit of the noise level keeps the preset's window), else none."""
@@ -270,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="write a spatial_radius header: the spatial step's window "
                          "half-width chosen with this table (processing.spatial_radius: "
                          "null takes it); default: the replaced table's, if any")
+    ap.add_argument("--noise-draws", type=int, default=1,
+                    help="raw StO2 of each fit spectrum = the mean of this many noisy copies "
+                         "(each at --noise-scale), as the spatial step averages per-pixel "
+                         "ratios (their noise bias stays in the mean); THb of the first copy "
+                         "(the table's row is the pixel's own THb); the noise_scale header is "
+                         "then --noise-scale / sqrt(N)")
     ap.add_argument("--thb-rows", type=int, default=MAX_THB_ROWS, choices=range(1, MAX_THB_ROWS + 1),
                     metavar=f"{{1..{MAX_THB_ROWS}}}",
                     help="rows of the table's THb axis (1: one curve for every blood volume); "
@@ -303,16 +341,20 @@ def main(argv: list[str] | None = None) -> int:
     extra_eval = [_melanin_range(p, "--eval-melanin") for p in args.eval_melanin]
     if not args.evaluate_only:
         args.out.mkdir(parents=True, exist_ok=True)
+    if args.noise_draws < 1:
+        raise SystemExit(f"--noise-draws: expected an integer >= 1, got {args.noise_draws}")
+    # The noise of the mean of the draws (the table's noise_scale header), 3 digits.
+    eff = float(f"{args.noise_scale / np.sqrt(args.noise_draws):.3g}")
     for name in args.presets:
         wl, fwhm = preset_grid(name)
         unmixer = unmixer_for(wl, fwhm, args.chromophores, args.add_chromophores, args.basis)
 
         def evaluate_all(cal: Sto2Calibration) -> dict[str, dict[str, float]]:
             ev = evaluate(name, cal, unmixer, ranges, args.eval_n,
-                          noise_scale=args.noise_scale, exposure_us=args.exposure_us)
+                          noise_scale=eff, exposure_us=args.exposure_us)
             for lo, hi in extra_eval:
                 sub = evaluate(name, cal, unmixer, dataclasses.replace(ranges, melanin=(lo, hi)),
-                               args.eval_n, noise_scale=args.noise_scale,
+                               args.eval_n, noise_scale=eff,
                                exposure_us=args.exposure_us)
                 ev.update({f"{k} melanin {lo:g}-{hi:g}": d for k, d in sub.items()})
             return ev
@@ -323,23 +365,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {path} on the {args.prior} prior: " + json.dumps(
                 {k: {m: round(v, 3) for m, v in d.items()} for k, d in ev.items()}))
             continue
-        refl, truth = simulate_spectra(wl, args.n, args.seed, ranges=ranges, fwhm_nm=fwhm)
-        refl = add_sensor_noise(name, refl, args.seed, scale=args.noise_scale,
-                                exposure_us=args.exposure_us)
-        fitted = unmixer.maps(refl)
-        raw = fitted["sto2_raw"]
+        clean, truth = simulate_spectra(wl, args.n, args.seed, ranges=ranges, fwhm_nm=fwhm)
+        fitted, raw = noisy_raw(name, unmixer, clean, args.seed, args.noise_scale,
+                                args.noise_draws, args.exposure_us)
         from drivers.camera import DEFAULT_EXPOSURE_US
         noise = ("noise-free" if args.noise_scale == 0 else
                  f"{args.noise_scale:g} x the noise of one frame of the simulated '{name}' "
                  f"sensor (SensorModel.for_preset(...).reflectance_noise) at "
                  f"{args.exposure_us or DEFAULT_EXPOSURE_US:g} us, gain 1, 8-frame "
                  "references, pixels from the image centre to the vignetted corners")
+        if args.noise_draws > 1 and args.noise_scale > 0:
+            noise = (f"raw StO2 the mean of {args.noise_draws} noisy copies of each spectrum "
+                     f"(what the spatial step averages), each with {noise}; THb of the first "
+                     f"copy; the mean's noise {eff:g} x one frame's")
         cal = fit_table(wl, fwhm, raw, truth, unmixer,
                         {"n_spectra": str(args.n), "seed": str(args.seed),
                          "prior": args.prior + ("" if melanin is None else
                                                 f", melanin {melanin[0]:g}-{melanin[1]:g}"),
                          "ranges": json.dumps(dataclasses.asdict(ranges)),
-                         "noise": noise, "noise_scale": f"{args.noise_scale:g}",
+                         "noise": noise, "noise_scale": f"{eff:g}",
+                         **({"noise_draws": str(args.noise_draws)}
+                            if args.noise_draws > 1 else {}),
                          **_radius_header(args.spatial_radius, path)},
                         thb=fitted["thb"], thb_rows=args.thb_rows)
         ev = evaluate_all(cal)

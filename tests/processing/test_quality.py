@@ -245,8 +245,10 @@ def low_blood_patch(spatial="bilateral", pack=None):
                                    white_exposure_us=EXPOSURE, rho_ref=0.99)
     raw = np.rint(dark + cube / 0.99 * (white - dark)).astype(np.uint16)
     noise = NoiseModel(1023 / 13500, 13 * 1023 / 13500)
+    # The floor of the tables before the THb axis (0.3 %): the patch at 0.35 % blood and low
+    # StO2 reads below it, the tissue above.
     plan = ChainPlan.build(wl, flatfield=ff, fwhm_nm=p.fwhm_nm, pack=pack,
-                           quality=QualityRules(noise, spatial=spatial))
+                           quality=QualityRules(noise, spatial=spatial, min_blood_volume=0.003))
     return plan, raw, patch
 
 

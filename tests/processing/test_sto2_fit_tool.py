@@ -192,3 +192,28 @@ def test_melanin_options_fail_in_one_line(tool, tmp_path):
         tool.main(["--out", str(tmp_path), "--presets", "snapshot16",
                    "--add-chromophores", "Hb"])
     assert not list(tmp_path.iterdir())
+
+
+def test_noise_draws_average_the_raw_ratio(tool, tmp_path):
+    """--noise-draws N: the fit's raw StO2 is the mean of N noisy copies' raw StO2 (what the
+    spatial step averages), its THb the first copy's; the header says the mean's noise."""
+    wl, fwhm = tool.preset_grid("snapshot16")
+    um = _unmixer(tool, "snapshot16")
+    from edge.processing.sto2 import simulate_spectra
+    clean, _ = simulate_spectra(wl, 200, 5, ranges=tool.SCENE_RANGES, fwhm_nm=fwhm)
+    first, raw = tool.noisy_raw("snapshot16", um, clean, 3, 0.5, draws=3)
+    copies = [um.maps(tool.add_sensor_noise("snapshot16", clean, 3 + 7919 * k, scale=0.5))
+              for k in range(3)]
+    np.testing.assert_array_equal(first["thb"], copies[0]["thb"])
+    np.testing.assert_allclose(raw, np.mean([c["sto2_raw"] for c in copies], axis=0),
+                               rtol=1e-6)
+    one_first, one_raw = tool.noisy_raw("snapshot16", um, clean, 3, 0.5)
+    np.testing.assert_array_equal(one_raw, copies[0]["sto2_raw"])
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--noise-scale", "0.5",
+                      "--noise-draws", "4"]) == 0
+    cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
+    assert cal.noise_scale == 0.25 and cal.meta["noise_draws"] == "4"
+    assert cal.meta["noise"].startswith("raw StO2 the mean of 4 noisy copies")
+    with pytest.raises(SystemExit, match="--noise-draws: expected an integer >= 1, got 0"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16", "--noise-draws", "0"])
