@@ -30,6 +30,8 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
 
     ``processing.quality`` (:func:`quality_rules`): ``null`` (default) or ``true`` -- the
     StO2 quality step, which every backend (numpy, native, cuda) runs; ``false`` -- off.
+    ``processing.sto2_table`` chooses the StO2 table every backend applies
+    (:meth:`~edge.processing.sto2.Sto2Calibration.select`).
 
     The configuration is built once as a :class:`~edge.processing.plan.ChainPlan` that the
     backend runs.  ``device_output`` asks a backend that offers it (cuda) to leave the packed
@@ -48,7 +50,8 @@ def make_backend(name: str, camera, flatfield, pack, cfg: AppConfig, *,
     plan = ChainPlan.build(camera.wavelengths, flatfield=flatfield, pack=pack,
                            fwhm_nm=camera.fwhm_nm, chromophores=cfg.processing.chromophores,
                            baseline=cfg.processing.baseline, quality=quality,
-                           registration=registration)
+                           registration=registration, sto2_table=cfg.processing.sto2_table)
+    log.info("StO2 table: %s", plan.calibration.describe())
     if name == "cuda":
         from edge.backends.cuda import CudaBackend
         try:

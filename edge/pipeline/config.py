@@ -46,6 +46,11 @@ Example (every key optional; these are the defaults)::
                                # table's fitted term (tools/fit_sto2_model_error.py: a
                                # constant and a part growing with the guide's local
                                # contrast), else its residual on simulated spectra
+      sto2_table: null         # StO2 calibration table: null: the grid's base table
+                               # (edge/processing/data/sto2_<preset>.csv); a variant name
+                               # shipped for the grid, e.g. human (fitted on tissue with
+                               # brown pigment); or a path to a .csv table (relative: to
+                               # the working directory) fitted for this grid and unmixer
       temporal:                # motion-gated recursive average over frames (video; needs
                                # quality; edge/processing/temporal.py)
         method: none           # none | recursive
@@ -71,11 +76,13 @@ Example (every key optional; these are the defaults)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from drivers.camera import DEFAULT_EXPOSURE_US
 from edge.core.config import load_config, setting
+from edge.errors import ConfigError
 from edge.physics.spectra import BASELINE_TERMS, CHROMOPHORES, FWHM_RANGE_NM
 
 #: Names the unmixing knows, checked when the file is loaded (not after the references).
@@ -149,11 +156,23 @@ class ProcessingSettings:
     min_blood_volume: float | None = setting(0.003, range=(0.0001, 0.2))
     specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))
     model_sigma: float | None = setting(None, range=(0.0, 1.0))
+    # StO2 table (edge.processing.sto2.Sto2Calibration.select): None: the grid's base table;
+    # a shipped variant's name (e.g. "human"); a path to a .csv table (working directory)
+    sto2_table: str | None = None
     # Sensor noise at gain 1 (None: the camera's own, SimulatedCamera.sensor_noise)
     counts_per_electron: float | None = setting(None, range=(1e-6, 1e6))
     read_noise_counts: float | None = setting(None, range=(0.0, 1e6))
     # Motion-gated temporal step (video), after the spatial one
     temporal: TemporalSettings = setting(default_factory=TemporalSettings)
+
+    def __post_init__(self) -> None:
+        t = self.sto2_table
+        if t is None or t.lower().endswith(".csv"):
+            return
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", t):
+            raise ConfigError(f"sto2_table: expected null, a shipped variant name (letters, "
+                              f"digits, '_', '-'; e.g. human) or a path ending in .csv, "
+                              f"got {t!r}")
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,7 @@ def _run_in(cfg: AppConfig, out_dir: Path | None, *, frames: int | None, backend
                 host={"machine": platform.machine(), "python": platform.python_version(),
                       "cpus": os.cpu_count()},
                 calibration=chain.calibration_metrics(),
+                sto2_table=be.calibration.describe(),   # processing.sto2_table's choice
                 version=__version__, **extra)
 
         try:

@@ -69,7 +69,8 @@ class ChainPlan:
         None: frames are float32 reflectance.
     unmixer : Unmixer
     calibration : Sto2Calibration
-        StO2 table for this grid and unmixer.
+        StO2 table for this grid and unmixer (``processing.sto2_table``;
+        :meth:`~edge.processing.sto2.Sto2Calibration.describe` names it).
     index_params : IndexParams
     index_terms : ndarray of shape (bands, m), float64
         Linear part of the TIVITA-style indices (:func:`index_linear_terms`).
@@ -130,7 +131,8 @@ class ChainPlan:
               pack: PackSpec | None = None,
               calibration: Sto2Calibration | None = None,
               quality: QualityRules | None = None,
-              registration: BandRegistration | None = None) -> "ChainPlan":
+              registration: BandRegistration | None = None,
+              sto2_table: str | None = None) -> "ChainPlan":
         """Check a configuration and build its objects.
 
         Parameters
@@ -147,18 +149,24 @@ class ChainPlan:
         index_params : IndexParams
         pack : PackSpec or None
         calibration : Sto2Calibration or None
-            StO2 table; None: ``Sto2Calibration.for_grid`` (shipped or fitted).
+            StO2 table; None: the one ``sto2_table`` chooses.
         quality : QualityRules or None
             StO2 sigma, validity bits and spatial step (numpy, native); None: none.
         registration : BandRegistration or None
             Band registration of a mosaic camera; its per-band noise gain goes into
             ``quality.noise`` (:attr:`~edge.processing.quality.NoiseModel.band_gain`) unless
             that already has one.
+        sto2_table : str or None
+            ``processing.sto2_table`` (:meth:`Sto2Calibration.select`, used when
+            ``calibration`` is None): None the grid's base table (shipped or fitted), a
+            shipped variant's name (``human``), or a path to a .csv table for this grid.
 
         Raises
         ------
         CalibrationError
-            The flat field has another number of bands than the grid.
+            The flat field has another number of bands than the grid; ``sto2_table`` names
+            no table for this grid (unknown variant, unreadable file, another grid's table);
+            both ``calibration`` and ``sto2_table`` given.
         DataFormatError
             Unknown packed map or a packed band outside the grid.
         """
@@ -170,8 +178,12 @@ class ChainPlan:
             raise CalibrationError(f"flatfield: reference has {flatfield.shape[2]} bands, "
                                    f"wavelengths_nm has {wl.size}")
         unmixer = Unmixer(wl, chromophores, baseline, fwhm_nm=fwhm_nm, eps=eps)
-        calibration = calibration or Sto2Calibration.for_grid(
-            wl, fwhm_nm=fwhm_nm, chromophores=chromophores, baseline=baseline, eps=eps)
+        if calibration is not None and sto2_table is not None:
+            raise CalibrationError(f"sto2_table: {sto2_table!r} chooses a table, and a "
+                                   f"calibration table was given too; give one of them")
+        calibration = calibration or Sto2Calibration.select(
+            wl, fwhm_nm=fwhm_nm, chromophores=chromophores, baseline=baseline, eps=eps,
+            table=sto2_table)
         if pack is not None:
             unknown = [m for m in pack.maps if m not in MAP_NAMES]
             if unknown:

@@ -628,7 +628,6 @@ class Sto2Calibration:
                         f"this camera {grid}")
             raise CalibrationError(f"processing.sto2_table: {path}: {why}")
         cal.source = str(path.resolve())
-        log.info("StO2 table: %s", cal.describe())
         return cal
 
 def estimate_sto2(reflectance: np.ndarray, wavelengths_nm, *, fwhm_nm: float | None = None,
