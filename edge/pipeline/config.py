@@ -40,7 +40,7 @@ Example (every key optional; these are the defaults)::
                                # null: the one chosen per preset, the StO2 table's
                                # spatial_radius header (3 where it has none)
       max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'
-      min_blood_volume: 0.003  # 'low_blood' below the THb of this blood volume fraction
+      min_blood_volume: 0.0015 # 'low_blood' below the THb of this blood volume fraction
       specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
       model_sigma: null        # model error added to sto2_sigma (fraction); null: the
                                # table's fitted term (tools/fit_sto2_model_error.py: a
@@ -153,7 +153,7 @@ class ProcessingSettings:
     # None: the StO2 table's spatial_radius header (chosen per preset), else 3
     spatial_radius: int | None = setting(None, range=(1, 8))
     max_sigma: float | None = setting(0.05, range=(0.001, 1.0))
-    min_blood_volume: float | None = setting(0.003, range=(0.0001, 0.2))
+    min_blood_volume: float | None = setting(0.0015, range=(0.0001, 0.2))
     specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))
     model_sigma: float | None = setting(None, range=(0.0, 1.0))
     # StO2 table (edge.processing.sto2.Sto2Calibration.select): None: the grid's base table;

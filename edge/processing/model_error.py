@@ -6,10 +6,10 @@ organ borders -- not by sensor noise, so a noise-only ``sto2_sigma`` covered 10-
 pixels (README, "Science and accuracy").  ``finish_quality``
 (:mod:`edge.processing.quality`) adds in quadrature::
 
-    sigma**2 = sigma_noise**2 + a**2 + (b * c)**2
+    sigma**2 = sigma_noise**2 + a**2 + (b_sigma * c)**2
 
-with ``c`` the local contrast of the spectral guide (:func:`guide_contrast`) and ``a``,
-``b`` fitted per preset against the simulator's truth by ``tools/fit_sto2_model_error.py``
+and flags a pixel whose ``b * c`` exceeds ``max_sigma`` (two tissues in one pixel), with ``c`` the local contrast of the spectral guide (:func:`guide_contrast`) and ``a``,
+``b``, ``b_sigma`` fitted per preset against the simulator's truth by ``tools/fit_sto2_model_error.py``
 and stored in the StO2 table's ``model_error`` header line (:func:`model_error`).
 """
 
@@ -56,11 +56,14 @@ def guide_contrast(guide: np.ndarray) -> np.ndarray:
     return np.sqrt(np.where(np.isfinite(best), best, np.float32(0))).astype(np.float32)
 
 
-def model_error(calibration, temporal: bool = False) -> tuple[float, float] | None:
-    """The table's fitted model-error term ``(a, b)``: ``sigma_model**2 = a**2 + (b c)**2``
-    with ``c`` the guide contrast (:func:`guide_contrast`), from its ``model_error`` header
-    line (``tools/fit_sto2_model_error.py``; ``a_temporal``/``b_temporal`` with the temporal
-    step, which leaves less noise, when the line has them); None when the table has none."""
+def model_error(calibration, temporal: bool = False
+                ) -> tuple[float, float, float] | None:
+    """The table's fitted model-error terms ``(a, b, b_sigma)``: ``sigma_model**2 = a**2 +
+    (b_sigma c)**2`` with ``c`` the guide contrast (:func:`guide_contrast`), and the edge rule
+    flags pixels with ``b c > max_sigma``; from its ``model_error`` header line
+    (``tools/fit_sto2_model_error.py``; ``b_sigma`` is ``b`` where the line has none;
+    ``a_temporal``/``b_temporal``/``b_sigma_temporal`` with the temporal step, which leaves
+    less noise, when the line has them); None when the table has none."""
     text = getattr(calibration, "meta", {}).get("model_error")
     if not text:
         return None
@@ -70,14 +73,17 @@ def model_error(calibration, temporal: bool = False) -> tuple[float, float] | No
 
 @functools.lru_cache(maxsize=32)
 def _parse_model_error(text: str):
-    """``((a, b), (a_temporal, b_temporal) or None)`` of a header line, parsed once per text
-    (finish_quality asks every frame)."""
+    """``((a, b, b_sigma), (a_temporal, b_temporal, b_sigma_temporal) or None)`` of a header
+    line, parsed once per text (finish_quality asks every frame)."""
     try:
         d = json.loads(text)
-        plain = float(d["a"]), float(d["b"])
-        with_temporal = ((float(d["a_temporal"]), float(d["b_temporal"]))
+        plain = float(d["a"]), float(d["b"]), float(d.get("b_sigma", d["b"]))
+        with_temporal = ((float(d["a_temporal"]), float(d["b_temporal"]),
+                          float(d.get("b_sigma_temporal", d["b_temporal"])))
                          if "a_temporal" in d else None)
+        if not all(np.isfinite(v) and v >= 0 for v in plain + (with_temporal or ())):
+            raise ValueError("negative or non-finite term")
         return plain, with_temporal
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"StO2 table: bad model_error header {text[:60]!r} (expected JSON "
-                          f"with numbers 'a' and 'b')") from exc
+                          f"with numbers >= 0 'a' and 'b', optionally 'b_sigma')") from exc

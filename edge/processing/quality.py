@@ -582,8 +582,10 @@ def finish_quality(plan, s_raw: np.ndarray, var_raw: np.ndarray | None, flags: n
             model_error(cal, temporal is not None and rules.temporal.enabled)
         model2 = np.float32((plan.model_sigma if fitted is None else fitted[0]) ** 2)
         if fitted is not None and fitted[1] > 0 and guide is not None:
-            edge = np.float32(fitted[1]) * guide_contrast(guide)
-            model2 = model2 + edge * edge
+            contrast = guide_contrast(guide)
+            spread = np.float32(fitted[2]) * contrast     # b_sigma: sigma's edge term
+            model2 = model2 + spread * spread
+            edge = np.float32(fitted[1]) * contrast       # b: the edge rule's
             if rules.max_sigma is not None:
                 # A pixel whose edge term alone exceeds max_sigma sees two tissues (mosaic
                 # misregistration at an organ border): 'uncertain' like a noisy one.

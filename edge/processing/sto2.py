@@ -289,6 +289,17 @@ class Sto2Calibration:
         """Step of sqrt(THb) between rows (float32 value; 1.0 for a one-dimensional table)."""
         return self._thb_axis[1]
 
+    def replace(self, *, table_y: np.ndarray | None = None,
+                meta: dict | None = None) -> "Sto2Calibration":
+        """A copy with another ``table_y`` (same shape) and/or ``meta``; knots and THb axis
+        kept."""
+        y = self.table_y if table_y is None else np.asarray(table_y)
+        if y.shape != self.table_y.shape:
+            raise CalibrationError(f"table_y: expected shape {self.table_y.shape}, got "
+                                   f"{y.shape}")
+        return Sto2Calibration(self.table_x, y, self.meta if meta is None else meta,
+                               thb_axis=self._thb_axis if self.n_rows > 1 else None)
+
     def thb_position(self, thb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row index ``j`` (intp) and weight ``g`` (float32) of each THb on the table's axis:
         ``q = sqrt(max(thb, 0)); u = clip((q - q0) / dq, 0, R-1); j = min(floor(u), R-2);

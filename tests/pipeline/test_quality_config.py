@@ -26,7 +26,7 @@ def test_noise_model_from_the_camera(preset, crosstalk):
     assert rules.noise.read_noise_counts == pytest.approx(own["read_noise_counts"])
     assert (rules.noise.crosstalk is not None) == crosstalk
     assert (rules.spatial, rules.max_sigma, rules.min_blood_volume) == ("bilateral", 0.05,
-                                                                         0.003)
+                                                                         0.0015)
 
 
 def test_configured_noise_wins_and_quality_can_be_off():

@@ -78,7 +78,7 @@ def test_spatial_radius_null_takes_the_tables_header():
     meta = {k: v for k, v in base.meta.items() if k != "spatial_radius"}
 
     def radius(rules, **header):
-        cal = Sto2Calibration(base.table_x, base.table_y, {**meta, **header})
+        cal = base.replace(meta={**meta, **header})
         bil = ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral
         assert bil.sigma_s == pytest.approx(2 * bil.radius / 3)
         return bil.radius

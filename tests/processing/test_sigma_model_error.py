@@ -13,6 +13,8 @@ from edge.errors import ConfigError
 from edge.processing.quality import guide_contrast, model_error
 from edge.processing.sto2 import Sto2Calibration
 
+_DATA = __import__('pathlib').Path(__file__).resolve().parents[2] / 'edge/processing/data'
+
 
 def test_guide_contrast_by_hand():
     g = np.zeros((5, 6, 2), np.float32)
@@ -28,8 +30,8 @@ def test_guide_contrast_by_hand():
 
 def test_shipped_tables_carry_a_model_error():
     for name, cal in Sto2Calibration.shipped().items():
-        a, b = model_error(cal)
-        assert 0 <= a <= 0.1 and 0 <= b <= 3, name
+        a, b, b_sigma = model_error(cal)
+        assert 0 <= a <= 0.1 and 0 <= b_sigma <= b <= 3, name
     bad = Sto2Calibration([0, 1], [0, 1], {"model_error": "{oops"})
     with pytest.raises(ConfigError, match=r"StO2 table: bad model_error header"):
         model_error(bad)
@@ -52,8 +54,7 @@ def test_sigma_adds_the_table_term_in_quadrature():
     raw = sensor.expose(refl, EXPOSURE, 1.0, 1)
     base = QualityRules(noise, spatial="bilateral", max_sigma=None)
     cal = Sto2Calibration.shipped()["snapshot16"]
-    cal = Sto2Calibration(cal.table_x, cal.table_y,
-                          dict(cal.meta, model_error='{"a": 0.02, "b": 0.5}'))
+    cal = cal.replace(meta=dict(cal.meta, model_error='{"a": 0.02, "b": 0.5}'))
     noise_only = NumpyBackend(ChainPlan.build(wl, flatfield=ff, fwhm_nm=p.fwhm_nm,
                                               calibration=cal, quality=base))
     with_term = NumpyBackend(ChainPlan.build(
@@ -69,6 +70,45 @@ def test_sigma_adds_the_table_term_in_quadrature():
     np.testing.assert_allclose(b.maps["sto2_sigma"][ok], want[ok], rtol=1e-4)
     edge = guide_contrast(g)[ok] > 0.1
     assert edge.any() and (b.maps["sto2_sigma"][ok][edge] > 0.02 + 1e-3).all()
+
+
+def test_b_sigma_sets_sigma_and_b_the_edge_rule():
+    """A header with ``b_sigma``: sigma's edge term is ``b_sigma c``, the 'uncertain' edge rule
+    ``b c > max_sigma``; a negative term is refused in one line."""
+    from test_quality import EXPOSURE, _camera, _tissue
+
+    from edge.backends.numpy_backend import NumpyBackend
+    from edge.core.chain import FLAG_UNCERTAIN
+    from edge.processing.plan import ChainPlan
+    from edge.processing.quality import QualityRules
+
+    p, sensor, ff, noise = _camera("snapshot16", 12, 16)
+    wl = p.wavelength_array()
+    refl, _ = _tissue(wl, p.fwhm_nm, 12 * 16, 3)
+    refl = refl.reshape(12, 16, -1)
+    refl[:, 8:] *= 0.6
+    raw = sensor.expose(refl, EXPOSURE, 1.0, 1)
+    base = Sto2Calibration.shipped()["snapshot16"]
+    rules = QualityRules(noise, spatial="bilateral", max_sigma=0.05, model_sigma=None)
+
+    def run(header):
+        cal = base.replace(meta=dict(base.meta, model_error=header))
+        return NumpyBackend(ChainPlan.build(wl, flatfield=ff, fwhm_nm=p.fwhm_nm,
+                                            calibration=cal, quality=rules)
+                            ).run(raw, exposure_us=EXPOSURE)
+
+    split = run('{"a": 0.01, "b": 0.5, "b_sigma": 0.1}')
+    strong = run('{"a": 0.01, "b": 0.5}')
+    weak = run('{"a": 0.01, "b": 0.1}')
+    # the flags follow b ...
+    np.testing.assert_array_equal(split.flags & FLAG_UNCERTAIN, strong.flags & FLAG_UNCERTAIN)
+    assert (strong.flags & FLAG_UNCERTAIN).sum() > (weak.flags & FLAG_UNCERTAIN).sum()
+    # ... sigma follows b_sigma
+    np.testing.assert_array_equal(split.maps["sto2_sigma"], weak.maps["sto2_sigma"])
+    assert model_error(base.replace(meta={"model_error": '{"a": 0.01, "b": 0.5}'})) == \
+        (0.01, 0.5, 0.5)
+    with pytest.raises(ConfigError, match="numbers >= 0 'a' and 'b', optionally 'b_sigma'"):
+        model_error(base.replace(meta={"model_error": '{"a": 0.01, "b": 0.5, "b_sigma": -1}'}))
 
 
 def test_coverage_on_a_held_out_seed():
@@ -107,14 +147,15 @@ def _fit_tool():
     return mod
 
 
-def _edge_samples(n=4000, seed=0):
-    """Samples (|error|, noise sigma, contrast, border): interior error 0.02; a tenth of the
-    border pixels are mixed (contrast 0.3, error 0.10), the rest like the interior."""
+def _edge_samples(n=4000, seed=0, mixed_share=0.33, mixed_err=0.10):
+    """Samples (|error|, noise sigma, contrast, border): interior error 0.02; ``mixed_share``
+    of the border pixels (a tenth of all) are mixed (contrast 0.3, error 0.10), the rest like
+    the interior."""
     rng = np.random.default_rng(seed)
     border = rng.random(n) < 0.3
-    mixed = border & (rng.random(n) < 0.33)
+    mixed = border & (rng.random(n) < mixed_share)
     err = np.abs(rng.normal(0, 0.025, n))
-    err[mixed] = 0.10
+    err[mixed] = mixed_err
     c = np.where(mixed, 0.3, rng.uniform(0, 0.05, n))
     return np.stack([err, np.full(n, 0.01), c, border.astype(float)], axis=1)
 
@@ -137,6 +178,27 @@ def test_edge_strength_grows_b_until_the_border_excess_is_met():
     # min_kept forbids withholding the mixed tenth: the closest the allowed b get
     b2, e2 = tool.edge_strength(s, 0.05, 0.05, 0.5, 0.99)
     assert b2 < 0.05 / 0.3 and e2 > 0.5
+
+
+def test_refit_for_flag_keeps_the_coverage_fits_b_in_sigma(tmp_path):
+    """With an edge rule b stronger than the coverage fit's, a is refitted on the pixels the
+    rule keeps with sigma's edge term at b_sigma (68.3 % covered), and the header carries
+    b_sigma beside b."""
+    tool = _fit_tool()
+    s = _edge_samples(20000)
+    a, ca, cb, kept = tool.refit_for_flag(s, 0.1, 0.5, 0.05)
+    keep = 0.5 * s[:, 2] <= 0.05
+    assert kept == pytest.approx(keep.mean()) and kept < 0.95     # the mixed are withheld
+    assert ca == pytest.approx(0.6827, abs=0.01)
+    assert tool.coverage(s[keep], a, 0.1) == (ca, cb)
+    # the flag's b in sigma as well would cover more than 68 % at the same a
+    assert tool.coverage(s[keep], a, 0.5)[0] >= ca
+    (tmp_path / "sto2_snapshot16.csv").write_text(
+        (_DATA / "sto2_snapshot16.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    tool.write_header(tmp_path / "sto2_snapshot16.csv",
+                      {"a": round(a, 4), "b": 0.5, "b_sigma": 0.1}, "test")
+    got = model_error(Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv"))
+    assert got == (round(a, 4), 0.5, 0.1)
 
 
 def test_fit_tool_refuses_an_unreadable_samples_file_in_one_line(tmp_path, capsys):

@@ -103,11 +103,11 @@ def test_noise_scale_and_spatial_radius_headers():
     base = Sto2Calibration.shipped()["snapshot16"]
 
     def with_meta(**meta):
-        return Sto2Calibration(base.table_x, base.table_y, {**base.meta, **meta})
+        return base.replace(meta={**base.meta, **meta})
 
     cal = with_meta(noise_scale="0.12", spatial_radius="5")
     assert (cal.noise_scale, cal.spatial_radius) == (0.12, 5)
-    bare = Sto2Calibration(base.table_x, base.table_y, {})
+    bare = base.replace(meta={})
     assert (bare.noise_scale, bare.spatial_radius) == (None, None)
     with pytest.raises(CalibrationError, match=r"StO2 table: spatial_radius header must be a "
                                                r"number in \[1, 8\], got '9'"):
