@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers.simulated import SimulatedCamera  # noqa: E402
 from edge.pipeline.backend_factory import make_backend  # noqa: E402
+from edge.errors import HsiEdgeError  # noqa: E402
 from edge.pipeline.config import (AppConfig, ProcessingSettings,  # noqa: E402
                                   TemporalSettings)
 from edge.pipeline.reference import obtain_flatfield  # noqa: E402
@@ -55,9 +56,11 @@ CONFIGS = {
 }
 
 
-def _config(name: str, model_sigma, spatial_radius=None, min_blood_volume="default"
-            ) -> AppConfig:
+def _config(name: str, model_sigma, spatial_radius=None, min_blood_volume="default",
+            sto2_table=None) -> AppConfig:
     extra = {} if min_blood_volume == "default" else {"min_blood_volume": min_blood_volume}
+    if sto2_table is not None:
+        extra["sto2_table"] = sto2_table
     proc = dataclasses.replace(ProcessingSettings(), backend="numpy", quality=True,
                                model_sigma=model_sigma, spatial_radius=spatial_radius,
                                **extra, **CONFIGS[name])
@@ -97,17 +100,19 @@ def _score(frame, res, backend, acc: dict, samples: list | None) -> None:
 
 def measure(preset: str, seed: int, config: str, frames: int, warmup: int, rows, cols,
             model_sigma, samples: list | None, radii=(None,),
-            min_blood_volume="default") -> list[dict]:
+            min_blood_volume="default", species=None, sto2_table=None) -> list[dict]:
     """One stream of ``frames`` frames, run by one NumPy backend per spatial radius in
     ``radii`` (None: the table's; the same frames for each); one result dict per radius.
     ``samples`` (per-pixel rows for the model-error fit) come from the first radius."""
-    cam = SimulatedCamera(preset, rows=rows, cols=cols, seed=seed)
+    cam = SimulatedCamera(preset, rows=rows, cols=cols, seed=seed,
+                          scene_options=None if species is None else {"species": species})
     with cam:
         cam.configure(exposure_us=8000, trigger_mode="software")
         cam.arm()
         ff = obtain_flatfield(_config(config, model_sigma), cam)
         backends = [make_backend("numpy", cam, ff, None,
-                                 _config(config, model_sigma, r, min_blood_volume))
+                                 _config(config, model_sigma, r, min_blood_volume,
+                                         sto2_table))
                     for r in radii]
         accs = [{k: [] for k in ("mae", "bias", "valid", "mae_all", "border", "interior",
                                  "coverage", "ms", "reset")} for _ in backends]
@@ -148,6 +153,11 @@ def main(argv=None) -> int:
                     choices=range(1, 9), metavar="{1..8}",
                     help="processing.spatial_radius, one or more (each runs on the same "
                          "frames; default null: the table's spatial_radius header, else 3)")
+    ap.add_argument("--species", default=None,
+                    help="the scene's species (drivers/sim/tissue_classes.py: pig, human, rat; "
+                         "default pig)")
+    ap.add_argument("--sto2-table", default=None,
+                    help="processing.sto2_table (a shipped variant such as human, or a CSV)")
     ap.add_argument("--min-blood-volume", type=float, default=None,
                     help="processing.min_blood_volume (default: the config's default)")
     ap.add_argument("--tables", default=None, help="folder of sto2_<preset>.csv tables used "
@@ -161,20 +171,23 @@ def main(argv=None) -> int:
             Sto2Calibration._cache[cal.meta["key"]] = cal
     ms = None if args.model_sigma == "table" else float(args.model_sigma)
     results, samples = [], {}
-    for preset in args.presets:
-        for config in args.configs:
-            for seed in args.seeds:
-                buf = [] if args.samples else None
-                for r in measure(preset, seed, config, args.frames, args.warmup,
-                                 args.rows, args.cols, ms, buf, args.spatial_radius,
-                                 "default" if args.min_blood_volume is None
-                                 else args.min_blood_volume):
-                    r.update(preset=preset, config=config, seed=seed)
-                    results.append(r)
-                    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
-                                      for k, v in r.items()}), flush=True)
-                if buf:
-                    samples.setdefault(f"{preset}_{config}", []).extend(buf)
+    try:
+        for preset in args.presets:
+            for config in args.configs:
+                for seed in args.seeds:
+                    buf = [] if args.samples else None
+                    for r in measure(preset, seed, config, args.frames, args.warmup,
+                                     args.rows, args.cols, ms, buf, args.spatial_radius,
+                                     "default" if args.min_blood_volume is None
+                                     else args.min_blood_volume, args.species, args.sto2_table):
+                        r.update(preset=preset, config=config, seed=seed)
+                        results.append(r)
+                        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
+                                          for k, v in r.items()}), flush=True)
+                    if buf:
+                        samples.setdefault(f"{preset}_{config}", []).extend(buf)
+    except HsiEdgeError as exc:          # an unknown --species, a bad --sto2-table...: one line
+        ap.error(str(exc))
     if args.samples:
         np.savez_compressed(args.samples, **{k: np.concatenate(v) for k, v in samples.items()})
     if args.json:
