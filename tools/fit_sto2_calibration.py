@@ -97,6 +97,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -308,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                          "ratios (their noise bias stays in the mean); THb of the first copy "
                          "(the table's row is the pixel's own THb); the noise_scale header is "
                          "then --noise-scale / sqrt(N)")
+    ap.add_argument("--variant", default=None,
+                    help="write sto2_<preset>_<VARIANT>.csv with a 'variant' header: a table "
+                         "chosen with processing.sto2_table: VARIANT (e.g. human, fitted with "
+                         "--prior scene+melanin)")
     ap.add_argument("--thb-rows", type=int, default=MAX_THB_ROWS, choices=range(1, MAX_THB_ROWS + 1),
                     metavar=f"{{1..{MAX_THB_ROWS}}}",
                     help="rows of the table's THb axis (1: one curve for every blood volume); "
@@ -341,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     extra_eval = [_melanin_range(p, "--eval-melanin") for p in args.eval_melanin]
     if not args.evaluate_only:
         args.out.mkdir(parents=True, exist_ok=True)
+    if args.variant is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.variant):
+        raise SystemExit(f"--variant: expected letters, digits, '_' or '-', got "
+                         f"{args.variant!r}")
     if args.noise_draws < 1:
         raise SystemExit(f"--noise-draws: expected an integer >= 1, got {args.noise_draws}")
     # The noise of the mean of the draws (the table's noise_scale header), 3 digits.
@@ -359,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 ev.update({f"{k} melanin {lo:g}-{hi:g}": d for k, d in sub.items()})
             return ev
 
-        path = args.out / f"sto2_{name}.csv"
+        path = args.out / (f"sto2_{name}.csv" if args.variant is None
+                           else f"sto2_{name}_{args.variant}.csv")
         if args.evaluate_only:
             ev = evaluate_all(Sto2Calibration.from_csv(path))
             print(f"{name}: {path} on the {args.prior} prior: " + json.dumps(
@@ -386,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                          "noise": noise, "noise_scale": f"{eff:g}",
                          **({"noise_draws": str(args.noise_draws)}
                             if args.noise_draws > 1 else {}),
+                         **({} if args.variant is None else {"variant": args.variant}),
                          **_radius_header(args.spatial_radius, path)},
                         thb=fitted["thb"], thb_rows=args.thb_rows)
         ev = evaluate_all(cal)

@@ -217,3 +217,17 @@ def test_noise_draws_average_the_raw_ratio(tool, tmp_path):
     assert cal.meta["noise"].startswith("raw StO2 the mean of 4 noisy copies")
     with pytest.raises(SystemExit, match="--noise-draws: expected an integer >= 1, got 0"):
         tool.main(["--out", str(tmp_path), "--presets", "snapshot16", "--noise-draws", "0"])
+
+
+def test_variant_writes_its_own_file(tool, tmp_path):
+    """--variant human: sto2_<preset>_human.csv with a variant header (the table
+    processing.sto2_table: human selects); the base table is not touched."""
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--prior", "scene+melanin",
+                      "--variant", "human"]) == 0
+    assert not (tmp_path / "sto2_snapshot16.csv").exists()
+    cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16_human.csv")
+    assert cal.variant == "human" and cal.meta["prior"] == "scene+melanin"
+    assert cal.meta["key"] == Sto2Calibration.shipped()["snapshot16"].meta["key"]
+    with pytest.raises(SystemExit, match="--variant: expected letters, digits"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16", "--variant", "a/b"])
