@@ -205,6 +205,13 @@ def noisy_raw(name: str, unmixer: Unmixer, clean: np.ndarray, seed: int, scale: 
     return first, (total / int(draws)).astype(np.float32)
 
 
+def _h_header(h: float | None, path: Path) -> dict:
+    """The ``spatial_h`` header of a refit: ``h``, else the replaced table's, else none."""
+    if h is None and path.is_file():
+        h = Sto2Calibration.from_csv(path).spatial_h
+    return {} if h is None else {"spatial_h": f"{h:g}"}
+
+
 def _radius_header(radius: int | None, path: Path) -> dict:
     """The ``spatial_radius`` header of a refit: ``radius``, else the one of the table at
     ``path`` it replaces (a refit of the noise level keeps the preset's window), else none."""
@@ -317,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                     metavar=f"{{1..{MAX_THB_ROWS}}}",
                     help="rows of the table's THb axis (1: one curve for every blood volume); "
                          f"default {MAX_THB_ROWS}")
+    ap.add_argument("--spatial-h", type=float, default=None,
+                    help="write a spatial_h header: the spatial step's range kernel chosen "
+                         "with this table (processing.spatial_h: null takes it); default: the "
+                         "replaced table's, if any")
     ap.add_argument("--exposure-us", type=float, default=None,
                     help="exposure of the noise model (default: the cameras' default)")
     ap.add_argument("--evaluate-only", action="store_true",
@@ -349,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.variant):
         raise SystemExit(f"--variant: expected letters, digits, '_' or '-', got "
                          f"{args.variant!r}")
+    if args.spatial_h is not None and not 0.005 <= args.spatial_h <= 1.0:
+        raise SystemExit(f"--spatial-h: expected a number in [0.005, 1], got {args.spatial_h:g}")
     if args.noise_draws < 1:
         raise SystemExit(f"--noise-draws: expected an integer >= 1, got {args.noise_draws}")
     # The noise of the mean of the draws (the table's noise_scale header), 3 digits.
@@ -396,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                          **({"noise_draws": str(args.noise_draws)}
                             if args.noise_draws > 1 else {}),
                          **({} if args.variant is None else {"variant": args.variant}),
-                         **_radius_header(args.spatial_radius, path)},
+                         **_radius_header(args.spatial_radius, path),
+                         **_h_header(args.spatial_h, path)},
                         thb=fitted["thb"], thb_rows=args.thb_rows)
         ev = evaluate_all(cal)
         header = [

@@ -137,6 +137,6 @@ def quality_rules(camera, cfg: AppConfig):
                         min_blood_volume=pc.min_blood_volume,
                         specular_min_reflectance=pc.specular_min_reflectance,
                         spatial=pc.spatial, model_sigma=pc.model_sigma,
-                        spatial_radius=pc.spatial_radius,
+                        spatial_radius=pc.spatial_radius, spatial_h=pc.spatial_h,
                         temporal=TemporalParams(pc.temporal.method, pc.temporal.window,
                                                 pc.temporal.gate))

@@ -39,6 +39,8 @@ Example (every key optional; these are the defaults)::
       spatial_radius: null     # half-width of its window in pixels, 1-8 (3: 7x7, 5: 11x11);
                                # null: the one chosen per preset, the StO2 table's
                                # spatial_radius header (3 where it has none)
+      spatial_h: null          # its range kernel h (absorbance), 0.005-1; null: the
+                               # table's spatial_h header (0.08 where it has none)
       max_sigma: 0.05          # StO2 standard error above which a pixel is 'uncertain'
       min_blood_volume: 0.0015 # 'low_blood' below the THb of this blood volume fraction
       specular_min_reflectance: 0.6   # 'specular' where the darkest band is brighter
@@ -152,6 +154,8 @@ class ProcessingSettings:
     spatial: Literal["none", "bilateral"] = "bilateral"
     # None: the StO2 table's spatial_radius header (chosen per preset), else 3
     spatial_radius: int | None = setting(None, range=(1, 8))
+    # None: the StO2 table's spatial_h header (chosen per preset), else 0.08
+    spatial_h: float | None = setting(None, range=(0.005, 1.0))
     max_sigma: float | None = setting(0.05, range=(0.001, 1.0))
     min_blood_volume: float | None = setting(0.0015, range=(0.0001, 0.2))
     specular_min_reflectance: float | None = setting(0.6, range=(0.01, 2.0))

@@ -28,7 +28,8 @@ from edge.errors import CalibrationError, DataFormatError
 from edge.processing.flatfield import FlatField
 from edge.processing.indices import IndexParams, index_linear_terms
 from edge.processing.quality import (QualityRules, model_sigma, quadratic_weights,
-                                     registration_gain, resolve_spatial_radius, thb_floor)
+                                     registration_gain, resolve_spatial_h,
+                                     resolve_spatial_radius, thb_floor)
 from edge.processing.register import BandRegistration
 from edge.processing.spatial import BilateralParams, guide_groups
 from edge.processing.sto2 import Sto2Calibration
@@ -208,7 +209,8 @@ class ChainPlan:
                                       f"{type(quality).__name__}")
             # null: the radius chosen with the preset's table (its spatial_radius header)
             r = resolve_spatial_radius(quality, calibration)
-            bil = BilateralParams(radius=r, sigma_s=2.0 * r / 3.0)
+            bil = BilateralParams(radius=r, sigma_s=2.0 * r / 3.0,
+                                  h=resolve_spatial_h(quality, calibration))
             extra = {"quality": quality, "bilateral": bil,
                      "sigma_weights": quadratic_weights(unmixer.pinv, unmixer.i_hbo2,
                                                         unmixer.i_hb),

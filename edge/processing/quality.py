@@ -81,7 +81,7 @@ from edge.processing.temporal import TemporalParams
 __all__ = ["NoiseModel", "QualityRules", "absorbance_variance", "sto2_raw_variance",
            "quadratic_weights", "pixel_flags", "finish_quality",
            "calibration_slope", "row_slopes", "thb_floor", "specular", "model_sigma", "model_error",
-           "resolve_spatial_radius", "guide_contrast",
+           "resolve_spatial_radius", "resolve_spatial_h", "DEFAULT_SPATIAL_H", "guide_contrast",
            "sto2_raw_variance_mixed", "DEFAULT_MAX_SIGMA", "DEFAULT_MIN_BLOOD_VOLUME",
            "DEFAULT_SPECULAR_MIN_REFLECTANCE", "DEFAULT_SPATIAL_RADIUS"]
 
@@ -106,6 +106,10 @@ DEFAULT_SPECULAR_MIN_REFLECTANCE = 0.6
 #: Spatial step's window half-width where neither the config nor the StO2 table's
 #: ``spatial_radius`` header names one (7 x 7).
 DEFAULT_SPATIAL_RADIUS = 3
+#: Spatial step's range kernel ``h`` (absorbance) where neither the config nor the StO2
+#: table's ``spatial_h`` header names one (science.md: 0.04-0.08 gave the lowest error on
+#: 64x80 scenes; the snapshot tables name smaller ones since the THb axis, README).
+DEFAULT_SPATIAL_H = 0.08
 #: Knots each side of the centred difference of :func:`calibration_slope`.
 _SLOPE_HALF_WIDTH = 3
 
@@ -419,6 +423,10 @@ class QualityRules:
         is 2/3 of it.  None (default): the StO2 table's ``spatial_radius`` header (chosen per
         camera preset), else :data:`DEFAULT_SPATIAL_RADIUS`; the plan resolves it
         (:func:`resolve_spatial_radius`).
+    spatial_h : float or None
+        The spatial step's range kernel ``h`` (absorbance), 0.005-1.  None (default): the StO2
+        table's ``spatial_h`` header (chosen per preset), else :data:`DEFAULT_SPATIAL_H`
+        (:func:`resolve_spatial_h`).
     temporal : TemporalParams
         Motion-gated recursive average over frames (:mod:`edge.processing.temporal`);
         ``method: none`` (default here) for single frames.
@@ -431,6 +439,7 @@ class QualityRules:
     spatial: str = "none"
     model_sigma: float | None = 0.0
     spatial_radius: int | None = None
+    spatial_h: float | None = None
     temporal: TemporalParams = TemporalParams()
 
     @property
@@ -451,6 +460,11 @@ class QualityRules:
         if m is not None and not (np.isfinite(m) and 0.0 <= m <= 1.0):
             raise ConfigError(f"quality.model_sigma: expected a value in [0, 1] or null, got "
                               f"{m!r}")
+        h = self.spatial_h
+        if h is not None and (isinstance(h, bool) or not isinstance(h, (int, float, np.floating))
+                              or not (np.isfinite(h) and 0.005 <= h <= 1.0)):
+            raise ConfigError(f"quality.spatial_h: expected a number in [0.005, 1] or null, "
+                              f"got {h!r}")
         r = self.spatial_radius
         if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer))
                               or not 1 <= r <= 8):
@@ -462,6 +476,16 @@ class QualityRules:
         if self.spatial not in SPATIAL_METHODS:
             raise ConfigError(f"quality.spatial: expected one of {', '.join(SPATIAL_METHODS)}, "
                               f"got {self.spatial!r}")
+
+
+def resolve_spatial_h(rules: QualityRules, calibration) -> float:
+    """The spatial step's range kernel: ``rules.spatial_h`` when set, else the StO2 table's
+    ``spatial_h`` header (:attr:`Sto2Calibration.spatial_h`, chosen per preset with
+    ``tools/measure_sto2_video.py``), else :data:`DEFAULT_SPATIAL_H`."""
+    if rules.spatial_h is not None:
+        return float(rules.spatial_h)
+    own = getattr(calibration, "spatial_h", None)
+    return DEFAULT_SPATIAL_H if own is None else float(own)
 
 
 def resolve_spatial_radius(rules: QualityRules, calibration) -> int:

@@ -333,6 +333,13 @@ class Sto2Calibration:
                                    f"[1, 8], got {self.meta['spatial_radius']!r}")
         return None if v is None else int(v)
 
+    @property
+    def spatial_h(self) -> float | None:
+        """The spatial step's range kernel ``h`` (absorbance) chosen with this table
+        (``spatial_h`` header, 0.005-1; ``processing.spatial_h: null`` takes it); None when
+        the table has none (the chain then uses 0.08)."""
+        return self._header_number("spatial_h", 0.005, 1.0)
+
     def _header_number(self, key: str, lo: float, hi: float) -> float | None:
         text = self.meta.get(key)
         if text is None:

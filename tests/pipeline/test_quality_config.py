@@ -82,6 +82,21 @@ def test_bad_spatial_radius_is_one_line(tmp_path, bad):
         load_app_config(str(p))
 
 
+def test_spatial_h_reaches_the_plan(tmp_path):
+    """processing.spatial_h: null takes the preset table's header (0.08 where none), a number
+    wins; out of range is one line."""
+    cam = SimulatedCamera("snapshot25", rows=4, cols=5)
+    own = make_backend("numpy", cam, None, None, _cfg()).plan
+    header = own.calibration.spatial_h
+    assert own.bilateral.h == pytest.approx(0.08 if header is None else header)
+    assert make_backend("numpy", cam, None, None,
+                        _cfg(spatial_h=0.2)).plan.bilateral.h == pytest.approx(0.2)
+    p = tmp_path / "run.yaml"
+    p.write_text("processing:\n  spatial_h: 3\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: processing.spatial_h: "):
+        load_app_config(str(p))
+
+
 def test_cuda_gets_quality_rules_by_default(caplog):
     """quality null: the cuda backend runs the quality step like the others (no warning), so
     what stops it here is only a missing PyCUDA, never the quality step."""

@@ -54,7 +54,7 @@ def test_every_backend_gets_the_chosen_table(tmp_path):
     cam = SimulatedCamera("snapshot25", rows=4, cols=5)
     base = Sto2Calibration.for_grid(cam.wavelengths, fwhm_nm=cam.fwhm_nm)
     path = tmp_path / "field.csv"
-    Sto2Calibration(base.table_x, base.table_y * np.float32(0.5), base.meta).to_csv(path)
+    base.replace(table_y=base.table_y * np.float32(0.5)).to_csv(path)
     be = make_backend("numpy", cam, None, None, _cfg(sto2_table=str(path)))
     assert be.plan.calibration.source == str(path.resolve())
     np.testing.assert_array_equal(be.plan.calibration.table_y,

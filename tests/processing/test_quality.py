@@ -13,7 +13,7 @@ from edge.backends.base import resolve_plan
 from edge.backends.numpy_backend import NumpyBackend
 from edge.core.chain import (FLAG_LOW_BLOOD, FLAG_SPECULAR, FLAG_UNCERTAIN, FLAG_UNMIX_INVALID,
                              MAP_NAMES, QUALITY_MAP_NAMES)
-from edge.errors import BackendUnavailable, ConfigError
+from edge.errors import BackendUnavailable, CalibrationError, ConfigError
 from edge.processing.flatfield import FlatField
 from edge.processing.plan import ChainPlan
 from edge.processing.quality import (NoiseModel, QualityRules, absorbance_variance,
@@ -88,6 +88,32 @@ def test_spatial_radius_null_takes_the_tables_header():
     assert radius(auto, spatial_radius="6") == 6
     assert radius(auto) == 3
     assert radius(QualityRules(spatial="bilateral", spatial_radius=2), spatial_radius="6") == 2
+
+
+def test_spatial_h_null_takes_the_tables_header():
+    """spatial_h None: the StO2 table's spatial_h header, 0.08 where it has none; an explicit
+    h wins; a bad header or value is one line naming it."""
+    p = get_preset("snapshot25", rows=2, cols=2)
+    wl, fwhm = p.wavelength_array(), float(p.fwhm_nm)
+    base = Sto2Calibration.for_grid(wl, fwhm_nm=fwhm)
+    meta = {k: v for k, v in base.meta.items() if k != "spatial_h"}
+
+    def h(rules, **header):
+        cal = base.replace(meta={**meta, **header})
+        return ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral.h
+
+    auto = QualityRules(spatial="bilateral")
+    assert auto.spatial_h is None
+    assert h(auto, spatial_h="0.03") == pytest.approx(0.03)
+    assert h(auto) == pytest.approx(0.08)
+    assert h(QualityRules(spatial="bilateral", spatial_h=0.05), spatial_h="0.03") == 0.05
+    with pytest.raises(CalibrationError, match=r"spatial_h header must be a number in "
+                                               r"\[0.005, 1\], got '2'"):
+        h(auto, spatial_h="2")
+    for bad in (0.0, 1.5, float("nan"), True, "0.05"):
+        with pytest.raises(ConfigError, match=r"quality.spatial_h: expected a number in "
+                                              r"\[0.005, 1\] or null"):
+            QualityRules(spatial="bilateral", spatial_h=bad)
 
 
 def test_from_sensor_matches_the_simulated_sensor():

@@ -141,6 +141,15 @@ def test_tool_writes_a_table_the_pipeline_finds(tool, tmp_path, capsys):
                       "--presets", "snapshot16", "--noise-scale", "0.06"]) == 0
     cal = Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv")
     assert (cal.noise_scale, cal.spatial_radius) == (0.06, 5)
+    # --spatial-h writes its header, a refit without it keeps it
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16", "--spatial-h", "0.05"]) == 0
+    assert Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv").spatial_h == 0.05
+    assert tool.main(["--out", str(tmp_path), "--n", "1500", "--eval-n", "300",
+                      "--presets", "snapshot16"]) == 0
+    assert Sto2Calibration.from_csv(tmp_path / "sto2_snapshot16.csv").spatial_h == 0.05
+    with pytest.raises(SystemExit, match=r"--spatial-h: expected a number in \[0.005, 1\]"):
+        tool.main(["--out", str(tmp_path), "--presets", "snapshot16", "--spatial-h", "5"])
 
 
 def test_melanin_options_reach_the_table(tool, tmp_path, capsys):

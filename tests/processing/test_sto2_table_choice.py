@@ -148,7 +148,7 @@ def test_another_grids_table_is_refused(tmp_path):
 def test_a_table_without_key_is_refused(tmp_path):
     wl, fwhm = _grid("snapshot16")
     base = Sto2Calibration.for_grid(wl, fwhm_nm=fwhm)
-    bare = Sto2Calibration(base.table_x, base.table_y, {"version": "1"})
+    bare = base.replace(meta={"version": "1"})
     bare.to_csv(tmp_path / "bare.csv")
     with pytest.raises(CalibrationError, match=r"bare\.csv: its header has no 'key:' line"):
         Sto2Calibration.select(wl, fwhm_nm=fwhm, table=str(tmp_path / "bare.csv"))
