@@ -99,27 +99,27 @@ HSI_HD float sqrt_rn(float x) {
 // q = sqrt(max(thb, 0)); u = clip((q - q0) / dq, 0, R-1); j = min(floor(u), R-2); g = u - j;
 // y = row(j) + g * (row(j+1) - row(j)). Every product and sum rounded on its own (no FMA).
 
-// Where a raw StO2 x (finite) falls on the raw axis: interval i, fraction f.
-struct Sto2Knot { int i; float f; };
-HSI_HD Sto2Knot sto2_knot(float x, const ChainParams& P) {
-    float t = (x - P.table_x0) / P.table_dx;
-    const float tmax = (float)(P.n_table - 1);
+// Where v (finite) falls on a uniform axis of n >= 2 points from x0 in steps dx: interval
+// i = min(floor(t), n-2) and fraction t - i of t = clip((v - x0) / dx, 0, n-1).
+struct AxisPos { int i; float f; };
+HSI_HD AxisPos axis_pos(float v, float x0, float dx, int n) {
+    float t = (v - x0) / dx;
+    const float tmax = (float)(n - 1);
     t = t < 0.0f ? 0.0f : (t > tmax ? tmax : t);
     int i = (int)floorf(t);
-    if (i > P.n_table - 2) i = P.n_table - 2;
-    return Sto2Knot{i, t - (float)i};
+    if (i > n - 2) i = n - 2;
+    return AxisPos{i, t - (float)i};
 }
 
-// Where a THb (finite) falls on the THb axis of a table with R >= 2 rows: row j, weight g.
-struct Sto2Row { int j; float g; };
-HSI_HD Sto2Row sto2_row(float thb, const ChainParams& P) {
-    const float q = sqrt_rn(thb > 0.0f ? thb : 0.0f);
-    float u = (q - P.thb_x0) / P.thb_dx;
-    const float umax = (float)(P.n_rows - 1);
-    u = u < 0.0f ? 0.0f : (u > umax ? umax : u);
-    int j = (int)floorf(u);
-    if (j > P.n_rows - 2) j = P.n_rows - 2;
-    return Sto2Row{j, u - (float)j};
+// Where a raw StO2 x (finite) falls on the raw axis: interval i, fraction f.
+HSI_HD AxisPos sto2_knot(float x, const ChainParams& P) {
+    return axis_pos(x, P.table_x0, P.table_dx, P.n_table);
+}
+
+// Where a THb (finite) falls on the THb axis (sqrt of THb) of a table with R >= 2 rows:
+// row i, weight f.
+HSI_HD AxisPos sto2_row(float thb, const ChainParams& P) {
+    return axis_pos(sqrt_rn(thb > 0.0f ? thb : 0.0f), P.thb_x0, P.thb_dx, P.n_rows);
 }
 
 // a + w * (b - a), rounded like NumPy (two roundings, no FMA).
@@ -129,12 +129,12 @@ HSI_HD float lerp_rn(float a, float b, float w) { return add_rn(a, mul_rn(w, b -
 HSI_HD float sto2_calibrate(float x, float thb, const ChainParams& P) {
     if (!hsi_isfinite(x) || (P.n_rows > 1 && !hsi_isfinite(thb))) return hsi_nan();
     // Indices into the struct, not pointers: the device then reads them as constants.
-    const Sto2Knot k = sto2_knot(x, P);
+    const AxisPos k = sto2_knot(x, P);
     if (P.n_rows <= 1) return lerp_rn(P.table_y[k.i], P.table_y[k.i + 1], k.f);
-    const Sto2Row r = sto2_row(thb, P);
-    const int a = r.j * P.n_table + k.i, b = a + P.n_table;
+    const AxisPos r = sto2_row(thb, P);
+    const int a = r.i * P.n_table + k.i, b = a + P.n_table;
     return lerp_rn(lerp_rn(P.table_y[a], P.table_y[a + 1], k.f),
-                   lerp_rn(P.table_y[b], P.table_y[b + 1], k.f), r.g);
+                   lerp_rn(P.table_y[b], P.table_y[b + 1], k.f), r.f);
 }
 
 // c[k] for a run-time k with compile-time indexing (keeps c[] in registers on the device).

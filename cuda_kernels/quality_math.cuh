@@ -119,7 +119,7 @@ HSI_HD float q_slope(float x, float thb, const float* slopes, const ChainParams&
     const int ii = (int)i;
     if (P.n_rows <= 1) return slopes[ii];
     if (!hsi_isfinite(thb)) return hsi_nan();
-    const Sto2Row r = sto2_row(thb, P);
-    const int a = r.j * (P.n_table - 1) + ii;
-    return lerp_rn(slopes[a], slopes[a + P.n_table - 1], r.g);
+    const AxisPos r = sto2_row(thb, P);
+    const int a = r.i * (P.n_table - 1) + ii;
+    return lerp_rn(slopes[a], slopes[a + P.n_table - 1], r.f);
 }

@@ -38,20 +38,29 @@ def test_shipped_tables_carry_a_model_error():
     assert model_error(Sto2Calibration([0, 1], [0, 1])) is None
 
 
-def test_sigma_adds_the_table_term_in_quadrature():
-    """finish_quality with quality.model_sigma None: sigma^2 = noise^2 + a^2 + (b c)^2."""
+def _two_tissue_frame():
+    """A noisy 12x16 snapshot16 frame whose right half is 0.6x darker (an edge of guide
+    contrast): (preset, flat field, noise model, counts)."""
     from test_quality import EXPOSURE, _camera, _tissue
-
-    from edge.backends.numpy_backend import NumpyBackend
-    from edge.processing.plan import ChainPlan
-    from edge.processing.quality import QualityRules
 
     p, sensor, ff, noise = _camera("snapshot16", 12, 16)
     wl = p.wavelength_array()
     refl, _ = _tissue(wl, p.fwhm_nm, 12 * 16, 3)
     refl = refl.reshape(12, 16, -1)
     refl[:, 8:] *= 0.6
-    raw = sensor.expose(refl, EXPOSURE, 1.0, 1)
+    return p, ff, noise, sensor.expose(refl, EXPOSURE, 1.0, 1)
+
+
+def test_sigma_adds_the_table_term_in_quadrature():
+    """finish_quality with quality.model_sigma None: sigma^2 = noise^2 + a^2 + (b c)^2."""
+    from test_quality import EXPOSURE
+
+    from edge.backends.numpy_backend import NumpyBackend
+    from edge.processing.plan import ChainPlan
+    from edge.processing.quality import QualityRules
+
+    p, ff, noise, raw = _two_tissue_frame()
+    wl = p.wavelength_array()
     base = QualityRules(noise, spatial="bilateral", max_sigma=None)
     cal = Sto2Calibration.shipped()["snapshot16"]
     cal = cal.replace(meta=dict(cal.meta, model_error='{"a": 0.02, "b": 0.5}'))
@@ -75,19 +84,15 @@ def test_sigma_adds_the_table_term_in_quadrature():
 def test_b_sigma_sets_sigma_and_b_the_edge_rule():
     """A header with ``b_sigma``: sigma's edge term is ``b_sigma c``, the 'uncertain' edge rule
     ``b c > max_sigma``; a negative term is refused in one line."""
-    from test_quality import EXPOSURE, _camera, _tissue
+    from test_quality import EXPOSURE
 
     from edge.backends.numpy_backend import NumpyBackend
     from edge.core.chain import FLAG_UNCERTAIN
     from edge.processing.plan import ChainPlan
     from edge.processing.quality import QualityRules
 
-    p, sensor, ff, noise = _camera("snapshot16", 12, 16)
+    p, ff, noise, raw = _two_tissue_frame()
     wl = p.wavelength_array()
-    refl, _ = _tissue(wl, p.fwhm_nm, 12 * 16, 3)
-    refl = refl.reshape(12, 16, -1)
-    refl[:, 8:] *= 0.6
-    raw = sensor.expose(refl, EXPOSURE, 1.0, 1)
     base = Sto2Calibration.shipped()["snapshot16"]
     rules = QualityRules(noise, spatial="bilateral", max_sigma=0.05, model_sigma=None)
 
