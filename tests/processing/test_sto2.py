@@ -123,7 +123,7 @@ def test_noise_scale_and_spatial_radius_headers():
 def test_preset_grids_use_shipped_tables():
     for wl, fwhm in ((TIVITA, 10.0), (np.linspace(460, 600, 16), 15.0),
                      (np.linspace(665, 960, 25), 20.0)):
-        assert Sto2Calibration.for_grid(wl, fwhm_nm=fwhm).meta["n_spectra"] == "20000"
+        assert Sto2Calibration.for_grid(wl, fwhm_nm=fwhm).meta["n_spectra"] in ("20000", "60000")
 
 
 def test_nir_grid_calibrates_better_with_the_pathlength_basis():

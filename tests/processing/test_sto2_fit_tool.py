@@ -60,11 +60,17 @@ def test_shipped_tables_are_the_scene_prior_noisy_fit(tool, name):
         dataclasses.asdict(tool.SCENE_RANGES)))
     scale = cal.noise_scale
     assert scale is not None and 0 < scale <= 1, meta.get("noise_scale")
-    assert meta["noise"].startswith(f"{scale:g} x the noise of one frame of the simulated "
-                                    f"'{name}'")
+    if "noise_draws" in meta:        # the mean of N copies: the mean's noise is the scale
+        assert meta["noise"].startswith(f"raw StO2 the mean of {meta['noise_draws']} noisy "
+                                        "copies")
+        assert meta["noise"].endswith(f"the mean's noise {scale:g} x one frame's")
+        assert f"the simulated '{name}'" in meta["noise"]
+    else:
+        assert meta["noise"].startswith(f"{scale:g} x the noise of one frame of the simulated "
+                                        f"'{name}'")
     text = (_DATA / f"sto2_{name}.csv").read_text(encoding="utf-8")
     assert f"# Held-out evaluation noisy_x{scale:g} " in text
-    assert meta["n_spectra"] == "20000"
+    assert meta["n_spectra"] in ("20000", "60000")
 
 
 def test_fit_table_is_the_fit_procedure_of_sto2(tool):
@@ -89,20 +95,24 @@ def test_fit_table_is_the_fit_procedure_of_sto2(tool):
 
 
 # Held-out accuracy of the shipped tables on the scene prior (1500 spectra, seed 12345):
-# noise-free MAE (the tool's 10,000-spectrum figures are 1.6 / 0.9 / 2.5 points) and at the
-# noise each table was fitted at, its noise_scale header (0.25 / 0.25 / 0.06 of one frame's:
-# 1.8 / 2.9 / 2.8), with a margin for the smaller sample.
-@pytest.mark.parametrize("name, mae_free, mae_own_noise", [
-    ("tivita", 2.0, 2.3), ("snapshot16", 1.2, 3.5), ("snapshot25", 3.0, 3.5)])
-def test_shipped_tables_on_the_scene_prior(tool, name, mae_free, mae_own_noise):
+# noise-free MAE (the tool's 10,000-spectrum figures are 1.3 / 0.5 / 2.0 points with the THb
+# axis) and at the noise each table's mean was fitted at, its noise_scale header (0.25 / 0.25
+# / 0.06 of one frame's: 1.5 / 2.7 / 2.3), with a margin for the smaller sample.  snapshot25's
+# table is fitted on the mean of 64 noisy copies' ratio (--noise-draws): it undoes the
+# ratio's noise bias (reads fat-rich low-blood tissue right on frames), which one spectrum
+# does not have, so on single spectra it reads +1.1 points high (bias limit 1.5 there).
+@pytest.mark.parametrize("name, mae_free, mae_own_noise, max_bias", [
+    ("tivita", 1.6, 1.9, 0.5), ("snapshot16", 0.8, 3.2, 0.5), ("snapshot25", 2.4, 2.8, 1.5)])
+def test_shipped_tables_on_the_scene_prior(tool, name, mae_free, mae_own_noise, max_bias):
     cal = Sto2Calibration.shipped()[name]
     scale = cal.noise_scale
     ev = tool.evaluate(name, cal, _unmixer(tool, name), tool.SCENE_RANGES, 1500,
                        noise_scale=scale)
+    assert cal.n_rows == 16
     assert ev["noise_free"]["mae"] <= mae_free, ev
-    assert abs(ev["noise_free"]["bias"]) < 0.5, ev
+    assert abs(ev["noise_free"]["bias"]) < max_bias, ev
     assert ev[f"noisy_x{scale:g}"]["mae"] <= mae_own_noise, ev
-    assert abs(ev[f"noisy_x{scale:g}"]["bias"]) < 0.5, ev
+    assert abs(ev[f"noisy_x{scale:g}"]["bias"]) < max_bias, ev
     assert ev["noise_free"]["invalid_fraction"] == 0.0
 
 
