@@ -34,7 +34,7 @@ def _one_by_one(ff, raw, spec):
     u = Unmixer(WL, fwhm_nm=10.0)
     m = u.maps(refl)
     cal = Sto2Calibration.for_grid(WL, fwhm_nm=10.0)
-    maps = {"sto2": cal.apply(m["sto2_raw"]), "thb": m["thb"], **tivita_indices(refl, WL)}
+    maps = {"sto2": cal.apply(m["sto2_raw"], m["thb"]), "thb": m["thb"], **tivita_indices(refl, WL)}
     flags = flags | np.where((flags == 0) & np.isnan(m["thb"]), FLAG_UNMIX_INVALID, 0)
     for v in maps.values():
         v[flags != 0] = np.nan
