@@ -69,17 +69,22 @@ def test_noise_model_refuses_bad_values():
         QualityRules(spatial_radius=True)
 
 
-def test_spatial_radius_null_takes_the_tables_header():
-    """spatial_radius None: the StO2 table's spatial_radius header, 3 where it has none; an
-    explicit radius wins over the header."""
+def _bilateral_with_header(drop: str, rules, **header):
+    """The spatial step's parameters of a snapshot25 plan whose StO2 table has the header
+    ``drop`` removed and ``header`` added."""
     p = get_preset("snapshot25", rows=2, cols=2)
     wl, fwhm = p.wavelength_array(), float(p.fwhm_nm)
     base = Sto2Calibration.for_grid(wl, fwhm_nm=fwhm)
-    meta = {k: v for k, v in base.meta.items() if k != "spatial_radius"}
+    meta = {k: v for k, v in base.meta.items() if k != drop}
+    cal = base.replace(meta={**meta, **header})
+    return ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral
 
+
+def test_spatial_radius_null_takes_the_tables_header():
+    """spatial_radius None: the StO2 table's spatial_radius header, 3 where it has none; an
+    explicit radius wins over the header."""
     def radius(rules, **header):
-        cal = base.replace(meta={**meta, **header})
-        bil = ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral
+        bil = _bilateral_with_header("spatial_radius", rules, **header)
         assert bil.sigma_s == pytest.approx(2 * bil.radius / 3)
         return bil.radius
 
@@ -93,14 +98,8 @@ def test_spatial_radius_null_takes_the_tables_header():
 def test_spatial_h_null_takes_the_tables_header():
     """spatial_h None: the StO2 table's spatial_h header, 0.08 where it has none; an explicit
     h wins; a bad header or value is one line naming it."""
-    p = get_preset("snapshot25", rows=2, cols=2)
-    wl, fwhm = p.wavelength_array(), float(p.fwhm_nm)
-    base = Sto2Calibration.for_grid(wl, fwhm_nm=fwhm)
-    meta = {k: v for k, v in base.meta.items() if k != "spatial_h"}
-
     def h(rules, **header):
-        cal = base.replace(meta={**meta, **header})
-        return ChainPlan.build(wl, fwhm_nm=fwhm, calibration=cal, quality=rules).bilateral.h
+        return _bilateral_with_header("spatial_h", rules, **header).h
 
     auto = QualityRules(spatial="bilateral")
     assert auto.spatial_h is None
