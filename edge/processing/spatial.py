@@ -18,7 +18,11 @@ NumPy backend gets it from its fused matmul), which differs between organs and w
 carries far less noise than one band.  The range kernel ``h`` = 0.08 (absorbance) was chosen
 on 64x80 simulated scenes (README, "Science and accuracy"): 0.01-0.02 leaves noise edges in
 the snapshot maps, 0.04-0.08 gave the lowest error, an infinite ``h`` (a plain Gaussian)
-blurred the borders (snapshot16 border error 12.9 against 10.0 points).
+blurred the borders (snapshot16 border error 12.9 against 10.0 points).  Since the StO2 tables
+got a THb axis (Dec 2026) ``h`` is chosen per preset with the window (the table's
+``spatial_h`` header, ``processing.spatial_h``): 0.05 for snapshot16 and 0.03 for snapshot25,
+whose perfusion steps barely move the band-group means (at 0.08 the step averaged across
+the malperfused patch's edge: 5.9 points of border error on snapshot25 seed 1, 2.6 at 0.03).
 
 Inverse-variance weights (``w_ij = a_ij / var_j``, :attr:`BilateralParams.inverse_variance`)
 are available but off: the variance depends on the noisy estimate itself, and weighting by
