@@ -266,6 +266,10 @@ def row_slopes(calibration) -> np.ndarray:
     """Slope ``df/ds`` of every knot interval of every row of a calibration table.
 
     A centred difference over +-3 knots (clamped at the ends), in float64, rounded to float32.
+    A row of a THb-axis table is flat beyond the raw values its THb's spectra reached (the
+    fit extends it with its end value onto the table's common knots); there, as beyond the
+    table, the row's end slope is kept (its first and last non-zero slope), so a pixel whose
+    raw StO2 lands in that stretch is not given a standard error of 0.
 
     Returns
     -------
@@ -276,7 +280,13 @@ def row_slopes(calibration) -> np.ndarray:
     n, h = calibration.n_knots, _SLOPE_HALF_WIDTH
     k = np.arange(n - 1)
     lo, hi = np.maximum(k - h + 1, 0), np.minimum(k + h, n - 1)
-    return ((y[:, hi] - y[:, lo]) / ((hi - lo) * calibration.dx)).astype(np.float32)
+    slopes = ((y[:, hi] - y[:, lo]) / ((hi - lo) * calibration.dx)).astype(np.float32)
+    for row in slopes:
+        live = np.flatnonzero(row > 0)
+        if live.size:
+            row[:live[0]] = row[live[0]]
+            row[live[-1] + 1:] = row[live[-1]]
+    return slopes
 
 
 def calibration_slope(calibration, sto2_raw: np.ndarray,

@@ -165,3 +165,25 @@ def test_thb_axis_removes_the_low_blood_bias():
 def test_2d_fit_rejects_bad_rows():
     with pytest.raises(CalibrationError, match="rows: expected 2..16"):
         table_2d_from_pairs(np.zeros(10), np.ones(10), np.zeros(10), 1)
+
+
+def test_a_rows_flat_ends_keep_its_end_slope():
+    """A row extended flat beyond its spectra's raw values (the fit's np.interp) keeps its
+    first and last non-zero slope there, as the table keeps its end slope beyond its knots:
+    a pixel in that stretch is not given a standard error of 0."""
+    x = np.linspace(0.0, 1.0, 17)
+    ramp = np.clip((x - 0.25) / 0.5, 0, 1)          # flat below 0.25 and above 0.75
+    cal = Sto2Calibration(x, np.stack([x, ramp]), thb_axis=(0.1, 0.1))
+    rs = row_slopes(cal)
+    k = np.arange(16)                                 # the centred difference over +-3 knots
+    lo, hi = np.maximum(k - 2, 0), np.minimum(k + 3, 16)
+    plain = (ramp[hi] - ramp[lo]) / ((hi - lo) * cal.dx)
+    live = np.flatnonzero(plain > 0)
+    assert live[0] > 0 and live[-1] < 15 and np.all(rs > 0)
+    np.testing.assert_allclose(rs[1, live[0]:live[-1] + 1], plain[live[0]:live[-1] + 1],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(rs[1, :live[0]], rs[1, live[0]])
+    np.testing.assert_array_equal(rs[1, live[-1] + 1:], rs[1, live[-1]])
+    s = np.array([0.05, 0.5, 0.95], np.float32)
+    on_row1 = np.full(3, np.float32(0.2) ** 2, np.float32)     # sqrt(thb) = 0.2: row 1
+    assert np.all(calibration_slope(cal, s, on_row1) > 0)
