@@ -312,7 +312,7 @@ class Sto2Calibration:
         u = np.clip(u, np.float32(0), np.float32(self.n_rows - 1))
         j = np.minimum(np.floor(u).astype(np.intp), self.n_rows - 2)
         g = np.where(ok, u - j.astype(np.float32), np.float32(0)).astype(np.float32)
-        return np.where(ok, j, 0), g
+        return j, g
 
     @property
     def noise_scale(self) -> float | None:
@@ -475,20 +475,19 @@ class Sto2Calibration:
                     rows.append([float(v) for v in ln.split(",")])
                 except ValueError as exc:
                     raise CalibrationError(f"{source}: bad table row {ln!r}") from exc
-        axis = meta.pop("thb_axis", None)
-        width = 2
-        if axis is not None:
-            parts = axis.split()
+        text = meta.pop("thb_axis", None)
+        axis = None
+        if text is not None:
+            parts = text.split()
             try:
                 if len(parts) != 3 or parts[0] != "sqrt":
-                    raise ValueError(axis)
+                    raise ValueError(text)
                 axis = (float(parts[1]), float(parts[2]))
             except ValueError:
                 raise CalibrationError(f"{source}: thb_axis header: expected 'sqrt <first> "
-                                       f"<step>', got {meta.get('thb_axis', axis)!r}") from None
-            width = None
-        if not rows or (width is not None and any(len(r) != 2 for r in rows)) \
-                or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+                                       f"<step>', got {text!r}") from None
+        widths = {len(r) for r in rows}
+        if len(widths) != 1 or widths != ({2} if axis is None else widths) or min(widths) < 2:
             raise CalibrationError(f"{source}: expected rows 'sto2_raw,sto2' (or, with a "
                                    "thb_axis header, 'sto2_raw,sto2[0],...' of equal length)")
         arr = np.asarray(rows)
