@@ -209,21 +209,21 @@ def noisy_raw(name: str, unmixer: Unmixer, clean: np.ndarray, seed: int, scale: 
     return first, (total / int(draws)).astype(np.float32)
 
 
-def _h_header(h: float | None, path: Path) -> dict:
-    """The ``spatial_h`` header of a refit: ``h``, else the replaced table's, else none."""
-    if h is None and path.is_file():
-        h = Sto2Calibration.from_csv(path).spatial_h
-    return {} if h is None else {"spatial_h": f"{h:g}"}
-
-
-def _radius_header(radius: int | None, path: Path) -> dict:
-    """The ``spatial_radius`` header of a refit: ``radius``, else the one of the table at
-    ``path`` it replaces (a refit of the noise level keeps the preset's window), else none."""
-    if radius is None and path.is_file():
-        radius = Sto2Calibration.from_csv(path).spatial_radius
-        if radius is not None:
-            logging.info("%s: keeping spatial_radius %d of the table it replaces", path, radius)
-    return {} if radius is None else {"spatial_radius": str(radius)}
+def _spatial_headers(radius: int | None, h: float | None, path: Path) -> dict:
+    """The ``spatial_radius`` and ``spatial_h`` headers of a refit: the options' values, else
+    those of the table at ``path`` it replaces (a refit of the noise level keeps the preset's
+    window and range kernel), else none."""
+    old = Sto2Calibration.from_csv(path) if (radius is None or h is None) and path.is_file() \
+        else None
+    if old is not None:
+        for key, mine, theirs in (("spatial_radius", radius, old.spatial_radius),
+                                  ("spatial_h", h, old.spatial_h)):
+            if mine is None and theirs is not None:
+                logging.info("%s: keeping %s %g of the table it replaces", path, key, theirs)
+        radius = old.spatial_radius if radius is None else radius
+        h = old.spatial_h if h is None else h
+    return {**({} if radius is None else {"spatial_radius": str(radius)}),
+            **({} if h is None else {"spatial_h": f"{h:g}"})}
 
 
 def _errors(est: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -413,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                          **({"noise_draws": str(args.noise_draws)}
                             if args.noise_draws > 1 else {}),
                          **({} if args.variant is None else {"variant": args.variant}),
-                         **_radius_header(args.spatial_radius, path),
-                         **_h_header(args.spatial_h, path)},
+                         **_spatial_headers(args.spatial_radius, args.spatial_h, path)},
                         thb=fitted["thb"], thb_rows=args.thb_rows)
         ev = evaluate_all(cal)
         header = [
